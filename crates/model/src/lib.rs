@@ -1,0 +1,31 @@
+//! ferry's view of a Kubernetes cluster: the objects the data plane reads,
+//! validated like the API server would, folded into a versioned
+//! [`ClusterState`] with a normalized per-ServicePort view and exact
+//! [`ChangeSet`]s between versions.
+//!
+//! Pure: no I/O, no clocks, no threads. Sources (files, the API server, the
+//! lab) feed it; components (proxy, DNS, ingress, overlay) read it.
+
+mod change;
+mod endpoints;
+mod error;
+mod manifest;
+mod object;
+mod state;
+mod validate;
+mod view;
+
+pub use change::ChangeSet;
+pub use error::{FieldError, ManifestError, ObjectDesc};
+pub use manifest::{Decoded, DecodedObject, decode};
+pub use object::{Kind, NamespacedName, Object, ObjectKey};
+pub use state::{ClusterState, Update};
+pub use validate::validate;
+pub use endpoints::{SERVICE_NAME_LABEL, SKIP_MIRROR_LABEL};
+pub use view::{
+    DEFAULT_AFFINITY_TIMEOUT_SECONDS, Endpoint, EndpointAddress, IpFamily, PortSummary, Protocol,
+    ServicePortName, ServicePortView, ServiceType, ServiceView, TargetPort, TrafficPolicy,
+};
+
+/// Re-exported so that users of the model name the same Kubernetes types.
+pub use k8s_openapi;

@@ -1,0 +1,291 @@
+//! Reads manifest text (multi-document YAML or a JSON stream, including
+//! `kind: List`) into validated objects, the way `kubectl apply -f` accepts
+//! it. Each document fails on its own: one bad document costs only itself.
+//!
+//! Pure: takes text, returns objects and errors.
+
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::error::{FieldError, ManifestError, ObjectDesc};
+use crate::object::{Kind, Object};
+use crate::validate::validate;
+
+/// One accepted object and where it came from.
+#[derive(Clone, Debug)]
+pub struct DecodedObject {
+    /// 1-based document index in the file.
+    pub document: usize,
+    /// Index in `items` for objects from a `kind: List`.
+    pub item: Option<usize>,
+    pub object: Object,
+}
+
+/// The outcome of reading one file.
+#[derive(Clone, Debug, Default)]
+pub struct Decoded {
+    pub objects: Vec<DecodedObject>,
+    pub errors: Vec<ManifestError>,
+    /// Objects of kinds the data plane does not use (Deployments and so on):
+    /// not errors, but counted so that `ferry validate` can say so.
+    pub skipped: Vec<ObjectDesc>,
+    /// Objects that failed validation but whose identity could be read; a
+    /// watching source keeps their last good version.
+    pub rejected: Vec<ObjectDesc>,
+    /// True when the text itself could not be parsed (a YAML or JSON syntax
+    /// error): a watching source then keeps the file's last good objects.
+    pub syntax_error: bool,
+}
+
+/// Decodes `text`, naming `file` in every error.
+pub fn decode(file: &str, text: &str) -> Decoded {
+    let mut out = Decoded::default();
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        decode_json_stream(file, text, &mut out);
+    } else {
+        decode_yaml_stream(file, text, &mut out);
+    }
+    // Duplicates inside one file: the first definition wins.
+    let mut seen = std::collections::HashMap::new();
+    let mut kept = Vec::with_capacity(out.objects.len());
+    for d in std::mem::take(&mut out.objects) {
+        let key = d.object.key();
+        if let Some(first) = seen.get(&key) {
+            out.errors.push(ManifestError {
+                file: file.to_string(),
+                document: d.document,
+                item: d.item,
+                line: None,
+                object: Some(desc_of(&d.object)),
+                field: FieldError::new(
+                    "metadata.name",
+                    format!("Duplicate value: already defined in document {first}"),
+                ),
+            });
+        } else {
+            seen.insert(key, d.document);
+            kept.push(d);
+        }
+    }
+    out.objects = kept;
+    out
+}
+
+fn decode_json_stream(file: &str, text: &str, out: &mut Decoded) {
+    let stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
+    for (i, value) in stream.enumerate() {
+        let document = i + 1;
+        match value {
+            Ok(value) => decode_document(file, document, None, value, out),
+            Err(e) => {
+                out.syntax_error = true;
+                out.errors.push(doc_error(file, document, Some(e.line()), format!("invalid JSON: {e}")));
+                return;
+            }
+        }
+    }
+}
+
+/// Splits a YAML stream on `---` lines as kubectl's reader does, so that a
+/// syntax error stays inside its own document.
+fn split_yaml(text: &str) -> Vec<(usize, &str)> {
+    let mut docs = Vec::new();
+    let mut start = 0;
+    let mut start_line = 1;
+    let mut offset = 0;
+    for (n, line) in text.split_inclusive('\n').enumerate() {
+        let is_separator = line.starts_with("---")
+            && line[3..].chars().next().is_none_or(|c| c.is_whitespace());
+        if is_separator {
+            docs.push((start_line, &text[start..offset]));
+            // The separator line itself (which may carry `--- # comment`)
+            // starts the next document; a YAML parser accepts it.
+            start = offset;
+            start_line = n + 1;
+        }
+        offset += line.len();
+    }
+    docs.push((start_line, &text[start..]));
+    docs
+}
+
+fn decode_yaml_stream(file: &str, text: &str, out: &mut Decoded) {
+    let mut document = 0;
+    for (line, chunk) in split_yaml(text) {
+        if chunk
+            .lines()
+            .all(|l| matches!(l.trim(), "" | "---" | "...") || l.trim_start().starts_with('#'))
+        {
+            continue;
+        }
+        document += 1;
+        match serde_saphyr::from_str::<Value>(chunk) {
+            Ok(Value::Null) => {}
+            Ok(value) => decode_document(file, document, None, value, out),
+            Err(e) => {
+                out.syntax_error = true;
+                let message = e.to_string();
+                let first = message.lines().next().unwrap_or("syntax error").to_string();
+                out.errors.push(doc_error(file, document, Some(line), format!("invalid YAML: {first}")));
+            }
+        }
+    }
+}
+
+fn doc_error(file: &str, document: usize, line: Option<usize>, message: String) -> ManifestError {
+    ManifestError {
+        file: file.to_string(),
+        document,
+        item: None,
+        line,
+        object: None,
+        field: FieldError::new("", message),
+    }
+}
+
+fn str_field<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    let mut cur = v;
+    for p in path {
+        cur = cur.get(p)?;
+    }
+    cur.as_str()
+}
+
+fn decode_document(file: &str, document: usize, item: Option<usize>, value: Value, out: &mut Decoded) {
+    let err = |object: Option<ObjectDesc>, path: &str, message: String| ManifestError {
+        file: file.to_string(),
+        document,
+        item,
+        line: None,
+        object,
+        field: FieldError::new(path, message),
+    };
+    if !value.is_object() {
+        out.errors.push(err(None, "", "a manifest document must be an object with apiVersion and kind".into()));
+        return;
+    }
+    let api_version = str_field(&value, &["apiVersion"]).unwrap_or("").to_string();
+    let kind_name = str_field(&value, &["kind"]).unwrap_or("").to_string();
+    let kind = Kind::from_type(&api_version, &kind_name);
+    let mut desc = ObjectDesc {
+        kind: kind_name.clone(),
+        namespace: str_field(&value, &["metadata", "namespace"]).unwrap_or("").to_string(),
+        name: str_field(&value, &["metadata", "name"]).unwrap_or("").to_string(),
+    };
+    if desc.namespace.is_empty() && kind.is_none_or(Kind::namespaced) {
+        desc.namespace = "default".into();
+    }
+    if api_version.is_empty() {
+        out.errors.push(err(Some(desc), "apiVersion", "Required value".into()));
+        return;
+    }
+    if kind_name.is_empty() {
+        out.errors.push(err(Some(desc), "kind", "Required value".into()));
+        return;
+    }
+    if item.is_none() && (kind_name == "List" || kind_name.ends_with("List")) {
+        let Some(items) = value.get("items").and_then(Value::as_array).cloned() else {
+            out.errors.push(err(None, "items", format!("Required value: a {kind_name} needs an items array")));
+            return;
+        };
+        for (i, v) in items.into_iter().enumerate() {
+            decode_document(file, document, Some(i), v, out);
+        }
+        return;
+    }
+    let Some(kind) = kind else {
+        if let Some(known) = Kind::ALL.into_iter().find(|k| k.as_str() == kind_name) {
+            out.errors.push(err(
+                Some(desc),
+                "apiVersion",
+                format!("{api_version:?} is not served for {kind_name}; use {:?}", known.api_version()),
+            ));
+        } else {
+            out.skipped.push(desc);
+        }
+        return;
+    };
+    let object = match typed(kind, value) {
+        Ok(o) => o,
+        Err((path, message)) => {
+            out.errors.push(err(Some(desc.clone()), &path, message));
+            out.rejected.push(desc);
+            return;
+        }
+    };
+    let object = with_default_namespace(object);
+    let problems = validate(&object);
+    if problems.is_empty() {
+        out.objects.push(DecodedObject { document, item, object });
+    } else {
+        for p in problems {
+            out.errors.push(err(Some(desc.clone()), &p.path, p.message));
+        }
+        out.rejected.push(desc);
+    }
+}
+
+fn parse<T: DeserializeOwned>(value: Value) -> Result<Arc<T>, (String, String)> {
+    serde_path_to_error::deserialize::<_, T>(value)
+        .map(Arc::new)
+        .map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            (path, e.into_inner().to_string())
+        })
+}
+
+fn typed(kind: Kind, value: Value) -> Result<Object, (String, String)> {
+    Ok(match kind {
+        Kind::Namespace => Object::Namespace(parse(value)?),
+        Kind::Node => Object::Node(parse(value)?),
+        Kind::Service => Object::Service(parse(value)?),
+        Kind::EndpointSlice => Object::EndpointSlice(parse(value)?),
+        Kind::Endpoints => Object::Endpoints(parse(value)?),
+        Kind::Pod => Object::Pod(parse(value)?),
+        Kind::Ingress => Object::Ingress(parse(value)?),
+        Kind::IngressClass => Object::IngressClass(parse(value)?),
+        Kind::Secret => Object::Secret(parse(value)?),
+        Kind::ConfigMap => Object::ConfigMap(parse(value)?),
+    })
+}
+
+/// Namespaced objects without a namespace land in `default`, as with kubectl;
+/// cluster-scoped ones lose any namespace they were given.
+fn with_default_namespace(mut object: Object) -> Object {
+    fn fix<T: Clone>(o: &mut Arc<T>, meta: impl Fn(&mut T) -> &mut Option<String>, namespaced: bool) {
+        let want_default = namespaced && meta(Arc::make_mut(o)).as_deref().is_none_or(str::is_empty);
+        let m = meta(Arc::make_mut(o));
+        if want_default {
+            *m = Some("default".into());
+        } else if !namespaced {
+            *m = None;
+        }
+    }
+    let namespaced = object.kind().namespaced();
+    match &mut object {
+        Object::Namespace(o) => fix(o, |o| &mut o.metadata.namespace, namespaced),
+        Object::Node(o) => fix(o, |o| &mut o.metadata.namespace, namespaced),
+        Object::Service(o) => fix(o, |o| &mut o.metadata.namespace, namespaced),
+        Object::EndpointSlice(o) => fix(o, |o| &mut o.metadata.namespace, namespaced),
+        Object::Endpoints(o) => fix(o, |o| &mut o.metadata.namespace, namespaced),
+        Object::Pod(o) => fix(o, |o| &mut o.metadata.namespace, namespaced),
+        Object::Ingress(o) => fix(o, |o| &mut o.metadata.namespace, namespaced),
+        Object::IngressClass(o) => fix(o, |o| &mut o.metadata.namespace, namespaced),
+        Object::Secret(o) => fix(o, |o| &mut o.metadata.namespace, namespaced),
+        Object::ConfigMap(o) => fix(o, |o| &mut o.metadata.namespace, namespaced),
+    }
+    object
+}
+
+fn desc_of(o: &Object) -> ObjectDesc {
+    let key = o.key();
+    ObjectDesc {
+        kind: key.kind.to_string(),
+        namespace: key.name.namespace,
+        name: key.name.name,
+    }
+}

@@ -1,0 +1,100 @@
+//! Validation like the API server's, for every field ferry reads. An object
+//! with any error is skipped as a whole (as `kubectl apply` would have it
+//! rejected); the errors name the field path.
+
+mod config;
+mod endpoints;
+mod ingress;
+pub(crate) mod names;
+mod service;
+mod workload;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::error::FieldError;
+use crate::object::{Kind, Object};
+
+/// Collects field errors under path prefixes.
+#[derive(Default)]
+pub(crate) struct Errors(Vec<FieldError>);
+
+impl Errors {
+    /// Records `message` at `path` when there is one.
+    pub(crate) fn check(&mut self, path: impl AsRef<str>, message: Option<String>) {
+        if let Some(message) = message {
+            self.0.push(FieldError::new(path.as_ref(), message));
+        }
+    }
+
+    pub(crate) fn push(&mut self, path: impl AsRef<str>, message: impl Into<String>) {
+        self.0.push(FieldError::new(path.as_ref(), message));
+    }
+
+    pub(crate) fn check_result<T>(&mut self, path: impl AsRef<str>, r: Result<T, String>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(message) => {
+                self.push(path, message);
+                None
+            }
+        }
+    }
+
+    pub(crate) fn protocol(&mut self, path: impl AsRef<str>, protocol: Option<&String>) {
+        if let Some(p) = protocol {
+            self.check(path, names::one_of(p, &["TCP", "UDP", "SCTP"]));
+        }
+    }
+
+    pub(crate) fn labels(&mut self, path: &str, labels: Option<&BTreeMap<String, String>>) {
+        for (key, value) in labels.into_iter().flatten() {
+            self.check(format!("{path}[{key}]"), names::qualified_name(key));
+            self.check(format!("{path}[{key}]"), names::label_value(value));
+        }
+    }
+}
+
+/// Validates one object as the API server would for the fields ferry uses.
+/// An empty result means the object is accepted.
+pub fn validate(object: &Object) -> Vec<FieldError> {
+    let mut errs = Errors::default();
+    metadata(&mut errs, object.kind(), object.metadata());
+    match object {
+        Object::Namespace(_) => {}
+        Object::Node(o) => workload::node(&mut errs, o),
+        Object::Service(o) => service::service(&mut errs, o),
+        Object::EndpointSlice(o) => endpoints::endpoint_slice(&mut errs, o),
+        Object::Endpoints(o) => endpoints::endpoints(&mut errs, o),
+        Object::Pod(o) => workload::pod(&mut errs, o),
+        Object::Ingress(o) => ingress::ingress(&mut errs, o),
+        Object::IngressClass(o) => ingress::ingress_class(&mut errs, o),
+        Object::Secret(o) => config::secret(&mut errs, o),
+        Object::ConfigMap(o) => config::config_map(&mut errs, o),
+    }
+    errs.0
+}
+
+fn metadata(errs: &mut Errors, kind: Kind, meta: &ObjectMeta) {
+    match meta.name.as_deref() {
+        None | Some("") => errs.push("metadata.name", "Required value: name is required"),
+        Some(name) => {
+            let message = match kind {
+                Kind::Namespace => names::dns1123_label(name),
+                Kind::Service => names::dns1035_label(name),
+                _ => names::dns1123_subdomain(name),
+            };
+            errs.check("metadata.name", message);
+        }
+    }
+    if kind.namespaced()
+        && let Some(ns) = meta.namespace.as_deref()
+    {
+        errs.check("metadata.namespace", names::dns1123_label(ns));
+    }
+    errs.labels("metadata.labels", meta.labels.as_ref());
+    for key in meta.annotations.iter().flat_map(|a| a.keys()) {
+        errs.check(format!("metadata.annotations[{key}]"), names::qualified_name(key));
+    }
+}
