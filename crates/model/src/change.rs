@@ -32,7 +32,10 @@ impl ChangeSet {
     }
 
     fn of_kind(&self, kind: Kind) -> impl Iterator<Item = &NamespacedName> {
-        self.objects.iter().filter(move |k| k.kind == kind).map(|k| &k.name)
+        self.objects
+            .iter()
+            .filter(move |k| k.kind == kind)
+            .map(|k| &k.name)
     }
 
     /// Ingresses added, updated or deleted.

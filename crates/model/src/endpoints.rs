@@ -26,7 +26,9 @@ pub(crate) struct SliceId {
 }
 
 /// The service an object feeds endpoints to, and the slices it contributes.
-pub(crate) fn slices_of(object: &Object) -> Option<(NamespacedName, Vec<(SliceId, Arc<EndpointSlice>)>)> {
+pub(crate) fn slices_of(
+    object: &Object,
+) -> Option<(NamespacedName, Vec<(SliceId, Arc<EndpointSlice>)>)> {
     match object {
         Object::EndpointSlice(slice) => {
             let service = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
@@ -35,7 +37,10 @@ pub(crate) fn slices_of(object: &Object) -> Option<(NamespacedName, Vec<(SliceId
                 name: slice.metadata.name.clone().unwrap_or_default(),
                 mirrored: None,
             };
-            Some((NamespacedName::new(namespace, service), vec![(id, slice.clone())]))
+            Some((
+                NamespacedName::new(namespace, service),
+                vec![(id, slice.clone())],
+            ))
         }
         Object::Endpoints(ep) => {
             let skip = ep

@@ -18,10 +18,15 @@ impl fmt::Display for ObjectDesc {
         } else {
             &self.name
         };
-        if self.namespace.is_empty() {
-            write!(f, "{} {}", self.kind, name)
+        let kind = if self.kind.is_empty() {
+            "<no kind>"
         } else {
-            write!(f, "{} {}/{}", self.kind, self.namespace, name)
+            &self.kind
+        };
+        if self.namespace.is_empty() {
+            write!(f, "{kind} {name}")
+        } else {
+            write!(f, "{kind} {}/{name}", self.namespace)
         }
     }
 }

@@ -16,12 +16,12 @@ mod validate;
 mod view;
 
 pub use change::ChangeSet;
+pub use endpoints::{SERVICE_NAME_LABEL, SKIP_MIRROR_LABEL};
 pub use error::{FieldError, ManifestError, ObjectDesc};
 pub use manifest::{Decoded, DecodedObject, decode};
 pub use object::{Kind, NamespacedName, Object, ObjectKey};
 pub use state::{ClusterState, Update};
 pub use validate::validate;
-pub use endpoints::{SERVICE_NAME_LABEL, SKIP_MIRROR_LABEL};
 pub use view::{
     DEFAULT_AFFINITY_TIMEOUT_SECONDS, Endpoint, EndpointAddress, IpFamily, PortSummary, Protocol,
     ServicePortName, ServicePortView, ServiceType, ServiceView, TargetPort, TrafficPolicy,

@@ -82,7 +82,12 @@ fn decode_json_stream(file: &str, text: &str, out: &mut Decoded) {
             Ok(value) => decode_document(file, document, None, value, out),
             Err(e) => {
                 out.syntax_error = true;
-                out.errors.push(doc_error(file, document, Some(e.line()), format!("invalid JSON: {e}")));
+                out.errors.push(doc_error(
+                    file,
+                    document,
+                    Some(e.line()),
+                    format!("invalid JSON: {e}"),
+                ));
                 return;
             }
         }
@@ -97,8 +102,8 @@ fn split_yaml(text: &str) -> Vec<(usize, &str)> {
     let mut start_line = 1;
     let mut offset = 0;
     for (n, line) in text.split_inclusive('\n').enumerate() {
-        let is_separator = line.starts_with("---")
-            && line[3..].chars().next().is_none_or(|c| c.is_whitespace());
+        let is_separator =
+            line.starts_with("---") && line[3..].chars().next().is_none_or(|c| c.is_whitespace());
         if is_separator {
             docs.push((start_line, &text[start..offset]));
             // The separator line itself (which may carry `--- # comment`)
@@ -122,17 +127,43 @@ fn decode_yaml_stream(file: &str, text: &str, out: &mut Decoded) {
             continue;
         }
         document += 1;
-        match serde_saphyr::from_str::<Value>(chunk) {
+        match serde_saphyr::from_str_with_options::<Value>(chunk, yaml_options()) {
             Ok(Value::Null) => {}
             Ok(value) => decode_document(file, document, None, value, out),
             Err(e) => {
                 out.syntax_error = true;
                 let message = e.to_string();
-                let first = message.lines().next().unwrap_or("syntax error").to_string();
-                out.errors.push(doc_error(file, document, Some(line), format!("invalid YAML: {first}")));
+                let mut first = message.lines().next().unwrap_or("syntax error");
+                // The parser counts lines from the start of the document;
+                // the user wants them counted from the start of the file.
+                let at = match e.location() {
+                    Some(loc) if loc.line() > 0 => {
+                        if let Some(i) = first.rfind(" at line ") {
+                            first = &first[..i];
+                        }
+                        line + usize::try_from(loc.line()).unwrap_or(1) - 1
+                    }
+                    _ => line,
+                };
+                out.errors.push(doc_error(
+                    file,
+                    document,
+                    Some(at),
+                    format!("invalid YAML: {first}"),
+                ));
             }
         }
     }
+}
+
+/// YAML 1.2 core schema: only `true`/`false` are booleans, so `name: n` or
+/// `value: yes` stay strings (YAML 1.1 parsers, kubectl's among them, would
+/// turn them into booleans and fail later).
+fn yaml_options() -> serde_saphyr::Options {
+    let mut options = serde_saphyr::Options::default();
+    options.strict_booleans = true;
+    options.with_snippet = false;
+    options
 }
 
 fn doc_error(file: &str, document: usize, line: Option<usize>, message: String) -> ManifestError {
@@ -154,7 +185,13 @@ fn str_field<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
     cur.as_str()
 }
 
-fn decode_document(file: &str, document: usize, item: Option<usize>, value: Value, out: &mut Decoded) {
+fn decode_document(
+    file: &str,
+    document: usize,
+    item: Option<usize>,
+    value: Value,
+    out: &mut Decoded,
+) {
     let err = |object: Option<ObjectDesc>, path: &str, message: String| ManifestError {
         file: file.to_string(),
         document,
@@ -164,7 +201,11 @@ fn decode_document(file: &str, document: usize, item: Option<usize>, value: Valu
         field: FieldError::new(path, message),
     };
     if !value.is_object() {
-        out.errors.push(err(None, "", "a manifest document must be an object with apiVersion and kind".into()));
+        out.errors.push(err(
+            None,
+            "",
+            "a manifest document must be an object with apiVersion and kind".into(),
+        ));
         return;
     }
     let api_version = str_field(&value, &["apiVersion"]).unwrap_or("").to_string();
@@ -172,23 +213,33 @@ fn decode_document(file: &str, document: usize, item: Option<usize>, value: Valu
     let kind = Kind::from_type(&api_version, &kind_name);
     let mut desc = ObjectDesc {
         kind: kind_name.clone(),
-        namespace: str_field(&value, &["metadata", "namespace"]).unwrap_or("").to_string(),
-        name: str_field(&value, &["metadata", "name"]).unwrap_or("").to_string(),
+        namespace: str_field(&value, &["metadata", "namespace"])
+            .unwrap_or("")
+            .to_string(),
+        name: str_field(&value, &["metadata", "name"])
+            .unwrap_or("")
+            .to_string(),
     };
     if desc.namespace.is_empty() && kind.is_none_or(Kind::namespaced) {
         desc.namespace = "default".into();
     }
     if api_version.is_empty() {
-        out.errors.push(err(Some(desc), "apiVersion", "Required value".into()));
+        out.errors
+            .push(err(Some(desc), "apiVersion", "Required value".into()));
         return;
     }
     if kind_name.is_empty() {
-        out.errors.push(err(Some(desc), "kind", "Required value".into()));
+        out.errors
+            .push(err(Some(desc), "kind", "Required value".into()));
         return;
     }
     if item.is_none() && (kind_name == "List" || kind_name.ends_with("List")) {
         let Some(items) = value.get("items").and_then(Value::as_array).cloned() else {
-            out.errors.push(err(None, "items", format!("Required value: a {kind_name} needs an items array")));
+            out.errors.push(err(
+                None,
+                "items",
+                format!("Required value: a {kind_name} needs an items array"),
+            ));
             return;
         };
         for (i, v) in items.into_iter().enumerate() {
@@ -201,7 +252,10 @@ fn decode_document(file: &str, document: usize, item: Option<usize>, value: Valu
             out.errors.push(err(
                 Some(desc),
                 "apiVersion",
-                format!("{api_version:?} is not served for {kind_name}; use {:?}", known.api_version()),
+                format!(
+                    "{api_version:?} is not served for {kind_name}; use {:?}",
+                    known.api_version()
+                ),
             ));
         } else {
             out.skipped.push(desc);
@@ -219,7 +273,11 @@ fn decode_document(file: &str, document: usize, item: Option<usize>, value: Valu
     let object = with_default_namespace(object);
     let problems = validate(&object);
     if problems.is_empty() {
-        out.objects.push(DecodedObject { document, item, object });
+        out.objects.push(DecodedObject {
+            document,
+            item,
+            object,
+        });
     } else {
         for p in problems {
             out.errors.push(err(Some(desc.clone()), &p.path, p.message));
@@ -256,8 +314,13 @@ fn typed(kind: Kind, value: Value) -> Result<Object, (String, String)> {
 /// Namespaced objects without a namespace land in `default`, as with kubectl;
 /// cluster-scoped ones lose any namespace they were given.
 fn with_default_namespace(mut object: Object) -> Object {
-    fn fix<T: Clone>(o: &mut Arc<T>, meta: impl Fn(&mut T) -> &mut Option<String>, namespaced: bool) {
-        let want_default = namespaced && meta(Arc::make_mut(o)).as_deref().is_none_or(str::is_empty);
+    fn fix<T: Clone>(
+        o: &mut Arc<T>,
+        meta: impl Fn(&mut T) -> &mut Option<String>,
+        namespaced: bool,
+    ) {
+        let want_default =
+            namespaced && meta(Arc::make_mut(o)).as_deref().is_none_or(str::is_empty);
         let m = meta(Arc::make_mut(o));
         if want_default {
             *m = Some("default".into());

@@ -92,7 +92,10 @@ impl ClusterState {
     }
 
     /// The ports of one service.
-    pub fn ports_of<'a>(&'a self, service: &'a NamespacedName) -> impl Iterator<Item = &'a Arc<ServicePortView>> {
+    pub fn ports_of<'a>(
+        &'a self,
+        service: &'a NamespacedName,
+    ) -> impl Iterator<Item = &'a Arc<ServicePortView>> {
         let start = ServicePortName {
             namespace: service.namespace.clone(),
             name: service.name.clone(),
@@ -160,7 +163,9 @@ impl ClusterState {
     }
 
     fn detach(&mut self, key: &ObjectKey, old: &Object, dirty: &mut BTreeSet<NamespacedName>) {
-        let Some((service, slices)) = slices_of(old) else { return };
+        let Some((service, slices)) = slices_of(old) else {
+            return;
+        };
         dirty.insert(service.clone());
         if let Some(group) = self.slices.get_mut(&service) {
             for (id, _) in slices {
@@ -184,7 +189,9 @@ impl ClusterState {
     }
 
     fn attach(&mut self, new: &Object, dirty: &mut BTreeSet<NamespacedName>) {
-        let Some((service, slices)) = slices_of(new) else { return };
+        let Some((service, slices)) = slices_of(new) else {
+            return;
+        };
         dirty.insert(service.clone());
         let group = self.slices.entry(service).or_default();
         for (id, slice) in slices {
@@ -270,7 +277,11 @@ impl ClusterState {
     }
 }
 
-fn record_port(changes: &mut ChangeSet, old: Option<&ServicePortView>, new: Option<&ServicePortView>) {
+fn record_port(
+    changes: &mut ChangeSet,
+    old: Option<&ServicePortView>,
+    new: Option<&ServicePortView>,
+) {
     let name = match (old, new) {
         (_, Some(n)) => &n.name,
         (Some(o), None) => &o.name,

@@ -133,7 +133,11 @@ impl ServicePortName {
 
 impl fmt::Display for ServicePortName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}:{}/{}", self.namespace, self.name, self.port, self.protocol)
+        write!(
+            f,
+            "{}/{}:{}/{}",
+            self.namespace, self.name, self.port, self.protocol
+        )
     }
 }
 
@@ -291,7 +295,12 @@ pub(crate) fn build(
 
     let mut cluster_ips: Vec<IpAddr> = match &spec.cluster_ips {
         Some(ips) if !ips.is_empty() => ips.iter().filter_map(|s| parse_ip(s)).collect(),
-        _ => spec.cluster_ip.as_deref().and_then(parse_ip).into_iter().collect(),
+        _ => spec
+            .cluster_ip
+            .as_deref()
+            .and_then(parse_ip)
+            .into_iter()
+            .collect(),
     };
     if service_type == ServiceType::ExternalName {
         cluster_ips.clear();
@@ -309,11 +318,22 @@ pub(crate) fn build(
     if ip_families.is_empty() {
         ip_families = cluster_ips
             .iter()
-            .map(|ip| if ip.is_ipv4() { IpFamily::IPv4 } else { IpFamily::IPv6 })
+            .map(|ip| {
+                if ip.is_ipv4() {
+                    IpFamily::IPv4
+                } else {
+                    IpFamily::IPv6
+                }
+            })
             .collect();
     }
 
-    let mut external_ips: Vec<IpAddr> = spec.external_ips.iter().flatten().filter_map(|s| parse_ip(s)).collect();
+    let mut external_ips: Vec<IpAddr> = spec
+        .external_ips
+        .iter()
+        .flatten()
+        .filter_map(|s| parse_ip(s))
+        .collect();
     external_ips.sort();
     external_ips.dedup();
     let mut load_balancer_ips: Vec<IpAddr> = svc
@@ -351,7 +371,10 @@ pub(crate) fn build(
         && external_traffic_policy == TrafficPolicy::Local)
         .then(|| spec.health_check_node_port.and_then(port_u16))
         .flatten();
-    let exposes_node_ports = matches!(service_type, ServiceType::NodePort | ServiceType::LoadBalancer);
+    let exposes_node_ports = matches!(
+        service_type,
+        ServiceType::NodePort | ServiceType::LoadBalancer
+    );
 
     let ports: Vec<PortSummary> = spec
         .ports
@@ -392,7 +415,11 @@ pub(crate) fn build(
                 target_port,
                 app_protocol: p.app_protocol.clone(),
                 cluster_ips: cluster_ips.clone(),
-                node_port: if exposes_node_ports { p.node_port.and_then(port_u16) } else { None },
+                node_port: if exposes_node_ports {
+                    p.node_port.and_then(port_u16)
+                } else {
+                    None
+                },
                 external_ips: external_ips.clone(),
                 load_balancer_ips: load_balancer_ips.clone(),
                 load_balancer_source_ranges: source_ranges.clone(),
@@ -443,10 +470,14 @@ fn port_endpoints(slices: &[&EndpointSlice], port_name: &str, protocol: Protocol
             {
                 continue;
             }
-            let Some(port) = sp.port.and_then(port_u16) else { continue };
+            let Some(port) = sp.port.and_then(port_u16) else {
+                continue;
+            };
             for ep in slice.endpoints.iter().flatten() {
                 // kube-proxy uses the first address; the API says the rest are fungible.
-                let Some(ip) = ep.addresses.first().and_then(|a| parse_ip(a)) else { continue };
+                let Some(ip) = ep.addresses.first().and_then(|a| parse_ip(a)) else {
+                    continue;
+                };
                 let c = conditions(ep);
                 let endpoint = Endpoint {
                     ip,
@@ -496,7 +527,11 @@ fn endpoint_ports(slices: &[&EndpointSlice]) -> Vec<PortSummary> {
         }
     }
     out.into_keys()
-        .map(|(name, protocol, port)| PortSummary { name, protocol, port })
+        .map(|(name, protocol, port)| PortSummary {
+            name,
+            protocol,
+            port,
+        })
         .collect()
 }
 

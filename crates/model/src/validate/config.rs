@@ -26,7 +26,10 @@ pub(super) fn config_map(errs: &mut Errors, cm: &ConfigMap) {
     for key in cm.data.iter().flat_map(|d| d.keys()) {
         errs.check(format!("data[{key}]"), names::config_key(key));
         if cm.binary_data.as_ref().is_some_and(|b| b.contains_key(key)) {
-            errs.push(format!("data[{key}]"), "Duplicate value: also in binaryData");
+            errs.push(
+                format!("data[{key}]"),
+                "Duplicate value: also in binaryData",
+            );
         }
     }
     for key in cm.binary_data.iter().flat_map(|d| d.keys()) {

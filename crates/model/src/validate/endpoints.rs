@@ -18,7 +18,10 @@ pub(super) fn endpoint_slice(errs: &mut Errors, slice: &EndpointSlice) {
     for (i, ep) in slice.endpoints.iter().flatten().enumerate() {
         let path = format!("endpoints[{i}]");
         if ep.addresses.is_empty() || ep.addresses.len() > 100 {
-            errs.push(format!("{path}.addresses"), "must hold between 1 and 100 addresses");
+            errs.push(
+                format!("{path}.addresses"),
+                "must hold between 1 and 100 addresses",
+            );
         }
         for (j, a) in ep.addresses.iter().enumerate() {
             let apath = format!("{path}.addresses[{j}]");
@@ -68,7 +71,10 @@ pub(super) fn endpoints(errs: &mut Errors, ep: &Endpoints) {
             for (j, a) in list.iter().flatten().enumerate() {
                 errs.check_result::<IpAddr>(format!("{path}.{field}[{j}].ip"), names::ip(&a.ip));
                 if let Some(h) = &a.hostname {
-                    errs.check(format!("{path}.{field}[{j}].hostname"), names::dns1123_label(h));
+                    errs.check(
+                        format!("{path}.{field}[{j}].hostname"),
+                        names::dns1123_label(h),
+                    );
                 }
             }
         }
@@ -78,12 +84,18 @@ pub(super) fn endpoints(errs: &mut Errors, ep: &Endpoints) {
             let ppath = format!("{path}.ports[{j}]");
             let name = p.name.as_deref().unwrap_or("");
             if name.is_empty() && ports.len() > 1 {
-                errs.push(format!("{ppath}.name"), "Required value: every port needs a name when there is more than one");
+                errs.push(
+                    format!("{ppath}.name"),
+                    "Required value: every port needs a name when there is more than one",
+                );
             } else if !name.is_empty() {
                 errs.check(format!("{ppath}.name"), names::dns1123_label(name));
             }
             if !seen.insert(name) {
-                errs.push(format!("{ppath}.name"), format!("Duplicate value: {name:?}"));
+                errs.push(
+                    format!("{ppath}.name"),
+                    format!("Duplicate value: {name:?}"),
+                );
             }
             errs.check(format!("{ppath}.port"), names::port(p.port));
             errs.protocol(format!("{ppath}.protocol"), p.protocol.as_ref());

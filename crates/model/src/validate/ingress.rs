@@ -26,13 +26,19 @@ pub(super) fn ingress(errs: &mut Errors, ing: &Ingress) {
         }
         let Some(http) = &rule.http else { continue };
         if http.paths.is_empty() {
-            errs.push(format!("{path}.http.paths"), "Required value: at least one path");
+            errs.push(
+                format!("{path}.http.paths"),
+                "Required value: at least one path",
+            );
         }
         for (j, p) in http.paths.iter().enumerate() {
             let ppath = format!("{path}.http.paths[{j}]");
             let ty = p.path_type.as_str();
             if ty.is_empty() {
-                errs.push(format!("{ppath}.pathType"), "Required value: Exact, Prefix or ImplementationSpecific");
+                errs.push(
+                    format!("{ppath}.pathType"),
+                    "Required value: Exact, Prefix or ImplementationSpecific",
+                );
             } else {
                 errs.check(
                     format!("{ppath}.pathType"),
@@ -40,12 +46,14 @@ pub(super) fn ingress(errs: &mut Errors, ing: &Ingress) {
                 );
             }
             match p.path.as_deref() {
-                Some(path) if !path.starts_with('/') => {
-                    errs.push(format!("{ppath}.path"), format!("{path:?} must be an absolute path"))
-                }
-                None | Some("") if ty == "Exact" || ty == "Prefix" => {
-                    errs.push(format!("{ppath}.path"), format!("Required value: must be set for pathType {ty}"))
-                }
+                Some(path) if !path.starts_with('/') => errs.push(
+                    format!("{ppath}.path"),
+                    format!("{path:?} must be an absolute path"),
+                ),
+                None | Some("") if ty == "Exact" || ty == "Prefix" => errs.push(
+                    format!("{ppath}.path"),
+                    format!("Required value: must be set for pathType {ty}"),
+                ),
                 _ => {}
             }
             backend(errs, &format!("{ppath}.backend"), &p.backend);
@@ -53,10 +61,16 @@ pub(super) fn ingress(errs: &mut Errors, ing: &Ingress) {
     }
     for (i, tls) in spec.tls.iter().flatten().enumerate() {
         for (j, h) in tls.hosts.iter().flatten().enumerate() {
-            errs.check(format!("spec.tls[{i}].hosts[{j}]"), names::wildcard_subdomain(h));
+            errs.check(
+                format!("spec.tls[{i}].hosts[{j}]"),
+                names::wildcard_subdomain(h),
+            );
         }
         if let Some(s) = tls.secret_name.as_deref().filter(|s| !s.is_empty()) {
-            errs.check(format!("spec.tls[{i}].secretName"), names::dns1123_subdomain(s));
+            errs.check(
+                format!("spec.tls[{i}].secretName"),
+                names::dns1123_subdomain(s),
+            );
         }
     }
 }
@@ -68,18 +82,27 @@ fn backend(errs: &mut Errors, path: &str, b: &IngressBackend) {
         _ => {}
     }
     let Some(svc) = &b.service else { return };
-    errs.check(format!("{path}.service.name"), names::dns1035_label(&svc.name));
-    match svc.port.as_ref().map(|p| (p.name.as_deref().filter(|n| !n.is_empty()), p.number)) {
-        None | Some((None, None)) => {
-            errs.push(format!("{path}.service.port"), "Required value: name or number")
-        }
+    errs.check(
+        format!("{path}.service.name"),
+        names::dns1035_label(&svc.name),
+    );
+    match svc
+        .port
+        .as_ref()
+        .map(|p| (p.name.as_deref().filter(|n| !n.is_empty()), p.number))
+    {
+        None | Some((None, None)) => errs.push(
+            format!("{path}.service.port"),
+            "Required value: name or number",
+        ),
         Some((Some(_), Some(_))) => errs.push(
             format!("{path}.service.port"),
             "name and number are mutually exclusive",
         ),
-        Some((Some(name), None)) => {
-            errs.check(format!("{path}.service.port.name"), names::iana_svc_name(name))
-        }
+        Some((Some(name), None)) => errs.check(
+            format!("{path}.service.port.name"),
+            names::iana_svc_name(name),
+        ),
         Some((None, Some(n))) => errs.check(format!("{path}.service.port.number"), names::port(n)),
     }
 }

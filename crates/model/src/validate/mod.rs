@@ -32,7 +32,11 @@ impl Errors {
         self.0.push(FieldError::new(path.as_ref(), message));
     }
 
-    pub(crate) fn check_result<T>(&mut self, path: impl AsRef<str>, r: Result<T, String>) -> Option<T> {
+    pub(crate) fn check_result<T>(
+        &mut self,
+        path: impl AsRef<str>,
+        r: Result<T, String>,
+    ) -> Option<T> {
         match r {
             Ok(v) => Some(v),
             Err(message) => {
@@ -95,6 +99,9 @@ fn metadata(errs: &mut Errors, kind: Kind, meta: &ObjectMeta) {
     }
     errs.labels("metadata.labels", meta.labels.as_ref());
     for key in meta.annotations.iter().flat_map(|a| a.keys()) {
-        errs.check(format!("metadata.annotations[{key}]"), names::qualified_name(key));
+        errs.check(
+            format!("metadata.annotations[{key}]"),
+            names::qualified_name(key),
+        );
     }
 }

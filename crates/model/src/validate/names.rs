@@ -95,8 +95,7 @@ fn qualified_part(s: &str) -> bool {
     s.len() <= 63
         && first.is_ascii_alphanumeric()
         && last.is_ascii_alphanumeric()
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
@@ -135,8 +134,7 @@ pub(crate) fn config_key(s: &str) -> Option<String> {
         && s != "."
         && s != ".."
         && !s.starts_with("..")
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     (!ok).then(|| format!("{s:?} is not a valid key (letters, digits, '-', '_' or '.')"))
 }

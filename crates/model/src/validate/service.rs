@@ -17,13 +17,19 @@ pub(super) fn service(errs: &mut Errors, svc: &Service) {
     let ty = spec.type_.as_deref().unwrap_or("ClusterIP");
     errs.check(
         "spec.type",
-        names::one_of(ty, &["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"]),
+        names::one_of(
+            ty,
+            &["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"],
+        ),
     );
     let headless = spec.cluster_ip.as_deref() == Some("None");
 
     if ty == "ExternalName" {
         match spec.external_name.as_deref() {
-            None | Some("") => errs.push("spec.externalName", "Required value: required for type ExternalName"),
+            None | Some("") => errs.push(
+                "spec.externalName",
+                "Required value: required for type ExternalName",
+            ),
             Some(name) => errs.check(
                 "spec.externalName",
                 names::dns1123_subdomain(name.strip_suffix('.').unwrap_or(name)),
@@ -33,44 +39,68 @@ pub(super) fn service(errs: &mut Errors, svc: &Service) {
 
     // Cluster IPs.
     let mut families = BTreeSet::new();
-    if let Some(ip) = spec.cluster_ip.as_deref().filter(|s| !s.is_empty() && *s != "None")
+    if let Some(ip) = spec
+        .cluster_ip
+        .as_deref()
+        .filter(|s| !s.is_empty() && *s != "None")
         && let Some(ip) = errs.check_result("spec.clusterIP", names::ip(ip))
     {
         families.insert(ip.is_ipv4());
     }
     if headless && ty != "ClusterIP" {
-        errs.push("spec.clusterIP", format!("\"None\" (headless) is only allowed for type ClusterIP, not {ty}"));
+        errs.push(
+            "spec.clusterIP",
+            format!("\"None\" (headless) is only allowed for type ClusterIP, not {ty}"),
+        );
     }
     if let Some(ips) = &spec.cluster_ips {
         if ips.len() > 2 {
-            errs.push("spec.clusterIPs", "at most two cluster IPs (one per IP family) may be given");
+            errs.push(
+                "spec.clusterIPs",
+                "at most two cluster IPs (one per IP family) may be given",
+            );
         }
         if let (Some(first), Some(single)) = (ips.first(), spec.cluster_ip.as_deref())
             && !single.is_empty()
             && first != single
         {
-            errs.push("spec.clusterIPs[0]", format!("{first:?} must match spec.clusterIP {single:?}"));
+            errs.push(
+                "spec.clusterIPs[0]",
+                format!("{first:?} must match spec.clusterIP {single:?}"),
+            );
         }
         let mut seen = BTreeSet::new();
         for (i, ip) in ips.iter().enumerate() {
             if ip == "None" {
                 if i > 0 || ips.len() > 1 {
-                    errs.push(format!("spec.clusterIPs[{i}]"), "\"None\" must be the only entry");
+                    errs.push(
+                        format!("spec.clusterIPs[{i}]"),
+                        "\"None\" must be the only entry",
+                    );
                 }
                 continue;
             }
             if let Some(ip) = errs.check_result(format!("spec.clusterIPs[{i}]"), names::ip(ip))
                 && !seen.insert(ip.is_ipv4())
             {
-                errs.push(format!("spec.clusterIPs[{i}]"), "two cluster IPs of the same IP family");
+                errs.push(
+                    format!("spec.clusterIPs[{i}]"),
+                    "two cluster IPs of the same IP family",
+                );
             }
         }
     }
     let mut seen_family = BTreeSet::new();
     for (i, f) in spec.ip_families.iter().flatten().enumerate() {
-        errs.check(format!("spec.ipFamilies[{i}]"), names::one_of(f, &["IPv4", "IPv6"]));
+        errs.check(
+            format!("spec.ipFamilies[{i}]"),
+            names::one_of(f, &["IPv4", "IPv6"]),
+        );
         if !seen_family.insert(f) {
-            errs.push(format!("spec.ipFamilies[{i}]"), format!("Duplicate value: {f:?}"));
+            errs.push(
+                format!("spec.ipFamilies[{i}]"),
+                format!("Duplicate value: {f:?}"),
+            );
         }
     }
     if let Some(p) = &spec.ip_family_policy {
@@ -91,11 +121,27 @@ pub(super) fn service(errs: &mut Errors, svc: &Service) {
             errs.push(&path, format!("{ip} may not be {why}"));
         }
     }
-    if spec.load_balancer_source_ranges.as_ref().is_some_and(|r| !r.is_empty()) && ty != "LoadBalancer" {
-        errs.push("spec.loadBalancerSourceRanges", "may only be used when type is LoadBalancer");
+    if spec
+        .load_balancer_source_ranges
+        .as_ref()
+        .is_some_and(|r| !r.is_empty())
+        && ty != "LoadBalancer"
+    {
+        errs.push(
+            "spec.loadBalancerSourceRanges",
+            "may only be used when type is LoadBalancer",
+        );
     }
-    for (i, r) in spec.load_balancer_source_ranges.iter().flatten().enumerate() {
-        errs.check_result(format!("spec.loadBalancerSourceRanges[{i}]"), names::cidr(r.trim()));
+    for (i, r) in spec
+        .load_balancer_source_ranges
+        .iter()
+        .flatten()
+        .enumerate()
+    {
+        errs.check_result(
+            format!("spec.loadBalancerSourceRanges[{i}]"),
+            names::cidr(r.trim()),
+        );
     }
     if let Some(ip) = spec.load_balancer_ip.as_deref().filter(|s| !s.is_empty()) {
         errs.check_result("spec.loadBalancerIP", names::ip(ip));
@@ -103,7 +149,10 @@ pub(super) fn service(errs: &mut Errors, svc: &Service) {
 
     // Affinity and policies.
     let affinity = spec.session_affinity.as_deref().unwrap_or("None");
-    errs.check("spec.sessionAffinity", names::one_of(affinity, &["None", "ClientIP"]));
+    errs.check(
+        "spec.sessionAffinity",
+        names::one_of(affinity, &["None", "ClientIP"]),
+    );
     if let Some(t) = spec
         .session_affinity_config
         .as_ref()
@@ -111,21 +160,33 @@ pub(super) fn service(errs: &mut Errors, svc: &Service) {
         .and_then(|c| c.timeout_seconds)
     {
         if affinity != "ClientIP" {
-            errs.push("spec.sessionAffinityConfig", "may only be set when sessionAffinity is ClientIP");
+            errs.push(
+                "spec.sessionAffinityConfig",
+                "may only be set when sessionAffinity is ClientIP",
+            );
         } else if !(1..=86400).contains(&t) {
-            errs.push("spec.sessionAffinityConfig.clientIP.timeoutSeconds", format!("{t} is not in 1..86400"));
+            errs.push(
+                "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+                format!("{t} is not in 1..86400"),
+            );
         }
     }
     let external = matches!(ty, "NodePort" | "LoadBalancer")
         || spec.external_ips.as_ref().is_some_and(|v| !v.is_empty());
     if let Some(p) = &spec.external_traffic_policy {
-        errs.check("spec.externalTrafficPolicy", names::one_of(p, &["Cluster", "Local"]));
+        errs.check(
+            "spec.externalTrafficPolicy",
+            names::one_of(p, &["Cluster", "Local"]),
+        );
         if !external && !p.is_empty() {
             errs.push("spec.externalTrafficPolicy", "may only be set for externally-accessible services (NodePort, LoadBalancer or externalIPs)");
         }
     }
     if let Some(p) = &spec.internal_traffic_policy {
-        errs.check("spec.internalTrafficPolicy", names::one_of(p, &["Cluster", "Local"]));
+        errs.check(
+            "spec.internalTrafficPolicy",
+            names::one_of(p, &["Cluster", "Local"]),
+        );
     }
     if let Some(hc) = spec.health_check_node_port.filter(|p| *p != 0) {
         if ty != "LoadBalancer" || spec.external_traffic_policy.as_deref() != Some("Local") {
@@ -158,12 +219,20 @@ pub(super) fn service(errs: &mut Errors, svc: &Service) {
             errs.check_result(format!("{path}.ip"), names::ip(ip));
         }
         if let Some(mode) = &ing.ip_mode {
-            errs.check(format!("{path}.ipMode"), names::one_of(mode, &["VIP", "Proxy"]));
+            errs.check(
+                format!("{path}.ipMode"),
+                names::one_of(mode, &["VIP", "Proxy"]),
+            );
         }
     }
 }
 
-fn ports(errs: &mut Errors, spec: &k8s_openapi::api::core::v1::ServiceSpec, ty: &str, headless: bool) {
+fn ports(
+    errs: &mut Errors,
+    spec: &k8s_openapi::api::core::v1::ServiceSpec,
+    ty: &str,
+    headless: bool,
+) {
     let ports = spec.ports.as_deref().unwrap_or_default();
     if ports.is_empty() && ty != "ExternalName" && !headless {
         errs.push("spec.ports", "Required value: a service needs at least one port (only headless and ExternalName services may have none)");
@@ -174,7 +243,10 @@ fn ports(errs: &mut Errors, spec: &k8s_openapi::api::core::v1::ServiceSpec, ty: 
     for (i, p) in ports.iter().enumerate() {
         let path = format!("spec.ports[{i}]");
         match p.name.as_deref().unwrap_or("") {
-            "" if ports.len() > 1 => errs.push(format!("{path}.name"), "Required value: every port needs a name when a service has more than one"),
+            "" if ports.len() > 1 => errs.push(
+                format!("{path}.name"),
+                "Required value: every port needs a name when a service has more than one",
+            ),
             "" => {}
             name => {
                 errs.check(format!("{path}.name"), names::dns1123_label(name));
@@ -187,20 +259,31 @@ fn ports(errs: &mut Errors, spec: &k8s_openapi::api::core::v1::ServiceSpec, ty: 
         errs.protocol(format!("{path}.protocol"), p.protocol.as_ref());
         let protocol = p.protocol.as_deref().unwrap_or("TCP");
         if !port_seen.insert((p.port, protocol)) {
-            errs.push(format!("{path}"), format!("Duplicate value: port {} {protocol}", p.port));
+            errs.push(
+                format!("{path}"),
+                format!("Duplicate value: port {} {protocol}", p.port),
+            );
         }
         match &p.target_port {
             Some(IntOrString::Int(n)) => errs.check(format!("{path}.targetPort"), names::port(*n)),
-            Some(IntOrString::String(s)) => errs.check(format!("{path}.targetPort"), names::iana_svc_name(s)),
+            Some(IntOrString::String(s)) => {
+                errs.check(format!("{path}.targetPort"), names::iana_svc_name(s))
+            }
             None => {}
         }
         if let Some(np) = p.node_port.filter(|n| *n != 0) {
             if !matches!(ty, "NodePort" | "LoadBalancer") {
-                errs.push(format!("{path}.nodePort"), format!("may not be used when type is {ty}"));
+                errs.push(
+                    format!("{path}.nodePort"),
+                    format!("may not be used when type is {ty}"),
+                );
             }
             errs.check(format!("{path}.nodePort"), names::port(np));
             if !node_port_seen.insert((np, protocol)) {
-                errs.push(format!("{path}.nodePort"), format!("Duplicate value: {np} {protocol}"));
+                errs.push(
+                    format!("{path}.nodePort"),
+                    format!("Duplicate value: {np} {protocol}"),
+                );
             }
         }
     }

@@ -7,7 +7,10 @@ use super::{Errors, names};
 pub(super) fn pod(errs: &mut Errors, pod: &Pod) {
     if let Some(spec) = &pod.spec {
         if spec.containers.is_empty() {
-            errs.push("spec.containers", "Required value: a pod needs at least one container");
+            errs.push(
+                "spec.containers",
+                "Required value: a pod needs at least one container",
+            );
         }
         if let Some(n) = &spec.node_name {
             errs.check("spec.nodeName", names::dns1123_subdomain(n));
@@ -21,7 +24,10 @@ pub(super) fn pod(errs: &mut Errors, pod: &Pod) {
         for (i, c) in spec.containers.iter().enumerate() {
             for (j, p) in c.ports.iter().flatten().enumerate() {
                 let path = format!("spec.containers[{i}].ports[{j}]");
-                errs.check(format!("{path}.containerPort"), names::port(p.container_port));
+                errs.check(
+                    format!("{path}.containerPort"),
+                    names::port(p.container_port),
+                );
                 if let Some(hp) = p.host_port.filter(|p| *p != 0) {
                     errs.check(format!("{path}.hostPort"), names::port(hp));
                 }
@@ -66,7 +72,10 @@ pub(super) fn node(errs: &mut Errors, node: &Node) {
         .enumerate()
     {
         if matches!(a.type_.as_str(), "InternalIP" | "ExternalIP") {
-            errs.check_result(format!("status.addresses[{i}].address"), names::ip(&a.address));
+            errs.check_result(
+                format!("status.addresses[{i}].address"),
+                names::ip(&a.address),
+            );
         }
     }
 }
