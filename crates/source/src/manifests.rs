@@ -1,0 +1,334 @@
+//! The manifests source: files and directories of Kubernetes objects, read
+//! with [`ferry_model::decode`] and folded into a [`ClusterState`].
+//!
+//! Reloading a file costs only that file: objects are tracked per file, and
+//! only the keys the file held before or holds now are compared. A file that
+//! stops parsing keeps its last good objects; an object that becomes invalid
+//! keeps its last good version. Both are reported, never silently dropped.
+//!
+//! Touches the file system (reads only); no threads (see `watch.rs`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use ferry_model::{
+    ChangeSet, ClusterState, FieldError, ManifestError, Object, ObjectDesc, ObjectKey, Update,
+    decode,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{path}: no such file or directory")]
+    NotFound { path: PathBuf },
+    #[error("{path}: cannot read directory: {source}")]
+    ReadDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot watch {path}: {source}")]
+    Watch {
+        path: PathBuf,
+        #[source]
+        source: notify::Error,
+    },
+}
+
+/// One version of the state, what changed to reach it, and every error the
+/// source currently knows of.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub state: ClusterState,
+    pub changes: ChangeSet,
+    pub errors: Vec<ManifestError>,
+    /// Objects of kinds the data plane does not read (Deployments, ...).
+    pub skipped: Vec<ObjectDesc>,
+}
+
+#[derive(Default)]
+struct FileEntry {
+    hash: u64,
+    objects: BTreeMap<ObjectKey, Object>,
+    errors: Vec<ManifestError>,
+    skipped: Vec<ObjectDesc>,
+}
+
+pub struct ManifestSource {
+    roots: Vec<PathBuf>,
+    recursive: bool,
+    files: BTreeMap<PathBuf, FileEntry>,
+    /// Files defining each key, in path order: the first one wins.
+    owners: HashMap<ObjectKey, BTreeSet<PathBuf>>,
+    /// Keys defined by more than one file.
+    duplicates: BTreeSet<ObjectKey>,
+    state: ClusterState,
+}
+
+fn is_manifest_name(path: &Path) -> bool {
+    let hidden = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_none_or(|n| n.starts_with('.'));
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    !hidden && matches!(ext, "yaml" | "yml" | "json")
+}
+
+fn hash_of(bytes: &[u8]) -> u64 {
+    let mut h = DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
+impl ManifestSource {
+    /// Reads every manifest under `paths` (files, or directories of `.yaml`,
+    /// `.yml` and `.json` files; subdirectories only with `recursive`, as
+    /// with `kubectl -R`). Missing paths are an error; bad content is not
+    /// (it is reported in the snapshot).
+    pub fn open(paths: &[PathBuf], recursive: bool) -> Result<(Self, Snapshot), SourceError> {
+        for p in paths {
+            if !p.exists() {
+                return Err(SourceError::NotFound { path: p.clone() });
+            }
+        }
+        let mut source = ManifestSource {
+            roots: paths.to_vec(),
+            recursive,
+            files: BTreeMap::new(),
+            owners: HashMap::new(),
+            duplicates: BTreeSet::new(),
+            state: ClusterState::new(),
+        };
+        let snapshot = source.rescan()?;
+        Ok((source, snapshot))
+    }
+
+    pub fn roots(&self) -> &[PathBuf] {
+        &self.roots
+    }
+
+    pub fn recursive(&self) -> bool {
+        self.recursive
+    }
+
+    pub fn state(&self) -> &ClusterState {
+        &self.state
+    }
+
+    /// Is `path` a manifest file this source reads (or would read if it appeared)?
+    pub fn covers(&self, path: &Path) -> bool {
+        self.roots.iter().any(|root| {
+            if path == root {
+                return true;
+            }
+            if !is_manifest_name(path) || root.is_file() {
+                return false;
+            }
+            match path.parent() {
+                Some(parent) if parent == root => true,
+                Some(_) => self.recursive && path.starts_with(root),
+                None => false,
+            }
+        })
+    }
+
+    fn list_files(&self) -> Result<BTreeSet<PathBuf>, SourceError> {
+        let mut out = BTreeSet::new();
+        for root in &self.roots {
+            if root.is_dir() {
+                walk(root, self.recursive, &mut out)?;
+            } else if root.exists() {
+                out.insert(root.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Re-lists every root and reloads what changed (used at start and when
+    /// the watcher lost track of events).
+    pub fn rescan(&mut self) -> Result<Snapshot, SourceError> {
+        let now = self.list_files()?;
+        let mut changed: Vec<PathBuf> = now.iter().cloned().collect();
+        changed.extend(self.files.keys().filter(|p| !now.contains(*p)).cloned());
+        Ok(self.refresh(&changed))
+    }
+
+    /// Reloads the given files (removing those that no longer exist) and
+    /// returns the new snapshot. Unchanged content costs one read and a hash.
+    pub fn refresh(&mut self, paths: &[PathBuf]) -> Snapshot {
+        let mut affected: BTreeSet<ObjectKey> = BTreeSet::new();
+        for path in paths {
+            if path.is_file() {
+                self.reload(path, &mut affected);
+            } else if let Some(old) = self.files.remove(path) {
+                for key in old.objects.into_keys() {
+                    self.disown(&key, path);
+                    affected.insert(key);
+                }
+            }
+        }
+        let updates: Vec<Update> = affected
+            .into_iter()
+            .map(|key| match self.winner(&key) {
+                Some(object) => Update::Apply(object.clone()),
+                None => Update::Delete(key),
+            })
+            .collect();
+        let (state, changes) = self.state.apply(updates);
+        self.state = state;
+        Snapshot {
+            state: self.state.clone(),
+            changes,
+            errors: self.errors(),
+            skipped: self
+                .files
+                .values()
+                .flat_map(|f| f.skipped.iter().cloned())
+                .collect(),
+        }
+    }
+
+    fn reload(&mut self, path: &Path, affected: &mut BTreeSet<ObjectKey>) {
+        let label = path.display().to_string();
+        let text = match std::fs::read(path).map(String::from_utf8) {
+            Ok(Ok(text)) => text,
+            Ok(Err(_)) => return self.file_failed(path, &label, "is not UTF-8 text".into()),
+            Err(e) => return self.file_failed(path, &label, format!("cannot read: {e}")),
+        };
+        let hash = hash_of(text.as_bytes());
+        if self.files.get(path).is_some_and(|f| f.hash == hash) {
+            return;
+        }
+        let decoded = decode(&label, &text);
+        let entry = self.files.entry(path.to_path_buf()).or_default();
+        entry.hash = hash;
+        entry.errors = decoded.errors;
+        entry.skipped = decoded.skipped;
+        if decoded.syntax_error {
+            // Keep the file's last good objects until it parses again.
+            return;
+        }
+        let mut objects: BTreeMap<ObjectKey, Object> = decoded
+            .objects
+            .into_iter()
+            .map(|d| (d.object.key(), d.object))
+            .collect();
+        for desc in decoded.rejected {
+            let key = entry.objects.keys().find(|k| {
+                k.kind.as_str() == desc.kind
+                    && k.name.namespace == desc.namespace
+                    && k.name.name == desc.name
+            });
+            if let Some(key) = key
+                && !objects.contains_key(key)
+            {
+                objects.insert(key.clone(), entry.objects[key].clone());
+            }
+        }
+        let old = std::mem::replace(&mut entry.objects, objects);
+        let new_keys: Vec<ObjectKey> = entry.objects.keys().cloned().collect();
+        for key in old.into_keys() {
+            if !self.files[path].objects.contains_key(&key) {
+                self.disown(&key, path);
+            }
+            affected.insert(key);
+        }
+        for key in new_keys {
+            self.own(&key, path);
+            affected.insert(key);
+        }
+    }
+
+    fn file_failed(&mut self, path: &Path, label: &str, message: String) {
+        let entry = self.files.entry(path.to_path_buf()).or_default();
+        entry.hash = 0;
+        entry.errors = vec![ManifestError {
+            file: label.to_string(),
+            document: 0,
+            item: None,
+            line: None,
+            object: None,
+            field: FieldError::new("", message),
+        }];
+    }
+
+    fn own(&mut self, key: &ObjectKey, path: &Path) {
+        let owners = self.owners.entry(key.clone()).or_default();
+        owners.insert(path.to_path_buf());
+        if owners.len() > 1 {
+            self.duplicates.insert(key.clone());
+        }
+    }
+
+    fn disown(&mut self, key: &ObjectKey, path: &Path) {
+        if let Some(owners) = self.owners.get_mut(key) {
+            owners.remove(path);
+            if owners.len() <= 1 {
+                self.duplicates.remove(key);
+            }
+            if owners.is_empty() {
+                self.owners.remove(key);
+            }
+        }
+    }
+
+    fn winner(&self, key: &ObjectKey) -> Option<&Object> {
+        let first = self.owners.get(key)?.first()?;
+        self.files.get(first)?.objects.get(key)
+    }
+
+    /// Every current error: per-file errors, and objects defined in more than one file.
+    pub fn errors(&self) -> Vec<ManifestError> {
+        let mut out: Vec<ManifestError> = self
+            .files
+            .values()
+            .flat_map(|f| f.errors.iter().cloned())
+            .collect();
+        for key in &self.duplicates {
+            let Some(owners) = self.owners.get(key) else {
+                continue;
+            };
+            let mut files = owners.iter();
+            let Some(first) = files.next() else { continue };
+            for other in files {
+                out.push(ManifestError {
+                    file: other.display().to_string(),
+                    document: 0,
+                    item: None,
+                    line: None,
+                    object: Some(ObjectDesc {
+                        kind: key.kind.to_string(),
+                        namespace: key.name.namespace.clone(),
+                        name: key.name.name.clone(),
+                    }),
+                    field: FieldError::new(
+                        "metadata.name",
+                        format!(
+                            "Duplicate value: already defined in {} (that definition is used)",
+                            first.display()
+                        ),
+                    ),
+                });
+            }
+        }
+        out
+    }
+}
+
+fn walk(dir: &Path, recursive: bool, out: &mut BTreeSet<PathBuf>) -> Result<(), SourceError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| SourceError::ReadDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if recursive {
+                walk(&path, recursive, out)?;
+            }
+        } else if is_manifest_name(&path) {
+            out.insert(path);
+        }
+    }
+    Ok(())
+}

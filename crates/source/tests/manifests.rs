@@ -1,0 +1,251 @@
+//! The manifests source against real files in a temporary directory.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ferry_model::{Kind, NamespacedName, ObjectKey, Protocol, ServicePortName};
+use ferry_source::{ManifestSource, ManifestWatcher, SourceError};
+
+fn svc(name: &str, port: u32) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: demo}}\nspec: {{clusterIP: 10.96.0.1, ports: [{{port: {port}}}]}}\n"
+    )
+}
+
+fn spn(name: &str) -> ServicePortName {
+    ServicePortName {
+        namespace: "demo".into(),
+        name: name.into(),
+        port: String::new(),
+        protocol: Protocol::Tcp,
+    }
+}
+
+fn write(dir: &Path, file: &str, text: &str) -> PathBuf {
+    let p = dir.join(file);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn port_of(src: &ManifestSource, name: &str) -> Option<u16> {
+    src.state().service_port(&spn(name)).map(|p| p.port)
+}
+
+#[test]
+fn a_directory_loads_its_manifest_files_and_ignores_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.yaml", &svc("a", 80));
+    write(
+        dir.path(),
+        "b.json",
+        r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"demo"}}"#,
+    );
+    write(dir.path(), "notes.txt", "not a manifest");
+    write(dir.path(), ".hidden.yaml", &svc("hidden", 1));
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    write(&dir.path().join("sub"), "c.yaml", &svc("c", 81));
+
+    let (src, snap) = ManifestSource::open(&[dir.path().to_path_buf()], false).unwrap();
+    assert!(snap.errors.is_empty(), "{:?}", snap.errors);
+    assert_eq!(port_of(&src, "a"), Some(80));
+    assert!(port_of(&src, "hidden").is_none());
+    assert!(
+        port_of(&src, "c").is_none(),
+        "subdirectories need --recursive"
+    );
+    assert_eq!(snap.state.len(), 2);
+
+    let (src, _) = ManifestSource::open(&[dir.path().to_path_buf()], true).unwrap();
+    assert_eq!(port_of(&src, "c"), Some(81));
+}
+
+#[test]
+fn a_missing_path_is_a_clear_error() {
+    let err = ManifestSource::open(&[PathBuf::from("/nonexistent/ferry.yaml")], false)
+        .err()
+        .unwrap();
+    assert!(matches!(err, SourceError::NotFound { .. }));
+    assert_eq!(
+        err.to_string(),
+        "/nonexistent/ferry.yaml: no such file or directory"
+    );
+}
+
+#[test]
+fn editing_one_file_changes_only_its_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write(dir.path(), "a.yaml", &svc("a", 80));
+    write(dir.path(), "b.yaml", &svc("b", 90));
+    let (mut src, _) = ManifestSource::open(&[dir.path().to_path_buf()], false).unwrap();
+    write(dir.path(), "a.yaml", &svc("a", 81));
+    let snap = src.refresh(&[a]);
+    assert_eq!(port_of(&src, "a"), Some(81));
+    assert_eq!(
+        snap.changes
+            .objects
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        vec!["Service demo/a"]
+    );
+    assert!(snap.changes.service_ports.contains(&spn("a")));
+    assert!(!snap.changes.service_ports.contains(&spn("b")));
+}
+
+#[test]
+fn a_file_that_stops_parsing_keeps_its_last_good_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write(dir.path(), "a.yaml", &svc("a", 80));
+    let (mut src, _) = ManifestSource::open(&[dir.path().to_path_buf()], false).unwrap();
+    write(dir.path(), "a.yaml", "apiVersion: v1\nkind: [broken\n");
+    let snap = src.refresh(std::slice::from_ref(&a));
+    assert_eq!(port_of(&src, "a"), Some(80), "the last good Service stays");
+    assert!(snap.changes.is_empty());
+    assert_eq!(snap.errors.len(), 1);
+    assert!(
+        snap.errors[0].to_string().contains("a.yaml: document 1"),
+        "{}",
+        snap.errors[0]
+    );
+    write(dir.path(), "a.yaml", &svc("a", 82));
+    let snap = src.refresh(&[a]);
+    assert!(snap.errors.is_empty());
+    assert_eq!(port_of(&src, "a"), Some(82));
+}
+
+#[test]
+fn an_object_that_becomes_invalid_keeps_its_last_good_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write(
+        dir.path(),
+        "a.yaml",
+        &format!("{}---\n{}", svc("a", 80), svc("b", 90)),
+    );
+    let (mut src, _) = ManifestSource::open(&[dir.path().to_path_buf()], false).unwrap();
+    write(
+        dir.path(),
+        "a.yaml",
+        &format!("{}---\n{}", svc("a", 70000), svc("b", 91)),
+    );
+    let snap = src.refresh(&[a]);
+    assert_eq!(
+        port_of(&src, "a"),
+        Some(80),
+        "invalid update rejected, old version kept"
+    );
+    assert_eq!(
+        port_of(&src, "b"),
+        Some(91),
+        "the valid neighbour still updates"
+    );
+    assert_eq!(snap.errors.len(), 1);
+    assert!(
+        snap.errors[0]
+            .to_string()
+            .ends_with("Service demo/a: spec.ports[0].port: 70000 is not in 1..65535")
+    );
+}
+
+#[test]
+fn removing_a_file_deletes_its_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write(dir.path(), "a.yaml", &svc("a", 80));
+    let (mut src, _) = ManifestSource::open(&[dir.path().to_path_buf()], false).unwrap();
+    std::fs::remove_file(&a).unwrap();
+    let snap = src.refresh(&[a]);
+    assert!(port_of(&src, "a").is_none());
+    assert!(
+        snap.changes
+            .objects
+            .contains(&ObjectKey::new(Kind::Service, "demo", "a"))
+    );
+    assert!(
+        snap.changes
+            .services
+            .contains(&NamespacedName::new("demo", "a"))
+    );
+}
+
+#[test]
+fn an_object_in_two_files_uses_the_first_and_reports_the_second() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.yaml", &svc("x", 80));
+    let b = write(dir.path(), "b.yaml", &svc("x", 90));
+    let (mut src, snap) = ManifestSource::open(&[dir.path().to_path_buf()], false).unwrap();
+    assert_eq!(port_of(&src, "x"), Some(80));
+    assert_eq!(snap.errors.len(), 1);
+    let msg = snap.errors[0].to_string();
+    assert!(
+        msg.contains("b.yaml: Service demo/x: metadata.name: Duplicate value: already defined in"),
+        "{msg}"
+    );
+    std::fs::remove_file(dir.path().join("a.yaml")).unwrap();
+    let snap = src.refresh(&[dir.path().join("a.yaml"), b]);
+    assert_eq!(
+        port_of(&src, "x"),
+        Some(90),
+        "the remaining definition takes over"
+    );
+    assert!(snap.errors.is_empty());
+}
+
+#[test]
+fn the_watcher_sees_a_new_file_and_a_deleted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.yaml", &svc("a", 80));
+    let (src, _) = ManifestSource::open(&[dir.path().to_path_buf()], false).unwrap();
+    let mut w = ManifestWatcher::new(src, Duration::from_millis(10)).unwrap();
+
+    // Write atomically, as the lab does: a hidden temporary file, then rename.
+    let tmp = write(dir.path(), ".b.yaml.tmp", &svc("b", 90));
+    std::fs::rename(&tmp, dir.path().join("b.yaml")).unwrap();
+    let start = Instant::now();
+    let mut seen = false;
+    while start.elapsed() < Duration::from_secs(5) {
+        if let Some(snap) = w.next(Duration::from_millis(500)) {
+            let snap = snap.unwrap();
+            if snap.state.service_port(&spn("b")).is_some() {
+                seen = true;
+                break;
+            }
+        }
+    }
+    assert!(seen, "new file not picked up within 5 s");
+
+    std::fs::remove_file(dir.path().join("a.yaml")).unwrap();
+    let start = Instant::now();
+    let mut gone = false;
+    while start.elapsed() < Duration::from_secs(5) {
+        if let Some(snap) = w.next(Duration::from_millis(500))
+            && snap.unwrap().state.service_port(&spn("a")).is_none()
+        {
+            gone = true;
+            break;
+        }
+    }
+    assert!(gone, "deleted file's objects still present after 5 s");
+}
+
+#[test]
+fn a_watched_single_file_is_followed_through_editor_style_replacement() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write(dir.path(), "a.yaml", &svc("a", 80));
+    let (src, _) = ManifestSource::open(std::slice::from_ref(&a), false).unwrap();
+    let mut w = ManifestWatcher::new(src, Duration::from_millis(10)).unwrap();
+    write(dir.path(), "other.yaml", &svc("other", 1));
+    let tmp = write(dir.path(), "a.yaml.swp", &svc("a", 81));
+    std::fs::rename(&tmp, &a).unwrap();
+    let start = Instant::now();
+    let mut port = None;
+    while start.elapsed() < Duration::from_secs(5) && port != Some(81) {
+        if let Some(snap) = w.next(Duration::from_millis(500)) {
+            let snap = snap.unwrap();
+            assert!(
+                snap.state.service_port(&spn("other")).is_none(),
+                "only the named file is read"
+            );
+            port = snap.state.service_port(&spn("a")).map(|p| p.port);
+        }
+    }
+    assert_eq!(port, Some(81));
+}
