@@ -1,1 +1,74 @@
-fn main() {}
+//! The `ferry` binary: parses the command line, sets up logging, and hands
+//! each subcommand to its module under `cmd/`. No logic of its own.
+
+mod cmd;
+mod synth;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// ferry carries a request from a Kubernetes Service name to a Pod: service
+/// proxy, cluster DNS, ingress and pod network in one node agent.
+#[derive(Parser)]
+#[command(name = "ferry", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    /// Log format on standard error (the level comes from RUST_LOG, default info).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "FERRY_LOG_FORMAT")]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check manifests the way the API server would, and list every mistake.
+    ///
+    /// Reads files and directories of YAML or JSON (as `kubectl apply -f`
+    /// does, `kind: List` included). Exits 1 if anything is invalid.
+    Validate(cmd::validate::Args),
+    /// Show each service port with its addresses and endpoints.
+    ///
+    /// The table merges `kubectl get services` and `kubectl get
+    /// endpointslices`: one row per service port, with the endpoints the
+    /// data plane would use.
+    Services(cmd::services::Args),
+    /// Run a benchmark and print a table of figures.
+    Bench(cmd::bench::Args),
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let result = match cli.command {
+        Command::Validate(args) => cmd::validate::run(args),
+        Command::Services(args) => cmd::services::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -204,15 +204,19 @@ impl ManifestSource {
         entry.hash = hash;
         entry.errors = decoded.errors;
         entry.skipped = decoded.skipped;
-        if decoded.syntax_error {
-            // Keep the file's last good objects until it parses again.
-            return;
-        }
         let mut objects: BTreeMap<ObjectKey, Object> = decoded
             .objects
             .into_iter()
             .map(|d| (d.object.key(), d.object))
             .collect();
+        if decoded.syntax_error {
+            // A document that does not parse could be any of the file's
+            // objects: keep every last good one until the file parses again,
+            // and take the documents that did parse.
+            for (key, old) in &entry.objects {
+                objects.entry(key.clone()).or_insert_with(|| old.clone());
+            }
+        }
         for desc in decoded.rejected {
             let key = entry.objects.keys().find(|k| {
                 k.kind.as_str() == desc.kind

@@ -101,9 +101,27 @@ fn a_file_that_stops_parsing_keeps_its_last_good_objects() {
     let snap = src.refresh(std::slice::from_ref(&a));
     assert_eq!(port_of(&src, "a"), Some(80), "the last good Service stays");
     assert!(snap.changes.is_empty());
+    write(
+        dir.path(),
+        "a.yaml",
+        &format!("{}---\napiVersion: v1\nkind: [broken\n", svc("b", 90)),
+    );
+    let snap = src.refresh(std::slice::from_ref(&a));
+    assert_eq!(
+        port_of(&src, "a"),
+        Some(80),
+        "still kept while the file does not parse"
+    );
+    assert_eq!(
+        port_of(&src, "b"),
+        Some(90),
+        "documents that parse are taken"
+    );
     assert_eq!(snap.errors.len(), 1);
     assert!(
-        snap.errors[0].to_string().contains("a.yaml: document 1"),
+        snap.errors[0]
+            .to_string()
+            .contains("a.yaml: document 2 (line 7)"),
         "{}",
         snap.errors[0]
     );
@@ -111,6 +129,11 @@ fn a_file_that_stops_parsing_keeps_its_last_good_objects() {
     let snap = src.refresh(&[a]);
     assert!(snap.errors.is_empty());
     assert_eq!(port_of(&src, "a"), Some(82));
+    assert_eq!(
+        port_of(&src, "b"),
+        None,
+        "once the file parses, it says exactly what exists"
+    );
 }
 
 #[test]
