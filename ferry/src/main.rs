@@ -11,7 +11,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 /// ferry carries a request from a Kubernetes Service name to a Pod: service
 /// proxy, cluster DNS, ingress and pod network in one node agent.
 #[derive(Parser)]
-#[command(name = "ferry", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "ferry",
+    version,
+    propagate_version = true,
+    after_help = "Start here:\n  ferry validate examples/               check manifests like the API server would\n  ferry services examples/nginx-web.yaml  see each service port and its endpoints\n\nLogs go to standard error; set RUST_LOG=debug for more."
+)]
 struct Cli {
     /// Log format on standard error (the level comes from RUST_LOG, default info).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "FERRY_LOG_FORMAT")]

@@ -45,7 +45,7 @@ impl ChangeSet {
 
     /// Nodes added, updated or deleted (names only; nodes are cluster-scoped).
     pub fn nodes(&self) -> impl Iterator<Item = &str> {
-        self.of_kind(Kind::Node).map(|n| n.name.as_str())
+        self.of_kind(Kind::Node).map(|n| &*n.name)
     }
 
     /// Folds a later change set into this one, so that a consumer that

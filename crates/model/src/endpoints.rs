@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{EndpointAddress, Endpoints};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::object::{NamespacedName, Object};
+use crate::object::{Name, NamespacedName, Object};
 
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -20,25 +20,26 @@ pub const SKIP_MIRROR_LABEL: &str = "endpointslice.kubernetes.io/skip-mirror";
 /// endpoints is deterministic.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct SliceId {
-    pub name: String,
+    pub name: Name,
     /// `Some(i)` for the i-th slice mirrored from a legacy Endpoints object.
     pub mirrored: Option<usize>,
 }
 
+/// Slices an object contributes, with where each came from.
+pub(crate) type Contributed = Vec<(SliceId, Arc<EndpointSlice>)>;
+
 /// The service an object feeds endpoints to, and the slices it contributes.
-pub(crate) fn slices_of(
-    object: &Object,
-) -> Option<(NamespacedName, Vec<(SliceId, Arc<EndpointSlice>)>)> {
+pub(crate) fn slices_of(object: &Object) -> Option<(NamespacedName, Contributed)> {
     match object {
         Object::EndpointSlice(slice) => {
             let service = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
             let namespace = slice.metadata.namespace.clone().unwrap_or_default();
             let id = SliceId {
-                name: slice.metadata.name.clone().unwrap_or_default(),
+                name: slice.metadata.name.as_deref().unwrap_or_default().into(),
                 mirrored: None,
             };
             Some((
-                NamespacedName::new(namespace, service),
+                NamespacedName::new(namespace, service.as_str()),
                 vec![(id, slice.clone())],
             ))
         }
@@ -53,7 +54,7 @@ pub(crate) fn slices_of(
                 return None;
             }
             let namespace = ep.metadata.namespace.clone().unwrap_or_default();
-            let name = ep.metadata.name.clone().unwrap_or_default();
+            let name: Name = ep.metadata.name.as_deref().unwrap_or_default().into();
             let slices = mirror(ep)
                 .into_iter()
                 .enumerate()

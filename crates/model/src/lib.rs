@@ -19,7 +19,7 @@ pub use change::ChangeSet;
 pub use endpoints::{SERVICE_NAME_LABEL, SKIP_MIRROR_LABEL};
 pub use error::{FieldError, ManifestError, ObjectDesc};
 pub use manifest::{Decoded, DecodedObject, decode};
-pub use object::{Kind, NamespacedName, Object, ObjectKey};
+pub use object::{Kind, Name, NamespacedName, Object, ObjectKey};
 pub use state::{ClusterState, Update};
 pub use validate::validate;
 pub use view::{

@@ -348,7 +348,7 @@ fn desc_of(o: &Object) -> ObjectDesc {
     let key = o.key();
     ObjectDesc {
         kind: key.kind.to_string(),
-        namespace: key.name.namespace,
-        name: key.name.name,
+        namespace: key.name.namespace.to_string(),
+        name: key.name.name.to_string(),
     }
 }

@@ -81,15 +81,20 @@ impl fmt::Display for Kind {
     }
 }
 
+/// A shared, immutable name. Keys of the persistent maps in
+/// [`crate::ClusterState`] are copied along every updated path, so they
+/// must be cheap to clone: a reference count, not a string allocation.
+pub type Name = Arc<str>;
+
 /// `namespace/name` of a namespaced object (namespace empty for cluster-scoped ones).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub struct NamespacedName {
-    pub namespace: String,
-    pub name: String,
+    pub namespace: Name,
+    pub name: Name,
 }
 
 impl NamespacedName {
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+    pub fn new(namespace: impl Into<Name>, name: impl Into<Name>) -> Self {
         Self {
             namespace: namespace.into(),
             name: name.into(),
@@ -115,7 +120,7 @@ pub struct ObjectKey {
 }
 
 impl ObjectKey {
-    pub fn new(kind: Kind, namespace: impl Into<String>, name: impl Into<String>) -> Self {
+    pub fn new(kind: Kind, namespace: impl Into<Name>, name: impl Into<Name>) -> Self {
         Self {
             kind,
             name: NamespacedName::new(namespace, name),
@@ -181,8 +186,8 @@ impl Object {
         let meta = self.metadata();
         ObjectKey::new(
             self.kind(),
-            meta.namespace.clone().unwrap_or_default(),
-            meta.name.clone().unwrap_or_default(),
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default(),
         )
     }
 

@@ -14,7 +14,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use crate::change::ChangeSet;
 use crate::endpoints::{SliceId, slices_of};
 use crate::object::{Kind, NamespacedName, Object, ObjectKey};
-use crate::view::{self, Protocol, ServicePortName, ServicePortView, ServiceView};
+use crate::view::{self, ServicePortName, ServicePortView, ServiceView};
 
 /// One change from a source.
 #[derive(Clone, Debug)]
@@ -25,14 +25,28 @@ pub enum Update {
     Delete(ObjectKey),
 }
 
+/// Everything derived for one Service name: the slices that name it (they
+/// may exist before the Service does), and its views. One map entry per
+/// service keeps an update to one persistent-map path copy, not three.
+#[derive(Clone, Debug, Default)]
+struct ServiceEntry {
+    slices: OrdMap<SliceId, Arc<EndpointSlice>>,
+    view: Option<Arc<ServiceView>>,
+    /// Sorted by port name then protocol, the order of [`ServicePortName`].
+    ports: Arc<[Arc<ServicePortView>]>,
+}
+
+impl ServiceEntry {
+    fn is_empty(&self) -> bool {
+        self.slices.is_empty() && self.view.is_none() && self.ports.is_empty()
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct ClusterState {
     version: u64,
     objects: OrdMap<ObjectKey, Object>,
-    /// EndpointSlices (own and mirrored from Endpoints) grouped by Service.
-    slices: OrdMap<NamespacedName, OrdMap<SliceId, Arc<EndpointSlice>>>,
-    services: OrdMap<NamespacedName, Arc<ServiceView>>,
-    ports: OrdMap<ServicePortName, Arc<ServicePortView>>,
+    services: OrdMap<NamespacedName, Arc<ServiceEntry>>,
 }
 
 impl ClusterState {
@@ -74,38 +88,37 @@ impl ClusterState {
             .map(|(_, v)| v)
     }
 
+    /// Every Service's view, in namespace/name order.
     pub fn services(&self) -> impl Iterator<Item = &Arc<ServiceView>> {
-        self.services.values()
+        self.services.values().filter_map(|e| e.view.as_ref())
     }
 
     pub fn service(&self, name: &NamespacedName) -> Option<&Arc<ServiceView>> {
-        self.services.get(name)
+        self.services.get(name)?.view.as_ref()
     }
 
     /// Every service port, in namespace/name/port/protocol order.
     pub fn service_ports(&self) -> impl Iterator<Item = &Arc<ServicePortView>> {
-        self.ports.values()
+        self.services.values().flat_map(|e| e.ports.iter())
     }
 
     pub fn service_port(&self, name: &ServicePortName) -> Option<&Arc<ServicePortView>> {
-        self.ports.get(name)
+        self.services
+            .get(&name.service())?
+            .ports
+            .iter()
+            .find(|p| p.name == *name)
     }
 
     /// The ports of one service.
-    pub fn ports_of<'a>(
-        &'a self,
-        service: &'a NamespacedName,
-    ) -> impl Iterator<Item = &'a Arc<ServicePortView>> {
-        let start = ServicePortName {
-            namespace: service.namespace.clone(),
-            name: service.name.clone(),
-            port: String::new(),
-            protocol: Protocol::Tcp,
-        };
-        self.ports
-            .range(start..)
-            .take_while(move |(k, _)| k.namespace == service.namespace && k.name == service.name)
-            .map(|(_, v)| v)
+    pub fn ports_of(
+        &self,
+        service: &NamespacedName,
+    ) -> impl Iterator<Item = &Arc<ServicePortView>> {
+        self.services
+            .get(service)
+            .into_iter()
+            .flat_map(|e| e.ports.iter())
     }
 
     /// Applies updates and returns the new state with exactly what changed.
@@ -142,19 +155,22 @@ impl ClusterState {
                 }
             }
         }
-        let mut changes = ChangeSet::default();
         // An object changed and changed back within one batch is no change.
-        changes.objects = touched
+        let objects = touched
             .into_iter()
             .filter(|k| match (self.objects.get(k), next.objects.get(k)) {
                 (Some(a), Some(b)) => !a.same_as(b),
                 (a, b) => a.is_some() != b.is_some(),
             })
             .collect();
+        let mut changes = ChangeSet {
+            from_version: self.version,
+            objects,
+            ..Default::default()
+        };
         for service in &dirty {
             next.rebuild(service, &mut changes);
         }
-        changes.from_version = self.version;
         if !changes.is_empty() {
             next.version += 1;
         }
@@ -162,28 +178,29 @@ impl ClusterState {
         (next, changes)
     }
 
+    fn entry_mut(&mut self, service: &NamespacedName) -> &mut ServiceEntry {
+        Arc::make_mut(self.services.entry(service.clone()).or_default())
+    }
+
     fn detach(&mut self, key: &ObjectKey, old: &Object, dirty: &mut BTreeSet<NamespacedName>) {
         let Some((service, slices)) = slices_of(old) else {
             return;
         };
         dirty.insert(service.clone());
-        if let Some(group) = self.slices.get_mut(&service) {
-            for (id, _) in slices {
-                group.remove(&id);
-            }
-            // Mirrored Endpoints may have had more slices than the set just computed.
-            if key.kind == Kind::Endpoints {
-                let stale: Vec<SliceId> = group
-                    .keys()
-                    .filter(|id| id.mirrored.is_some() && id.name == key.name.name)
-                    .cloned()
-                    .collect();
-                for id in stale {
-                    group.remove(&id);
-                }
-            }
-            if group.is_empty() {
-                self.slices.remove(&service);
+        let entry = self.entry_mut(&service);
+        for (id, _) in slices {
+            entry.slices.remove(&id);
+        }
+        // Mirrored Endpoints may have had more slices than the set just computed.
+        if key.kind == Kind::Endpoints {
+            let stale: Vec<SliceId> = entry
+                .slices
+                .keys()
+                .filter(|id| id.mirrored.is_some() && id.name == key.name.name)
+                .cloned()
+                .collect();
+            for id in stale {
+                entry.slices.remove(&id);
             }
         }
     }
@@ -193,9 +210,9 @@ impl ClusterState {
             return;
         };
         dirty.insert(service.clone());
-        let group = self.slices.entry(service).or_default();
+        let entry = self.entry_mut(&service);
         for (id, slice) in slices {
-            group.insert(id, slice);
+            entry.slices.insert(id, slice);
         }
     }
 
@@ -205,48 +222,68 @@ impl ClusterState {
             kind: Kind::Service,
             name: service.clone(),
         };
-        let built = match self.objects.get(&key) {
-            Some(Object::Service(svc)) => {
-                let slices: Vec<&EndpointSlice> = self
-                    .slices
-                    .get(service)
-                    .map(|g| g.values().map(AsRef::as_ref).collect())
-                    .unwrap_or_default();
-                Some(view::build(svc, &slices))
-            }
+        let svc = match self.objects.get(&key) {
+            Some(Object::Service(svc)) => Some(svc.clone()),
             _ => None,
         };
-        let old_ports: Vec<Arc<ServicePortView>> = self.ports_of(service).cloned().collect();
-        let (new_view, new_ports) = match built {
-            Some((v, p)) => (Some(v), p),
+        let Some(mut entry) = self.services.get(service).cloned() else {
+            if svc.is_none() {
+                return;
+            }
+            self.services.insert(service.clone(), Arc::default());
+            return self.rebuild(service, changes);
+        };
+        let (new_view, mut new_ports) = match &svc {
+            Some(svc) => {
+                let slices: Vec<&EndpointSlice> =
+                    entry.slices.values().map(AsRef::as_ref).collect();
+                let (v, p) = view::build(svc, &slices);
+                (Some(v), p)
+            }
             None => (None, Vec::new()),
         };
+        new_ports.sort_by(|a, b| a.name.cmp(&b.name));
 
-        if self.services.get(service).map(AsRef::as_ref) != new_view.as_ref() {
+        let view_changed = entry.view.as_deref() != new_view.as_ref();
+        if view_changed {
             changes.services.insert(service.clone());
-            match new_view {
-                Some(v) => {
-                    self.services.insert(service.clone(), Arc::new(v));
-                }
-                None => {
-                    self.services.remove(service);
-                }
-            }
         }
-
-        for old in &old_ports {
+        let old_ports = entry.ports.clone();
+        let mut ports: Vec<Arc<ServicePortView>> = Vec::with_capacity(new_ports.len());
+        for old in old_ports.iter() {
             if !new_ports.iter().any(|n| n.name == old.name) {
                 record_port(changes, Some(old), None);
-                self.ports.remove(&old.name);
             }
         }
+        let mut ports_changed = old_ports.len() != new_ports.len();
         for new in new_ports {
-            let old = old_ports.iter().find(|o| o.name == new.name);
-            if old.is_some_and(|o| **o == new) {
-                continue;
+            match old_ports.iter().find(|o| o.name == new.name) {
+                Some(old) if **old == new => ports.push(old.clone()),
+                old => {
+                    record_port(changes, old.map(AsRef::as_ref), Some(&new));
+                    ports.push(Arc::new(new));
+                    ports_changed = true;
+                }
             }
-            record_port(changes, old.map(AsRef::as_ref), Some(&new));
-            self.ports.insert(new.name.clone(), Arc::new(new));
+        }
+        if !view_changed && !ports_changed {
+            if entry.is_empty() {
+                // Only slices named this service, and they are gone.
+                self.services.remove(service);
+            }
+            return;
+        }
+        let e = Arc::make_mut(&mut entry);
+        if view_changed {
+            e.view = new_view.map(Arc::new);
+        }
+        if ports_changed {
+            e.ports = ports.into();
+        }
+        if entry.is_empty() {
+            self.services.remove(service);
+        } else {
+            self.services.insert(service.clone(), entry);
         }
     }
 
@@ -266,12 +303,23 @@ impl ClusterState {
             }
         });
         merge_join(&self.services, &later.services, |k, a, b| {
-            if a.map(AsRef::as_ref) != b.map(AsRef::as_ref) {
+            let view = |e: Option<&Arc<ServiceEntry>>| e.and_then(|e| e.view.clone());
+            if view(a).as_deref() != view(b).as_deref() {
                 changes.services.insert(k.clone());
             }
-        });
-        merge_join(&self.ports, &later.ports, |_, a, b| {
-            record_port(&mut changes, a.map(AsRef::as_ref), b.map(AsRef::as_ref));
+            let none: Arc<[Arc<ServicePortView>]> = Arc::new([]);
+            let pa = a.map_or(none.clone(), |e| e.ports.clone());
+            let pb = b.map_or(none, |e| e.ports.clone());
+            for p in pa.iter() {
+                record_port(
+                    &mut changes,
+                    Some(p),
+                    pb.iter().find(|q| q.name == p.name).map(AsRef::as_ref),
+                );
+            }
+            for q in pb.iter().filter(|q| !pa.iter().any(|p| p.name == q.name)) {
+                record_port(&mut changes, None, Some(q));
+            }
         });
         changes
     }

@@ -15,7 +15,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
 
-use crate::object::NamespacedName;
+use crate::object::{Name, NamespacedName};
 
 /// Default `sessionAffinityConfig.clientIP.timeoutSeconds` (3 hours), as in Kubernetes.
 pub const DEFAULT_AFFINITY_TIMEOUT_SECONDS: u32 = 10800;
@@ -119,15 +119,18 @@ pub enum TargetPort {
 /// ServicePortName. The port name is empty for a service's single unnamed port.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct ServicePortName {
-    pub namespace: String,
-    pub name: String,
-    pub port: String,
+    pub namespace: Name,
+    pub name: Name,
+    pub port: Name,
     pub protocol: Protocol,
 }
 
 impl ServicePortName {
     pub fn service(&self) -> NamespacedName {
-        NamespacedName::new(&self.namespace, &self.name)
+        NamespacedName {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+        }
     }
 }
 
@@ -287,8 +290,8 @@ pub(crate) fn build(
     svc: &Service,
     slices: &[&EndpointSlice],
 ) -> (ServiceView, Vec<ServicePortView>) {
-    let namespace = svc.metadata.namespace.clone().unwrap_or_default();
-    let name = svc.metadata.name.clone().unwrap_or_default();
+    let namespace: Name = svc.metadata.namespace.as_deref().unwrap_or_default().into();
+    let name: Name = svc.metadata.name.as_deref().unwrap_or_default().into();
     let spec = svc.spec.clone().unwrap_or_default();
     let service_type = ServiceType::parse(spec.type_.as_deref());
     let headless = spec.cluster_ip.as_deref() == Some("None");
@@ -407,7 +410,7 @@ pub(crate) fn build(
                 name: ServicePortName {
                     namespace: namespace.clone(),
                     name: name.clone(),
-                    port: port_name,
+                    port: port_name.into(),
                     protocol,
                 },
                 service_type,

@@ -102,9 +102,9 @@ fn missing_namespace_defaults_and_cluster_scoped_kinds_drop_it() {
         "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 1}]}\n---\napiVersion: v1\nkind: Node\nmetadata: {name: n, namespace: x}\n",
     );
     let keys: Vec<_> = d.objects.iter().map(|o| o.object.key()).collect();
-    assert_eq!(keys[0].name.namespace, "default");
+    assert_eq!(&*keys[0].name.namespace, "default");
     assert_eq!(keys[1].kind, Kind::Node);
-    assert_eq!(keys[1].name.namespace, "");
+    assert_eq!(&*keys[1].name.namespace, "");
 }
 
 #[test]

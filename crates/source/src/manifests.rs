@@ -220,8 +220,8 @@ impl ManifestSource {
         for desc in decoded.rejected {
             let key = entry.objects.keys().find(|k| {
                 k.kind.as_str() == desc.kind
-                    && k.name.namespace == desc.namespace
-                    && k.name.name == desc.name
+                    && *k.name.namespace == *desc.namespace
+                    && *k.name.name == *desc.name
             });
             if let Some(key) = key
                 && !objects.contains_key(key)
@@ -302,8 +302,8 @@ impl ManifestSource {
                     line: None,
                     object: Some(ObjectDesc {
                         kind: key.kind.to_string(),
-                        namespace: key.name.namespace.clone(),
-                        name: key.name.name.clone(),
+                        namespace: key.name.namespace.to_string(),
+                        name: key.name.name.to_string(),
                     }),
                     field: FieldError::new(
                         "metadata.name",

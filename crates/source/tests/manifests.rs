@@ -16,7 +16,7 @@ fn spn(name: &str) -> ServicePortName {
     ServicePortName {
         namespace: "demo".into(),
         name: name.into(),
-        port: String::new(),
+        port: "".into(),
         protocol: Protocol::Tcp,
     }
 }

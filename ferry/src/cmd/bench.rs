@@ -203,7 +203,7 @@ fn model(a: ModelArgs) -> anyhow::Result<ExitCode> {
             if changes.endpoints.len() != 1 {
                 bail!("expected one endpoint change, got {}", changes.summary());
             }
-            let update = Update::Apply(synth::service(i, 80 + (k % 2 == 0) as i32));
+            let update = Update::Apply(synth::service(i, 1000 + k as i32));
             let t = Instant::now();
             let (next, changes) = state.apply([update]);
             state = next;

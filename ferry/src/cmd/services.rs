@@ -184,12 +184,12 @@ impl Table {
             endpoints.push_str(&format!(" + {} more...", p.endpoints.len() - 3));
         }
         self.rows.push([
-            p.name.namespace.clone(),
-            p.name.name.clone(),
+            p.name.namespace.to_string(),
+            p.name.name.to_string(),
             if p.name.port.is_empty() {
                 "-".into()
             } else {
-                p.name.port.clone()
+                p.name.port.to_string()
             },
             p.service_type.to_string(),
             cluster_ip,
@@ -212,8 +212,8 @@ impl Table {
             .map(|a| a.ip.to_string())
             .collect();
         self.rows.push([
-            svc.name.namespace.clone(),
-            svc.name.name.clone(),
+            svc.name.namespace.to_string(),
+            svc.name.name.to_string(),
             "-".into(),
             svc.service_type.to_string(),
             if svc.headless {

@@ -260,7 +260,7 @@ fn ports(
         let protocol = p.protocol.as_deref().unwrap_or("TCP");
         if !port_seen.insert((p.port, protocol)) {
             errs.push(
-                format!("{path}"),
+                &path,
                 format!("Duplicate value: port {} {protocol}", p.port),
             );
         }

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs every check ferry has: formatting, clippy, the whole test suite
+# (cargo-nextest) and a short fuzz run of the manifest loader.
+# Installs what it needs first. Usage: scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== cargo nextest"
+cargo nextest run --workspace --no-fail-fast
+echo "== fuzz (manifest loader)"
+scripts/fuzz.sh "${FERRY_FUZZ_SECONDS:-30}"
