@@ -117,41 +117,83 @@ fn split_yaml(text: &str) -> Vec<(usize, &str)> {
     docs
 }
 
+/// Below this size a file is decoded on the calling thread; above it, the
+/// documents are shared out over the machine's cores (each document is
+/// independent, and the results are joined back in document order).
+const PARALLEL_THRESHOLD: usize = 1 << 20;
+
 fn decode_yaml_stream(file: &str, text: &str, out: &mut Decoded) {
-    let mut document = 0;
+    let mut docs = Vec::new();
     for (line, chunk) in split_yaml(text) {
-        if chunk
+        let blank = chunk
             .lines()
-            .all(|l| matches!(l.trim(), "" | "---" | "...") || l.trim_start().starts_with('#'))
-        {
-            continue;
+            .all(|l| matches!(l.trim(), "" | "---" | "...") || l.trim_start().starts_with('#'));
+        if !blank {
+            docs.push((docs.len() + 1, line, chunk));
         }
-        document += 1;
-        match serde_saphyr::from_str_with_options::<Value>(chunk, yaml_options()) {
-            Ok(Value::Null) => {}
-            Ok(value) => decode_document(file, document, None, value, out),
-            Err(e) => {
-                out.syntax_error = true;
-                let message = e.to_string();
-                let mut first = message.lines().next().unwrap_or("syntax error");
-                // The parser counts lines from the start of the document;
-                // the user wants them counted from the start of the file.
-                let at = match e.location() {
-                    Some(loc) if loc.line() > 0 => {
-                        if let Some(i) = first.rfind(" at line ") {
-                            first = &first[..i];
-                        }
-                        line + usize::try_from(loc.line()).unwrap_or(1) - 1
+    }
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if text.len() < PARALLEL_THRESHOLD || workers < 2 || docs.len() < 2 * workers {
+        for (document, line, chunk) in docs {
+            decode_yaml_document(file, document, line, chunk, out);
+        }
+        return;
+    }
+    let per = docs.len().div_ceil(workers);
+    let parts: Vec<Decoded> = std::thread::scope(|scope| {
+        let handles: Vec<_> = docs
+            .chunks(per)
+            .map(|range| {
+                scope.spawn(move || {
+                    let mut part = Decoded::default();
+                    for &(document, line, chunk) in range {
+                        decode_yaml_document(file, document, line, chunk, &mut part);
                     }
-                    _ => line,
-                };
-                out.errors.push(doc_error(
-                    file,
-                    document,
-                    Some(at),
-                    format!("invalid YAML: {first}"),
-                ));
-            }
+                    part
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            // A worker only panics if decoding panics, which the fuzz target
+            // checks never happens; pass such a panic on unchanged.
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    for part in parts {
+        out.objects.extend(part.objects);
+        out.errors.extend(part.errors);
+        out.skipped.extend(part.skipped);
+        out.rejected.extend(part.rejected);
+        out.syntax_error |= part.syntax_error;
+    }
+}
+
+fn decode_yaml_document(file: &str, document: usize, line: usize, chunk: &str, out: &mut Decoded) {
+    match serde_saphyr::from_str_with_options::<Value>(chunk, yaml_options()) {
+        Ok(Value::Null) => {}
+        Ok(value) => decode_document(file, document, None, value, out),
+        Err(e) => {
+            out.syntax_error = true;
+            let message = e.to_string();
+            let mut first = message.lines().next().unwrap_or("syntax error");
+            // The parser counts lines from the start of the document;
+            // the user wants them counted from the start of the file.
+            let at = match e.location() {
+                Some(loc) if loc.line() > 0 => {
+                    if let Some(i) = first.rfind(" at line ") {
+                        first = &first[..i];
+                    }
+                    line + usize::try_from(loc.line()).unwrap_or(1) - 1
+                }
+                _ => line,
+            };
+            out.errors.push(doc_error(
+                file,
+                document,
+                Some(at),
+                format!("invalid YAML: {first}"),
+            ));
         }
     }
 }

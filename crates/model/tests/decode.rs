@@ -264,3 +264,35 @@ fn other_kinds_are_validated_too() {
         );
     }
 }
+
+#[test]
+fn a_large_file_decoded_in_parallel_keeps_document_order_and_numbers() {
+    let mut text = String::new();
+    for i in 1..=6000 {
+        let port = if i == 4321 { 0 } else { 80 };
+        text.push_str(&format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: svc-{i}\n  namespace: ns-{}\n  labels: {{app: web, tier: frontend}}\nspec:\n  clusterIP: 10.96.{}.{}\n  ports:\n  - name: http\n    port: {port}\n    targetPort: 8080\n",
+            i % 7,
+            i / 250,
+            i % 250 + 1
+        ));
+    }
+    assert!(
+        text.len() > 1 << 20,
+        "the file must be big enough to take the parallel path"
+    );
+    let d = decode("big.yaml", &text);
+    assert_eq!(d.objects.len(), 5999);
+    assert!(
+        d.objects.windows(2).all(|w| w[0].document < w[1].document),
+        "objects are in document order"
+    );
+    assert_eq!(d.objects[4320].document, 4322);
+    let errs: Vec<String> = d.errors.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        errs,
+        vec![
+            "big.yaml: document 4321: Service ns-2/svc-4321: spec.ports[0].port: 0 is not in 1..65535"
+        ]
+    );
+}
