@@ -11,6 +11,7 @@ mod endpoints;
 mod error;
 mod manifest;
 mod object;
+mod selector;
 mod state;
 mod validate;
 mod view;
@@ -20,6 +21,7 @@ pub use endpoints::{SERVICE_NAME_LABEL, SKIP_MIRROR_LABEL};
 pub use error::{FieldError, ManifestError, ObjectDesc};
 pub use manifest::{Decoded, DecodedObject, decode};
 pub use object::{Kind, Name, NamespacedName, Object, ObjectKey};
+pub use selector::{matches as selector_matches, service_selects};
 pub use state::{ClusterState, Update};
 pub use validate::validate;
 pub use view::{

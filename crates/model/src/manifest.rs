@@ -4,9 +4,6 @@
 //!
 //! Pure: takes text, returns objects and errors.
 
-use std::sync::Arc;
-
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::{FieldError, ManifestError, ObjectDesc};
@@ -290,7 +287,7 @@ fn decode_document(
         return;
     }
     let Some(kind) = kind else {
-        if let Some(known) = Kind::ALL.into_iter().find(|k| k.as_str() == kind_name) {
+        if let Some(known) = Kind::ALL.iter().find(|k| k.as_str() == kind_name) {
             out.errors.push(err(
                 Some(desc),
                 "apiVersion",
@@ -304,7 +301,7 @@ fn decode_document(
         }
         return;
     };
-    let object = match typed(kind, value) {
+    let object = match Object::from_value(kind, value) {
         Ok(o) => o,
         Err((path, message)) => {
             out.errors.push(err(Some(desc.clone()), &path, message));
@@ -328,60 +325,15 @@ fn decode_document(
     }
 }
 
-fn parse<T: DeserializeOwned>(value: Value) -> Result<Arc<T>, (String, String)> {
-    serde_path_to_error::deserialize::<_, T>(value)
-        .map(Arc::new)
-        .map_err(|e| {
-            let path = e.path().to_string();
-            let path = if path == "." { String::new() } else { path };
-            (path, e.into_inner().to_string())
-        })
-}
-
-fn typed(kind: Kind, value: Value) -> Result<Object, (String, String)> {
-    Ok(match kind {
-        Kind::Namespace => Object::Namespace(parse(value)?),
-        Kind::Node => Object::Node(parse(value)?),
-        Kind::Service => Object::Service(parse(value)?),
-        Kind::EndpointSlice => Object::EndpointSlice(parse(value)?),
-        Kind::Endpoints => Object::Endpoints(parse(value)?),
-        Kind::Pod => Object::Pod(parse(value)?),
-        Kind::Ingress => Object::Ingress(parse(value)?),
-        Kind::IngressClass => Object::IngressClass(parse(value)?),
-        Kind::Secret => Object::Secret(parse(value)?),
-        Kind::ConfigMap => Object::ConfigMap(parse(value)?),
-    })
-}
-
 /// Namespaced objects without a namespace land in `default`, as with kubectl;
 /// cluster-scoped ones lose any namespace they were given.
 fn with_default_namespace(mut object: Object) -> Object {
-    fn fix<T: Clone>(
-        o: &mut Arc<T>,
-        meta: impl Fn(&mut T) -> &mut Option<String>,
-        namespaced: bool,
-    ) {
-        let want_default =
-            namespaced && meta(Arc::make_mut(o)).as_deref().is_none_or(str::is_empty);
-        let m = meta(Arc::make_mut(o));
-        if want_default {
-            *m = Some("default".into());
-        } else if !namespaced {
-            *m = None;
-        }
-    }
     let namespaced = object.kind().namespaced();
-    match &mut object {
-        Object::Namespace(o) => fix(o, |o| &mut o.metadata.namespace, namespaced),
-        Object::Node(o) => fix(o, |o| &mut o.metadata.namespace, namespaced),
-        Object::Service(o) => fix(o, |o| &mut o.metadata.namespace, namespaced),
-        Object::EndpointSlice(o) => fix(o, |o| &mut o.metadata.namespace, namespaced),
-        Object::Endpoints(o) => fix(o, |o| &mut o.metadata.namespace, namespaced),
-        Object::Pod(o) => fix(o, |o| &mut o.metadata.namespace, namespaced),
-        Object::Ingress(o) => fix(o, |o| &mut o.metadata.namespace, namespaced),
-        Object::IngressClass(o) => fix(o, |o| &mut o.metadata.namespace, namespaced),
-        Object::Secret(o) => fix(o, |o| &mut o.metadata.namespace, namespaced),
-        Object::ConfigMap(o) => fix(o, |o| &mut o.metadata.namespace, namespaced),
+    let current = object.metadata().namespace.as_deref();
+    if namespaced && current.is_none_or(str::is_empty) {
+        object.metadata_mut().namespace = Some("default".into());
+    } else if !namespaced && current.is_some() {
+        object.metadata_mut().namespace = None;
     }
     object
 }

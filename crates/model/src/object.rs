@@ -3,71 +3,121 @@
 use std::fmt;
 use std::sync::Arc;
 
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Namespace, Node, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-/// The kinds ferry loads. Anything else in a manifest is skipped (and counted).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kind {
-    Namespace,
-    Node,
-    Service,
-    EndpointSlice,
-    Endpoints,
-    Pod,
-    Ingress,
-    IngressClass,
-    Secret,
-    ConfigMap,
+/// Declares the kinds ferry loads, once: the `Kind` and `Object` enums and
+/// everything that dispatches on them are generated from this table.
+macro_rules! kinds {
+    ($( $kind:ident => $ty:ty, $api:literal, namespaced: $ns:literal; )*) => {
+        /// The kinds ferry loads. Anything else in a manifest is skipped (and counted).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Kind {
+            $($kind,)*
+        }
+
+        impl Kind {
+            pub const ALL: &'static [Kind] = &[$(Kind::$kind,)*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Kind::$kind => stringify!($kind),)*
+                }
+            }
+
+            /// The `apiVersion` this kind is served at.
+            pub fn api_version(self) -> &'static str {
+                match self {
+                    $(Kind::$kind => $api,)*
+                }
+            }
+
+            pub fn namespaced(self) -> bool {
+                match self {
+                    $(Kind::$kind => $ns,)*
+                }
+            }
+        }
+
+        /// One loaded object. Cheap to clone: the Kubernetes object is shared.
+        #[derive(Clone, Debug, PartialEq)]
+        pub enum Object {
+            $($kind(Arc<$ty>),)*
+        }
+
+        impl Object {
+            pub fn kind(&self) -> Kind {
+                match self {
+                    $(Object::$kind(_) => Kind::$kind,)*
+                }
+            }
+
+            pub fn metadata(&self) -> &ObjectMeta {
+                match self {
+                    $(Object::$kind(o) => &o.metadata,)*
+                }
+            }
+
+            /// Mutable metadata (copy-on-write of the shared object).
+            pub fn metadata_mut(&mut self) -> &mut ObjectMeta {
+                match self {
+                    $(Object::$kind(o) => &mut Arc::make_mut(o).metadata,)*
+                }
+            }
+
+            /// True when both hold the very same shared object (a cheap
+            /// equality short-cut before the deep comparison).
+            pub fn same_allocation(&self, other: &Object) -> bool {
+                match (self, other) {
+                    $((Object::$kind(a), Object::$kind(b)) => Arc::ptr_eq(a, b),)*
+                    _ => false,
+                }
+            }
+
+            /// Types a JSON value as `kind`; the error is (field path, message).
+            pub(crate) fn from_value(kind: Kind, value: serde_json::Value) -> Result<Object, (String, String)> {
+                match kind {
+                    $(Kind::$kind => Ok(Object::$kind(typed(value)?)),)*
+                }
+            }
+        }
+    };
+}
+
+kinds! {
+    Namespace => Namespace, "v1", namespaced: false;
+    Node => Node, "v1", namespaced: false;
+    Service => Service, "v1", namespaced: true;
+    EndpointSlice => EndpointSlice, "discovery.k8s.io/v1", namespaced: true;
+    Endpoints => Endpoints, "v1", namespaced: true;
+    Pod => Pod, "v1", namespaced: true;
+    Deployment => Deployment, "apps/v1", namespaced: true;
+    ReplicaSet => ReplicaSet, "apps/v1", namespaced: true;
+    Ingress => Ingress, "networking.k8s.io/v1", namespaced: true;
+    IngressClass => IngressClass, "networking.k8s.io/v1", namespaced: false;
+    Secret => Secret, "v1", namespaced: true;
+    ConfigMap => ConfigMap, "v1", namespaced: true;
+}
+
+fn typed<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+) -> Result<Arc<T>, (String, String)> {
+    serde_path_to_error::deserialize::<_, T>(value)
+        .map(Arc::new)
+        .map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            (path, e.into_inner().to_string())
+        })
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
-        Kind::Namespace,
-        Kind::Node,
-        Kind::Service,
-        Kind::EndpointSlice,
-        Kind::Endpoints,
-        Kind::Pod,
-        Kind::Ingress,
-        Kind::IngressClass,
-        Kind::Secret,
-        Kind::ConfigMap,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Namespace => "Namespace",
-            Kind::Node => "Node",
-            Kind::Service => "Service",
-            Kind::EndpointSlice => "EndpointSlice",
-            Kind::Endpoints => "Endpoints",
-            Kind::Pod => "Pod",
-            Kind::Ingress => "Ingress",
-            Kind::IngressClass => "IngressClass",
-            Kind::Secret => "Secret",
-            Kind::ConfigMap => "ConfigMap",
-        }
-    }
-
-    /// The `apiVersion` this kind is served at.
-    pub fn api_version(self) -> &'static str {
-        match self {
-            Kind::EndpointSlice => "discovery.k8s.io/v1",
-            Kind::Ingress | Kind::IngressClass => "networking.k8s.io/v1",
-            _ => "v1",
-        }
-    }
-
-    pub fn namespaced(self) -> bool {
-        !matches!(self, Kind::Namespace | Kind::Node | Kind::IngressClass)
-    }
-
     /// Finds the kind for an `apiVersion`/`kind` pair; `None` for kinds ferry does not use.
     pub fn from_type(api_version: &str, kind: &str) -> Option<Kind> {
-        let kind = Kind::ALL.into_iter().find(|k| k.as_str() == kind)?;
+        let kind = Kind::ALL.iter().copied().find(|k| k.as_str() == kind)?;
         // Accept the served version; older group versions of these kinds
         // (extensions/v1beta1 Ingress, discovery.k8s.io/v1beta1) are gone from
         // current API servers and are rejected as unknown.
@@ -134,52 +184,7 @@ impl fmt::Display for ObjectKey {
     }
 }
 
-/// One loaded object. Cheap to clone: the Kubernetes object is shared.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Object {
-    Namespace(Arc<Namespace>),
-    Node(Arc<Node>),
-    Service(Arc<Service>),
-    EndpointSlice(Arc<EndpointSlice>),
-    Endpoints(Arc<Endpoints>),
-    Pod(Arc<Pod>),
-    Ingress(Arc<Ingress>),
-    IngressClass(Arc<IngressClass>),
-    Secret(Arc<Secret>),
-    ConfigMap(Arc<ConfigMap>),
-}
-
 impl Object {
-    pub fn kind(&self) -> Kind {
-        match self {
-            Object::Namespace(_) => Kind::Namespace,
-            Object::Node(_) => Kind::Node,
-            Object::Service(_) => Kind::Service,
-            Object::EndpointSlice(_) => Kind::EndpointSlice,
-            Object::Endpoints(_) => Kind::Endpoints,
-            Object::Pod(_) => Kind::Pod,
-            Object::Ingress(_) => Kind::Ingress,
-            Object::IngressClass(_) => Kind::IngressClass,
-            Object::Secret(_) => Kind::Secret,
-            Object::ConfigMap(_) => Kind::ConfigMap,
-        }
-    }
-
-    pub fn metadata(&self) -> &ObjectMeta {
-        match self {
-            Object::Namespace(o) => &o.metadata,
-            Object::Node(o) => &o.metadata,
-            Object::Service(o) => &o.metadata,
-            Object::EndpointSlice(o) => &o.metadata,
-            Object::Endpoints(o) => &o.metadata,
-            Object::Pod(o) => &o.metadata,
-            Object::Ingress(o) => &o.metadata,
-            Object::IngressClass(o) => &o.metadata,
-            Object::Secret(o) => &o.metadata,
-            Object::ConfigMap(o) => &o.metadata,
-        }
-    }
-
     /// The object's key. Namespaced objects without a namespace are placed in
     /// `default` when decoded, so the namespace here is always filled in.
     pub fn key(&self) -> ObjectKey {
@@ -189,24 +194,6 @@ impl Object {
             meta.namespace.as_deref().unwrap_or_default(),
             meta.name.as_deref().unwrap_or_default(),
         )
-    }
-
-    /// True when both hold the very same shared object (a cheap equality
-    /// short-cut before the deep comparison).
-    pub fn same_allocation(&self, other: &Object) -> bool {
-        match (self, other) {
-            (Object::Namespace(a), Object::Namespace(b)) => Arc::ptr_eq(a, b),
-            (Object::Node(a), Object::Node(b)) => Arc::ptr_eq(a, b),
-            (Object::Service(a), Object::Service(b)) => Arc::ptr_eq(a, b),
-            (Object::EndpointSlice(a), Object::EndpointSlice(b)) => Arc::ptr_eq(a, b),
-            (Object::Endpoints(a), Object::Endpoints(b)) => Arc::ptr_eq(a, b),
-            (Object::Pod(a), Object::Pod(b)) => Arc::ptr_eq(a, b),
-            (Object::Ingress(a), Object::Ingress(b)) => Arc::ptr_eq(a, b),
-            (Object::IngressClass(a), Object::IngressClass(b)) => Arc::ptr_eq(a, b),
-            (Object::Secret(a), Object::Secret(b)) => Arc::ptr_eq(a, b),
-            (Object::ConfigMap(a), Object::ConfigMap(b)) => Arc::ptr_eq(a, b),
-            _ => false,
-        }
     }
 
     /// Deep equality with the pointer short-cut first.

@@ -11,7 +11,7 @@ mod workload;
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
 use crate::error::FieldError;
 use crate::object::{Kind, Object};
@@ -58,6 +58,37 @@ impl Errors {
             self.check(format!("{path}[{key}]"), names::label_value(value));
         }
     }
+
+    pub(crate) fn selector(&mut self, path: &str, selector: &LabelSelector) {
+        self.labels(
+            &format!("{path}.matchLabels"),
+            selector.match_labels.as_ref(),
+        );
+        for (i, expr) in selector.match_expressions.iter().flatten().enumerate() {
+            let p = format!("{path}.matchExpressions[{i}]");
+            self.check(format!("{p}.key"), names::qualified_name(&expr.key));
+            let op = expr.operator.as_str();
+            self.check(
+                format!("{p}.operator"),
+                names::one_of(op, &["In", "NotIn", "Exists", "DoesNotExist"]),
+            );
+            let n = expr.values.as_ref().map_or(0, Vec::len);
+            match op {
+                "In" | "NotIn" if n == 0 => self.push(
+                    format!("{p}.values"),
+                    "must be specified when operator is In or NotIn",
+                ),
+                "Exists" | "DoesNotExist" if n > 0 => self.push(
+                    format!("{p}.values"),
+                    "may not be specified when operator is Exists or DoesNotExist",
+                ),
+                _ => {}
+            }
+            for (j, v) in expr.values.iter().flatten().enumerate() {
+                self.check(format!("{p}.values[{j}]"), names::label_value(v));
+            }
+        }
+    }
 }
 
 /// Validates one object as the API server would for the fields ferry uses.
@@ -72,6 +103,8 @@ pub fn validate(object: &Object) -> Vec<FieldError> {
         Object::EndpointSlice(o) => endpoints::endpoint_slice(&mut errs, o),
         Object::Endpoints(o) => endpoints::endpoints(&mut errs, o),
         Object::Pod(o) => workload::pod(&mut errs, o),
+        Object::Deployment(o) => workload::deployment(&mut errs, o),
+        Object::ReplicaSet(o) => workload::replica_set(&mut errs, o),
         Object::Ingress(o) => ingress::ingress(&mut errs, o),
         Object::IngressClass(o) => ingress::ingress_class(&mut errs, o),
         Object::Secret(o) => config::secret(&mut errs, o),
