@@ -45,6 +45,13 @@ enum Command {
     /// endpointslices`: one row per service port, with the endpoints the
     /// data plane would use.
     Services(cmd::services::Args),
+    /// Run the node agent (normally started by the lab or a DaemonSet).
+    Agent(cmd::agent::Args),
+    /// The lab workload: answer HTTP, TCP and UDP with who this pod is and who asked.
+    Echo(cmd::echo::Args),
+    /// Control the echo server of this pod (run it inside a pod).
+    #[command(name = "echo-ctl")]
+    EchoCtl(cmd::echo::CtlArgs),
     /// Run a benchmark and print a table of figures.
     Bench(cmd::bench::Args),
 }
@@ -67,6 +74,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate(args) => cmd::validate::run(args),
         Command::Services(args) => cmd::services::run(args),
+        Command::Agent(args) => cmd::agent::run(args),
+        Command::Echo(args) => cmd::echo::run(args),
+        Command::EchoCtl(args) => cmd::echo::ctl(args),
         Command::Bench(args) => cmd::bench::run(args),
     };
     match result {

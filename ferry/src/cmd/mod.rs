@@ -1,5 +1,7 @@
 //! One module per subcommand.
 
+pub mod agent;
 pub mod bench;
+pub mod echo;
 pub mod services;
 pub mod validate;

@@ -1,0 +1,133 @@
+//! `ferry agent`: runs on every node. It keeps one watch of the cluster
+//! (today: the manifests source) and publishes each new state to the
+//! data-plane components (proxy, DNS, ingress and overlay plug in here),
+//! and serves kube-proxy-style health (`/healthz`, `/readyz`, `/livez` on
+//! 10256) and Prometheus metrics (`/metrics` on 10249).
+
+mod health;
+mod metrics;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use ferry_source::{ManifestSource, ManifestWatcher, Snapshot, SourceError};
+use tokio::sync::watch;
+
+/// Where the agent reads the cluster from.
+#[derive(Clone, Debug)]
+pub enum SourceSpec {
+    /// `manifests:DIR`: files watched on disk (the lab writes these).
+    Manifests(PathBuf),
+}
+
+impl FromStr for SourceSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once(':') {
+            Some(("manifests", path)) if !path.is_empty() => Ok(SourceSpec::Manifests(path.into())),
+            _ => Err(format!(
+                "{s:?}: expected manifests:DIR (the Kubernetes API source is not built yet)"
+            )),
+        }
+    }
+}
+
+pub struct Config {
+    pub node: String,
+    pub source: SourceSpec,
+    pub healthz_bind: SocketAddr,
+    pub metrics_bind: SocketAddr,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("source: {0}")]
+    Source(#[from] SourceError),
+    #[error("cannot listen on {addr} for {what}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What the agent publishes after every source update.
+#[derive(Clone)]
+pub struct Published {
+    pub snapshot: Arc<Snapshot>,
+    pub at: SystemTime,
+}
+
+/// Runs the agent until the process is stopped.
+pub async fn run(config: Config) -> Result<(), AgentError> {
+    let SourceSpec::Manifests(dir) = &config.source;
+    let (source, first) = ManifestSource::open(std::slice::from_ref(dir), false)?;
+    log_errors(&first);
+    let metrics = Arc::new(metrics::Metrics::new());
+    metrics.observe(&first);
+    let (tx, rx) = watch::channel(Published {
+        snapshot: Arc::new(first),
+        at: SystemTime::now(),
+    });
+
+    let healthz = tokio::net::TcpListener::bind(config.healthz_bind)
+        .await
+        .map_err(|source| AgentError::Bind {
+            addr: config.healthz_bind,
+            what: "healthz",
+            source,
+        })?;
+    let metrics_listener = tokio::net::TcpListener::bind(config.metrics_bind)
+        .await
+        .map_err(|source| AgentError::Bind {
+            addr: config.metrics_bind,
+            what: "metrics",
+            source,
+        })?;
+    tokio::spawn(health::serve(healthz, config.node.clone(), rx.clone()));
+    tokio::spawn(metrics::serve(metrics_listener, metrics.clone()));
+    tracing::info!(node = %config.node, healthz = %config.healthz_bind, metrics = %config.metrics_bind, "agent started");
+
+    let mut watcher = ManifestWatcher::new(source, Duration::from_millis(10))?;
+    // The watcher blocks on file events; it gets a thread of its own.
+    let loop_metrics = metrics.clone();
+    let handle = tokio::task::spawn_blocking(move || {
+        loop {
+            let Some(next) = watcher.next(Duration::from_secs(3600)) else {
+                continue;
+            };
+            match next {
+                Ok(snapshot) => {
+                    log_errors(&snapshot);
+                    loop_metrics.observe(&snapshot);
+                    if !snapshot.changes.is_empty() {
+                        tracing::debug!("{}", snapshot.changes.summary());
+                    }
+                    if tx
+                        .send(Published {
+                            snapshot: Arc::new(snapshot),
+                            at: SystemTime::now(),
+                        })
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "source error"),
+            }
+        }
+    });
+    let _ = handle.await;
+    Ok(())
+}
+
+fn log_errors(snapshot: &Snapshot) {
+    for e in &snapshot.errors {
+        tracing::warn!("{e}");
+    }
+}
