@@ -1,0 +1,365 @@
+//! The cluster as the lab writes it for the agents: Namespaces, Nodes,
+//! Pods (with status), Services (with their allocated addresses) and
+//! EndpointSlices that follow selectors and readiness, plus everything
+//! else the user gave, unchanged.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ferry_model::k8s_openapi::api::core::v1::{
+    LoadBalancerIngress, LoadBalancerStatus, Namespace, Node, NodeAddress, NodeCondition, NodeSpec,
+    NodeStatus, ObjectReference, Pod, PodCondition, PodIP, PodStatus, Service, ServiceStatus,
+};
+use ferry_model::k8s_openapi::api::discovery::v1::{
+    Endpoint, EndpointConditions, EndpointPort, EndpointSlice,
+};
+use ferry_model::k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use ferry_model::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use ferry_model::k8s_openapi::jiff::Timestamp;
+use ferry_model::{Kind, NamespacedName, Object, SERVICE_NAME_LABEL, service_selects};
+
+use super::{Allocation, Inputs, NodeInfo, PodInfo};
+
+/// Marks EndpointSlices the lab manages.
+pub const MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
+pub const MANAGER: &str = "ferry-lab";
+const CONTROLLER: &str = "endpointslice-controller.k8s.io";
+
+pub struct World<'a> {
+    pub inputs: &'a Inputs,
+    pub nodes: &'a [NodeInfo],
+    pub pods: &'a BTreeMap<NamespacedName, PodInfo>,
+    pub allocations: &'a BTreeMap<NamespacedName, Allocation>,
+    /// Lab clock origin, for deletion timestamps.
+    pub epoch: Timestamp,
+}
+
+fn meta(namespace: Option<&str>, name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: namespace.map(str::to_string),
+        ..Default::default()
+    }
+}
+
+fn selector_of(inputs: &Inputs, ns: &str, name: &str) -> Option<BTreeMap<String, String>> {
+    match inputs.get(&ferry_model::ObjectKey::new(Kind::Service, ns, name)) {
+        Some(Object::Service(s)) => s
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.clone())
+            .filter(|s| !s.is_empty()),
+        _ => None,
+    }
+}
+
+pub fn render(w: &World) -> Vec<Object> {
+    let mut out = Vec::new();
+    // Namespaces: the given ones and every one an object lives in.
+    let mut namespaces: BTreeSet<String> = ["default", "kube-system"].map(String::from).into();
+    for o in w.inputs.values() {
+        if let Some(ns) = &o.metadata().namespace {
+            namespaces.insert(ns.clone());
+        }
+    }
+    for ns in namespaces {
+        let key = ferry_model::ObjectKey::new(Kind::Namespace, "", ns.as_str());
+        if !w.inputs.contains_key(&key) {
+            out.push(Object::Namespace(Arc::new(Namespace {
+                metadata: meta(None, &ns),
+                ..Default::default()
+            })));
+        }
+    }
+    for n in w.nodes {
+        out.push(Object::Node(Arc::new(node(w, n))));
+    }
+    for p in w.pods.values() {
+        out.push(Object::Pod(Arc::new(pod(w, p))));
+    }
+    for o in w.inputs.values() {
+        match o {
+            Object::Node(_) | Object::Pod(_) | Object::Namespace(_) => {
+                if o.kind() == Kind::Namespace {
+                    out.push(o.clone());
+                }
+            }
+            Object::Service(s) => {
+                if let Some(a) = w.allocations.get(&o.key().name) {
+                    out.push(Object::Service(Arc::new(service(s, a))));
+                } else if s.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
+                    out.push(o.clone());
+                }
+            }
+            Object::EndpointSlice(s) => {
+                let ns = s.metadata.namespace.as_deref().unwrap_or_default();
+                let svc = s
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(SERVICE_NAME_LABEL));
+                let managed = s
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(MANAGED_BY))
+                    .is_some_and(|m| m == CONTROLLER);
+                let lab_owns =
+                    svc.is_some_and(|svc| managed && selector_of(w.inputs, ns, svc).is_some());
+                if !lab_owns {
+                    out.push(o.clone());
+                }
+            }
+            Object::Endpoints(e) => {
+                let ns = e.metadata.namespace.as_deref().unwrap_or_default();
+                let name = e.metadata.name.as_deref().unwrap_or_default();
+                if selector_of(w.inputs, ns, name).is_none() {
+                    out.push(o.clone());
+                }
+            }
+            _ => out.push(o.clone()),
+        }
+    }
+    for o in w.inputs.values() {
+        if let Object::Service(s) = o
+            && w.allocations.contains_key(&o.key().name)
+        {
+            out.extend(
+                slices(w, s)
+                    .into_iter()
+                    .map(|s| Object::EndpointSlice(Arc::new(s))),
+            );
+        }
+    }
+    out
+}
+
+fn node(w: &World, n: &NodeInfo) -> Node {
+    let key = ferry_model::ObjectKey::new(Kind::Node, "", n.name.as_str());
+    let mut node = match w.inputs.get(&key) {
+        Some(Object::Node(given)) => (**given).clone(),
+        _ => Node {
+            metadata: meta(None, &n.name),
+            ..Default::default()
+        },
+    };
+    node.metadata.labels = Some(n.labels.clone());
+    let spec = node.spec.get_or_insert_with(NodeSpec::default);
+    spec.pod_cidr = Some(n.pod_cidr.to_string());
+    spec.pod_cidrs = Some(vec![n.pod_cidr.to_string()]);
+    node.status = Some(NodeStatus {
+        addresses: Some(vec![
+            NodeAddress {
+                type_: "InternalIP".into(),
+                address: n.ip.to_string(),
+            },
+            NodeAddress {
+                type_: "Hostname".into(),
+                address: n.name.clone(),
+            },
+        ]),
+        conditions: Some(vec![NodeCondition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    });
+    node
+}
+
+fn pod(w: &World, p: &PodInfo) -> Pod {
+    let mut spec = (*p.spec).clone();
+    spec.node_name = Some(p.node.clone());
+    let host_ip = w
+        .nodes
+        .iter()
+        .find(|n| n.name == p.node)
+        .map(|n| n.ip.to_string());
+    let mut metadata = meta(Some(&p.name.namespace), &p.name.name);
+    metadata.labels = Some(p.labels.clone()).filter(|l| !l.is_empty());
+    if let Some((since_ms, grace_ms)) = p.deleting {
+        let at = w
+            .epoch
+            .checked_add(std::time::Duration::from_millis(since_ms))
+            .unwrap_or(w.epoch);
+        metadata.deletion_timestamp = Some(Time(at));
+        metadata.deletion_grace_period_seconds = Some((grace_ms / 1000) as i64);
+    }
+    let ready = if p.ready && !p.terminating() {
+        "True"
+    } else {
+        "False"
+    };
+    Pod {
+        metadata,
+        spec: Some(spec),
+        status: Some(PodStatus {
+            phase: Some(if p.started { "Running" } else { "Pending" }.into()),
+            pod_ip: Some(p.ip.to_string()),
+            pod_ips: Some(vec![PodIP {
+                ip: p.ip.to_string(),
+            }]),
+            host_ip: host_ip.clone(),
+            conditions: Some(vec![PodCondition {
+                type_: "Ready".into(),
+                status: ready.into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+    }
+}
+
+fn service(s: &Service, a: &Allocation) -> Service {
+    let mut s = s.clone();
+    let spec = s.spec.get_or_insert_with(Default::default);
+    if let Some(ip) = a.cluster_ip {
+        spec.cluster_ip = Some(ip.to_string());
+        spec.cluster_ips = Some(vec![ip.to_string()]);
+        spec.ip_families = Some(vec![if ip.is_ipv4() { "IPv4" } else { "IPv6" }.into()]);
+    }
+    for p in spec.ports.iter_mut().flatten() {
+        if let Some(n) = a.node_ports.get(&format!(
+            "{}/{}",
+            p.port,
+            p.protocol.as_deref().unwrap_or("TCP")
+        )) {
+            p.node_port = Some(i32::from(*n));
+        }
+    }
+    if let Some(n) = a.health_check_node_port {
+        spec.health_check_node_port = Some(i32::from(n));
+    }
+    if let Some(ip) = a.lb_ip {
+        s.status = Some(ServiceStatus {
+            load_balancer: Some(LoadBalancerStatus {
+                ingress: Some(vec![LoadBalancerIngress {
+                    ip: Some(ip.to_string()),
+                    ip_mode: Some("VIP".into()),
+                    ..Default::default()
+                }]),
+            }),
+            ..Default::default()
+        });
+    }
+    s
+}
+
+/// A ServicePort's target port on one pod: a number, or the container port of that name.
+fn resolve(target: Option<&IntOrString>, port: i32, p: &PodInfo) -> Option<i32> {
+    match target {
+        None => Some(port),
+        Some(IntOrString::Int(n)) => Some(*n),
+        Some(IntOrString::String(name)) => p
+            .spec
+            .containers
+            .iter()
+            .flat_map(|c| c.ports.iter().flatten())
+            .find(|cp| cp.name.as_deref() == Some(name.as_str()))
+            .map(|cp| cp.container_port),
+    }
+}
+
+/// EndpointSlices for a Service with a selector: pods that match, grouped
+/// by their resolved ports (pods naming the same port differently go to
+/// different slices), conditions as the EndpointSlice controller sets them.
+fn slices(w: &World, svc: &Service) -> Vec<EndpointSlice> {
+    let Some(spec) = &svc.spec else {
+        return Vec::new();
+    };
+    if spec.type_.as_deref() == Some("ExternalName") {
+        return Vec::new();
+    }
+    let ns = svc.metadata.namespace.clone().unwrap_or_default();
+    let name = svc.metadata.name.clone().unwrap_or_default();
+    let ports = spec.ports.clone().unwrap_or_default();
+    let publish_not_ready = spec.publish_not_ready_addresses.unwrap_or(false);
+    let mut groups: BTreeMap<Vec<(String, i32, String)>, Vec<Endpoint>> = BTreeMap::new();
+    for p in w.pods.values() {
+        if *p.name.namespace != ns || !service_selects(spec.selector.as_ref(), &p.labels) {
+            continue;
+        }
+        let resolved: Vec<(String, i32, String)> = ports
+            .iter()
+            .filter_map(|sp| {
+                let target = resolve(sp.target_port.as_ref(), sp.port, p)?;
+                Some((
+                    sp.name.clone().unwrap_or_default(),
+                    target,
+                    sp.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                ))
+            })
+            .collect();
+        let serving = p.ready;
+        let terminating = p.terminating();
+        let hostname = p
+            .spec
+            .hostname
+            .clone()
+            .filter(|_| p.spec.subdomain.as_deref() == Some(name.as_str()));
+        let zone = w
+            .nodes
+            .iter()
+            .find(|n| n.name == p.node)
+            .and_then(|n| n.labels.get("topology.kubernetes.io/zone").cloned());
+        groups.entry(resolved).or_default().push(Endpoint {
+            addresses: vec![p.ip.to_string()],
+            conditions: Some(EndpointConditions {
+                ready: Some(publish_not_ready || (serving && !terminating)),
+                serving: Some(serving),
+                terminating: Some(terminating),
+            }),
+            hostname,
+            node_name: Some(p.node.clone()),
+            zone,
+            target_ref: Some(ObjectReference {
+                kind: Some("Pod".into()),
+                namespace: Some(ns.clone()),
+                name: Some(p.name.name.to_string()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    if groups.is_empty() && spec.selector.as_ref().is_some_and(|s| !s.is_empty()) {
+        groups.insert(Vec::new(), Vec::new());
+    }
+    if spec.selector.as_ref().is_none_or(BTreeMap::is_empty) {
+        return Vec::new();
+    }
+    groups
+        .into_iter()
+        .enumerate()
+        .map(|(i, (ports, mut endpoints))| {
+            endpoints.sort_by_key(|e| e.addresses.first().and_then(|a| a.parse::<IpAddr>().ok()));
+            let mut labels = BTreeMap::new();
+            labels.insert(SERVICE_NAME_LABEL.to_string(), name.clone());
+            labels.insert(MANAGED_BY.to_string(), MANAGER.to_string());
+            let slice_name = if i == 0 {
+                format!("{name}-ferry")
+            } else {
+                format!("{name}-ferry-{i}")
+            };
+            let mut metadata = meta(Some(&ns), &slice_name);
+            metadata.labels = Some(labels);
+            EndpointSlice {
+                metadata,
+                address_type: "IPv4".into(),
+                endpoints: Some(endpoints),
+                ports: Some(
+                    ports
+                        .into_iter()
+                        .map(|(name, port, protocol)| EndpointPort {
+                            name: Some(name),
+                            port: Some(port),
+                            protocol: Some(protocol),
+                            app_protocol: None,
+                        })
+                        .collect(),
+                ),
+            }
+        })
+        .collect()
+}
