@@ -45,6 +45,8 @@ enum Command {
     /// endpointslices`: one row per service port, with the endpoints the
     /// data plane would use.
     Services(cmd::services::Args),
+    /// A multi-node cluster made of network namespaces on this machine.
+    Lab(cmd::lab::Args),
     /// Run the node agent (normally started by the lab or a DaemonSet).
     Agent(cmd::agent::Args),
     /// The lab workload: answer HTTP, TCP and UDP with who this pod is and who asked.
@@ -74,6 +76,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate(args) => cmd::validate::run(args),
         Command::Services(args) => cmd::services::run(args),
+        Command::Lab(args) => cmd::lab::run(args),
         Command::Agent(args) => cmd::agent::run(args),
         Command::Echo(args) => cmd::echo::run(args),
         Command::EchoCtl(args) => cmd::echo::ctl(args),

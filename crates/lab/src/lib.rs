@@ -22,7 +22,7 @@ mod runtime;
 pub mod status;
 mod write;
 
-// pub use controller::{ControllerArgs, run_controller};
+pub use controller::{ControllerArgs, run_controller};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {

@@ -1,1 +1,235 @@
-//! placeholder
+//! Network namespaces, links, addresses and routes of the lab, through
+//! iproute2 (`ip -n NS -batch -`: one process per namespace and step, so a
+//! pod costs a handful of process starts). The only place that runs `ip`.
+//!
+//! Nothing here ever configures the root namespace: veth pairs are created
+//! with both ends directly in lab namespaces.
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use ipnet::Ipv4Net;
+
+use crate::LabError;
+use crate::names::{self, LabNames};
+use crate::plan::NodeInfo;
+
+fn run(cmd: &mut Command, input: Option<&str>) -> Result<(), LabError> {
+    let text = format!("{cmd:?}").replace('"', "");
+    let describe = || text.clone();
+    cmd.stdin(if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| LabError::Command {
+        command: describe(),
+        message: e.to_string(),
+    })?;
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin
+            .write_all(text.as_bytes())
+            .map_err(|e| LabError::Command {
+                command: describe(),
+                message: e.to_string(),
+            })?;
+    }
+    let out = child.wait_with_output().map_err(|e| LabError::Command {
+        command: describe(),
+        message: e.to_string(),
+    })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        let message = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        let message = match input {
+            Some(text) => format!("{message}\n  in batch:\n{}", text.trim_end()),
+            None => message,
+        };
+        Err(LabError::Command {
+            command: describe(),
+            message,
+        })
+    }
+}
+
+/// Runs `ip` commands, one per line, in namespace `ns`.
+pub(crate) fn batch(ns: &str, commands: &str) -> Result<(), LabError> {
+    run(
+        Command::new("ip").args(["-n", ns, "-batch", "-"]),
+        Some(commands),
+    )
+}
+
+pub(crate) fn ns_exists(ns: &str) -> bool {
+    Path::new("/run/netns").join(ns).exists()
+}
+
+pub(crate) fn ns_add(ns: &str) -> Result<(), LabError> {
+    run(Command::new("ip").args(["netns", "add", ns]), None)?;
+    batch(ns, "link set lo up\n")
+}
+
+pub(crate) fn ns_del(ns: &str) -> Result<(), LabError> {
+    if !ns_exists(ns) {
+        return Ok(());
+    }
+    run(Command::new("ip").args(["netns", "del", ns]), None)
+}
+
+/// Lab namespaces that exist now (`/run/netns` entries with the lab's prefix).
+pub(crate) fn lab_namespaces(names: &LabNames) -> Vec<String> {
+    let prefix = names.ns_prefix();
+    let mut out: Vec<String> = std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+fn sysctl(ns: &str, setting: &str) -> Result<(), LabError> {
+    run(
+        Command::new("ip").args(["netns", "exec", ns, "sysctl", "-qw", setting]),
+        None,
+    )
+}
+
+/// A veth pair with one end in each namespace, created in place.
+fn veth(ns_a: &str, name_a: &str, ns_b: &str, name_b: &str) -> Result<(), LabError> {
+    batch(
+        ns_a,
+        &format!("link add {name_a} type veth peer name {name_b} netns {ns_b}\n"),
+    )
+}
+
+/// The node network: a bridge in a namespace of its own.
+pub(crate) fn create_switch(names: &LabNames) -> Result<(), LabError> {
+    let sw = names.switch_ns();
+    ns_add(&sw)?;
+    batch(&sw, "link add br0 type bridge\nlink set br0 up\n")
+}
+
+fn plug_into_switch(
+    names: &LabNames,
+    ns: &str,
+    port: &str,
+    ip: Ipv4Addr,
+    prefix: u8,
+) -> Result<(), LabError> {
+    let sw = names.switch_ns();
+    veth(ns, "eth0", &sw, port)?;
+    batch(
+        &sw,
+        &format!("link set {port} master br0\nlink set {port} up\n"),
+    )?;
+    batch(
+        ns,
+        &format!("addr add {ip}/{prefix} dev eth0\nlink set eth0 up\n"),
+    )
+}
+
+/// The outside client (the internet, the cloud load balancer) on the node network.
+pub(crate) fn create_outside(
+    names: &LabNames,
+    ip: Ipv4Addr,
+    node_cidr: Ipv4Net,
+) -> Result<(), LabError> {
+    let ns = names.outside_ns();
+    ns_add(&ns)?;
+    plug_into_switch(names, &ns, "out", ip, node_cidr.prefix_len())
+}
+
+/// A node: uplink to the switch, the `cni0` pod bridge, forwarding on.
+pub(crate) fn create_node(
+    names: &LabNames,
+    node: &NodeInfo,
+    node_cidr: Ipv4Net,
+) -> Result<(), LabError> {
+    let ns = names.node_ns(&node.name);
+    ns_add(&ns)?;
+    plug_into_switch(
+        names,
+        &ns,
+        &names::switch_port(node.index),
+        node.ip,
+        node_cidr.prefix_len(),
+    )?;
+    batch(
+        &ns,
+        &format!(
+            "link add cni0 type bridge\naddr add {}/{} dev cni0\nlink set cni0 up\n",
+            node.gateway(),
+            node.pod_cidr.prefix_len()
+        ),
+    )?;
+    sysctl(&ns, "net.ipv4.ip_forward=1")
+}
+
+/// host-gw: every node routes each other node's pod CIDR via that node's IP.
+pub(crate) fn set_routes(names: &LabNames, nodes: &[NodeInfo]) -> Result<(), LabError> {
+    for node in nodes {
+        let routes: String = nodes
+            .iter()
+            .filter(|o| o.name != node.name)
+            .map(|o| format!("route replace {} via {} dev eth0\n", o.pod_cidr, o.ip))
+            .collect();
+        if !routes.is_empty() {
+            batch(&names.node_ns(&node.name), &routes)?;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn delete_node(names: &LabNames, node: &str) -> Result<(), LabError> {
+    ns_del(&names.node_ns(node))
+}
+
+/// A pod's network: its namespace, `eth0` on the node's `cni0` (hairpin on,
+/// as kubelet sets it), its IP and the default route via the bridge.
+pub(crate) fn create_pod(
+    names: &LabNames,
+    id: u32,
+    node: &NodeInfo,
+    ip: Ipv4Addr,
+    resolv_conf: &str,
+) -> Result<(), LabError> {
+    let ns = names.pod_ns(id);
+    let node_ns = names.node_ns(&node.name);
+    let port = names::pod_port(id);
+    ns_add(&ns)?;
+    veth(&ns, "eth0", &node_ns, &port)?;
+    batch(
+        &node_ns,
+        &format!(
+            "link set {port} master cni0\nlink set {port} type bridge_slave hairpin on\nlink set {port} up\n"
+        ),
+    )?;
+    batch(
+        &ns,
+        &format!(
+            "addr add {ip}/{} dev eth0\nlink set eth0 up\nroute add default via {} dev eth0\n",
+            node.pod_cidr.prefix_len(),
+            node.gateway()
+        ),
+    )?;
+    let etc = names::etc_netns(&ns);
+    std::fs::create_dir_all(&etc).map_err(LabError::io(&etc))?;
+    let file = etc.join("resolv.conf");
+    std::fs::write(&file, resolv_conf).map_err(LabError::io(&file))
+}
+
+/// Removes a pod's namespace (its veth goes with it) and its /etc/netns files.
+pub(crate) fn delete_pod(names: &LabNames, id: u32) -> Result<(), LabError> {
+    let ns = names.pod_ns(id);
+    let _ = std::fs::remove_dir_all(names::etc_netns(&ns));
+    ns_del(&ns)
+}

@@ -77,6 +77,13 @@ macro_rules! kinds {
                 }
             }
 
+            /// The object as JSON, with its apiVersion and kind.
+            pub fn to_json(&self) -> serde_json::Result<Vec<u8>> {
+                match self {
+                    $(Object::$kind(o) => serde_json::to_vec(&**o),)*
+                }
+            }
+
             /// Types a JSON value as `kind`; the error is (field path, message).
             pub(crate) fn from_value(kind: Kind, value: serde_json::Value) -> Result<Object, (String, String)> {
                 match kind {

@@ -3,5 +3,6 @@
 pub mod agent;
 pub mod bench;
 pub mod echo;
+pub mod lab;
 pub mod services;
 pub mod validate;

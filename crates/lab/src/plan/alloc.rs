@@ -189,10 +189,10 @@ pub fn allocate(
         if wants_node_ports(svc) {
             for p in spec.ports.iter().flatten() {
                 let k = port_key(p.port, p.protocol.as_deref());
-                if !a.node_ports.contains_key(&k) {
+                if let std::collections::btree_map::Entry::Vacant(e) = a.node_ports.entry(k) {
                     match free_ports.next() {
                         Some(n) => {
-                            a.node_ports.insert(k, n);
+                            e.insert(n);
                         }
                         None => missing("NodePort"),
                     }

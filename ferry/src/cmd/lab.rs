@@ -1,0 +1,227 @@
+//! `ferry lab ...`: a cluster of network namespaces on this machine.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use ferry_lab::client;
+use ferry_lab::plan::Settings;
+use ferry_lab::status::LabStatus;
+use ipnet::Ipv4Net;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Which lab (several can run at once).
+    #[arg(long, global = true, default_value = ferry_lab::names::DEFAULT_LAB)]
+    lab: String,
+    #[command(subcommand)]
+    command: LabCommand,
+}
+
+#[derive(clap::Subcommand)]
+enum LabCommand {
+    /// Build the lab from manifests and wait until it is ready.
+    Up(UpArgs),
+    /// Add or change objects in a running lab (like kubectl apply).
+    Apply {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Delete an object: KIND/NAMESPACE/NAME (a pod of a Deployment is replaced, as in Kubernetes).
+    Delete { target: String },
+    /// Scale a Deployment or ReplicaSet: deployment/NAMESPACE/NAME REPLICAS.
+    Scale { target: String, replicas: i32 },
+    /// Run a command in a pod (pod/NS/NAME or NS/NAME), a node (node/NAME) or `outside`.
+    Exec {
+        target: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Show nodes, pods, services and agent health.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove every namespace, link, process and file of the lab.
+    Down,
+    /// The lab's control plane daemon (started by `lab up`).
+    #[command(hide = true)]
+    Controller {
+        #[arg(long)]
+        settings: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct UpArgs {
+    /// Manifest files or directories (the Node objects in them, if any, are the nodes).
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Nodes to create when the manifests have no Node objects.
+    #[arg(long, default_value_t = 2)]
+    nodes: u32,
+    /// The node network (node IPs; the outside client is its .2).
+    #[arg(long, default_value = "172.18.0.0/24")]
+    node_cidr: Ipv4Net,
+    /// Pod CIDRs for nodes without one are /24s of this.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: Ipv4Net,
+    /// ClusterIPs are allocated from here.
+    #[arg(long, default_value = "172.16.0.0/16")]
+    service_cidr: Ipv4Net,
+    /// LoadBalancer IPs are allocated from here.
+    #[arg(long, default_value = "172.19.0.0/24")]
+    lb_pool: Ipv4Net,
+    /// Give up waiting for the lab to be ready after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let lab = args.lab;
+    match args.command {
+        LabCommand::Up(up) => {
+            let settings = Settings {
+                node_cidr: up.node_cidr,
+                cluster_cidr: up.cluster_cidr,
+                service_cidr: up.service_cidr,
+                lb_pool: up.lb_pool,
+                default_nodes: up.nodes,
+                ..Settings::default()
+            };
+            let start = std::time::Instant::now();
+            let status = client::up(
+                client::UpOptions {
+                    paths: up.paths,
+                    lab: lab.clone(),
+                    settings,
+                    timeout: Duration::from_secs(up.timeout),
+                },
+                &mut |line| eprintln!("lab {lab}: {line}"),
+            )?;
+            println!(
+                "lab {lab} is ready ({:.1} s)\n",
+                start.elapsed().as_secs_f64()
+            );
+            print_status(&status);
+            println!("\nTry:");
+            if let Some(p) = status.pods.first() {
+                println!(
+                    "  ferry lab exec --lab {lab} pod/{}/{} -- curl -s {}:{}/",
+                    p.namespace,
+                    p.name,
+                    p.ip,
+                    first_port(&status).unwrap_or(80)
+                );
+            }
+            println!("  ferry lab status --lab {lab}");
+            println!("  ferry lab down --lab {lab}");
+        }
+        LabCommand::Apply { paths } => println!("{}", client::apply(&lab, &paths)?),
+        LabCommand::Delete { target } => println!("{}", client::delete(&lab, &target)?),
+        LabCommand::Scale { target, replicas } => {
+            println!("{}", client::scale(&lab, &target, replicas)?)
+        }
+        LabCommand::Exec { target, command } => {
+            let status = client::exec_command(&lab, &target, &command)?
+                .status()
+                .context("running the command")?;
+            return Ok(ExitCode::from(
+                u8::try_from(status.code().unwrap_or(1)).unwrap_or(1),
+            ));
+        }
+        LabCommand::Status { json } => {
+            let status = client::status(&lab)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                println!("lab {lab}: {} ({})\n", status.phase, status.message);
+                print_status(&status);
+            }
+        }
+        LabCommand::Down => println!("{}", client::down(&lab)?),
+        LabCommand::Controller { settings } => {
+            let settings: Settings = serde_json::from_str(&settings).context("--settings")?;
+            ferry_lab::run_controller(ferry_lab::ControllerArgs { lab, settings })?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn first_port(status: &LabStatus) -> Option<u16> {
+    status
+        .services
+        .first()
+        .and_then(|s| s.ports.first())
+        .map(|p| p.port)
+}
+
+fn print_status(s: &LabStatus) {
+    println!("NODE          IP              POD-CIDR         AGENT");
+    for n in &s.nodes {
+        println!(
+            "{:<13} {:<15} {:<16} {}",
+            n.name,
+            n.ip,
+            n.pod_cidr,
+            if n.agent_healthy {
+                "healthy"
+            } else {
+                "not healthy"
+            }
+        );
+    }
+    println!(
+        "\nPOD                                          NODE          IP              READY  STATE"
+    );
+    for p in &s.pods {
+        let state = if p.terminating {
+            "Terminating"
+        } else if p.started {
+            "Running"
+        } else {
+            "Pending"
+        };
+        println!(
+            "{:<44} {:<13} {:<15} {:<6} {}",
+            format!("{}/{}", p.namespace, p.name),
+            p.node,
+            p.ip,
+            p.ready,
+            state
+        );
+    }
+    println!(
+        "\nSERVICE                          TYPE          CLUSTER-IP       PORT(S)                 EXTERNAL-IP"
+    );
+    for svc in &s.services {
+        let ports: Vec<String> = svc
+            .ports
+            .iter()
+            .map(|p| match p.node_port {
+                Some(np) => format!("{}:{}/{}", p.port, np, p.protocol),
+                None => format!("{}/{}", p.port, p.protocol),
+            })
+            .collect();
+        println!(
+            "{:<32} {:<13} {:<16} {:<23} {}",
+            format!("{}/{}", svc.namespace, svc.name),
+            svc.type_,
+            svc.cluster_ip.clone().unwrap_or_else(|| "<none>".into()),
+            ports.join(","),
+            if svc.load_balancer_ips.is_empty() {
+                "<none>".into()
+            } else {
+                svc.load_balancer_ips.join(",")
+            }
+        );
+    }
+    println!(
+        "\noutside client: {} (ferry lab exec --lab {} outside -- ...)",
+        s.outside.ip, s.lab
+    );
+    for e in &s.errors {
+        println!("warning: {e}");
+    }
+}
