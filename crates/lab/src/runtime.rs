@@ -57,8 +57,17 @@ pub(crate) fn kill_pid(pid: u32) {
     }
 }
 
+/// Running (a zombie, killed but not yet reaped by its parent, is not).
 pub(crate) fn alive(pid: u32) -> bool {
-    i32::try_from(pid).is_ok_and(|p| kill(Pid::from_raw(p), None).is_ok())
+    let exists = i32::try_from(pid).is_ok_and(|p| kill(Pid::from_raw(p), None).is_ok());
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false);
+    exists && !zombie
 }
 
 /// Processes whose command line carries `--lab NAME` (and are not us).

@@ -384,3 +384,23 @@ fn unready_pods_are_not_ready_endpoints_unless_published() {
         .unwrap();
     assert!(all.endpoints.iter().all(|e| e.ready));
 }
+
+#[test]
+fn a_new_service_cannot_take_an_address_an_existing_one_holds() {
+    let first =
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{port: 80}]}\n";
+    let (alloc, _) = allocate(&inputs(first), &BTreeMap::new(), &Settings::default());
+    let held = alloc[&NamespacedName::new("default", "web")]
+        .cluster_ip
+        .unwrap();
+    let both = format!(
+        "{first}---\napiVersion: v1\nkind: Service\nmetadata: {{name: alpha}}\nspec: {{clusterIP: {held}, ports: [{{port: 80}}]}}\n"
+    );
+    let (again, errors) = allocate(&inputs(&both), &alloc, &Settings::default());
+    assert_eq!(
+        again[&NamespacedName::new("default", "web")].cluster_ip,
+        Some(held)
+    );
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].1.contains("is already allocated"), "{errors:?}");
+}

@@ -53,9 +53,34 @@ pub fn allocate(
         })
         .collect();
     let mut errors = Vec::new();
-    let mut used_ips: BTreeSet<IpAddr> = BTreeSet::new();
-    let mut used_ports: BTreeSet<u16> = BTreeSet::new();
-    let mut used_lb: BTreeSet<IpAddr> = BTreeSet::new();
+    // Who holds what: earlier allocations of services that still exist
+    // come first, so a new Service cannot take an address already in use.
+    let mut used_ips: BTreeMap<IpAddr, NamespacedName> = BTreeMap::new();
+    let mut used_ports: BTreeMap<u16, NamespacedName> = BTreeMap::new();
+    let mut used_lb: BTreeMap<IpAddr, NamespacedName> = BTreeMap::new();
+    for (key, _) in &services {
+        if let Some(old) = prev.get(key) {
+            if let Some(ip) = old.cluster_ip {
+                used_ips.insert(ip, key.clone());
+            }
+            for n in old
+                .node_ports
+                .values()
+                .chain(old.health_check_node_port.iter())
+            {
+                used_ports.insert(*n, key.clone());
+            }
+            if let Some(ip) = old.lb_ip {
+                used_lb.insert(ip, key.clone());
+            }
+        }
+    }
+    let taken = |m: &BTreeMap<IpAddr, NamespacedName>, ip: &IpAddr, key: &NamespacedName| {
+        m.get(ip).is_some_and(|o| o != key)
+    };
+    let port_taken = |m: &BTreeMap<u16, NamespacedName>, n: &u16, key: &NamespacedName| {
+        m.get(n).is_some_and(|o| o != key)
+    };
     let mut out: BTreeMap<NamespacedName, Allocation> = BTreeMap::new();
     let range = settings.node_port_min..=settings.node_port_max;
 
@@ -78,18 +103,18 @@ pub fn allocate(
                         settings.service_cidr
                     ))
                 }
-                Ok(ip) if used_ips.contains(&ip) => fail(format!(
+                Ok(ip) if taken(&used_ips, &ip, key) => fail(format!(
                     "spec.clusterIP: {ip} is already allocated to another Service"
                 )),
                 Ok(ip) => {
-                    used_ips.insert(ip);
+                    used_ips.insert(ip, key.clone());
                     a.cluster_ip = Some(ip);
                 }
                 Err(_) => fail(format!("spec.clusterIP: {ip:?} is not an IP address")),
             },
             _ => {
-                if let Some(ip) = old.cluster_ip.filter(|ip| !used_ips.contains(ip)) {
-                    used_ips.insert(ip);
+                if let Some(ip) = old.cluster_ip.filter(|ip| !taken(&used_ips, ip, key)) {
+                    used_ips.insert(ip, key.clone());
                     a.cluster_ip = Some(ip);
                 }
             }
@@ -108,7 +133,7 @@ pub fn allocate(
                             ));
                             continue;
                         }
-                        if used_ports.contains(&n) {
+                        if port_taken(&used_ports, &n, key) {
                             fail(format!(
                                 "spec.ports[{i}].nodePort: {n} is already allocated"
                             ));
@@ -120,10 +145,10 @@ pub fn allocate(
                         .node_ports
                         .get(&k)
                         .copied()
-                        .filter(|n| !used_ports.contains(n)),
+                        .filter(|n| !port_taken(&used_ports, n, key)),
                 };
                 if let Some(n) = chosen {
-                    used_ports.insert(n);
+                    used_ports.insert(n, key.clone());
                     a.node_ports.insert(k, n);
                 }
             }
@@ -136,9 +161,9 @@ pub fn allocate(
                 .filter(|n| *n != 0)
                 .and_then(|n| u16::try_from(n).ok())
                 .or(old.health_check_node_port)
-                .filter(|n| !used_ports.contains(n));
+                .filter(|n| !port_taken(&used_ports, n, key));
             if let Some(n) = hc {
-                used_ports.insert(n);
+                used_ports.insert(n, key.clone());
                 a.health_check_node_port = Some(n);
             }
         }
@@ -151,8 +176,11 @@ pub fn allocate(
                 .and_then(|i| i.first())
                 .and_then(|i| i.ip.as_deref())
                 .and_then(|ip| ip.parse::<IpAddr>().ok());
-            if let Some(ip) = recorded.or(old.lb_ip).filter(|ip| !used_lb.contains(ip)) {
-                used_lb.insert(ip);
+            if let Some(ip) = recorded
+                .or(old.lb_ip)
+                .filter(|ip| !taken(&used_lb, ip, key))
+            {
+                used_lb.insert(ip, key.clone());
                 a.lb_ip = Some(ip);
             }
         }
@@ -167,13 +195,13 @@ pub fn allocate(
         .hosts()
         .skip(9)
         .map(IpAddr::V4)
-        .filter(|ip| !used_ips.contains(ip));
-    let mut free_ports = range.clone().filter(|n| !used_ports.contains(n));
+        .filter(|ip| !used_ips.contains_key(ip));
+    let mut free_ports = range.clone().filter(|n| !used_ports.contains_key(n));
     let mut free_lb = settings
         .lb_pool
         .hosts()
         .map(IpAddr::V4)
-        .filter(|ip| !used_lb.contains(ip));
+        .filter(|ip| !used_lb.contains_key(ip));
     for (key, svc) in &services {
         let Some(a) = out.get_mut(key) else { continue };
         let spec = svc.spec.clone().unwrap_or_default();
