@@ -233,6 +233,17 @@ fn pods_reach_pods_on_the_same_and_the_other_node_over_http_tcp_and_udp() {
     }
     // The outside client reaches a node's IP (the agent's health port).
     let node2 = lab.status()["nodes"][1]["ip"].as_str().unwrap().to_string();
+    // A hostNetwork pod runs in its node's namespace, with the node's IP.
+    let hostnet = &lab.pods("hostnet")[0];
+    assert_eq!(hostnet["ip"].as_str(), Some(node2.as_str()));
+    let a = json(&lab.exec_ok(
+        "pod/shop/client",
+        &["curl", "-sS", "-m", "3", &format!("http://{node2}:8081/")],
+    ));
+    assert_eq!(
+        (a["pod"].as_str(), a["pod_ip"].as_str()),
+        (Some("hostnet"), Some(node2.as_str()))
+    );
     let health = json(&lab.exec_ok(
         "outside",
         &[

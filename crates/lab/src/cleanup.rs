@@ -74,10 +74,8 @@ pub fn remove_all(names: &LabNames) -> Leftovers {
     // Pods first, then nodes, the outside client and the switch.
     let mut namespaces = found.namespaces.clone();
     namespaces.sort_by_key(|n| (!n.contains(".pod."), !n.contains(".node."), n.clone()));
-    for ns in &namespaces {
-        if let Err(e) = net::ns_del(ns) {
-            tracing::warn!(netns = %ns, error = %e, "cannot delete namespace");
-        }
+    if let Err(e) = net::ns_del_many(&namespaces) {
+        tracing::warn!(error = %e, "cannot delete every namespace");
     }
     for f in &found.files {
         let _ = if f.is_dir() {

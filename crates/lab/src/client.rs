@@ -243,7 +243,7 @@ pub fn down(lab: &str) -> Result<String, LabError> {
     require_root()?;
     if controller_alive(&names).is_some() {
         // Let the controller take down what it made; the sweep below catches the rest.
-        let _ = send(&names, &Request::Stop, Duration::from_secs(30));
+        let _ = send(&names, &Request::Stop, Duration::from_secs(120));
     }
     let found = cleanup::remove_all(&names);
     let after = cleanup::leftovers(&names);

@@ -70,7 +70,8 @@ struct Shared {
 struct NodeRuntime {
     agent: Option<Child>,
     shared: Arc<Shared>,
-    thread: NsThread,
+    /// Held for its lifetime: dropping it stops and joins the prober thread.
+    _thread: NsThread,
 }
 
 struct Controller {
@@ -631,7 +632,7 @@ impl Controller {
                 NodeRuntime {
                     agent: Some(agent),
                     shared,
-                    thread,
+                    _thread: thread,
                 },
             );
             changed = true;
@@ -906,21 +907,36 @@ impl Controller {
             .collect()
     }
 
-    /// Removes every process and namespace this controller made.
+    /// Removes every process and namespace this controller made: all
+    /// processes killed first, then every namespace in one `ip` call.
     fn teardown(&mut self) {
-        let names: Vec<NamespacedName> = self.pods.keys().cloned().collect();
-        for n in names {
-            self.remove_pod(&n);
-        }
-        for (name, mut rt) in std::mem::take(&mut self.node_rt) {
+        for rt in self.node_rt.values() {
             rt.shared.stop.store(true, Ordering::Relaxed);
-            if let Some(a) = rt.agent.as_mut() {
-                runtime::stop(a);
-            }
-            drop(rt.thread);
-            let _ = net::delete_node(&self.names, &name);
         }
-        let _ = net::ns_del(&self.names.outside_ns());
-        let _ = net::ns_del(&self.names.switch_ns());
+        let mut children: Vec<Child> = std::mem::take(&mut self.procs).into_values().collect();
+        children.extend(self.node_rt.values_mut().filter_map(|rt| rt.agent.take()));
+        for c in &mut children {
+            let _ = c.kill();
+        }
+        for c in &mut children {
+            let _ = c.wait();
+        }
+        let mut namespaces: Vec<String> = self
+            .pods
+            .values()
+            .filter(|p| !p.host_network)
+            .map(|p| self.names.pod_ns(p.id))
+            .collect();
+        for p in self.pods.values() {
+            let _ = std::fs::remove_dir_all(crate::names::etc_netns(&self.names.pod_ns(p.id)));
+        }
+        self.pods.clear();
+        self.node_rt.clear();
+        namespaces.extend(self.nodes.iter().map(|n| self.names.node_ns(&n.name)));
+        namespaces.push(self.names.outside_ns());
+        namespaces.push(self.names.switch_ns());
+        if let Err(e) = net::ns_del_many(&namespaces) {
+            tracing::warn!(error = %e, "some namespaces could not be deleted");
+        }
     }
 }

@@ -81,6 +81,23 @@ pub(crate) fn ns_del(ns: &str) -> Result<(), LabError> {
     run(Command::new("ip").args(["netns", "del", ns]), None)
 }
 
+/// Deletes many namespaces with one `ip` process (`-force`: keep going past
+/// ones that are already gone).
+pub(crate) fn ns_del_many(namespaces: &[String]) -> Result<(), LabError> {
+    let existing: Vec<&String> = namespaces.iter().filter(|ns| ns_exists(ns)).collect();
+    if existing.is_empty() {
+        return Ok(());
+    }
+    let commands: String = existing
+        .iter()
+        .map(|ns| format!("netns del {ns}\n"))
+        .collect();
+    run(
+        Command::new("ip").args(["-force", "-batch", "-"]),
+        Some(&commands),
+    )
+}
+
 /// Lab namespaces that exist now (`/run/netns` entries with the lab's prefix).
 pub(crate) fn lab_namespaces(names: &LabNames) -> Vec<String> {
     let prefix = names.ns_prefix();

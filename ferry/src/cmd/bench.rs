@@ -26,9 +26,21 @@ pub struct Args {
 enum What {
     /// Cluster model: YAML load + normalize, and per-update cost.
     Model(ModelArgs),
+    /// The lab: time for `lab up` and `lab down`, memory of an idle agent (needs root).
+    Lab(LabArgs),
     /// One load measurement (run by `bench model` in a child process).
     #[command(hide = true)]
     ModelLoadChild { file: PathBuf },
+}
+
+#[derive(clap::Args)]
+struct LabArgs {
+    /// Runs per size (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Sizes as NODESxPODS.
+    #[arg(long, value_delimiter = ',', default_value = "2x10,10x200")]
+    sizes: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -53,6 +65,7 @@ struct ModelArgs {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.what {
         What::Model(a) => model(a),
+        What::Lab(a) => crate::cmd::bench_lab::run(a.runs, &a.sizes),
         What::ModelLoadChild { file } => model_load_child(&file),
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod bench;
+pub mod bench_lab;
 pub mod echo;
 pub mod lab;
 pub mod services;
