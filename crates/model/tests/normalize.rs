@@ -403,3 +403,32 @@ ports: [{port: 80}]
     assert!(p.endpoints.is_empty());
     assert_eq!(st.len(), 2);
 }
+
+#[test]
+fn a_portless_slice_gives_addresses_but_no_port_endpoints() {
+    let st = state(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {name: p, namespace: default}
+spec: {clusterIP: 10.96.5.5, ports: [{port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: p-1, labels: {kubernetes.io/service-name: p}}
+addressType: IPv4
+endpoints: [{addresses: [10.9.0.1], hostname: a}]
+"#,
+    );
+    let port = st
+        .service_port(&spn("default", "p", "", Protocol::Tcp))
+        .unwrap();
+    assert!(
+        port.endpoints.is_empty(),
+        "no slice port, no endpoint for the service port"
+    );
+    let view = st.service(&NamespacedName::new("default", "p")).unwrap();
+    assert_eq!(view.addresses.len(), 1);
+    assert_eq!(view.addresses[0].hostname.as_deref(), Some("a"));
+    assert!(view.endpoint_ports.is_empty());
+}
