@@ -6,6 +6,7 @@
 
 mod health;
 mod metrics;
+mod proxy;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -36,9 +37,35 @@ impl FromStr for SourceSpec {
     }
 }
 
+/// Which service proxy the agent runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyMode {
+    Nftables,
+    /// No service proxy (another one runs on the node).
+    None,
+}
+
+impl FromStr for ProxyMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "nftables" => Ok(ProxyMode::Nftables),
+            "none" => Ok(ProxyMode::None),
+            other => Err(format!(
+                "{other:?}: proxy mode is nftables or none (iptables is not built yet)"
+            )),
+        }
+    }
+}
+
 pub struct Config {
     pub node: String,
     pub source: SourceSpec,
+    pub proxy_mode: ProxyMode,
+    /// Pod CIDRs: ClusterIP traffic from elsewhere is masqueraded. Empty:
+    /// the podCIDRs of every Node.
+    pub cluster_cidrs: Vec<ipnet::Ipv4Net>,
     pub healthz_bind: SocketAddr,
     pub metrics_bind: SocketAddr,
 }
@@ -68,8 +95,13 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     let SourceSpec::Manifests(dir) = &config.source;
     let (source, first) = ManifestSource::open(std::slice::from_ref(dir), false)?;
     log_errors(&first);
-    let metrics = Arc::new(metrics::Metrics::new());
+    let metrics = Arc::new(metrics::Metrics::new(config.proxy_mode));
     metrics.observe(&first);
+    let mut proxy = (config.proxy_mode == ProxyMode::Nftables)
+        .then(|| proxy::Proxy::new(&config.node, config.cluster_cidrs.clone(), metrics.clone()));
+    if let Some(p) = proxy.as_mut() {
+        p.on_snapshot(&first);
+    }
     let (tx, rx) = watch::channel(Published {
         snapshot: Arc::new(first),
         at: SystemTime::now(),
@@ -105,6 +137,9 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
                 Ok(snapshot) => {
                     log_errors(&snapshot);
                     loop_metrics.observe(&snapshot);
+                    if let Some(p) = proxy.as_mut() {
+                        p.on_snapshot(&snapshot);
+                    }
                     if !snapshot.changes.is_empty() {
                         tracing::debug!("{}", snapshot.changes.summary());
                     }
@@ -124,6 +159,11 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     });
     let _ = handle.await;
     Ok(())
+}
+
+/// `ferry agent --cleanup`: removes everything the proxy installed.
+pub fn cleanup() -> Result<(), String> {
+    ferry_proxy::nft::NftBackend::cleanup().map_err(|e| e.to_string())
 }
 
 fn log_errors(snapshot: &Snapshot) {

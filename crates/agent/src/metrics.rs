@@ -7,7 +7,9 @@ use ferry_httpd::{Peer, Request, StatusCode, respond};
 use ferry_source::Snapshot;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
@@ -18,10 +20,17 @@ pub(crate) struct Metrics {
     services: Gauge,
     errors: Gauge,
     updates: Counter,
+    proxy_mode: crate::ProxyMode,
+    sync_duration: Histogram,
+    sync_full: Histogram,
+    sync_partial: Histogram,
+    programming: Histogram,
+    last_sync: Gauge<f64, std::sync::atomic::AtomicU64>,
+    sync_failures: Family<Vec<(String, String)>, Counter>,
 }
 
 impl Metrics {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(proxy_mode: crate::ProxyMode) -> Self {
         let mut registry = Registry::default();
         let version = Gauge::default();
         let objects = Gauge::default();
@@ -53,6 +62,42 @@ impl Metrics {
             "Cluster state updates received",
             updates.clone(),
         );
+        let buckets = || Histogram::new(exponential_buckets(0.0001, 2.0, 18));
+        let (sync_duration, sync_full, sync_partial, programming) =
+            (buckets(), buckets(), buckets(), buckets());
+        let last_sync = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        let sync_failures = Family::<Vec<(String, String)>, Counter>::default();
+        // kube-proxy's names, so existing dashboards and alerts keep working.
+        registry.register(
+            "kubeproxy_sync_proxy_rules_duration_seconds",
+            "SyncProxyRules latency in seconds",
+            sync_duration.clone(),
+        );
+        registry.register(
+            "kubeproxy_sync_full_proxy_rules_duration_seconds",
+            "SyncProxyRules latency in seconds for full resyncs",
+            sync_full.clone(),
+        );
+        registry.register(
+            "kubeproxy_sync_partial_proxy_rules_duration_seconds",
+            "SyncProxyRules latency in seconds for partial resyncs",
+            sync_partial.clone(),
+        );
+        registry.register(
+            "kubeproxy_network_programming_duration_seconds",
+            "From a change arriving at the agent to the rules being programmed",
+            programming.clone(),
+        );
+        registry.register(
+            "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+            "The last time proxy rules were successfully synced",
+            last_sync.clone(),
+        );
+        registry.register(
+            "kubeproxy_sync_proxy_rules_failures",
+            "Failed proxy rule syncs (nft transactions refused)",
+            sync_failures.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             version,
@@ -60,6 +105,13 @@ impl Metrics {
             services,
             errors,
             updates,
+            proxy_mode,
+            sync_duration,
+            sync_full,
+            sync_partial,
+            programming,
+            last_sync,
+            sync_failures,
         }
     }
 
@@ -69,6 +121,31 @@ impl Metrics {
         self.services.set(s.state.services().count() as i64);
         self.errors.set(s.errors.len() as i64);
         self.updates.inc();
+    }
+
+    pub(crate) fn proxy_synced(
+        &self,
+        stats: &ferry_proxy::nft::SyncStats,
+        since: std::time::Instant,
+    ) {
+        let secs = stats.took.as_secs_f64();
+        self.sync_duration.observe(secs);
+        if stats.full {
+            self.sync_full.observe(secs);
+        } else {
+            self.sync_partial.observe(secs);
+        }
+        self.programming.observe(since.elapsed().as_secs_f64());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.last_sync.set(now);
+    }
+
+    pub(crate) fn proxy_failed(&self) {
+        self.sync_failures
+            .get_or_create(&vec![("mode".into(), "nftables".into())])
+            .inc();
     }
 
     fn render(&self) -> String {
@@ -86,6 +163,14 @@ pub(crate) async fn serve(listener: TcpListener, metrics: std::sync::Arc<Metrics
         let metrics = metrics.clone();
         async move {
             match req.uri().path() {
+                "/proxyMode" => respond(
+                    StatusCode::OK,
+                    "text/plain",
+                    match metrics.proxy_mode {
+                        crate::ProxyMode::Nftables => "nftables",
+                        crate::ProxyMode::None => "none",
+                    },
+                ),
                 "/metrics" => respond(
                     StatusCode::OK,
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",

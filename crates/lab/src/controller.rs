@@ -90,6 +90,8 @@ struct Controller {
     epoch: Timestamp,
     events_tx: Sender<Event>,
     last_status: String,
+    /// Routes in the outside namespace: LoadBalancer IP -> next-hop node IPs.
+    lb_routes: BTreeMap<IpAddr, Vec<Ipv4Addr>>,
 }
 
 fn resolv_conf(namespace: &str) -> String {
@@ -238,6 +240,7 @@ pub fn run_controller(args: ControllerArgs) -> Result<(), LabError> {
         epoch: wall_clock(),
         events_tx,
         last_status: String::new(),
+        lb_routes: BTreeMap::new(),
     };
     let result = c.run(events);
     if let Err(e) = &result {
@@ -560,6 +563,9 @@ impl Controller {
             tracing::debug!(files = changed, "manifests written");
         }
         self.update_targets();
+        if let Err(e) = self.route_load_balancers() {
+            self.errors.push(format!("load-balancer routes: {e}"));
+        }
         let (phase, message) = self.phase();
         self.write_status(phase, &message);
         Ok(())
@@ -595,7 +601,12 @@ impl Controller {
                 continue;
             }
             tracing::info!(node = %node.name, ip = %node.ip, pod_cidr = %node.pod_cidr, "creating node");
-            net::create_node(&self.names, node, self.settings.node_cidr)?;
+            net::create_node(
+                &self.names,
+                node,
+                self.settings.node_cidr,
+                self.settings.outside_ip(),
+            )?;
             let ns = self.names.node_ns(&node.name);
             let log = self
                 .names
@@ -740,6 +751,65 @@ impl Controller {
             tracing::warn!(pod = %name, error = %e, "cannot delete the pod's namespace");
         }
         tracing::info!(pod = %name, "pod removed");
+    }
+
+    /// Plays the cloud load balancer: the outside client reaches each
+    /// LoadBalancer IP through the nodes a load balancer would pick (every
+    /// node for `externalTrafficPolicy: Cluster`; for `Local`, the nodes
+    /// with a ready endpoint of the Service), as ECMP routes.
+    fn route_load_balancers(&mut self) -> Result<(), LabError> {
+        let mut want: BTreeMap<IpAddr, Vec<Ipv4Addr>> = BTreeMap::new();
+        for o in self.inputs.values() {
+            let Object::Service(s) = o else { continue };
+            let key = o.key().name;
+            let Some(ip) = self.allocations.get(&key).and_then(|a| a.lb_ip) else {
+                continue;
+            };
+            let spec = s.spec.clone().unwrap_or_default();
+            let local = spec.external_traffic_policy.as_deref() == Some("Local");
+            let hops: Vec<Ipv4Addr> = self
+                .nodes
+                .iter()
+                .filter(|n| {
+                    !local
+                        || self.pods.values().any(|p| {
+                            p.node == n.name
+                                && p.ready
+                                && !p.terminating()
+                                && p.name.namespace == key.namespace
+                                && ferry_model::service_selects(spec.selector.as_ref(), &p.labels)
+                        })
+                })
+                .map(|n| n.ip)
+                .collect();
+            want.insert(ip, hops);
+        }
+        if want == self.lb_routes {
+            return Ok(());
+        }
+        let mut commands = String::new();
+        for ip in self.lb_routes.keys().filter(|ip| !want.contains_key(*ip)) {
+            commands.push_str(&format!("route del {ip}/32\n"));
+        }
+        for (ip, hops) in &want {
+            if self.lb_routes.get(ip) == Some(hops) {
+                continue;
+            }
+            match hops.as_slice() {
+                [] => commands.push_str(&format!("route replace blackhole {ip}/32\n")),
+                [one] => commands.push_str(&format!("route replace {ip}/32 via {one} dev eth0\n")),
+                many => {
+                    let nh: Vec<String> = many
+                        .iter()
+                        .map(|h| format!("nexthop via {h} dev eth0"))
+                        .collect();
+                    commands.push_str(&format!("route replace {ip}/32 {}\n", nh.join(" ")));
+                }
+            }
+        }
+        net::batch(&self.names.outside_ns(), &commands)?;
+        self.lb_routes = want;
+        Ok(())
     }
 
     fn update_targets(&self) {

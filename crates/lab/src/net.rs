@@ -162,7 +162,9 @@ pub(crate) fn create_outside(
 ) -> Result<(), LabError> {
     let ns = names.outside_ns();
     ns_add(&ns)?;
-    plug_into_switch(names, &ns, "out", ip, node_cidr.prefix_len())
+    plug_into_switch(names, &ns, "out", ip, node_cidr.prefix_len())?;
+    // ECMP routes to load-balancer IPs spread connections by port, as a cloud load balancer would.
+    sysctl(&ns, "net.ipv4.fib_multipath_hash_policy=1")
 }
 
 /// A node: uplink to the switch, the `cni0` pod bridge, forwarding on.
@@ -170,6 +172,7 @@ pub(crate) fn create_node(
     names: &LabNames,
     node: &NodeInfo,
     node_cidr: Ipv4Net,
+    gateway: Ipv4Addr,
 ) -> Result<(), LabError> {
     let ns = names.node_ns(&node.name);
     ns_add(&ns)?;
@@ -183,7 +186,7 @@ pub(crate) fn create_node(
     batch(
         &ns,
         &format!(
-            "link add cni0 type bridge\naddr add {}/{} dev cni0\nlink set cni0 up\n",
+            "link add cni0 type bridge\naddr add {}/{} dev cni0\nlink set cni0 up\nroute add default via {gateway} dev eth0\n",
             node.gateway(),
             node.pod_cidr.prefix_len()
         ),

@@ -1,0 +1,114 @@
+//! The service proxy component of the agent: keeps the proxy plan in step
+//! with each new cluster state (replanning only the ServicePorts a change
+//! set names) and hands the differences to the nftables backend.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use ferry_model::{Kind, Object};
+use ferry_proxy::nft::NftBackend;
+use ferry_proxy::{Family, NodeContext, ProxyPlan, plan};
+use ferry_source::Snapshot;
+use ipnet::Ipv4Net;
+
+use crate::metrics::Metrics;
+
+pub(crate) struct Proxy {
+    node: String,
+    fixed_cidrs: Vec<Ipv4Net>,
+    ctx: Option<NodeContext>,
+    plan: ProxyPlan,
+    backend: NftBackend,
+    version: Option<u64>,
+    metrics: Arc<Metrics>,
+    /// When the first change not yet programmed arrived (for network programming latency).
+    pending_since: Option<Instant>,
+}
+
+fn zone_of(snapshot: &Snapshot, node: &str) -> Option<String> {
+    snapshot.state.objects_of(Kind::Node).find_map(|o| match o {
+        Object::Node(n) if n.metadata.name.as_deref() == Some(node) => n
+            .metadata
+            .labels
+            .as_ref()?
+            .get("topology.kubernetes.io/zone")
+            .cloned(),
+        _ => None,
+    })
+}
+
+fn node_cidrs(snapshot: &Snapshot) -> Vec<Ipv4Net> {
+    let mut out: Vec<Ipv4Net> = snapshot
+        .state
+        .objects_of(Kind::Node)
+        .filter_map(|o| match o {
+            Object::Node(n) => n.spec.as_ref()?.pod_cidr.as_deref()?.parse().ok(),
+            _ => None,
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+impl Proxy {
+    pub(crate) fn new(node: &str, fixed_cidrs: Vec<Ipv4Net>, metrics: Arc<Metrics>) -> Self {
+        Proxy {
+            node: node.to_string(),
+            fixed_cidrs,
+            ctx: None,
+            plan: ProxyPlan::default(),
+            backend: NftBackend::new(),
+            version: None,
+            metrics,
+            pending_since: None,
+        }
+    }
+
+    pub(crate) fn on_snapshot(&mut self, snapshot: &Snapshot) {
+        let arrived = Instant::now();
+        let ctx = NodeContext {
+            node_name: self.node.clone(),
+            zone: zone_of(snapshot, &self.node),
+            family: Family::V4,
+        };
+        let cidrs = if self.fixed_cidrs.is_empty() {
+            node_cidrs(snapshot)
+        } else {
+            self.fixed_cidrs.clone()
+        };
+        let in_step = self.version == Some(snapshot.changes.from_version)
+            && self.ctx.as_ref().is_some_and(|c| c.zone == ctx.zone);
+        let result = if in_step {
+            let changed = self.plan.update(&snapshot.state, &snapshot.changes, &ctx);
+            self.backend.sync(&self.plan, &changed.changed, &cidrs)
+        } else {
+            self.plan = plan(&snapshot.state, &ctx);
+            self.backend.full_sync(&self.plan, &cidrs)
+        };
+        match result {
+            Ok(stats) => {
+                self.version = Some(snapshot.state.version());
+                self.metrics
+                    .proxy_synced(&stats, self.pending_since.take().unwrap_or(arrived));
+                if stats.full || stats.added + stats.deleted > 0 {
+                    tracing::info!(
+                        full = stats.full,
+                        added = stats.added,
+                        deleted = stats.deleted,
+                        elements = self.backend.elements(),
+                        took_ms = stats.took.as_secs_f64() * 1000.0,
+                        "proxy rules synced"
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "proxy sync failed; the next change reloads the whole table");
+                self.metrics.proxy_failed();
+                self.version = None;
+                self.pending_since.get_or_insert(arrived);
+            }
+        }
+        self.ctx = Some(ctx);
+    }
+}

@@ -1,0 +1,281 @@
+//! The elements of ferry's maps and sets for each ServicePort, and the
+//! difference between what is in the kernel and what should be. Each
+//! ServicePort contributes its own elements; elements several ServicePorts
+//! share (hairpin pairs, pick verdicts) are reference-counted, so removing
+//! one ServicePort never removes what another still needs.
+//!
+//! Pure.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ferry_model::{Protocol, ServicePortName};
+
+use super::ruleset::{COUNT_BITS, MAX_ENDPOINTS};
+use crate::plan::{PlannedEndpoint, ServicePlan};
+
+/// One element: the set or map it is in, its key, and (for maps) its value,
+/// all in nft syntax.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Element {
+    pub set: &'static str,
+    pub key: String,
+    pub value: Option<String>,
+}
+
+fn proto(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+        Protocol::Sctp => "sctp",
+    }
+}
+
+/// Which traffic of a ServicePort a slot serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Path {
+    Cluster,
+    External,
+}
+
+/// Stable small numbers for (ServicePort, path), reused after release.
+#[derive(Debug, Default)]
+pub struct SlotIds {
+    ids: BTreeMap<(ServicePortName, Path), u32>,
+    free: Vec<u32>,
+    next: u32,
+}
+
+impl SlotIds {
+    fn get(&mut self, name: &ServicePortName, path: Path) -> u32 {
+        if let Some(id) = self.ids.get(&(name.clone(), path)) {
+            return *id;
+        }
+        let id = self.free.pop().unwrap_or_else(|| {
+            self.next += 1;
+            self.next
+        });
+        self.ids.insert((name.clone(), path), id);
+        id
+    }
+
+    /// Releases every id of `name`.
+    pub fn release(&mut self, name: &ServicePortName) {
+        self.release_unused(name, &[]);
+    }
+
+    /// Releases the ids of `name` whose paths are not in `used`.
+    fn release_unused(&mut self, name: &ServicePortName, used: &[Path]) {
+        for path in [Path::Cluster, Path::External] {
+            if !used.contains(&path)
+                && let Some(id) = self.ids.remove(&(name.clone(), path))
+            {
+                self.free.push(id);
+            }
+        }
+    }
+}
+
+fn slot(id: u32, n: usize) -> u32 {
+    (id << COUNT_BITS) | (n as u32).min(MAX_ENDPOINTS)
+}
+
+fn el(set: &'static str, key: String, value: Option<String>) -> Element {
+    Element { set, key, value }
+}
+
+fn endpoint_elements(out: &mut BTreeSet<Element>, mark: u32, endpoints: &[PlannedEndpoint]) {
+    for (i, e) in endpoints.iter().take(MAX_ENDPOINTS as usize).enumerate() {
+        out.insert(el(
+            "endpoints",
+            format!("{mark:#x} . {i}"),
+            Some(format!("{} . {}", e.ip, e.port)),
+        ));
+        out.insert(el("hairpin", format!("{} . {}", e.ip, e.ip), None));
+    }
+    let n = endpoints.len().min(MAX_ENDPOINTS as usize);
+    out.insert(el(
+        "pick",
+        format!("{n:#x}"),
+        Some(format!("goto pick_{n}")),
+    ));
+}
+
+/// The elements one ServicePort needs (IPv4 addresses only; the IPv6 table
+/// will get its own).
+pub fn contribution(p: &ServicePlan, ids: &mut SlotIds) -> BTreeSet<Element> {
+    let mut out = BTreeSet::new();
+    let pr = proto(p.protocol);
+    let v4 =
+        |ips: &[IpAddr]| -> Vec<IpAddr> { ips.iter().copied().filter(IpAddr::is_ipv4).collect() };
+    let mut used = Vec::new();
+    let cluster_keys: Vec<String> = v4(&p.cluster_ips)
+        .iter()
+        .map(|ip| format!("{ip} . {pr} . {}", p.port))
+        .collect();
+    if p.cluster_endpoints.is_empty() {
+        for k in &cluster_keys {
+            out.insert(el("no_endpoints", k.clone(), None));
+        }
+    } else if !cluster_keys.is_empty() {
+        used.push(Path::Cluster);
+        let mark = slot(ids.get(&p.name, Path::Cluster), p.cluster_endpoints.len());
+        for k in &cluster_keys {
+            out.insert(el("cluster_ips", k.clone(), Some(format!("{mark:#x}"))));
+        }
+        out.insert(el("cluster_slots", format!("{mark:#x}"), None));
+        endpoint_elements(&mut out, mark, &p.cluster_endpoints);
+    }
+    if p.is_external() {
+        let ext_keys: Vec<String> = v4(&p.external_ips)
+            .into_iter()
+            .chain(v4(&p.load_balancer_ips))
+            .map(|ip| format!("{ip} . {pr} . {}", p.port))
+            .collect();
+        let np_key = p.node_port.map(|np| format!("{pr} . {np}"));
+        if p.external_endpoints.is_empty() {
+            let (ips, ports) = if p.external_local {
+                ("drop_external", "drop_node_ports")
+            } else {
+                ("no_endpoints", "no_endpoint_node_ports")
+            };
+            for k in ext_keys {
+                out.insert(el(ips, k, None));
+            }
+            if let Some(k) = np_key {
+                out.insert(el(ports, k, None));
+            }
+        } else {
+            used.push(Path::External);
+            let mark = slot(ids.get(&p.name, Path::External), p.external_endpoints.len());
+            let m = Some(format!("{mark:#x}"));
+            for k in ext_keys {
+                out.insert(el("external_ips", k, m.clone()));
+            }
+            if let Some(k) = np_key {
+                out.insert(el("node_ports", k, m.clone()));
+            }
+            let policy = if p.external_local {
+                "keep_client_slots"
+            } else {
+                "masquerade_slots"
+            };
+            out.insert(el(policy, format!("{mark:#x}"), None));
+            endpoint_elements(&mut out, mark, &p.external_endpoints);
+        }
+    }
+    ids.release_unused(&p.name, &used);
+    out
+}
+
+/// What the kernel holds, by (set, key), with reference counts.
+#[derive(Debug, Default)]
+pub struct Applied {
+    elements: BTreeMap<(&'static str, String), (Option<String>, u32)>,
+}
+
+/// Element changes for one transaction: deletes first, then adds.
+#[derive(Debug, Default, PartialEq)]
+pub struct Delta {
+    pub delete: Vec<Element>,
+    pub add: Vec<Element>,
+}
+
+impl Delta {
+    pub fn is_empty(&self) -> bool {
+        self.delete.is_empty() && self.add.is_empty()
+    }
+}
+
+impl Applied {
+    /// Replaces one contribution by another and records the element changes.
+    pub fn replace(&mut self, old: &BTreeSet<Element>, new: &BTreeSet<Element>, delta: &mut Delta) {
+        for e in old.difference(new) {
+            let k = (e.set, e.key.clone());
+            if let Some((value, refs)) = self.elements.get_mut(&k) {
+                if *refs > 1 && value == &e.value {
+                    *refs -= 1;
+                } else if value == &e.value {
+                    self.elements.remove(&k);
+                    delta.delete.push(e.clone());
+                }
+            }
+        }
+        for e in new.difference(old) {
+            let k = (e.set, e.key.clone());
+            match self.elements.get_mut(&k) {
+                Some((value, refs)) if value == &e.value => *refs += 1,
+                Some((value, refs)) => {
+                    // Another owner had a different value for this key: the newest wins.
+                    delta.delete.push(Element {
+                        set: e.set,
+                        key: e.key.clone(),
+                        value: value.clone(),
+                    });
+                    *value = e.value.clone();
+                    *refs = 1;
+                    delta.add.push(e.clone());
+                }
+                None => {
+                    self.elements.insert(k, (e.value.clone(), 1));
+                    delta.add.push(e.clone());
+                }
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.elements.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.elements.is_empty()
+    }
+
+    /// Every element, as a full sync adds them.
+    pub fn all(&self) -> Vec<Element> {
+        self.elements
+            .iter()
+            .map(|((set, key), (value, _))| Element {
+                set,
+                key: key.clone(),
+                value: value.clone(),
+            })
+            .collect()
+    }
+
+    /// Endpoint counts that need a pick chain.
+    pub fn pick_counts(&self) -> Vec<u32> {
+        self.elements
+            .keys()
+            .filter(|(set, _)| *set == "pick")
+            .filter_map(|(_, k)| u32::from_str_radix(k.trim_start_matches("0x"), 16).ok())
+            .collect()
+    }
+}
+
+/// nft commands for a delta; deletes come first so a changed value can be re-added.
+pub fn render(delta: &Delta, table: &str) -> String {
+    let mut s = String::new();
+    let mut group = |verb: &str, elems: &[Element], with_value: bool| {
+        let mut by_set: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for e in elems {
+            let text = match (&e.value, with_value) {
+                (Some(v), true) => format!("{} : {v}", e.key),
+                _ => e.key.clone(),
+            };
+            by_set.entry(e.set).or_default().push(text);
+        }
+        for (set, items) in by_set {
+            for chunk in items.chunks(4096) {
+                s.push_str(&format!(
+                    "{verb} element ip {table} {set} {{ {} }}\n",
+                    chunk.join(", ")
+                ));
+            }
+        }
+    };
+    group("delete", &delta.delete, false);
+    group("add", &delta.add, true);
+    s
+}

@@ -1,0 +1,221 @@
+//! The nftables backend: ferry's own table, loaded whole at start (and
+//! after a failure or an outside change), then kept in step with the plan
+//! by element-only transactions.
+//!
+//! Applies through `nft -f -` (one process per transaction). The
+//! transactions carry only changed elements and never verdict changes, so
+//! their kernel cost does not grow with the cluster (measured: 4-20 ms for
+//! one change at 20k and at 100k services, most of it starting `nft`).
+
+pub mod elements;
+pub mod ruleset;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ferry_model::ServicePortName;
+use ipnet::Ipv4Net;
+
+use crate::plan::ProxyPlan;
+use elements::{Applied, Delta, Element, SlotIds, contribution, render};
+use ruleset::TABLE;
+
+/// Endpoint counts whose pick chain is always there.
+const PRESET_PICKS: u32 = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    #[error("cannot run nft: {0}")]
+    Spawn(std::io::Error),
+    #[error("nft refused the transaction: {0}")]
+    Refused(String),
+}
+
+/// What one sync did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SyncStats {
+    pub full: bool,
+    pub added: usize,
+    pub deleted: usize,
+    pub took: Duration,
+}
+
+pub struct NftBackend {
+    ids: SlotIds,
+    contributions: BTreeMap<ServicePortName, BTreeSet<Element>>,
+    applied: Applied,
+    picks: BTreeSet<u32>,
+    cluster_cidrs: BTreeSet<Element>,
+    loaded: bool,
+}
+
+fn run_nft(text: &str) -> Result<(), NftError> {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(NftError::Spawn)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(text.as_bytes()).map_err(NftError::Spawn)?;
+    }
+    let out = child.wait_with_output().map_err(NftError::Spawn)?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(NftError::Refused(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ))
+    }
+}
+
+fn cidr_elements(cidrs: &[Ipv4Net]) -> BTreeSet<Element> {
+    cidrs
+        .iter()
+        .map(|c| Element {
+            set: "cluster_cidrs",
+            key: c.trunc().to_string(),
+            value: None,
+        })
+        .collect()
+}
+
+impl Default for NftBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl NftBackend {
+    pub fn new() -> Self {
+        NftBackend {
+            ids: SlotIds::default(),
+            contributions: BTreeMap::new(),
+            applied: Applied::default(),
+            picks: BTreeSet::new(),
+            cluster_cidrs: BTreeSet::new(),
+            loaded: false,
+        }
+    }
+
+    /// Elements currently programmed.
+    pub fn elements(&self) -> usize {
+        self.applied.len()
+    }
+
+    /// Loads the whole table in one transaction (replacing any earlier one).
+    pub fn full_sync(
+        &mut self,
+        plan: &ProxyPlan,
+        cluster_cidrs: &[Ipv4Net],
+    ) -> Result<SyncStats, NftError> {
+        let start = Instant::now();
+        self.ids = SlotIds::default();
+        self.contributions.clear();
+        self.applied = Applied::default();
+        let mut scratch = Delta::default();
+        for (name, p) in &plan.services {
+            let c = contribution(p, &mut self.ids);
+            self.applied.replace(&BTreeSet::new(), &c, &mut scratch);
+            self.contributions.insert(name.clone(), c);
+        }
+        self.cluster_cidrs = cidr_elements(cluster_cidrs);
+        self.applied
+            .replace(&BTreeSet::new(), &self.cluster_cidrs.clone(), &mut scratch);
+        // Pick chains for common endpoint counts exist from the start, so a
+        // change rarely needs a new chain (which only a full load adds: nft
+        // cannot add such a rule to a live table).
+        let mut picks: BTreeSet<u32> = (1..=PRESET_PICKS).collect();
+        picks.extend(self.applied.pick_counts());
+        let picks: Vec<u32> = picks.into_iter().collect();
+        let mut text = format!("add table ip {TABLE}\ndelete table ip {TABLE}\n");
+        text.push_str(&ruleset::table(&picks));
+        let all = Delta {
+            delete: Vec::new(),
+            add: self.applied.all(),
+        };
+        text.push_str(&render(&all, TABLE));
+        run_nft(&text)?;
+        self.picks = picks.into_iter().collect();
+        self.loaded = true;
+        Ok(SyncStats {
+            full: true,
+            added: all.add.len(),
+            deleted: 0,
+            took: start.elapsed(),
+        })
+    }
+
+    /// Applies what changed for the named ServicePorts (and the cluster CIDRs).
+    pub fn sync(
+        &mut self,
+        plan: &ProxyPlan,
+        changed: &[ServicePortName],
+        cluster_cidrs: &[Ipv4Net],
+    ) -> Result<SyncStats, NftError> {
+        if !self.loaded {
+            return self.full_sync(plan, cluster_cidrs);
+        }
+        let start = Instant::now();
+        let mut delta = Delta::default();
+        for name in changed {
+            let old = self.contributions.remove(name).unwrap_or_default();
+            let new = match plan.services.get(name) {
+                Some(p) => contribution(p, &mut self.ids),
+                None => {
+                    self.ids_release(name);
+                    BTreeSet::new()
+                }
+            };
+            self.applied.replace(&old, &new, &mut delta);
+            if !new.is_empty() {
+                self.contributions.insert(name.clone(), new);
+            }
+        }
+        let cidrs = cidr_elements(cluster_cidrs);
+        if cidrs != self.cluster_cidrs {
+            let old = std::mem::replace(&mut self.cluster_cidrs, cidrs.clone());
+            self.applied.replace(&old, &cidrs, &mut delta);
+        }
+        if delta.is_empty() {
+            return Ok(SyncStats {
+                took: start.elapsed(),
+                ..Default::default()
+            });
+        }
+        if self
+            .applied
+            .pick_counts()
+            .iter()
+            .any(|n| !self.picks.contains(n))
+        {
+            return self.full_sync(plan, cluster_cidrs);
+        }
+        let text = render(&delta, TABLE);
+        match run_nft(&text) {
+            Ok(()) => Ok(SyncStats {
+                full: false,
+                added: delta.add.len(),
+                deleted: delta.delete.len(),
+                took: start.elapsed(),
+            }),
+            Err(e) => {
+                // The kernel may now differ from what we think: reload whole next time.
+                self.loaded = false;
+                Err(e)
+            }
+        }
+    }
+
+    fn ids_release(&mut self, name: &ServicePortName) {
+        self.ids.release(name);
+    }
+
+    /// Removes ferry's table (`ferry agent --cleanup`).
+    pub fn cleanup() -> Result<(), NftError> {
+        run_nft(&format!("add table ip {TABLE}\ndelete table ip {TABLE}\n"))
+    }
+}

@@ -1,0 +1,112 @@
+//! The nftables ruleset of ferry's own table (`ip ferry`): a fixed set of
+//! chains and rules, with every Service held as *data* in maps and sets.
+//! A Service change adds and deletes elements and never touches a verdict,
+//! so the kernel does not re-validate the table's jump graph (which makes
+//! kube-proxy's chain-per-service layout cost O(cluster) per change).
+//!
+//! How a new connection to a Service is handled:
+//! 1. `services` looks the destination up in `cluster_ips`, `external_ips`
+//!    or (for local addresses) `node_ports`; a hit sets the packet mark to
+//!    the Service's *slot*: `id << 12 | N`, N = endpoints to choose from.
+//! 2. `dispatch` jumps on N (the low 12 bits) to `pick_N`, one static chain
+//!    per endpoint count in use (created once, never per Service).
+//! 3. `pick_N` DNATs to `endpoints[mark . numgen random mod N]`.
+//! 4. Postrouting (the mark is still the slot) masquerades hairpin
+//!    traffic, external traffic of `externalTrafficPolicy: Cluster`, and
+//!    ClusterIP traffic from outside the cluster CIDRs; external traffic
+//!    of Local-policy Services keeps its client IP. External and cluster
+//!    traffic of a ServicePort use different slots for this reason.
+//! 5. Filter chains reject (ICMP port unreachable) connections to Services
+//!    without endpoints and drop external traffic of Local-policy Services
+//!    with no endpoint on this node.
+//!
+//! Pure: produces nft text.
+
+/// Endpoint counts up to this are in the low bits of a slot mark.
+pub const COUNT_BITS: u32 = 12;
+pub const MAX_ENDPOINTS: u32 = (1 << COUNT_BITS) - 1;
+
+pub const TABLE: &str = "ferry";
+
+/// The whole table, without elements (they come in `add element` commands).
+pub fn table(pick_counts: &[u32]) -> String {
+    let mut s = String::new();
+    s.push_str(&format!(
+        r#"table ip {TABLE} {{
+	comment "ferry service proxy: managed by ferry agent, do not edit"
+	map cluster_ips {{ type ipv4_addr . inet_proto . inet_service : mark; }}
+	map external_ips {{ type ipv4_addr . inet_proto . inet_service : mark; }}
+	map node_ports {{ type inet_proto . inet_service : mark; }}
+	map endpoints {{ typeof meta mark . numgen random mod 1 : ip daddr . th dport; }}
+	map pick {{ type mark : verdict; }}
+	set no_endpoints {{ type ipv4_addr . inet_proto . inet_service; }}
+	set no_endpoint_node_ports {{ type inet_proto . inet_service; }}
+	set drop_external {{ type ipv4_addr . inet_proto . inet_service; }}
+	set drop_node_ports {{ type inet_proto . inet_service; }}
+	set hairpin {{ type ipv4_addr . ipv4_addr; }}
+	set cluster_cidrs {{ type ipv4_addr; flags interval; }}
+	set masquerade_slots {{ type mark; }}
+	set keep_client_slots {{ type mark; }}
+	set cluster_slots {{ type mark; }}
+
+	chain services {{
+		meta mark set ip daddr . meta l4proto . th dport map @cluster_ips jump dispatch
+		meta mark set ip daddr . meta l4proto . th dport map @external_ips jump dispatch
+		fib daddr type local meta mark set meta l4proto . th dport map @node_ports jump dispatch
+	}}
+
+	chain dispatch {{
+		meta mark & 0x{mask:x} vmap @pick
+	}}
+
+	chain nat_prerouting {{
+		type nat hook prerouting priority dstnat; policy accept;
+		jump services
+	}}
+
+	chain nat_output {{
+		type nat hook output priority -100; policy accept;
+		jump services
+	}}
+
+	chain nat_postrouting {{
+		type nat hook postrouting priority srcnat; policy accept;
+		ct status dnat ip saddr . ip daddr @hairpin masquerade
+		ct status dnat meta mark @masquerade_slots masquerade
+		ct status dnat meta mark @keep_client_slots return
+		ct status dnat meta mark @cluster_slots ip saddr != @cluster_cidrs masquerade
+	}}
+
+	chain filter_input {{
+		type filter hook input priority filter - 1; policy accept;
+		ct state new fib daddr type local meta l4proto . th dport @drop_node_ports drop
+		ct state new fib daddr type local meta l4proto . th dport @no_endpoint_node_ports reject
+		ct state new ip daddr . meta l4proto . th dport @drop_external drop
+		ct state new ip daddr . meta l4proto . th dport @no_endpoints reject
+	}}
+
+	chain filter_forward {{
+		type filter hook forward priority filter - 1; policy accept;
+		ct state new ip daddr . meta l4proto . th dport @drop_external drop
+		ct state new ip daddr . meta l4proto . th dport @no_endpoints reject
+	}}
+
+	chain filter_output {{
+		type filter hook output priority filter - 1; policy accept;
+		ct state new ip daddr . meta l4proto . th dport @no_endpoints reject
+	}}
+"#,
+        mask = MAX_ENDPOINTS
+    ));
+    for n in pick_counts {
+        s.push_str(&pick_chain(*n));
+    }
+    s.push_str("}\n");
+    s
+}
+
+fn pick_chain(n: u32) -> String {
+    format!(
+        "\n\tchain pick_{n} {{\n\t\tmeta l4proto {{ tcp, udp, sctp }} dnat ip to meta mark . numgen random mod {n} map @endpoints\n\t}}\n"
+    )
+}
