@@ -1,0 +1,173 @@
+//! Helpers shared by the end-to-end tests that run labs: a `Lab` that is
+//! taken down when dropped (even when a test fails), and the rule that
+//! tests needing root fail under CI=true instead of skipping.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub fn ferry() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    c.current_dir(repo());
+    c
+}
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+pub fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// False (and a note) when these tests cannot run here; panics under CI.
+pub fn can_run() -> bool {
+    let root = nix_is_root();
+    if !root && std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("lab tests need root (network namespaces) and CI=true: failing instead of skipping");
+    }
+    if !root {
+        eprintln!("skipping: lab tests need root");
+    }
+    root
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A running lab; `down` on drop.
+pub struct Lab {
+    pub name: String,
+}
+
+impl Lab {
+    pub fn up(name: &str, paths: &[&str], extra: &[&str]) -> Lab {
+        let lab = Lab {
+            name: name.to_string(),
+        };
+        let out = ferry()
+            .args(["lab", "up", "--lab", name])
+            .args(paths)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "lab up failed:\n{}", text(&out));
+        lab
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        ferry()
+            .args(["lab"])
+            .args(args)
+            .args(["--lab", &self.name])
+            .output()
+            .unwrap()
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "ferry lab {args:?} failed:\n{}",
+            text(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn exec(&self, target: &str, cmd: &[&str]) -> Output {
+        ferry()
+            .args(["lab", "exec", "--lab", &self.name, target, "--"])
+            .args(cmd)
+            .output()
+            .unwrap()
+    }
+
+    pub fn exec_ok(&self, target: &str, cmd: &[&str]) -> String {
+        let out = self.exec(target, cmd);
+        assert!(
+            out.status.success(),
+            "exec {target} {cmd:?} failed:\n{}",
+            text(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn status(&self) -> Value {
+        serde_json::from_str(&self.ok(&["status", "--json"])).unwrap()
+    }
+
+    pub fn pods(&self, prefix: &str) -> Vec<Value> {
+        self.status()["pods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["name"].as_str().unwrap().starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+
+    /// The lab's EndpointSlice for a service, as the agents read it.
+    pub fn slice_endpoints(&self, ns: &str, svc: &str) -> Vec<Value> {
+        let path = format!(
+            "/run/ferry/labs/{}/manifests/endpointslice.{ns}.{svc}-ferry.json",
+            self.name
+        );
+        let v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap_or_default())
+            .unwrap_or(Value::Null);
+        v["endpoints"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub fn wait(&self, what: &str, limit: Duration, mut f: impl FnMut(&Lab) -> bool) -> Duration {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if f(self) {
+                return start.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("{what}: not within {limit:?}");
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = ferry().args(["lab", "down", "--lab", &self.name]).output();
+    }
+}
+
+pub fn json(s: &str) -> Value {
+    serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {s:?}"))
+}
+
+pub fn pod_named<'a>(pods: &'a [Value], node: &str) -> &'a Value {
+    pods.iter()
+        .find(|p| p["node"] == node && p["terminating"] == false)
+        .unwrap_or_else(|| panic!("no pod on {node}: {pods:?}"))
+}

@@ -1,0 +1,261 @@
+//! End-to-end tests of the nftables service proxy in a lab: real traffic
+//! from pods, nodes and the outside client through ferry's own nftables
+//! table in each node. Root needed (fail under CI=true, skip otherwise).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn pods_answering(out: &str) -> BTreeMap<String, usize> {
+    let mut seen = BTreeMap::new();
+    for line in out.lines().filter(|l| !l.trim().is_empty()) {
+        let v = json(line);
+        *seen
+            .entry(v["pod"].as_str().unwrap_or("?").to_string())
+            .or_default() += 1;
+    }
+    seen
+}
+
+#[test]
+fn cluster_ip_spreads_over_every_endpoint_from_a_pod_on_each_node() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::up("e2espread", &[&fixture("lab-proxy.yaml")], &[]);
+    // One client per node: the bare client pod on node-1 and the solo pod on node-2.
+    for client in ["pod/shop/client", "pod/shop/solo"] {
+        let script = "for i in $(seq 600); do curl -s -m 2 http://172.16.20.10/; echo; done";
+        let out = lab.exec_ok(client, &["bash", "-c", script]);
+        let seen = pods_answering(&out);
+        assert_eq!(seen.len(), 3, "from {client}: {seen:?}");
+        assert_eq!(
+            seen.values().sum::<usize>(),
+            600,
+            "from {client}: every request answered"
+        );
+        for (pod, n) in &seen {
+            // 1/3 of 600 is 200; 150..250 is more than 5 standard deviations wide.
+            assert!(
+                (150..=250).contains(n),
+                "from {client}: {pod} got {n} of 600: {seen:?}"
+            );
+        }
+    }
+    // UDP through the ClusterIP too.
+    let out = lab.exec_ok(
+        "pod/shop/client",
+        &[
+            "bash",
+            "-c",
+            "exec 3<>/dev/udp/172.16.20.10/53; echo q >&3; timeout 3 head -n1 <&3",
+        ],
+    );
+    assert!(json(&out)["pod"].as_str().unwrap().starts_with("web-"));
+}
+
+#[test]
+fn node_ports_and_load_balancer_ips_answer_from_outside() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::up("e2enodeport", &[&fixture("lab-proxy.yaml")], &[]);
+    let status = lab.status();
+    let outside_ip = status["outside"]["ip"].as_str().unwrap().to_string();
+    for node in status["nodes"].as_array().unwrap() {
+        let ip = node["ip"].as_str().unwrap();
+        let a = json(&lab.exec_ok(
+            "outside",
+            &["curl", "-sS", "-m", "3", &format!("http://{ip}:30080/")],
+        ));
+        assert!(a["pod"].as_str().unwrap().starts_with("web-"), "{a}");
+        // externalTrafficPolicy Cluster: the client address is masqueraded to the node.
+        assert_ne!(
+            a["client"].as_str().unwrap().split(':').next(),
+            Some(outside_ip.as_str())
+        );
+    }
+    let lb = status["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "web-lb")
+        .unwrap()["load_balancer_ips"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = lab.exec_ok(
+        "outside",
+        &[
+            "bash",
+            "-c",
+            &format!("for i in $(seq 30); do curl -s -m 2 http://{lb}/; echo; done"),
+        ],
+    );
+    let seen = pods_answering(&out);
+    assert_eq!(seen.values().sum::<usize>(), 30, "{seen:?}");
+    assert!(
+        seen.len() >= 2,
+        "the LoadBalancer IP reaches several endpoints: {seen:?}"
+    );
+}
+
+#[test]
+fn local_policy_keeps_the_client_ip_and_only_uses_local_endpoints() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::up("e2elocal", &[&fixture("lab-proxy.yaml")], &[]);
+    let status = lab.status();
+    let outside_ip = status["outside"]["ip"].as_str().unwrap().to_string();
+    let ip_of = |n: &str| {
+        status["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == n)
+            .unwrap()["ip"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    // solo runs on node-2: its NodePort there answers, with the real client IP.
+    let a = json(&lab.exec_ok(
+        "outside",
+        &[
+            "curl",
+            "-sS",
+            "-m",
+            "3",
+            &format!("http://{}:30082/", ip_of("node-2")),
+        ],
+    ));
+    assert_eq!(a["pod"], "solo");
+    assert_eq!(
+        a["client"].as_str().unwrap().split(':').next(),
+        Some(outside_ip.as_str())
+    );
+    // node-1 has no local endpoint: dropped, not forwarded.
+    let out = lab.exec(
+        "outside",
+        &[
+            "curl",
+            "-sS",
+            "-m",
+            "1",
+            &format!("http://{}:30082/", ip_of("node-1")),
+        ],
+    );
+    assert!(
+        !out.status.success(),
+        "node-1 must not forward Local-policy traffic"
+    );
+    // Through the LoadBalancer IP (routed only to node-2, as its health check would say).
+    let lb = status["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "solo-local")
+        .unwrap()["load_balancer_ips"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let a = json(&lab.exec_ok(
+        "outside",
+        &["curl", "-sS", "-m", "3", &format!("http://{lb}/")],
+    ));
+    assert_eq!(
+        a["client"].as_str().unwrap().split(':').next(),
+        Some(outside_ip.as_str())
+    );
+}
+
+#[test]
+fn hairpin_works_and_a_service_without_endpoints_refuses_at_once() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::up("e2ehairpin", &[&fixture("lab-proxy.yaml")], &[]);
+    let solo_ip = lab.pods("solo")[0]["ip"].as_str().unwrap().to_string();
+    let a = json(&lab.exec_ok(
+        "pod/shop/solo",
+        &["curl", "-sS", "-m", "3", "http://172.16.20.11/"],
+    ));
+    assert_eq!(
+        a["pod"], "solo",
+        "a pod reaches itself through its own Service"
+    );
+    assert_ne!(
+        a["client"].as_str().unwrap().split(':').next(),
+        Some(solo_ip.as_str()),
+        "hairpin traffic is masqueraded"
+    );
+    let start = Instant::now();
+    let out = lab.exec(
+        "pod/shop/client",
+        &["curl", "-sS", "-m", "5", "http://172.16.20.12/"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("Couldn't connect") || text(&out).contains("refused"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "refused at once, not a timeout: {:?}",
+        start.elapsed()
+    );
+    // The rules are ferry's own table, read back from the kernel.
+    let rules = lab.exec_ok("node/node-1", &["nft", "list", "table", "ip", "ferry"]);
+    assert!(rules.contains("172.16.20.10 . tcp . 80"), "{rules}");
+    assert!(
+        rules.contains("172.16.20.12 . tcp . 80"),
+        "the empty service is in no_endpoints: {rules}"
+    );
+}
+
+#[test]
+fn endpoint_changes_reach_the_rules_and_agent_metrics_report_syncs() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::up("e2esync", &[&fixture("lab-proxy.yaml")], &[]);
+    lab.ok(&["scale", "deployment/shop/web", "1"]);
+    lab.wait(
+        "one endpoint left in the rules",
+        Duration::from_secs(5),
+        |l| {
+            let out = l.exec_ok(
+                "pod/shop/client",
+                &[
+                    "bash",
+                    "-c",
+                    "for i in $(seq 20); do curl -s -m 2 http://172.16.20.10/; echo; done",
+                ],
+            );
+            pods_answering(&out).len() == 1
+        },
+    );
+    let node1 = lab.status()["nodes"][0]["ip"].as_str().unwrap().to_string();
+    let metrics = lab.exec_ok(
+        "node/node-1",
+        &["curl", "-sS", &format!("http://{node1}:10249/metrics")],
+    );
+    assert!(
+        metrics.contains("kubeproxy_sync_proxy_rules_duration_seconds_count"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kubeproxy_network_programming_duration_seconds"),
+        "{metrics}"
+    );
+    let mode = lab.exec_ok(
+        "node/node-1",
+        &["curl", "-sS", &format!("http://{node1}:10249/proxyMode")],
+    );
+    assert_eq!(mode, "nftables");
+}
