@@ -28,9 +28,24 @@ enum What {
     Model(ModelArgs),
     /// The lab: time for `lab up` and `lab down`, memory of an idle agent (needs root).
     Lab(LabArgs),
+    /// The nftables proxy in a scratch namespace: full and one-change syncs at growing sizes (needs root).
+    Proxy(ProxyArgs),
+    /// One proxy measurement (run by `bench proxy` in a child process).
+    #[command(hide = true)]
+    ProxyChild { services: usize, runs: usize },
     /// One load measurement (run by `bench model` in a child process).
     #[command(hide = true)]
     ModelLoadChild { file: PathBuf },
+}
+
+#[derive(clap::Args)]
+struct ProxyArgs {
+    /// Cluster sizes (services, 8 endpoints each).
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000,20000,100000")]
+    sizes: Vec<usize>,
+    /// One-change syncs timed per size.
+    #[arg(long, default_value_t = 50)]
+    changes: usize,
 }
 
 #[derive(clap::Args)]
@@ -66,6 +81,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.what {
         What::Model(a) => model(a),
         What::Lab(a) => crate::cmd::bench_lab::run(a.runs, &a.sizes),
+        What::Proxy(a) => crate::cmd::bench_proxy::run(&a.sizes, a.changes),
+        What::ProxyChild { services, runs } => crate::cmd::bench_proxy::child(services, runs),
         What::ModelLoadChild { file } => model_load_child(&file),
     }
 }

@@ -8,6 +8,7 @@
 //! one change at 20k and at 100k services, most of it starting `nft`).
 
 pub mod elements;
+pub mod netlink;
 pub mod ruleset;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -49,10 +50,24 @@ pub struct NftBackend {
     picks: BTreeSet<u32>,
     cluster_cidrs: BTreeSet<Element>,
     loaded: bool,
+    /// Run nft in this network namespace (benchmarks and tests); the agent
+    /// itself already runs in its node's namespace.
+    netns: Option<String>,
+    /// Element transactions go over netlink; `nft` is used for loading the
+    /// table and for what netlink here does not encode (interval sets).
+    netlink: Option<netlink::Netlink>,
 }
 
-fn run_nft(text: &str) -> Result<(), NftError> {
-    let mut child = Command::new("nft")
+fn run_nft(netns: Option<&str>, text: &str) -> Result<(), NftError> {
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "nft"]);
+            c
+        }
+        None => Command::new("nft"),
+    };
+    let mut child = cmd
         .args(["-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -98,6 +113,16 @@ impl NftBackend {
             picks: BTreeSet::new(),
             cluster_cidrs: BTreeSet::new(),
             loaded: false,
+            netns: None,
+            netlink: None,
+        }
+    }
+
+    /// A backend that programs the table of network namespace `netns`.
+    pub fn in_netns(netns: &str) -> Self {
+        NftBackend {
+            netns: Some(netns.to_string()),
+            ..Self::new()
         }
     }
 
@@ -138,7 +163,7 @@ impl NftBackend {
             add: self.applied.all(),
         };
         text.push_str(&render(&all, TABLE));
-        run_nft(&text)?;
+        run_nft(self.netns.as_deref(), &text)?;
         self.picks = picks.into_iter().collect();
         self.loaded = true;
         Ok(SyncStats {
@@ -194,8 +219,39 @@ impl NftBackend {
         {
             return self.full_sync(plan, cluster_cidrs);
         }
+        let via_netlink = !delta
+            .delete
+            .iter()
+            .chain(&delta.add)
+            .any(|e| e.set == "cluster_cidrs");
+        if via_netlink {
+            if self.netlink.is_none() {
+                let opened = match &self.netns {
+                    Some(ns) => netlink::Netlink::open_in(ns),
+                    None => netlink::Netlink::open(),
+                };
+                self.netlink = opened.ok();
+            }
+            if let Some(nl) = self.netlink.as_mut() {
+                match nl.apply(TABLE, &delta.delete, &delta.add) {
+                    Ok(()) => {
+                        return Ok(SyncStats {
+                            full: false,
+                            added: delta.add.len(),
+                            deleted: delta.delete.len(),
+                            took: start.elapsed(),
+                        });
+                    }
+                    Err(netlink::NetlinkError::TooLarge) => {}
+                    Err(e) => {
+                        self.loaded = false;
+                        return Err(NftError::Refused(e.to_string()));
+                    }
+                }
+            }
+        }
         let text = render(&delta, TABLE);
-        match run_nft(&text) {
+        match run_nft(self.netns.as_deref(), &text) {
             Ok(()) => Ok(SyncStats {
                 full: false,
                 added: delta.add.len(),
@@ -216,6 +272,9 @@ impl NftBackend {
 
     /// Removes ferry's table (`ferry agent --cleanup`).
     pub fn cleanup() -> Result<(), NftError> {
-        run_nft(&format!("add table ip {TABLE}\ndelete table ip {TABLE}\n"))
+        run_nft(
+            None,
+            &format!("add table ip {TABLE}\ndelete table ip {TABLE}\n"),
+        )
     }
 }
