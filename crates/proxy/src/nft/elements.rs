@@ -168,10 +168,12 @@ pub fn contribution(p: &ServicePlan, ids: &mut SlotIds) -> BTreeSet<Element> {
     out
 }
 
-/// What the kernel holds, by (set, key), with reference counts.
+/// What the kernel holds, by set and key, with reference counts. Kept per
+/// set so that questions about one small set (which pick chains are in
+/// use) do not walk every element of the table.
 #[derive(Debug, Default)]
 pub struct Applied {
-    elements: BTreeMap<(&'static str, String), (Option<String>, u32)>,
+    sets: BTreeMap<&'static str, BTreeMap<String, (Option<String>, u32)>>,
 }
 
 /// Element changes for one transaction: deletes first, then adds.
@@ -191,19 +193,19 @@ impl Applied {
     /// Replaces one contribution by another and records the element changes.
     pub fn replace(&mut self, old: &BTreeSet<Element>, new: &BTreeSet<Element>, delta: &mut Delta) {
         for e in old.difference(new) {
-            let k = (e.set, e.key.clone());
-            if let Some((value, refs)) = self.elements.get_mut(&k) {
+            let set = self.sets.entry(e.set).or_default();
+            if let Some((value, refs)) = set.get_mut(&e.key) {
                 if *refs > 1 && value == &e.value {
                     *refs -= 1;
                 } else if value == &e.value {
-                    self.elements.remove(&k);
+                    set.remove(&e.key);
                     delta.delete.push(e.clone());
                 }
             }
         }
         for e in new.difference(old) {
-            let k = (e.set, e.key.clone());
-            match self.elements.get_mut(&k) {
+            let set = self.sets.entry(e.set).or_default();
+            match set.get_mut(&e.key) {
                 Some((value, refs)) if value == &e.value => *refs += 1,
                 Some((value, refs)) => {
                     // Another owner had a different value for this key: the newest wins.
@@ -217,7 +219,7 @@ impl Applied {
                     delta.add.push(e.clone());
                 }
                 None => {
-                    self.elements.insert(k, (e.value.clone(), 1));
+                    set.insert(e.key.clone(), (e.value.clone(), 1));
                     delta.add.push(e.clone());
                 }
             }
@@ -225,31 +227,34 @@ impl Applied {
     }
 
     pub fn len(&self) -> usize {
-        self.elements.len()
+        self.sets.values().map(BTreeMap::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.elements.is_empty()
+        self.len() == 0
     }
 
     /// Every element, as a full sync adds them.
     pub fn all(&self) -> Vec<Element> {
-        self.elements
+        self.sets
             .iter()
-            .map(|((set, key), (value, _))| Element {
-                set,
-                key: key.clone(),
-                value: value.clone(),
+            .flat_map(|(set, elems)| {
+                elems.iter().map(|(key, (value, _))| Element {
+                    set,
+                    key: key.clone(),
+                    value: value.clone(),
+                })
             })
             .collect()
     }
 
     /// Endpoint counts that need a pick chain.
     pub fn pick_counts(&self) -> Vec<u32> {
-        self.elements
-            .keys()
-            .filter(|(set, _)| *set == "pick")
-            .filter_map(|(_, k)| u32::from_str_radix(k.trim_start_matches("0x"), 16).ok())
+        self.sets
+            .get("pick")
+            .into_iter()
+            .flat_map(|s| s.keys())
+            .filter_map(|k| u32::from_str_radix(k.trim_start_matches("0x"), 16).ok())
             .collect()
     }
 }
