@@ -259,3 +259,36 @@ fn endpoint_changes_reach_the_rules_and_agent_metrics_report_syncs() {
     );
     assert_eq!(mode, "nftables");
 }
+
+#[test]
+fn session_affinity_keeps_a_client_on_one_endpoint_until_it_goes_away() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::up("e2esticky", &[&fixture("lab-proxy.yaml")], &[]);
+    let script = "for i in $(seq 30); do curl -s -m 2 http://172.16.20.13/; echo; done";
+    let seen = pods_answering(&lab.exec_ok("pod/shop/client", &["bash", "-c", script]));
+    assert_eq!(seen.len(), 1, "one client, one endpoint: {seen:?}");
+    assert_eq!(seen.values().sum::<usize>(), 30);
+    // A different client may land elsewhere, but sticks too.
+    let other = pods_answering(&lab.exec_ok("pod/shop/solo", &["bash", "-c", script]));
+    assert_eq!(other.len(), 1, "{other:?}");
+    // When the chosen endpoint goes away, the client moves on (to one other endpoint).
+    let chosen = seen.keys().next().unwrap().clone();
+    lab.ok(&["delete", &format!("pod/shop/{chosen}")]);
+    lab.wait(
+        "the client to be served by another pod",
+        Duration::from_secs(5),
+        |l| {
+            let now = pods_answering(&l.exec_ok(
+                "pod/shop/client",
+                &[
+                    "bash",
+                    "-c",
+                    "for i in $(seq 10); do curl -s -m 2 http://172.16.20.13/; echo; done",
+                ],
+            ));
+            now.len() == 1 && !now.contains_key(&chosen)
+        },
+    );
+}

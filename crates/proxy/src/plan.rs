@@ -39,7 +39,7 @@ pub struct NodeContext {
     pub family: Family,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct PlannedEndpoint {
     pub ip: IpAddr,
     pub port: u16,

@@ -41,21 +41,25 @@ pub enum Path {
 /// Stable small numbers for (ServicePort, path), reused after release.
 #[derive(Debug, Default)]
 pub struct SlotIds {
-    ids: BTreeMap<(ServicePortName, Path), u32>,
+    /// Keyed by ServicePort, path and generation: Services with session
+    /// affinity get a new slot whenever their endpoints change, so that
+    /// affinity entries pointing at removed endpoints are never used again
+    /// (they expire on their own).
+    ids: BTreeMap<(ServicePortName, Path, u64), u32>,
     free: Vec<u32>,
     next: u32,
 }
 
 impl SlotIds {
-    fn get(&mut self, name: &ServicePortName, path: Path) -> u32 {
-        if let Some(id) = self.ids.get(&(name.clone(), path)) {
+    fn get(&mut self, name: &ServicePortName, path: Path, generation: u64) -> u32 {
+        if let Some(id) = self.ids.get(&(name.clone(), path, generation)) {
             return *id;
         }
         let id = self.free.pop().unwrap_or_else(|| {
             self.next += 1;
             self.next
         });
-        self.ids.insert((name.clone(), path), id);
+        self.ids.insert((name.clone(), path, generation), id);
         id
     }
 
@@ -64,12 +68,17 @@ impl SlotIds {
         self.release_unused(name, &[]);
     }
 
-    /// Releases the ids of `name` whose paths are not in `used`.
-    fn release_unused(&mut self, name: &ServicePortName, used: &[Path]) {
-        for path in [Path::Cluster, Path::External] {
-            if !used.contains(&path)
-                && let Some(id) = self.ids.remove(&(name.clone(), path))
-            {
+    /// Releases the ids of `name` not in `used`.
+    fn release_unused(&mut self, name: &ServicePortName, used: &[(Path, u64)]) {
+        let stale: Vec<(ServicePortName, Path, u64)> = self
+            .ids
+            .range((name.clone(), Path::Cluster, 0)..)
+            .take_while(|((n, _, _), _)| n == name)
+            .filter(|((_, p, g), _)| !used.contains(&(*p, *g)))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in stale {
+            if let Some(id) = self.ids.remove(&k) {
                 self.free.push(id);
             }
         }
@@ -82,6 +91,28 @@ fn slot(id: u32, n: usize) -> u32 {
 
 fn el(set: &'static str, key: String, value: Option<String>) -> Element {
     Element { set, key, value }
+}
+
+/// The set of slots whose clients stick for `timeout` seconds: one set
+/// (and one postrouting rule) per distinct timeout in use. Names are
+/// interned: there are few distinct timeouts, and each is named once.
+pub fn affinity_set(timeout: u32) -> &'static str {
+    use std::sync::Mutex;
+    static NAMES: Mutex<BTreeMap<u32, &'static str>> = Mutex::new(BTreeMap::new());
+    let mut names = NAMES.lock().unwrap_or_else(|p| p.into_inner());
+    names
+        .entry(timeout)
+        .or_insert_with(|| Box::leak(format!("affinity_{timeout}").into_boxed_str()))
+}
+
+fn generation(p: &ServicePlan, endpoints: &[PlannedEndpoint]) -> u64 {
+    if p.affinity_timeout.is_none() {
+        return 0;
+    }
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    endpoints.hash(&mut h);
+    h.finish()
 }
 
 fn endpoint_elements(out: &mut BTreeSet<Element>, mark: u32, endpoints: &[PlannedEndpoint]) {
@@ -118,8 +149,15 @@ pub fn contribution(p: &ServicePlan, ids: &mut SlotIds) -> BTreeSet<Element> {
             out.insert(el("no_endpoints", k.clone(), None));
         }
     } else if !cluster_keys.is_empty() {
-        used.push(Path::Cluster);
-        let mark = slot(ids.get(&p.name, Path::Cluster), p.cluster_endpoints.len());
+        let g = generation(p, &p.cluster_endpoints);
+        used.push((Path::Cluster, g));
+        let mark = slot(
+            ids.get(&p.name, Path::Cluster, g),
+            p.cluster_endpoints.len(),
+        );
+        if let Some(t) = p.affinity_timeout {
+            out.insert(el(affinity_set(t), format!("{mark:#x}"), None));
+        }
         for k in &cluster_keys {
             out.insert(el("cluster_ips", k.clone(), Some(format!("{mark:#x}"))));
         }
@@ -146,8 +184,15 @@ pub fn contribution(p: &ServicePlan, ids: &mut SlotIds) -> BTreeSet<Element> {
                 out.insert(el(ports, k, None));
             }
         } else {
-            used.push(Path::External);
-            let mark = slot(ids.get(&p.name, Path::External), p.external_endpoints.len());
+            let g = generation(p, &p.external_endpoints);
+            used.push((Path::External, g));
+            let mark = slot(
+                ids.get(&p.name, Path::External, g),
+                p.external_endpoints.len(),
+            );
+            if let Some(t) = p.affinity_timeout {
+                out.insert(el(affinity_set(t), format!("{mark:#x}"), None));
+            }
             let m = Some(format!("{mark:#x}"));
             for k in ext_keys {
                 out.insert(el("external_ips", k, m.clone()));
@@ -245,6 +290,15 @@ impl Applied {
                     value: value.clone(),
                 })
             })
+            .collect()
+    }
+
+    /// Session-affinity timeouts in use (each needs its set and rule).
+    pub fn affinity_timeouts(&self) -> Vec<u32> {
+        self.sets
+            .iter()
+            .filter(|(_, elems)| !elems.is_empty())
+            .filter_map(|(set, _)| set.strip_prefix("affinity_")?.parse().ok())
             .collect()
     }
 

@@ -48,6 +48,8 @@ pub struct NftBackend {
     contributions: BTreeMap<ServicePortName, BTreeSet<Element>>,
     applied: Applied,
     picks: BTreeSet<u32>,
+    /// Session-affinity timeouts the loaded table has rules for.
+    timeouts: BTreeSet<u32>,
     cluster_cidrs: BTreeSet<Element>,
     loaded: bool,
     /// Run nft in this network namespace (benchmarks and tests); the agent
@@ -111,6 +113,7 @@ impl NftBackend {
             contributions: BTreeMap::new(),
             applied: Applied::default(),
             picks: BTreeSet::new(),
+            timeouts: BTreeSet::new(),
             cluster_cidrs: BTreeSet::new(),
             loaded: false,
             netns: None,
@@ -156,8 +159,9 @@ impl NftBackend {
         let mut picks: BTreeSet<u32> = (1..=PRESET_PICKS).collect();
         picks.extend(self.applied.pick_counts());
         let picks: Vec<u32> = picks.into_iter().collect();
+        let timeouts = self.applied.affinity_timeouts();
         let mut text = format!("add table ip {TABLE}\ndelete table ip {TABLE}\n");
-        text.push_str(&ruleset::table(&picks));
+        text.push_str(&ruleset::table(&picks, &timeouts));
         let all = Delta {
             delete: Vec::new(),
             add: self.applied.all(),
@@ -165,6 +169,7 @@ impl NftBackend {
         text.push_str(&render(&all, TABLE));
         run_nft(self.netns.as_deref(), &text)?;
         self.picks = picks.into_iter().collect();
+        self.timeouts = timeouts.into_iter().collect();
         self.loaded = true;
         Ok(SyncStats {
             full: true,

@@ -120,6 +120,7 @@ fn layout(set: &str) -> Option<(&'static str, Option<&'static str>)> {
         "no_endpoint_node_ports" | "drop_node_ports" => ("ps", None),
         "hairpin" => ("aa", None),
         "masquerade_slots" | "keep_client_slots" | "cluster_slots" => ("m", None),
+        s if s.starts_with("affinity_") => ("m", None),
         _ => return None,
     })
 }

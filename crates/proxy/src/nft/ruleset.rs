@@ -16,7 +16,12 @@
 //!    ClusterIP traffic from outside the cluster CIDRs; external traffic
 //!    of Local-policy Services keeps its client IP. External and cluster
 //!    traffic of a ServicePort use different slots for this reason.
-//! 5. Filter chains reject (ICMP port unreachable) connections to Services
+//! 5. `sessionAffinity: ClientIP`: postrouting records client . slot ->
+//!    endpoint in the `affinity` map (with the Service's timeout);
+//!    `dispatch` first DNATs a known client to its recorded endpoint.
+//!    A Service's slot changes whenever its endpoints do, so a recorded
+//!    endpoint that is gone is never reused.
+//! 6. Filter chains reject (ICMP port unreachable) connections to Services
 //!    without endpoints and drop external traffic of Local-policy Services
 //!    with no endpoint on this node.
 //!
@@ -29,7 +34,7 @@ pub const MAX_ENDPOINTS: u32 = (1 << COUNT_BITS) - 1;
 pub const TABLE: &str = "ferry";
 
 /// The whole table, without elements (they come in `add element` commands).
-pub fn table(pick_counts: &[u32]) -> String {
+pub fn table(pick_counts: &[u32], affinity_timeouts: &[u32]) -> String {
     let mut s = String::new();
     s.push_str(&format!(
         r#"table ip {TABLE} {{
@@ -48,7 +53,8 @@ pub fn table(pick_counts: &[u32]) -> String {
 	set masquerade_slots {{ type mark; }}
 	set keep_client_slots {{ type mark; }}
 	set cluster_slots {{ type mark; }}
-
+	map affinity {{ typeof ip saddr . meta mark : ip daddr . th dport; flags dynamic,timeout; }}
+{affinity_sets}
 	chain services {{
 		meta mark set ip daddr . meta l4proto . th dport map @cluster_ips jump dispatch
 		meta mark set ip daddr . meta l4proto . th dport map @external_ips jump dispatch
@@ -56,6 +62,7 @@ pub fn table(pick_counts: &[u32]) -> String {
 	}}
 
 	chain dispatch {{
+		meta l4proto {{ tcp, udp, sctp }} dnat ip to ip saddr . meta mark map @affinity
 		meta mark & 0x{mask:x} vmap @pick
 	}}
 
@@ -71,7 +78,7 @@ pub fn table(pick_counts: &[u32]) -> String {
 
 	chain nat_postrouting {{
 		type nat hook postrouting priority srcnat; policy accept;
-		ct status dnat ip saddr . ip daddr @hairpin masquerade
+{affinity_rules}		ct status dnat ip saddr . ip daddr @hairpin masquerade
 		ct status dnat meta mark @masquerade_slots masquerade
 		ct status dnat meta mark @keep_client_slots return
 		ct status dnat meta mark @cluster_slots ip saddr != @cluster_cidrs masquerade
@@ -96,7 +103,15 @@ pub fn table(pick_counts: &[u32]) -> String {
 		ct state new ip daddr . meta l4proto . th dport @no_endpoints reject
 	}}
 "#,
-        mask = MAX_ENDPOINTS
+        mask = MAX_ENDPOINTS,
+        affinity_sets = affinity_timeouts
+            .iter()
+            .map(|t| format!("\tset affinity_{t} {{ type mark; }}\n"))
+            .collect::<String>(),
+        affinity_rules = affinity_timeouts
+            .iter()
+            .map(|t| format!("\t\tct status dnat meta mark @affinity_{t} update @affinity {{ ip saddr . meta mark timeout {t}s : ip daddr . th dport }}\n"))
+            .collect::<String>(),
     ));
     for n in pick_counts {
         s.push_str(&pick_chain(*n));
