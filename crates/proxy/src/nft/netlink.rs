@@ -380,7 +380,7 @@ mod tests {
         ] {
             assert!(layout(set).is_some(), "{set}");
             assert!(
-                super::super::ruleset::table(&[]).contains(&format!(" {set} {{")),
+                super::super::ruleset::table(&[], &[]).contains(&format!(" {set} {{")),
                 "{set} is in the table"
             );
         }
