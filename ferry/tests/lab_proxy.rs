@@ -292,3 +292,63 @@ fn session_affinity_keeps_a_client_on_one_endpoint_until_it_goes_away() {
         },
     );
 }
+
+#[test]
+fn load_balancer_source_ranges_block_and_allow() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::up("e2efw", &[&fixture("lab-proxy.yaml")], &[]);
+    let lb = |name: &str| {
+        lab.status()["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap()["load_balancer_ips"][0]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let guarded = lb("guarded");
+    // The outside client (172.18.0.2) is not in 203.0.113.0/24: dropped.
+    let out = lab.exec(
+        "outside",
+        &["curl", "-sS", "-m", "1", &format!("http://{guarded}/")],
+    );
+    assert!(
+        !out.status.success(),
+        "a client outside the source ranges must be blocked"
+    );
+    // Allow the outside client's network and it gets through.
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("allow.yaml");
+    std::fs::write(
+        &f,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: guarded, namespace: shop}\nspec:\n  type: LoadBalancer\n  selector: {app: web}\n  loadBalancerSourceRanges: [203.0.113.0/24, 172.18.0.0/24]\n  ports: [{port: 80, targetPort: http}]\n",
+    )
+    .unwrap();
+    lab.ok(&["apply", f.to_str().unwrap()]);
+    lab.wait(
+        "the allowed client to get through",
+        Duration::from_secs(5),
+        |l| {
+            l.exec(
+                "outside",
+                &["curl", "-sS", "-m", "1", &format!("http://{guarded}/")],
+            )
+            .status
+            .success()
+        },
+    );
+    // An unrestricted load balancer is not affected.
+    let open = lb("web-lb");
+    assert!(
+        lab.exec(
+            "outside",
+            &["curl", "-sS", "-m", "2", &format!("http://{open}/")]
+        )
+        .status
+        .success()
+    );
+}

@@ -103,10 +103,20 @@ impl Proxy {
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "proxy sync failed; the next change reloads the whole table");
+                tracing::error!(error = %e, "proxy sync failed; reloading the whole table");
                 self.metrics.proxy_failed();
-                self.version = None;
-                self.pending_since.get_or_insert(arrived);
+                self.plan = plan(&snapshot.state, &ctx);
+                match self.backend.full_sync(&self.plan, &cidrs) {
+                    Ok(stats) => {
+                        self.version = Some(snapshot.state.version());
+                        self.metrics.proxy_synced(&stats, arrived);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "full reload failed too; retrying with the next change");
+                        self.version = None;
+                        self.pending_since.get_or_insert(arrived);
+                    }
+                }
             }
         }
         self.ctx = Some(ctx);

@@ -79,11 +79,20 @@ impl SlotIds {
             .collect();
         for k in stale {
             if let Some(id) = self.ids.remove(&k) {
-                self.free.push(id);
+                // An id that carried session affinity (generation != 0) is
+                // not reused: the kernel's affinity map may still hold
+                // entries for it until they time out. Ids are 20 bits, so
+                // this only matters after a million such changes.
+                if k.2 == 0 || self.next >= MAX_ID {
+                    self.free.push(id);
+                }
             }
         }
     }
 }
+
+/// Slot ids fit in the mark above the endpoint count.
+const MAX_ID: u32 = (1 << (32 - COUNT_BITS)) - 1;
 
 fn slot(id: u32, n: usize) -> u32 {
     (id << COUNT_BITS) | (n as u32).min(MAX_ENDPOINTS)
@@ -164,6 +173,19 @@ pub fn contribution(p: &ServicePlan, ids: &mut SlotIds) -> BTreeSet<Element> {
         out.insert(el("cluster_slots", format!("{mark:#x}"), None));
         endpoint_elements(&mut out, mark, &p.cluster_endpoints);
     }
+    if !p.source_ranges.is_empty() {
+        for ip in v4(&p.load_balancer_ips) {
+            let k = format!("{ip} . {pr} . {}", p.port);
+            for r in p
+                .source_ranges
+                .iter()
+                .filter(|r| matches!(r, ipnet::IpNet::V4(_)))
+            {
+                out.insert(el("firewall_allow", format!("{k} . {r}"), None));
+            }
+            out.insert(el("firewall_keys", k, None));
+        }
+    }
     if p.is_external() {
         let ext_keys: Vec<String> = v4(&p.external_ips)
             .into_iter()
@@ -194,8 +216,8 @@ pub fn contribution(p: &ServicePlan, ids: &mut SlotIds) -> BTreeSet<Element> {
                 out.insert(el(affinity_set(t), format!("{mark:#x}"), None));
             }
             let m = Some(format!("{mark:#x}"));
-            for k in ext_keys {
-                out.insert(el("external_ips", k, m.clone()));
+            for k in &ext_keys {
+                out.insert(el("external_ips", k.clone(), m.clone()));
             }
             if let Some(k) = np_key {
                 out.insert(el("node_ports", k, m.clone()));

@@ -216,19 +216,26 @@ impl NftBackend {
                 ..Default::default()
             });
         }
-        if self
+        // A new pick chain or affinity rule is a change of rules: reload whole.
+        let new_pick = self
             .applied
             .pick_counts()
             .iter()
-            .any(|n| !self.picks.contains(n))
-        {
+            .any(|n| !self.picks.contains(n));
+        let new_timeout = self
+            .applied
+            .affinity_timeouts()
+            .iter()
+            .any(|t| !self.timeouts.contains(t));
+        if new_pick || new_timeout {
             return self.full_sync(plan, cluster_cidrs);
         }
+        // Interval sets need start and end elements: nft encodes those.
         let via_netlink = !delta
             .delete
             .iter()
             .chain(&delta.add)
-            .any(|e| e.set == "cluster_cidrs");
+            .any(|e| matches!(e.set, "cluster_cidrs" | "firewall_allow"));
         if via_netlink {
             if self.netlink.is_none() {
                 let opened = match &self.netns {
@@ -250,7 +257,22 @@ impl NftBackend {
                     Err(netlink::NetlinkError::TooLarge) => {}
                     Err(e) => {
                         self.loaded = false;
-                        return Err(NftError::Refused(e.to_string()));
+                        let sample: Vec<String> = delta
+                            .delete
+                            .iter()
+                            .map(|e| format!("delete {} {}", e.set, e.key))
+                            .chain(
+                                delta
+                                    .add
+                                    .iter()
+                                    .map(|e| format!("add {} {} {:?}", e.set, e.key, e.value)),
+                            )
+                            .take(60)
+                            .collect();
+                        return Err(NftError::Refused(format!(
+                            "{e} (transaction: {})",
+                            sample.join("; ")
+                        )));
                     }
                 }
             }

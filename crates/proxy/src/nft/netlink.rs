@@ -116,7 +116,7 @@ fn layout(set: &str) -> Option<(&'static str, Option<&'static str>)> {
         "node_ports" => ("ps", Some("m")),
         "endpoints" => ("mm", Some("as")),
         "pick" => ("m", None),
-        "no_endpoints" | "drop_external" => ("aps", None),
+        "no_endpoints" | "drop_external" | "firewall_keys" => ("aps", None),
         "no_endpoint_node_ports" | "drop_node_ports" => ("ps", None),
         "hairpin" => ("aa", None),
         "masquerade_slots" | "keep_client_slots" | "cluster_slots" => ("m", None),

@@ -21,7 +21,9 @@
 //!    `dispatch` first DNATs a known client to its recorded endpoint.
 //!    A Service's slot changes whenever its endpoints do, so a recorded
 //!    endpoint that is gone is never reused.
-//! 6. Filter chains reject (ICMP port unreachable) connections to Services
+//! 6. `loadBalancerSourceRanges`: before any NAT, traffic to a restricted
+//!    load-balancer IP:port from a source outside its ranges is dropped.
+//! 7. Filter chains reject (ICMP port unreachable) connections to Services
 //!    without endpoints and drop external traffic of Local-policy Services
 //!    with no endpoint on this node.
 //!
@@ -50,6 +52,8 @@ pub fn table(pick_counts: &[u32], affinity_timeouts: &[u32]) -> String {
 	set drop_node_ports {{ type inet_proto . inet_service; }}
 	set hairpin {{ type ipv4_addr . ipv4_addr; }}
 	set cluster_cidrs {{ type ipv4_addr; flags interval; }}
+	set firewall_keys {{ type ipv4_addr . inet_proto . inet_service; }}
+	set firewall_allow {{ type ipv4_addr . inet_proto . inet_service . ipv4_addr; flags interval; }}
 	set masquerade_slots {{ type mark; }}
 	set keep_client_slots {{ type mark; }}
 	set cluster_slots {{ type mark; }}
@@ -82,6 +86,11 @@ pub fn table(pick_counts: &[u32], affinity_timeouts: &[u32]) -> String {
 		ct status dnat meta mark @masquerade_slots masquerade
 		ct status dnat meta mark @keep_client_slots return
 		ct status dnat meta mark @cluster_slots ip saddr != @cluster_cidrs masquerade
+	}}
+
+	chain filter_prerouting {{
+		type filter hook prerouting priority dstnat - 10; policy accept;
+		ip daddr . meta l4proto . th dport @firewall_keys ip daddr . meta l4proto . th dport . ip saddr != @firewall_allow drop
 	}}
 
 	chain filter_input {{

@@ -1,0 +1,155 @@
+//! Element changes sent over netlink must hit the very elements `nft`
+//! wrote (same byte layout), in a scratch network namespace. Root needed
+//! (skips without it, fails under CI=true).
+
+use std::process::Command;
+
+use ferry_proxy::nft::elements::Element;
+use ferry_proxy::nft::netlink::Netlink;
+use ferry_proxy::nft::ruleset;
+
+fn root() -> bool {
+    let uid0 = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false);
+    if !uid0 && std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("needs root under CI=true");
+    }
+    uid0
+}
+
+struct Ns(String);
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn nft(ns: &str, text: &str) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "nft"])
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(text.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "nft: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn list(ns: &str, set: &str) -> String {
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", ns, "nft", "list", "set", "ip", "ferry", set,
+        ])
+        .output()
+        .unwrap();
+    let out2 = Command::new("ip")
+        .args([
+            "netns", "exec", ns, "nft", "list", "map", "ip", "ferry", set,
+        ])
+        .output()
+        .unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out2.stdout)
+    )
+}
+
+fn el(set: &'static str, key: &str, value: Option<&str>) -> Element {
+    Element {
+        set,
+        key: key.into(),
+        value: value.map(str::to_string),
+    }
+}
+
+#[test]
+fn netlink_deletes_what_nft_added_and_nft_sees_what_netlink_added() {
+    if !root() {
+        return;
+    }
+    let ns = Ns("ferry-test-netlink".into());
+    let _ = Command::new("ip").args(["netns", "del", &ns.0]).status();
+    assert!(
+        Command::new("ip")
+            .args(["netns", "add", &ns.0])
+            .status()
+            .unwrap()
+            .success()
+    );
+    nft(&ns.0, &ruleset::table(&[1, 2], &[600]));
+    let samples = [
+        el("no_endpoints", "172.16.0.10 . tcp . 80", None),
+        el("no_endpoint_node_ports", "tcp . 30000", None),
+        el("cluster_ips", "172.16.0.11 . udp . 53", Some("0x1002")),
+        el("node_ports", "sctp . 30001", Some("0x2001")),
+        el("endpoints", "0x1002 . 1", Some("10.244.0.5 . 5353")),
+        el("hairpin", "10.244.0.5 . 10.244.0.5", None),
+        el("cluster_slots", "0x1002", None),
+        el("affinity_600", "0x1002", None),
+        el("firewall_keys", "172.19.0.1 . tcp . 80", None),
+        el("pick", "0x2", Some("goto pick_2")),
+    ];
+    let mut nl = Netlink::open_in(&ns.0).unwrap();
+    // nft adds, netlink deletes.
+    let text = ferry_proxy::nft::elements::render(
+        &ferry_proxy::nft::elements::Delta {
+            delete: vec![],
+            add: samples.to_vec(),
+        },
+        "ferry",
+    );
+    nft(&ns.0, &text);
+    nl.apply("ferry", &samples, &[])
+        .unwrap_or_else(|e| panic!("netlink could not delete what nft added: {e}"));
+    for e in &samples {
+        assert!(
+            !list(&ns.0, e.set).contains(e.key.split(" . ").next().unwrap())
+                || e.set == "pick"
+                || e.set.starts_with("affinity"),
+            "{} still has {}",
+            e.set,
+            e.key
+        );
+    }
+    // netlink adds, nft lists them as it would have written them.
+    nl.apply("ferry", &[], &samples).unwrap();
+    assert!(
+        list(&ns.0, "cluster_ips").contains("172.16.0.11 . udp . 53 : 0x00001002"),
+        "{}",
+        list(&ns.0, "cluster_ips")
+    );
+    assert!(
+        list(&ns.0, "endpoints").contains("0x00001002 . 1 : 10.244.0.5 . 5353"),
+        "{}",
+        list(&ns.0, "endpoints")
+    );
+    assert!(list(&ns.0, "no_endpoints").contains("172.16.0.10 . tcp . 80"));
+    assert!(
+        list(&ns.0, "node_ports").contains("sctp . 30001 : 0x00002001"),
+        "{}",
+        list(&ns.0, "node_ports")
+    );
+    assert!(
+        list(&ns.0, "pick").contains("goto pick_2"),
+        "{}",
+        list(&ns.0, "pick")
+    );
+}
