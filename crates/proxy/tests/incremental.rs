@@ -1,0 +1,170 @@
+//! Property: applying any sequence of plans incrementally (full load, then
+//! element deltas over netlink) leaves the kernel with the same ruleset as
+//! one full load of the final plan. Read back from the kernel with `nft`
+//! in two scratch network namespaces, with slot ids (which depend on
+//! history) replaced by what they point at. Root needed (skips without it,
+//! fails under CI=true).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::process::Command;
+use std::sync::Arc;
+
+use ferry_model::{Protocol, ServicePortName};
+use ferry_proxy::nft::NftBackend;
+use ferry_proxy::{PlannedEndpoint, ProxyPlan, ServicePlan};
+use proptest::prelude::*;
+
+fn root() -> bool {
+    let uid0 = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .unwrap_or(false);
+    if !uid0 && std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("needs root under CI=true");
+    }
+    uid0
+}
+
+struct Ns(String);
+impl Ns {
+    fn new(name: &str) -> Ns {
+        let _ = Command::new("ip").args(["netns", "del", name]).status();
+        assert!(Command::new("ip").args(["netns", "add", name]).status().unwrap().success());
+        Ns(name.into())
+    }
+}
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+const SETS: [&str; 15] = [
+    "cluster_ips", "external_ips", "node_ports", "endpoints", "pick", "no_endpoints", "no_endpoint_node_ports",
+    "drop_external", "drop_node_ports", "hairpin", "masquerade_slots", "keep_client_slots", "cluster_slots",
+    "firewall_keys", "firewall_allow",
+];
+
+fn elements(ns: &str, set: &str) -> Vec<String> {
+    let out = Command::new("ip").args(["netns", "exec", ns, "nft", "list", "table", "ip", "ferry"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let Some(start) = text.find(&format!(" {set} {{")) else { return Vec::new() };
+    let block = &text[start..];
+    let block = &block[..block.find("\n\t}").unwrap_or(block.len())];
+    let Some(e) = block.find("elements = {") else { return Vec::new() };
+    let inner = &block[e + "elements = {".len()..];
+    let inner = &inner[..inner.rfind('}').unwrap_or(inner.len())];
+    inner.split(',').map(|s| s.split_whitespace().collect::<Vec<_>>().join(" ")).filter(|s| !s.is_empty()).collect()
+}
+
+/// The table with slot marks replaced by the endpoints they lead to.
+fn canonical(ns: &str) -> BTreeMap<&'static str, BTreeSet<String>> {
+    let mut sig: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for e in elements(ns, "endpoints") {
+        // "0x00001003 . 0 : 10.244.0.3 . 8080"
+        let (key, value) = e.split_once(" : ").unwrap();
+        let (mark, slot) = key.split_once(" . ").unwrap();
+        sig.entry(mark.to_string()).or_default().push(format!("{slot}={value}"));
+    }
+    let name = |mark: &str| -> String {
+        let mut v = sig.get(mark).cloned().unwrap_or_default();
+        v.sort();
+        let count = u32::from_str_radix(mark.trim_start_matches("0x"), 16).map_or(0, |m| m & 0xfff);
+        format!("[{count}:{}]", v.join(","))
+    };
+    let mut out = BTreeMap::new();
+    for set in SETS {
+        let items: BTreeSet<String> = elements(ns, set)
+            .into_iter()
+            .map(|e| match set {
+                "endpoints" => {
+                    let (key, value) = e.split_once(" : ").unwrap();
+                    let (mark, slot) = key.split_once(" . ").unwrap();
+                    format!("{} . {slot} : {value}", name(mark))
+                }
+                "cluster_ips" | "external_ips" | "node_ports" => {
+                    let (key, value) = e.split_once(" : ").unwrap();
+                    format!("{key} : {}", name(value))
+                }
+                "masquerade_slots" | "keep_client_slots" | "cluster_slots" => name(&e),
+                _ => e,
+            })
+            .collect();
+        out.insert(set, items);
+    }
+    out
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+prop_compose! {
+    fn service(i: usize)(
+        proto in 0..2u8,
+        eps in proptest::collection::btree_set(0..6u8, 0..4),
+        local_eps in proptest::collection::btree_set(0..6u8, 0..3),
+        node_port in proptest::option::of(30000..30004u16),
+        lb in any::<bool>(),
+        external_local in any::<bool>(),
+        ranges in any::<bool>(),
+    ) -> ServicePlan {
+        let endpoint = |e: &u8| PlannedEndpoint { ip: ip(&format!("10.244.{}.{}", e % 2, 10 + e)), port: 8080, local: e % 2 == 0 };
+        let cluster_endpoints: Vec<PlannedEndpoint> = eps.iter().map(endpoint).collect();
+        let external_endpoints: Vec<PlannedEndpoint> = if external_local { local_eps.iter().filter(|e| *e % 2 == 0).map(endpoint).collect() } else { cluster_endpoints.clone() };
+        let protocol = if proto == 0 { Protocol::Tcp } else { Protocol::Udp };
+        ServicePlan {
+            name: ServicePortName { namespace: "ns".into(), name: format!("s{i}").into(), port: "".into(), protocol },
+            protocol,
+            port: 80,
+            cluster_ips: vec![ip(&format!("172.16.0.{}", 10 + i))],
+            node_port: node_port.map(|p| p + 10 * i as u16),
+            external_ips: Vec::new(),
+            load_balancer_ips: if lb { vec![ip(&format!("172.19.0.{}", 1 + i))] } else { Vec::new() },
+            source_ranges: if lb && ranges { vec!["203.0.113.0/24".parse().unwrap()] } else { Vec::new() },
+            affinity_timeout: None,
+            local_endpoints: external_endpoints.iter().filter(|e| e.local).count(),
+            cluster_endpoints,
+            external_endpoints,
+            external_local,
+            health_check_node_port: None,
+        }
+    }
+}
+
+fn plan_strategy() -> impl Strategy<Value = ProxyPlan> {
+    (proptest::collection::vec(any::<bool>(), 4), service(0), service(1), service(2), service(3)).prop_map(|(present, a, b, c, d)| {
+        let mut plan = ProxyPlan::default();
+        for (keep, s) in present.into_iter().zip([a, b, c, d]) {
+            if keep {
+                plan.services.insert(s.name.clone(), Arc::new(s));
+            }
+        }
+        plan
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    #[test]
+    fn incremental_syncs_end_where_a_full_load_of_the_final_plan_does(plans in proptest::collection::vec(plan_strategy(), 2..6)) {
+        if !root() {
+            return Ok(());
+        }
+        let cidrs = vec!["10.244.0.0/16".parse().unwrap()];
+        let a = Ns::new("ferry-test-incr-a");
+        let b = Ns::new("ferry-test-incr-b");
+        let mut inc = NftBackend::in_netns(&a.0);
+        inc.full_sync(&plans[0], &cidrs).unwrap();
+        for pair in plans.windows(2) {
+            let names: BTreeSet<ServicePortName> = pair[0].services.keys().chain(pair[1].services.keys()).cloned().collect();
+            let names: Vec<ServicePortName> = names.into_iter().collect();
+            inc.sync(&pair[1], &names, &cidrs).unwrap();
+        }
+        let mut full = NftBackend::in_netns(&b.0);
+        full.full_sync(plans.last().unwrap(), &cidrs).unwrap();
+        prop_assert_eq!(canonical(&a.0), canonical(&b.0));
+    }
+}
