@@ -18,7 +18,11 @@ use proptest::prelude::*;
 fn root() -> bool {
     let uid0 = std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
         .unwrap_or(false);
     if !uid0 && std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("needs root under CI=true");
@@ -30,7 +34,13 @@ struct Ns(String);
 impl Ns {
     fn new(name: &str) -> Ns {
         let _ = Command::new("ip").args(["netns", "del", name]).status();
-        assert!(Command::new("ip").args(["netns", "add", name]).status().unwrap().success());
+        assert!(
+            Command::new("ip")
+                .args(["netns", "add", name])
+                .status()
+                .unwrap()
+                .success()
+        );
         Ns(name.into())
     }
 }
@@ -41,21 +51,44 @@ impl Drop for Ns {
 }
 
 const SETS: [&str; 15] = [
-    "cluster_ips", "external_ips", "node_ports", "endpoints", "pick", "no_endpoints", "no_endpoint_node_ports",
-    "drop_external", "drop_node_ports", "hairpin", "masquerade_slots", "keep_client_slots", "cluster_slots",
-    "firewall_keys", "firewall_allow",
+    "cluster_ips",
+    "external_ips",
+    "node_ports",
+    "endpoints",
+    "pick",
+    "no_endpoints",
+    "no_endpoint_node_ports",
+    "drop_external",
+    "drop_node_ports",
+    "hairpin",
+    "masquerade_slots",
+    "keep_client_slots",
+    "cluster_slots",
+    "firewall_keys",
+    "firewall_allow",
 ];
 
 fn elements(ns: &str, set: &str) -> Vec<String> {
-    let out = Command::new("ip").args(["netns", "exec", ns, "nft", "list", "table", "ip", "ferry"]).output().unwrap();
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "list", "table", "ip", "ferry"])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let Some(start) = text.find(&format!(" {set} {{")) else { return Vec::new() };
+    let Some(start) = text.find(&format!(" {set} {{")) else {
+        return Vec::new();
+    };
     let block = &text[start..];
     let block = &block[..block.find("\n\t}").unwrap_or(block.len())];
-    let Some(e) = block.find("elements = {") else { return Vec::new() };
+    let Some(e) = block.find("elements = {") else {
+        return Vec::new();
+    };
     let inner = &block[e + "elements = {".len()..];
     let inner = &inner[..inner.rfind('}').unwrap_or(inner.len())];
-    inner.split(',').map(|s| s.split_whitespace().collect::<Vec<_>>().join(" ")).filter(|s| !s.is_empty()).collect()
+    inner
+        .split(',')
+        .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 /// The table with slot marks replaced by the endpoints they lead to.
@@ -65,7 +98,9 @@ fn canonical(ns: &str) -> BTreeMap<&'static str, BTreeSet<String>> {
         // "0x00001003 . 0 : 10.244.0.3 . 8080"
         let (key, value) = e.split_once(" : ").unwrap();
         let (mark, slot) = key.split_once(" . ").unwrap();
-        sig.entry(mark.to_string()).or_default().push(format!("{slot}={value}"));
+        sig.entry(mark.to_string())
+            .or_default()
+            .push(format!("{slot}={value}"));
     }
     let name = |mark: &str| -> String {
         let mut v = sig.get(mark).cloned().unwrap_or_default();
@@ -134,15 +169,22 @@ prop_compose! {
 }
 
 fn plan_strategy() -> impl Strategy<Value = ProxyPlan> {
-    (proptest::collection::vec(any::<bool>(), 4), service(0), service(1), service(2), service(3)).prop_map(|(present, a, b, c, d)| {
-        let mut plan = ProxyPlan::default();
-        for (keep, s) in present.into_iter().zip([a, b, c, d]) {
-            if keep {
-                plan.services.insert(s.name.clone(), Arc::new(s));
+    (
+        proptest::collection::vec(any::<bool>(), 4),
+        service(0),
+        service(1),
+        service(2),
+        service(3),
+    )
+        .prop_map(|(present, a, b, c, d)| {
+            let mut plan = ProxyPlan::default();
+            for (keep, s) in present.into_iter().zip([a, b, c, d]) {
+                if keep {
+                    plan.services.insert(s.name.clone(), Arc::new(s));
+                }
             }
-        }
-        plan
-    })
+            plan
+        })
 }
 
 proptest! {
