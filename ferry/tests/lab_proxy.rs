@@ -352,3 +352,43 @@ fn load_balancer_source_ranges_block_and_allow() {
         .success()
     );
 }
+
+/// Sends one datagram from a fixed source port (so that conntrack sees the
+/// same flow every time) and prints the answer.
+const UDP_CLIENT: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 40053))
+s.settimeout(1.0)
+s.sendto(b"q", ("172.16.20.53", 53))
+try:
+    print(s.recvfrom(4096)[0].decode())
+except socket.timeout:
+    print("timeout")
+"#;
+
+#[test]
+fn a_udp_service_keeps_answering_after_its_only_endpoint_is_replaced() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::up("e2eudp", &[&fixture("lab-proxy.yaml")], &[]);
+    let ask = |l: &Lab| l.exec_ok("pod/shop/client", &["python3", "-c", UDP_CLIENT]);
+    let first = json(&ask(&lab));
+    let old = first["pod"].as_str().unwrap().to_string();
+    assert!(old.starts_with("dns-"), "{first}");
+    lab.ok(&["delete", &format!("pod/shop/{old}")]);
+    // Same client flow: it must reach the new pod within a few seconds, not
+    // stay stuck on the old one's conntrack entry until it times out.
+    let start = Instant::now();
+    lab.wait(
+        "the same UDP flow to reach the replacement pod",
+        Duration::from_secs(8),
+        |l| {
+            let a = ask(l);
+            a.trim() != "timeout" && json(&a)["pod"].as_str().is_some_and(|p| p != old)
+        },
+    );
+    assert!(start.elapsed() < Duration::from_secs(8));
+}

@@ -4,6 +4,7 @@
 //! and serves kube-proxy-style health (`/healthz`, `/readyz`, `/livez` on
 //! 10256) and Prometheus metrics (`/metrics` on 10249).
 
+mod conntrack;
 mod health;
 mod metrics;
 mod proxy;

@@ -11,6 +11,7 @@ use ferry_proxy::{Family, NodeContext, ProxyPlan, plan};
 use ferry_source::Snapshot;
 use ipnet::Ipv4Net;
 
+use crate::conntrack;
 use crate::metrics::Metrics;
 
 pub(crate) struct Proxy {
@@ -79,7 +80,20 @@ impl Proxy {
         };
         let in_step = self.version == Some(snapshot.changes.from_version)
             && self.ctx.as_ref().is_some_and(|c| c.zone == ctx.zone);
+        let mut udp_before: Vec<(
+            ferry_model::ServicePortName,
+            Option<Arc<ferry_proxy::ServicePlan>>,
+        )> = Vec::new();
         let result = if in_step {
+            for name in snapshot
+                .changes
+                .service_ports
+                .union(&snapshot.changes.endpoints)
+            {
+                if name.protocol == ferry_model::Protocol::Udp {
+                    udp_before.push((name.clone(), self.plan.services.get(name).cloned()));
+                }
+            }
             let changed = self.plan.update(&snapshot.state, &snapshot.changes, &ctx);
             self.backend.sync(&self.plan, &changed.changed, &cidrs)
         } else {
@@ -91,6 +105,12 @@ impl Proxy {
                 self.version = Some(snapshot.state.version());
                 self.metrics
                     .proxy_synced(&stats, self.pending_since.take().unwrap_or(arrived));
+                for (name, before) in &udp_before {
+                    conntrack::clean(
+                        before.as_deref(),
+                        self.plan.services.get(name).map(AsRef::as_ref),
+                    );
+                }
                 if stats.full || stats.added + stats.deleted > 0 {
                     tracing::info!(
                         full = stats.full,
