@@ -145,9 +145,9 @@ prop_compose! {
         external_local in any::<bool>(),
         ranges in any::<bool>(),
     ) -> ServicePlan {
-        let endpoint = |e: &u8| PlannedEndpoint { ip: ip(&format!("10.244.{}.{}", e % 2, 10 + e)), port: 8080, local: e % 2 == 0 };
+        let endpoint = |e: &u8| PlannedEndpoint { ip: ip(&format!("10.244.{}.{}", e % 2, 10 + e)), port: 8080, local: e.is_multiple_of(2) };
         let cluster_endpoints: Vec<PlannedEndpoint> = eps.iter().map(endpoint).collect();
-        let external_endpoints: Vec<PlannedEndpoint> = if external_local { local_eps.iter().filter(|e| *e % 2 == 0).map(endpoint).collect() } else { cluster_endpoints.clone() };
+        let external_endpoints: Vec<PlannedEndpoint> = if external_local { local_eps.iter().filter(|e| e.is_multiple_of(2)).map(endpoint).collect() } else { cluster_endpoints.clone() };
         let protocol = if proto == 0 { Protocol::Tcp } else { Protocol::Udp };
         ServicePlan {
             name: ServicePortName { namespace: "ns".into(), name: format!("s{i}").into(), port: "".into(), protocol },
