@@ -392,3 +392,55 @@ fn a_udp_service_keeps_answering_after_its_only_endpoint_is_replaced() {
     );
     assert!(start.elapsed() < Duration::from_secs(8));
 }
+
+#[test]
+fn the_health_check_node_port_reports_local_endpoints() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::up("e2ehc", &[&fixture("lab-proxy.yaml")], &[]);
+    let status = lab.status();
+    let ip_of = |n: &str| {
+        status["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == n)
+            .unwrap()["ip"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let hc_port = {
+        let svc = std::fs::read(format!(
+            "/run/ferry/labs/{}/manifests/service.shop.solo-local.json",
+            lab.name
+        ))
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&svc).unwrap();
+        v["spec"]["healthCheckNodePort"].as_u64().unwrap()
+    };
+    // solo runs on node-2 only.
+    let on = |node: &str| {
+        lab.exec(
+            "outside",
+            &[
+                "curl",
+                "-s",
+                "-o",
+                "/dev/stderr",
+                "-w",
+                "%{http_code}",
+                "-m",
+                "2",
+                &format!("http://{}:{hc_port}/", ip_of(node)),
+            ],
+        )
+    };
+    let node2 = on("node-2");
+    assert_eq!(String::from_utf8_lossy(&node2.stdout), "200");
+    let body = json(&String::from_utf8_lossy(&node2.stderr));
+    assert_eq!(body["localEndpoints"], 1);
+    assert_eq!(body["service"]["name"], "solo-local");
+    assert_eq!(String::from_utf8_lossy(&on("node-1").stdout), "503");
+}

@@ -47,6 +47,7 @@ pub(crate) async fn serve(listener: TcpListener, node: String, state: watch::Rec
                 "stateVersion": published.snapshot.state.version(),
                 "objects": published.snapshot.state.len(),
                 "manifestErrors": published.snapshot.errors.len(),
+                "syncedResourceVersion": published.synced_resource_version,
             });
             match path {
                 "/healthz" | "/readyz" => {

@@ -6,6 +6,7 @@
 
 mod conntrack;
 mod health;
+mod healthcheck;
 mod metrics;
 mod proxy;
 
@@ -89,6 +90,32 @@ pub enum AgentError {
 pub struct Published {
     pub snapshot: Arc<Snapshot>,
     pub at: SystemTime,
+    /// The highest `metadata.resourceVersion` this node has programmed
+    /// (all components in step with it).
+    pub synced_resource_version: u64,
+}
+
+/// The highest numeric resourceVersion among the objects a snapshot changed
+/// (all objects for the first one).
+fn max_resource_version(snapshot: &Snapshot, first: bool) -> u64 {
+    let rv = |o: &ferry_model::Object| {
+        o.metadata()
+            .resource_version
+            .as_deref()
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    if first {
+        snapshot.state.objects().filter_map(rv).max().unwrap_or(0)
+    } else {
+        snapshot
+            .changes
+            .objects
+            .iter()
+            .filter_map(|k| snapshot.state.get(k))
+            .filter_map(rv)
+            .max()
+            .unwrap_or(0)
+    }
 }
 
 /// Runs the agent until the process is stopped.
@@ -98,14 +125,23 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     log_errors(&first);
     let metrics = Arc::new(metrics::Metrics::new(config.proxy_mode));
     metrics.observe(&first);
-    let mut proxy = (config.proxy_mode == ProxyMode::Nftables)
-        .then(|| proxy::Proxy::new(&config.node, config.cluster_cidrs.clone(), metrics.clone()));
+    let health_ports: healthcheck::Wanted = Default::default();
+    let mut proxy = (config.proxy_mode == ProxyMode::Nftables).then(|| {
+        proxy::Proxy::new(
+            &config.node,
+            config.cluster_cidrs.clone(),
+            metrics.clone(),
+            health_ports.clone(),
+        )
+    });
     if let Some(p) = proxy.as_mut() {
         p.on_snapshot(&first);
     }
+    let mut synced = max_resource_version(&first, true);
     let (tx, rx) = watch::channel(Published {
         snapshot: Arc::new(first),
         at: SystemTime::now(),
+        synced_resource_version: synced,
     });
 
     let healthz = tokio::net::TcpListener::bind(config.healthz_bind)
@@ -123,6 +159,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
             source,
         })?;
     tokio::spawn(health::serve(healthz, config.node.clone(), rx.clone()));
+    tokio::spawn(healthcheck::run(health_ports));
     tokio::spawn(metrics::serve(metrics_listener, metrics.clone()));
     tracing::info!(node = %config.node, healthz = %config.healthz_bind, metrics = %config.metrics_bind, "agent started");
 
@@ -141,6 +178,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
                     if let Some(p) = proxy.as_mut() {
                         p.on_snapshot(&snapshot);
                     }
+                    synced = synced.max(max_resource_version(&snapshot, false));
                     if !snapshot.changes.is_empty() {
                         tracing::debug!("{}", snapshot.changes.summary());
                     }
@@ -148,6 +186,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
                         .send(Published {
                             snapshot: Arc::new(snapshot),
                             at: SystemTime::now(),
+                            synced_resource_version: synced,
                         })
                         .is_err()
                     {

@@ -24,6 +24,7 @@ pub(crate) struct Proxy {
     metrics: Arc<Metrics>,
     /// When the first change not yet programmed arrived (for network programming latency).
     pending_since: Option<Instant>,
+    health_ports: crate::healthcheck::Wanted,
 }
 
 fn zone_of(snapshot: &Snapshot, node: &str) -> Option<String> {
@@ -53,7 +54,12 @@ fn node_cidrs(snapshot: &Snapshot) -> Vec<Ipv4Net> {
 }
 
 impl Proxy {
-    pub(crate) fn new(node: &str, fixed_cidrs: Vec<Ipv4Net>, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(
+        node: &str,
+        fixed_cidrs: Vec<Ipv4Net>,
+        metrics: Arc<Metrics>,
+        health_ports: crate::healthcheck::Wanted,
+    ) -> Self {
         Proxy {
             node: node.to_string(),
             fixed_cidrs,
@@ -63,6 +69,7 @@ impl Proxy {
             version: None,
             metrics,
             pending_since: None,
+            health_ports,
         }
     }
 
@@ -80,6 +87,7 @@ impl Proxy {
         };
         let in_step = self.version == Some(snapshot.changes.from_version)
             && self.ctx.as_ref().is_some_and(|c| c.zone == ctx.zone);
+        let mut changed_names: Vec<ferry_model::ServicePortName> = Vec::new();
         let mut udp_before: Vec<(
             ferry_model::ServicePortName,
             Option<Arc<ferry_proxy::ServicePlan>>,
@@ -95,11 +103,13 @@ impl Proxy {
                 }
             }
             let changed = self.plan.update(&snapshot.state, &snapshot.changes, &ctx);
+            changed_names.clone_from(&changed.changed);
             self.backend.sync(&self.plan, &changed.changed, &cidrs)
         } else {
             self.plan = plan(&snapshot.state, &ctx);
             self.backend.full_sync(&self.plan, &cidrs)
         };
+        let full = !in_step || result.as_ref().map_or(true, |s| s.full);
         match result {
             Ok(stats) => {
                 self.version = Some(snapshot.state.version());
@@ -139,6 +149,34 @@ impl Proxy {
                 }
             }
         }
+        self.update_health_ports(changed_names, full);
         self.ctx = Some(ctx);
+    }
+
+    /// Keeps the health-check node ports in step: only the changed
+    /// ServicePorts are looked at, except after a full reload.
+    fn update_health_ports(&mut self, changed: Vec<ferry_model::ServicePortName>, full: bool) {
+        let Ok(mut wanted) = self.health_ports.lock() else {
+            return;
+        };
+        if full {
+            *wanted = crate::healthcheck::wanted_from(&self.plan);
+            return;
+        }
+        for name in changed {
+            wanted.retain(|_, (ns, n, _)| !(**ns == *name.namespace && **n == *name.name));
+            if let Some(p) = self.plan.services.get(&name)
+                && let Some(port) = p.health_check_node_port
+            {
+                wanted.insert(
+                    port,
+                    (
+                        p.name.namespace.to_string(),
+                        p.name.name.to_string(),
+                        p.local_endpoints,
+                    ),
+                );
+            }
+        }
     }
 }

@@ -64,6 +64,8 @@ struct Shared {
     targets: Mutex<Vec<Target>>,
     results: Mutex<BTreeMap<NamespacedName, (bool, bool)>>,
     agent_healthy: AtomicBool,
+    /// The manifests generation the agent says it has programmed.
+    agent_synced: std::sync::atomic::AtomicU64,
     stop: AtomicBool,
 }
 
@@ -92,6 +94,38 @@ struct Controller {
     last_status: String,
     /// Routes in the outside namespace: LoadBalancer IP -> next-hop node IPs.
     lb_routes: BTreeMap<IpAddr, Vec<Ipv4Addr>>,
+    /// The cloud load balancer's health checks, run from the outside namespace.
+    lb_checks: Arc<LbChecks>,
+    _outside_thread: Option<NsThread>,
+}
+
+/// Health-check node ports to ask, and their last answers.
+#[derive(Default)]
+struct LbChecks {
+    targets: Mutex<Vec<(Ipv4Addr, u16)>>,
+    healthy: Mutex<BTreeMap<(Ipv4Addr, u16), bool>>,
+    stop: AtomicBool,
+}
+
+/// Asks every health-check node port twice a second, as a cloud load balancer would.
+fn lb_checker(checks: Arc<LbChecks>, wake: Sender<Event>) {
+    while !checks.stop.load(Ordering::Relaxed) {
+        let targets = checks.targets.lock().map(|t| t.clone()).unwrap_or_default();
+        let mut changed = false;
+        for (ip, port) in targets {
+            let ok = probe::http_status(IpAddr::V4(ip), port, "/", Duration::from_millis(300))
+                == Some(200);
+            if let Ok(mut h) = checks.healthy.lock()
+                && h.insert((ip, port), ok) != Some(ok)
+            {
+                changed = true;
+            }
+        }
+        if changed && wake.send(Event::Probed).is_err() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 fn resolv_conf(namespace: &str) -> String {
@@ -184,21 +218,24 @@ fn prober(shared: Arc<Shared>, node_ip: Ipv4Addr, wake: Sender<Event>) {
             }
         }
         if now >= next_health {
-            let healthy = probe::http_status(
+            let answer = probe::http_get(
                 IpAddr::V4(node_ip),
                 10256,
                 "/healthz",
                 Duration::from_millis(500),
-            ) == Some(200);
+            );
+            let healthy = answer.as_ref().is_some_and(|(s, _)| *s == 200);
+            let synced = answer
+                .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
+                .and_then(|v| v["syncedResourceVersion"].as_u64())
+                .unwrap_or(0);
+            if shared.agent_synced.swap(synced, Ordering::Relaxed) != synced {
+                changed = true;
+            }
             if shared.agent_healthy.swap(healthy, Ordering::Relaxed) != healthy {
                 changed = true;
             }
-            next_health = now
-                + if healthy {
-                    Duration::from_secs(1)
-                } else {
-                    Duration::from_millis(100)
-                };
+            next_health = now + Duration::from_millis(if healthy { 200 } else { 100 });
         }
         if changed && wake.send(Event::Probed).is_err() {
             return;
@@ -241,6 +278,8 @@ pub fn run_controller(args: ControllerArgs) -> Result<(), LabError> {
         events_tx,
         last_status: String::new(),
         lb_routes: BTreeMap::new(),
+        lb_checks: Arc::new(LbChecks::default()),
+        _outside_thread: None,
     };
     let result = c.run(events);
     if let Err(e) = &result {
@@ -264,6 +303,10 @@ impl Controller {
             self.settings.outside_ip(),
             self.settings.node_cidr,
         )?;
+        let outside = NsThread::start(&self.names.outside_ns())?;
+        let (checks, wake) = (self.lb_checks.clone(), self.events_tx.clone());
+        outside.run(move || lb_checker(checks, wake));
+        self._outside_thread = Some(outside);
         self.listen()?;
         self.reconcile()?;
         loop {
@@ -633,6 +676,7 @@ impl Controller {
                 targets: Mutex::new(Vec::new()),
                 results: Mutex::new(BTreeMap::new()),
                 agent_healthy: AtomicBool::new(false),
+                agent_synced: std::sync::atomic::AtomicU64::new(0),
                 stop: AtomicBool::new(false),
             });
             let thread = NsThread::start(&ns)?;
@@ -756,33 +800,43 @@ impl Controller {
     /// Plays the cloud load balancer: the outside client reaches each
     /// LoadBalancer IP through the nodes a load balancer would pick (every
     /// node for `externalTrafficPolicy: Cluster`; for `Local`, the nodes
-    /// with a ready endpoint of the Service), as ECMP routes.
+    /// whose health-check node port answers 200), as ECMP routes.
     fn route_load_balancers(&mut self) -> Result<(), LabError> {
         let mut want: BTreeMap<IpAddr, Vec<Ipv4Addr>> = BTreeMap::new();
+        let mut targets: Vec<(Ipv4Addr, u16)> = Vec::new();
         for o in self.inputs.values() {
-            let Object::Service(s) = o else { continue };
+            let Object::Service(_) = o else { continue };
             let key = o.key().name;
             let Some(ip) = self.allocations.get(&key).and_then(|a| a.lb_ip) else {
                 continue;
             };
-            let spec = s.spec.clone().unwrap_or_default();
-            let local = spec.external_traffic_policy.as_deref() == Some("Local");
+            let health_port = self
+                .allocations
+                .get(&key)
+                .and_then(|a| a.health_check_node_port);
+            let healthy = self
+                .lb_checks
+                .healthy
+                .lock()
+                .map(|h| h.clone())
+                .unwrap_or_default();
             let hops: Vec<Ipv4Addr> = self
                 .nodes
                 .iter()
-                .filter(|n| {
-                    !local
-                        || self.pods.values().any(|p| {
-                            p.node == n.name
-                                && p.ready
-                                && !p.terminating()
-                                && p.name.namespace == key.namespace
-                                && ferry_model::service_selects(spec.selector.as_ref(), &p.labels)
-                        })
+                .filter(|n| match health_port {
+                    // externalTrafficPolicy Local: the nodes whose health-check node port says 200.
+                    Some(port) => healthy.get(&(n.ip, port)).copied().unwrap_or(false),
+                    None => true,
                 })
                 .map(|n| n.ip)
                 .collect();
+            if let Some(port) = health_port {
+                targets.extend(self.nodes.iter().map(|n| (n.ip, port)));
+            }
             want.insert(ip, hops);
+        }
+        if let Ok(mut t) = self.lb_checks.targets.lock() {
+            *t = targets;
         }
         if want == self.lb_routes {
             return Ok(());
@@ -855,7 +909,12 @@ impl Controller {
             self.node_rt.len(),
             live.len()
         );
-        let done = agents_up == self.node_rt.len() && settled == live.len();
+        let generation = self.writer.generation();
+        let programmed = self
+            .node_rt
+            .values()
+            .all(|rt| rt.shared.agent_synced.load(Ordering::Relaxed) >= generation);
+        let done = agents_up == self.node_rt.len() && settled == live.len() && programmed;
         (if done { "Ready" } else { "Starting" }, message)
     }
 
@@ -980,6 +1039,8 @@ impl Controller {
     /// Removes every process and namespace this controller made: all
     /// processes killed first, then every namespace in one `ip` call.
     fn teardown(&mut self) {
+        self.lb_checks.stop.store(true, Ordering::Relaxed);
+        self._outside_thread.take();
         for rt in self.node_rt.values() {
             rt.shared.stop.store(true, Ordering::Relaxed);
         }

@@ -26,6 +26,16 @@ pub(crate) fn run(check: &Check, ip: IpAddr, timeout: Duration) -> bool {
 
 /// GET `path` and return the status code.
 pub(crate) fn http_status(ip: IpAddr, port: u16, path: &str, timeout: Duration) -> Option<u16> {
+    http_get(ip, port, path, timeout).map(|(status, _)| status)
+}
+
+/// GET `path` and return the status code and the body.
+pub(crate) fn http_get(
+    ip: IpAddr,
+    port: u16,
+    path: &str,
+    timeout: Duration,
+) -> Option<(u16, String)> {
     let addr = SocketAddr::new(ip, port);
     let mut s = TcpStream::connect_timeout(&addr, timeout).ok()?;
     s.set_read_timeout(Some(timeout)).ok()?;
@@ -39,14 +49,13 @@ pub(crate) fn http_status(ip: IpAddr, port: u16, path: &str, timeout: Duration) 
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: kube-probe/1.37\r\nAccept: */*\r\nConnection: close\r\n\r\n"
     );
     s.write_all(req.as_bytes()).ok()?;
-    let mut buf = [0u8; 64];
-    let mut got = 0;
-    while got < 12 {
-        match s.read(&mut buf[got..]) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => got += n,
-        }
-    }
-    let line = std::str::from_utf8(&buf[..got]).ok()?;
-    line.split_whitespace().nth(1)?.parse().ok()
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw);
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
 }

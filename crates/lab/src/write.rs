@@ -14,7 +14,15 @@ use crate::LabError;
 pub(crate) struct ManifestWriter {
     dir: PathBuf,
     written: BTreeMap<String, u64>,
+    /// Counts the writes that changed something. Each changed object gets
+    /// it as `metadata.resourceVersion` (as the API server gives one), and
+    /// a marker ConfigMap always carries the latest, so an agent can say
+    /// which version it has programmed.
+    generation: u64,
 }
+
+/// The marker object: `kube-system/ferry-lab-sync`.
+pub(crate) const MARKER: &str = "ferry-lab-sync";
 
 fn file_name(o: &Object) -> String {
     let key = o.key();
@@ -31,13 +39,26 @@ impl ManifestWriter {
         ManifestWriter {
             dir,
             written: BTreeMap::new(),
+            generation: 0,
         }
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    fn put(&self, name: &str, json: &[u8]) -> Result<(), LabError> {
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        let path = self.dir.join(name);
+        std::fs::write(&tmp, json).map_err(LabError::io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(LabError::io(&path))
     }
 
     /// Makes the directory hold exactly `objects`; returns how many files changed.
     pub(crate) fn write(&mut self, objects: &[Object]) -> Result<usize, LabError> {
         let mut changed = 0;
         let mut seen = BTreeMap::new();
+        let next = self.generation + 1;
         for o in objects {
             let name = file_name(o);
             let mut json = o
@@ -51,18 +72,36 @@ impl ManifestWriter {
             if self.written.get(&name) == Some(&hash) {
                 continue;
             }
-            let tmp = self.dir.join(format!(".{name}.tmp"));
-            let path = self.dir.join(&name);
-            std::fs::write(&tmp, &json).map_err(LabError::io(&tmp))?;
-            std::fs::rename(&tmp, &path).map_err(LabError::io(&path))?;
+            let mut versioned = o.clone();
+            versioned.metadata_mut().resource_version = Some(next.to_string());
+            let mut json = versioned
+                .to_json()
+                .map_err(|e| LabError::Plan(format!("cannot serialize {}: {e}", o.key())))?;
+            json.push(b'\n');
+            self.put(&name, &json)?;
             changed += 1;
         }
-        for name in self.written.keys().filter(|n| !seen.contains_key(*n)) {
+        for name in self
+            .written
+            .keys()
+            .filter(|n| !seen.contains_key(*n) && !n.contains(MARKER))
+        {
             let path = self.dir.join(name);
             std::fs::remove_file(&path).map_err(LabError::io(&path))?;
             changed += 1;
         }
+        let marker_file = format!("configmap.kube-system.{MARKER}.json");
+        seen.insert(marker_file.clone(), 0);
         self.written = seen;
+        if changed > 0 {
+            self.generation = next;
+            let marker = serde_json::json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": MARKER, "namespace": "kube-system", "resourceVersion": next.to_string()},
+                "data": {"generation": next.to_string()},
+            });
+            self.put(&marker_file, format!("{marker}\n").as_bytes())?;
+        }
         Ok(changed)
     }
 }
