@@ -444,3 +444,126 @@ fn the_health_check_node_port_reports_local_endpoints() {
     assert_eq!(body["service"]["name"], "solo-local");
     assert_eq!(String::from_utf8_lossy(&on("node-1").stdout), "503");
 }
+
+/// The table as `nft` lists it, with slot marks (which depend on history)
+/// blanked, as a sorted list of lines.
+fn ruleset(lab: &Lab, node: &str) -> Vec<String> {
+    let text = lab.exec_ok(node, &["nft", "list", "table", "ip", "ferry"]);
+    let mut lines: Vec<String> = text
+        .lines()
+        .flat_map(|l| l.split(", "))
+        .map(|l| {
+            l.split_whitespace()
+                .map(|w| if w.starts_with("0x") { "MARK" } else { w })
+                .collect::<Vec<_>>()
+                .join(" ")
+                .trim_matches(|c| c == ',' || c == '{' || c == '}')
+                .trim()
+                .to_string()
+        })
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn restarting_the_agent_keeps_established_connections_and_ends_with_the_same_rules() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::up("e2erestart", &[&fixture("lab-basic.yaml")], &[]);
+    let svc_ip = lab.status()["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "web")
+        .unwrap()["cluster_ip"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let before = ruleset(&lab, "node/node-1");
+    // A TCP connection through the ClusterIP, held across the restart.
+    let script = format!(
+        "exec 3<>/dev/tcp/{svc_ip}/9000; read -r line <&3; echo \"$line\"; sleep 3; echo still-here >&3; read -r back <&3; echo \"$back\""
+    );
+    let held = ferry()
+        .args([
+            "lab",
+            "exec",
+            "--lab",
+            &lab.name,
+            "pod/shop/client",
+            "--",
+            "bash",
+            "-c",
+            &script,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let agent = lab.status()["nodes"][0]["agent_pid"].as_u64().unwrap();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-9", &agent.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    lab.wait(
+        "the agent to be back and healthy",
+        Duration::from_secs(10),
+        |l| {
+            let n = &l.status()["nodes"][0];
+            n["agent_pid"].as_u64() != Some(agent) && n["agent_healthy"] == true
+        },
+    );
+    let out = held.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "the held connection broke: {text}");
+    assert_eq!(text.lines().last(), Some("still-here"), "{text}");
+    lab.wait(
+        "the same ruleset after the restart",
+        Duration::from_secs(5),
+        |l| ruleset(l, "node/node-1") == before,
+    );
+}
+
+#[test]
+fn not_ready_and_terminating_endpoints_get_no_new_connections() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::up("e2eready2", &[&fixture("lab-basic.yaml")], &[]);
+    let svc_ip = lab.status()["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "web")
+        .unwrap()["cluster_ip"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let web = lab.pods("web-");
+    let (unready, deleted) = (
+        web[0]["name"].as_str().unwrap().to_string(),
+        web[1]["name"].as_str().unwrap().to_string(),
+    );
+    lab.exec_ok(
+        &format!("pod/shop/{unready}"),
+        &[env!("CARGO_BIN_EXE_ferry"), "echo-ctl", "ready", "false"],
+    );
+    lab.ok(&["delete", &format!("pod/shop/{deleted}")]);
+    let script = format!("for i in $(seq 60); do curl -s -m 2 http://{svc_ip}/; echo; done");
+    lab.wait(
+        "traffic to avoid the unready and the terminating pod",
+        Duration::from_secs(6),
+        |l| {
+            let seen = pods_answering(&l.exec_ok("pod/shop/client", &["bash", "-c", &script]));
+            !seen.contains_key(&unready)
+                && !seen.contains_key(&deleted)
+                && seen.values().sum::<usize>() == 60
+        },
+    );
+}

@@ -640,7 +640,21 @@ impl Controller {
             }
         }
         for node in &wanted {
-            if self.node_rt.contains_key(&node.name) {
+            if let Some(rt) = self.node_rt.get_mut(&node.name) {
+                // A crashed agent is started again, as kubelet restarts a DaemonSet pod.
+                let exited = rt
+                    .agent
+                    .as_mut()
+                    .is_none_or(|a| a.try_wait().ok().flatten().is_some());
+                if exited {
+                    tracing::warn!(node = %node.name, "agent exited; starting it again");
+                    rt.shared.agent_healthy.store(false, Ordering::Relaxed);
+                    rt.shared.agent_synced.store(0, Ordering::Relaxed);
+                    let agent = self.spawn_agent(node)?;
+                    if let Some(rt) = self.node_rt.get_mut(&node.name) {
+                        rt.agent = Some(agent);
+                    }
+                }
                 continue;
             }
             tracing::info!(node = %node.name, ip = %node.ip, pod_cidr = %node.pod_cidr, "creating node");
@@ -651,27 +665,7 @@ impl Controller {
                 self.settings.outside_ip(),
             )?;
             let ns = self.names.node_ns(&node.name);
-            let log = self
-                .names
-                .logs_dir()
-                .join(format!("agent-{}.log", node.name));
-            let agent = runtime::spawn_in(
-                &ns,
-                &[
-                    "agent".into(),
-                    "--node".into(),
-                    node.name.clone(),
-                    "--source".into(),
-                    format!("manifests:{}", self.names.manifests_dir().display()),
-                    "--healthz-bind-address".into(),
-                    "0.0.0.0:10256".into(),
-                    "--metrics-bind-address".into(),
-                    format!("{}:10249", node.ip),
-                    "--lab".into(),
-                    self.names.lab.clone(),
-                ],
-                &log,
-            )?;
+            let agent = self.spawn_agent(node)?;
             let shared = Arc::new(Shared {
                 targets: Mutex::new(Vec::new()),
                 results: Mutex::new(BTreeMap::new()),
@@ -697,6 +691,31 @@ impl Controller {
             net::set_routes(&self.names, &self.nodes)?;
         }
         Ok(())
+    }
+
+    fn spawn_agent(&self, node: &NodeInfo) -> Result<Child, LabError> {
+        let ns = self.names.node_ns(&node.name);
+        let log = self
+            .names
+            .logs_dir()
+            .join(format!("agent-{}.log", node.name));
+        runtime::spawn_in(
+            &ns,
+            &[
+                "agent".into(),
+                "--node".into(),
+                node.name.clone(),
+                "--source".into(),
+                format!("manifests:{}", self.names.manifests_dir().display()),
+                "--healthz-bind-address".into(),
+                "0.0.0.0:10256".into(),
+                "--metrics-bind-address".into(),
+                format!("{}:10249", node.ip),
+                "--lab".into(),
+                self.names.lab.clone(),
+            ],
+            &log,
+        )
     }
 
     fn create_pod(&mut self, pod: &PodInfo) -> Result<(), LabError> {
