@@ -567,3 +567,31 @@ fn not_ready_and_terminating_endpoints_get_no_new_connections() {
         },
     );
 }
+
+#[test]
+fn a_table_deleted_or_flushed_from_outside_is_restored() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::up("e2etamper", &[&fixture("lab-proxy.yaml")], &[]);
+    let works = |l: &Lab| {
+        l.exec(
+            "pod/shop/client",
+            &["curl", "-s", "-m", "1", "http://172.16.20.10/"],
+        )
+        .status
+        .success()
+    };
+    assert!(works(&lab));
+    for tamper in [
+        ["nft", "flush", "table", "ip", "ferry"],
+        ["nft", "delete", "table", "ip", "ferry"],
+    ] {
+        lab.exec_ok("node/node-1", &tamper);
+        lab.wait("the table to be restored", Duration::from_secs(5), |l| {
+            l.exec_ok("node/node-1", &["nft", "list", "tables"])
+                .contains("ferry")
+                && works(l)
+        });
+    }
+}

@@ -14,7 +14,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
+
+/// How often the agent checks that nobody else changed its nftables table.
+const TABLE_CHECK_PERIOD: Duration = Duration::from_secs(1);
 
 use ferry_source::{ManifestSource, ManifestWatcher, Snapshot, SourceError};
 use tokio::sync::watch;
@@ -68,6 +71,9 @@ pub struct Config {
     /// Pod CIDRs: ClusterIP traffic from elsewhere is masqueraded. Empty:
     /// the podCIDRs of every Node.
     pub cluster_cidrs: Vec<ipnet::Ipv4Net>,
+    /// Changes closer together than this are synced together (kube-proxy's
+    /// --min-sync-period).
+    pub min_sync_period: Duration,
     pub healthz_bind: SocketAddr,
     pub metrics_bind: SocketAddr,
 }
@@ -166,34 +172,68 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     let mut watcher = ManifestWatcher::new(source, Duration::from_millis(10))?;
     // The watcher blocks on file events; it gets a thread of its own.
     let loop_metrics = metrics.clone();
+    let min_sync_period = config.min_sync_period;
     let handle = tokio::task::spawn_blocking(move || {
+        // Changes that arrived within the minimum sync period wait here,
+        // merged, so a burst costs one sync and the last change is never lost.
+        let mut pending: Option<Snapshot> = None;
+        let mut latest: Option<Arc<Snapshot>> = None;
+        let mut last_sync = Instant::now() - min_sync_period;
+        let mut last_check = Instant::now();
         loop {
-            let Some(next) = watcher.next(Duration::from_secs(3600)) else {
-                continue;
+            let wait = match &pending {
+                Some(_) => min_sync_period.saturating_sub(last_sync.elapsed()),
+                None => TABLE_CHECK_PERIOD,
             };
-            match next {
-                Ok(snapshot) => {
+            match watcher.next(wait) {
+                Some(Ok(snapshot)) => {
                     log_errors(&snapshot);
                     loop_metrics.observe(&snapshot);
-                    if let Some(p) = proxy.as_mut() {
-                        p.on_snapshot(&snapshot);
-                    }
-                    synced = synced.max(max_resource_version(&snapshot, false));
-                    if !snapshot.changes.is_empty() {
-                        tracing::debug!("{}", snapshot.changes.summary());
-                    }
-                    if tx
-                        .send(Published {
-                            snapshot: Arc::new(snapshot),
-                            at: SystemTime::now(),
-                            synced_resource_version: synced,
-                        })
-                        .is_err()
-                    {
-                        return;
-                    }
+                    pending = Some(match pending.take() {
+                        Some(mut earlier) => {
+                            earlier.changes.merge(snapshot.changes);
+                            Snapshot {
+                                changes: earlier.changes,
+                                ..snapshot
+                            }
+                        }
+                        None => snapshot,
+                    });
                 }
-                Err(e) => tracing::warn!(error = %e, "source error"),
+                Some(Err(e)) => tracing::warn!(error = %e, "source error"),
+                None => {}
+            }
+            if pending.is_some() && last_sync.elapsed() >= min_sync_period {
+                let Some(snapshot) = pending.take() else {
+                    continue;
+                };
+                if let Some(p) = proxy.as_mut() {
+                    p.on_snapshot(&snapshot);
+                }
+                last_sync = Instant::now();
+                synced = synced.max(max_resource_version(&snapshot, false));
+                if !snapshot.changes.is_empty() {
+                    tracing::debug!("{}", snapshot.changes.summary());
+                }
+                let snapshot = Arc::new(snapshot);
+                latest = Some(snapshot.clone());
+                if tx
+                    .send(Published {
+                        snapshot,
+                        at: SystemTime::now(),
+                        synced_resource_version: synced,
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            if pending.is_none()
+                && last_check.elapsed() >= TABLE_CHECK_PERIOD
+                && let (Some(p), Some(snap)) = (proxy.as_mut(), &latest)
+            {
+                last_check = Instant::now();
+                p.check_table(snap);
             }
         }
     });

@@ -153,6 +153,17 @@ impl Proxy {
         self.ctx = Some(ctx);
     }
 
+    /// Reloads the whole table if someone else deleted or flushed it.
+    pub(crate) fn check_table(&mut self, snapshot: &Snapshot) {
+        tracing::debug!(version = ?self.version, "checking the nftables table");
+        if self.version.is_none() || self.backend.table_intact() {
+            return;
+        }
+        tracing::warn!("ferry's nftables table was changed from outside; reloading it whole");
+        self.version = None;
+        self.on_snapshot(snapshot);
+    }
+
     /// Keeps the health-check node ports in step: only the changed
     /// ServicePorts are looked at, except after a full reload.
     fn update_health_ports(&mut self, changed: Vec<ferry_model::ServicePortName>, full: bool) {

@@ -153,3 +153,37 @@ fn netlink_deletes_what_nft_added_and_nft_sees_what_netlink_added() {
         list(&ns.0, "pick")
     );
 }
+
+#[test]
+fn table_checks_see_deletes_flushes_and_missing_elements() {
+    if !root() {
+        return;
+    }
+    let ns = Ns("ferry-test-nlcheck".into());
+    let _ = Command::new("ip").args(["netns", "del", &ns.0]).status();
+    assert!(
+        Command::new("ip")
+            .args(["netns", "add", &ns.0])
+            .status()
+            .unwrap()
+            .success()
+    );
+    nft(&ns.0, &ruleset::table(&[1], &[]));
+    nft(&ns.0, "add element ip ferry canary { 0x5 }\n");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let name = ns.0.clone();
+    std::thread::spawn(move || {
+        let mut nl = Netlink::open_in(&name).unwrap();
+        let handle = nl.table_handle("ferry").unwrap();
+        let rules = nl.rule_count("ferry").unwrap();
+        let canary = nl.has_element("ferry", &el("canary", "0x5", None)).unwrap();
+        let absent = nl.has_element("ferry", &el("canary", "0x6", None)).unwrap();
+        tx.send((handle, rules, canary, absent)).unwrap();
+    });
+    let (handle, rules, canary, absent) = rx
+        .recv_timeout(std::time::Duration::from_secs(5))
+        .expect("netlink requests hung");
+    assert!(handle.is_some());
+    assert!(rules > 5, "{rules}");
+    assert!(canary && !absent);
+}

@@ -93,6 +93,10 @@ impl ManifestWatcher {
             for ev in batch {
                 match ev {
                     Ok(ev) if ev.need_rescan() => rescan = true,
+                    // Reads (ours and other readers') are not changes; reacting
+                    // to them would have readers of one directory wake each
+                    // other forever.
+                    Ok(ev) if ev.kind.is_access() => {}
                     Ok(ev) => paths.extend(ev.paths.into_iter().filter(|p| self.source.covers(p))),
                     Err(e) => {
                         tracing::warn!(error = %e, "file watch error; rescanning");

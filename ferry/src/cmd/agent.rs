@@ -31,6 +31,9 @@ pub struct Args {
     /// masqueraded. Default: the podCIDRs of every Node.
     #[arg(long, value_delimiter = ',')]
     cluster_cidr: Vec<ipnet::Ipv4Net>,
+    /// Changes closer together than this are programmed together (kube-proxy's --min-sync-period), e.g. 1s.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    min_sync_period: std::time::Duration,
     /// Remove everything the proxy installed, then exit.
     #[arg(long)]
     cleanup: bool,
@@ -54,8 +57,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         source: args.source,
         proxy_mode: args.proxy_mode,
         cluster_cidrs: args.cluster_cidr,
+        min_sync_period: args.min_sync_period,
         healthz_bind: args.healthz_bind_address,
         metrics_bind: args.metrics_bind_address,
     }))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `500ms`, `1s`, `2m`.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) = s.split_at(
+        s.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len()),
+    );
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a duration such as 500ms, 1s or 2m"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("{s:?}: unit must be ms, s or m")),
+    };
+    Ok(std::time::Duration::from_secs_f64(secs))
 }

@@ -23,6 +23,14 @@ use crate::plan::ProxyPlan;
 use elements::{Applied, Delta, Element, SlotIds, contribution, render};
 use ruleset::TABLE;
 
+/// A value that differs between loads (so a stale canary does not pass).
+fn canary_value() -> u32 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    t.subsec_nanos() ^ (t.as_secs() as u32) ^ std::process::id()
+}
+
 /// Endpoint counts whose pick chain is always there.
 const PRESET_PICKS: u32 = 64;
 
@@ -58,6 +66,9 @@ pub struct NftBackend {
     /// Element transactions go over netlink; `nft` is used for loading the
     /// table and for what netlink here does not encode (interval sets).
     netlink: Option<netlink::Netlink>,
+    /// The table's kernel handle and canary element after the last full
+    /// load: if either changes, someone else altered the table.
+    loaded_as: Option<(u64, Element, usize)>,
 }
 
 fn run_nft(netns: Option<&str>, text: &str) -> Result<(), NftError> {
@@ -118,6 +129,7 @@ impl NftBackend {
             loaded: false,
             netns: None,
             netlink: None,
+            loaded_as: None,
         }
     }
 
@@ -167,7 +179,21 @@ impl NftBackend {
             add: self.applied.all(),
         };
         text.push_str(&render(&all, TABLE));
+        let canary = Element {
+            set: "canary",
+            key: format!("{:#x}", canary_value()),
+            value: None,
+        };
+        text.push_str(&format!(
+            "add element ip {TABLE} canary {{ {} }}\n",
+            canary.key
+        ));
         run_nft(self.netns.as_deref(), &text)?;
+        self.loaded_as = self.netlink().and_then(|nl| {
+            let handle = nl.table_handle(TABLE).ok().flatten()?;
+            let rules = nl.rule_count(TABLE).ok()?;
+            Some((handle, canary, rules))
+        });
         self.picks = picks.into_iter().collect();
         self.timeouts = timeouts.into_iter().collect();
         self.loaded = true;
@@ -236,44 +262,35 @@ impl NftBackend {
             .iter()
             .chain(&delta.add)
             .any(|e| matches!(e.set, "cluster_cidrs" | "firewall_allow"));
-        if via_netlink {
-            if self.netlink.is_none() {
-                let opened = match &self.netns {
-                    Some(ns) => netlink::Netlink::open_in(ns),
-                    None => netlink::Netlink::open(),
-                };
-                self.netlink = opened.ok();
-            }
-            if let Some(nl) = self.netlink.as_mut() {
-                match nl.apply(TABLE, &delta.delete, &delta.add) {
-                    Ok(()) => {
-                        return Ok(SyncStats {
-                            full: false,
-                            added: delta.add.len(),
-                            deleted: delta.delete.len(),
-                            took: start.elapsed(),
-                        });
-                    }
-                    Err(netlink::NetlinkError::TooLarge) => {}
-                    Err(e) => {
-                        self.loaded = false;
-                        let sample: Vec<String> = delta
-                            .delete
-                            .iter()
-                            .map(|e| format!("delete {} {}", e.set, e.key))
-                            .chain(
-                                delta
-                                    .add
-                                    .iter()
-                                    .map(|e| format!("add {} {} {:?}", e.set, e.key, e.value)),
-                            )
-                            .take(60)
-                            .collect();
-                        return Err(NftError::Refused(format!(
-                            "{e} (transaction: {})",
-                            sample.join("; ")
-                        )));
-                    }
+        if via_netlink && let Some(nl) = self.netlink() {
+            match nl.apply(TABLE, &delta.delete, &delta.add) {
+                Ok(()) => {
+                    return Ok(SyncStats {
+                        full: false,
+                        added: delta.add.len(),
+                        deleted: delta.delete.len(),
+                        took: start.elapsed(),
+                    });
+                }
+                Err(netlink::NetlinkError::TooLarge) => {}
+                Err(e) => {
+                    self.loaded = false;
+                    let sample: Vec<String> = delta
+                        .delete
+                        .iter()
+                        .map(|e| format!("delete {} {}", e.set, e.key))
+                        .chain(
+                            delta
+                                .add
+                                .iter()
+                                .map(|e| format!("add {} {} {:?}", e.set, e.key, e.value)),
+                        )
+                        .take(60)
+                        .collect();
+                    return Err(NftError::Refused(format!(
+                        "{e} (transaction: {})",
+                        sample.join("; ")
+                    )));
                 }
             }
         }
@@ -291,6 +308,35 @@ impl NftBackend {
                 Err(e)
             }
         }
+    }
+
+    fn netlink(&mut self) -> Option<&mut netlink::Netlink> {
+        if self.netlink.is_none() {
+            self.netlink = match &self.netns {
+                Some(ns) => netlink::Netlink::open_in(ns),
+                None => netlink::Netlink::open(),
+            }
+            .ok();
+        }
+        self.netlink.as_mut()
+    }
+
+    /// Whether ferry's table is still the one it loaded, untouched by
+    /// others: same kernel handle (not deleted and made again), same number
+    /// of rules (not flushed) and its canary element still there (sets not
+    /// flushed). Three small netlink requests; element edits by others to
+    /// ferry's maps are not noticed (nothing short of reading every element
+    /// would).
+    pub fn table_intact(&mut self) -> bool {
+        let Some((handle, canary, rules)) = self.loaded_as.clone() else {
+            return false;
+        };
+        let Some(nl) = self.netlink() else {
+            return false;
+        };
+        nl.table_handle(TABLE).ok().flatten() == Some(handle)
+            && nl.rule_count(TABLE).ok() == Some(rules)
+            && nl.has_element(TABLE, &canary).unwrap_or(false)
     }
 
     fn ids_release(&mut self, name: &ServicePortName) {

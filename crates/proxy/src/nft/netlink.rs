@@ -19,7 +19,12 @@ use super::elements::Element;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
+const NFT_MSG_GETTABLE: u16 = 1;
+const NFT_MSG_GETRULE: u16 = 7;
+const NLM_F_DUMP: u16 = 0x300;
+const NLMSG_DONE: u16 = 3;
 const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_GETSETELEM: u16 = 13;
 const NFT_MSG_DELSETELEM: u16 = 14;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
@@ -119,7 +124,7 @@ fn layout(set: &str) -> Option<(&'static str, Option<&'static str>)> {
         "no_endpoints" | "drop_external" | "firewall_keys" => ("aps", None),
         "no_endpoint_node_ports" | "drop_node_ports" => ("ps", None),
         "hairpin" => ("aa", None),
-        "masquerade_slots" | "keep_client_slots" | "cluster_slots" => ("m", None),
+        "masquerade_slots" | "keep_client_slots" | "cluster_slots" | "canary" => ("m", None),
         s if s.starts_with("affinity_") => ("m", None),
         _ => return None,
     })
@@ -272,6 +277,106 @@ impl Netlink {
         self.wait_acks(&acks)
     }
 
+    /// One request; returns the payloads (after the netlink and nfgen
+    /// headers) of the answers, or the error the kernel sent.
+    fn request(&mut self, m: Msg, seq: u32) -> Result<Vec<Vec<u8>>, NetlinkError> {
+        self.socket.send(&m.finish(), 0)?;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut out = Vec::new();
+        loop {
+            let n = self.socket.recv(&mut &mut buf[..], 0)?;
+            let mut at = 0;
+            while at + 16 <= n {
+                let len =
+                    u32::from_ne_bytes(buf[at..at + 4].try_into().unwrap_or_default()) as usize;
+                let kind = u16::from_ne_bytes(buf[at + 4..at + 6].try_into().unwrap_or_default());
+                let got = u32::from_ne_bytes(buf[at + 8..at + 12].try_into().unwrap_or_default());
+                if len < 16 || at + len > n {
+                    break;
+                }
+                if got == seq {
+                    if kind == NLMSG_DONE {
+                        return Ok(out);
+                    }
+                    if kind == NLMSG_ERROR && len >= 20 {
+                        let code = i32::from_ne_bytes(
+                            buf[at + 16..at + 20].try_into().unwrap_or_default(),
+                        );
+                        return if code == 0 {
+                            Ok(out)
+                        } else {
+                            Err(NetlinkError::Refused(std::io::Error::from_raw_os_error(
+                                -code,
+                            )))
+                        };
+                    }
+                    out.push(buf[at + 20..at + len].to_vec());
+                }
+                at += (len + 3) & !3;
+            }
+        }
+    }
+
+    /// The handle of `table`, or `None` when it does not exist. A table
+    /// deleted and made again by someone else has a new handle.
+    pub fn table_handle(&mut self, table: &str) -> Result<Option<u64>, NetlinkError> {
+        let seq = self.next_seq();
+        let mut m = Msg::new(
+            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE,
+            NLM_F_REQUEST | NLM_F_ACK,
+            seq,
+            0,
+        );
+        m.attr(1, &cstr(table)); // NFTA_TABLE_NAME
+        match self.request(m, seq) {
+            Ok(answers) => Ok(answers
+                .iter()
+                .find_map(|a| find_attr(a, 4))
+                .and_then(|v| v.try_into().ok())
+                .map(u64::from_be_bytes)),
+            Err(NetlinkError::Refused(e)) if e.raw_os_error() == Some(2) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// How many rules `table` has (a dump; ferry's table has a fixed, small number).
+    pub fn rule_count(&mut self, table: &str) -> Result<usize, NetlinkError> {
+        let seq = self.next_seq();
+        let mut m = Msg::new(
+            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            seq,
+            0,
+        );
+        m.attr(1, &cstr(table)); // NFTA_RULE_TABLE
+        match self.request(m, seq) {
+            Ok(answers) => Ok(answers.len()),
+            Err(NetlinkError::Refused(e)) if e.raw_os_error() == Some(2) => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether `set` holds an element with this key (encoded like the set's keys).
+    pub fn has_element(&mut self, table: &str, e: &Element) -> Result<bool, NetlinkError> {
+        let seq = self.next_seq();
+        let mut m = Msg::new(
+            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM,
+            NLM_F_REQUEST | NLM_F_ACK,
+            seq,
+            0,
+        );
+        m.attr(NFTA_SET_ELEM_LIST_TABLE, &cstr(table));
+        m.attr(NFTA_SET_ELEM_LIST_SET, &cstr(e.set));
+        let list = m.nest_start(NFTA_SET_ELEM_LIST_ELEMENTS);
+        encode_element(&mut m, e, false)?;
+        m.nest_end(list);
+        match self.request(m, seq) {
+            Ok(answers) => Ok(!answers.is_empty()),
+            Err(NetlinkError::Refused(e)) if e.raw_os_error() == Some(2) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     fn wait_acks(&mut self, seqs: &[u32]) -> Result<(), NetlinkError> {
         let mut pending: std::collections::BTreeSet<u32> = seqs.iter().copied().collect();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -308,6 +413,23 @@ impl Netlink {
         }
         Ok(())
     }
+}
+
+/// The payload of top-level attribute `kind` in a message body.
+fn find_attr(body: &[u8], kind: u16) -> Option<Vec<u8>> {
+    let mut at = 0;
+    while at + 4 <= body.len() {
+        let len = u16::from_ne_bytes([body[at], body[at + 1]]) as usize;
+        let k = u16::from_ne_bytes([body[at + 2], body[at + 3]]) & 0x3fff;
+        if len < 4 || at + len > body.len() {
+            return None;
+        }
+        if k == kind {
+            return Some(body[at + 4..at + len].to_vec());
+        }
+        at += (len + 3) & !3;
+    }
+    None
 }
 
 fn encode_element(m: &mut Msg, e: &Element, with_data: bool) -> Result<(), NetlinkError> {

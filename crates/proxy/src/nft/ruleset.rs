@@ -57,6 +57,7 @@ pub fn table(pick_counts: &[u32], affinity_timeouts: &[u32]) -> String {
 	set masquerade_slots {{ type mark; }}
 	set keep_client_slots {{ type mark; }}
 	set cluster_slots {{ type mark; }}
+	set canary {{ type mark; comment "one element, checked to notice the table being flushed from outside"; }}
 	map affinity {{ typeof ip saddr . meta mark : ip daddr . th dport; flags dynamic,timeout; }}
 {affinity_sets}
 	chain services {{
