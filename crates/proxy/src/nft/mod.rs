@@ -178,7 +178,20 @@ impl NftBackend {
             delete: Vec::new(),
             add: self.applied.all(),
         };
-        text.push_str(&render(&all, TABLE));
+        // With no table of ours in the kernel yet (a first start) nothing
+        // depends on atomicity: the table goes in with `nft`, and the
+        // elements follow over netlink, several times faster than `nft`
+        // parses them. A table being replaced is replaced in one transaction.
+        let fresh = self.netlink().is_some_and(|nl| matches!(nl.table_handle(TABLE), Ok(None)));
+        let bulk: Vec<Element> = if fresh {
+            let (by_nft, by_netlink): (Vec<Element>, Vec<Element>) =
+                all.add.iter().cloned().partition(|e| matches!(e.set, "cluster_cidrs" | "firewall_allow"));
+            text.push_str(&render(&Delta { delete: Vec::new(), add: by_nft }, TABLE));
+            by_netlink
+        } else {
+            text.push_str(&render(&all, TABLE));
+            Vec::new()
+        };
         let canary = Element {
             set: "canary",
             key: format!("{:#x}", canary_value()),
@@ -189,6 +202,19 @@ impl NftBackend {
             canary.key
         ));
         run_nft(self.netns.as_deref(), &text)?;
+        let mut bulk = bulk;
+        bulk.sort_by_key(|e| matches!(e.set, "cluster_ips" | "external_ips" | "node_ports"));
+        if !bulk.is_empty() {
+            let nl = self
+                .netlink()
+                .ok_or_else(|| NftError::Refused("no netlink socket for the bulk load".into()))?;
+            // Endpoints, picks and slot sets first, the maps that lead to
+            // them last: each batch is its own transaction, and a Service
+            // is found only once what it leads to is there.
+            for chunk in bulk.chunks(1500) {
+                nl.apply(TABLE, &[], chunk).map_err(|e| NftError::Refused(e.to_string()))?;
+            }
+        }
         self.loaded_as = self.netlink().and_then(|nl| {
             let handle = nl.table_handle(TABLE).ok().flatten()?;
             let rules = nl.rule_count(TABLE).ok()?;
