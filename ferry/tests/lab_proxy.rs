@@ -595,3 +595,88 @@ fn a_table_deleted_or_flushed_from_outside_is_restored() {
         });
     }
 }
+
+#[test]
+fn agent_cleanup_removes_the_table() {
+    if !can_run() {
+        return;
+    }
+    // An agent in a scratch namespace makes its table; once it is stopped,
+    // `ferry agent --cleanup` removes it.
+    let ns = "ferry-test-cleanup";
+    let _ = std::process::Command::new("ip")
+        .args(["netns", "del", ns])
+        .status();
+    assert!(
+        std::process::Command::new("ip")
+            .args(["netns", "add", ns])
+            .status()
+            .unwrap()
+            .success()
+    );
+    struct Del(&'static str);
+    impl Drop for Del {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", self.0])
+                .status();
+        }
+    }
+    let _del = Del(ns);
+    let dir = tempfile::tempdir().unwrap();
+    let source = format!("manifests:{}", dir.path().display());
+    let mut agent = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            env!("CARGO_BIN_EXE_ferry"),
+            "agent",
+            "--node",
+            "n1",
+            "--source",
+            &source,
+        ])
+        .args([
+            "--healthz-bind-address",
+            "127.0.0.1:10256",
+            "--metrics-bind-address",
+            "127.0.0.1:10249",
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let tables = |ns: &str| {
+        String::from_utf8_lossy(
+            &std::process::Command::new("ip")
+                .args(["netns", "exec", ns, "nft", "list", "tables"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .into_owned()
+    };
+    let start = Instant::now();
+    while !tables(ns).contains("table ip ferry") && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert!(
+        tables(ns).contains("table ip ferry"),
+        "the agent made no table"
+    );
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            env!("CARGO_BIN_EXE_ferry"),
+            "agent",
+            "--cleanup",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!tables(ns).contains("table ip ferry"), "{}", tables(ns));
+}

@@ -186,11 +186,9 @@ pub fn run(sizes: &[usize], changes: usize) -> anyhow::Result<ExitCode> {
         );
     }
     let exe = std::env::current_exe()?;
+    println!("ferry bench proxy: nftables, ferry's data-only table in a scratch namespace");
     println!(
-        "ferry bench proxy: nftables, ferry's data-only table, applied with nft -f in a scratch namespace"
-    );
-    println!(
-        "(services with 8 endpoints each; a one-change sync is apply + replan + nft transaction for one EndpointSlice)\n"
+        "(8 endpoints per service; full sync = a fresh table: rules by nft -f, elements over netlink;\n one change = model apply + replan + one netlink transaction for one EndpointSlice update)\n"
     );
     println!(
         "  {:>8}  {:>10}  {:>10}  {:>14}  {:>14}  {:>12}",
@@ -224,7 +222,7 @@ pub fn run(sizes: &[usize], changes: usize) -> anyhow::Result<ExitCode> {
         .as_mut()
         .map_err(|e| anyhow::anyhow!("end to end: {e}"))?;
     println!(
-        "\n  manifest change -> rule in the kernel (1000 services, inotify + decode + plan + nft): p50 {:.1} ms, p99 {:.1} ms over {} changes",
+        "\n  manifest change -> rule in the kernel (1000 services, inotify + decode + plan + netlink): p50 {:.1} ms, p99 {:.1} ms over {} changes",
         pct(e2e, 0.5),
         pct(e2e, 0.99),
         e2e.len()

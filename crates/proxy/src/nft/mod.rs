@@ -182,11 +182,22 @@ impl NftBackend {
         // depends on atomicity: the table goes in with `nft`, and the
         // elements follow over netlink, several times faster than `nft`
         // parses them. A table being replaced is replaced in one transaction.
-        let fresh = self.netlink().is_some_and(|nl| matches!(nl.table_handle(TABLE), Ok(None)));
+        let fresh = self
+            .netlink()
+            .is_some_and(|nl| matches!(nl.table_handle(TABLE), Ok(None)));
         let bulk: Vec<Element> = if fresh {
-            let (by_nft, by_netlink): (Vec<Element>, Vec<Element>) =
-                all.add.iter().cloned().partition(|e| matches!(e.set, "cluster_cidrs" | "firewall_allow"));
-            text.push_str(&render(&Delta { delete: Vec::new(), add: by_nft }, TABLE));
+            let (by_nft, by_netlink): (Vec<Element>, Vec<Element>) = all
+                .add
+                .iter()
+                .cloned()
+                .partition(|e| matches!(e.set, "cluster_cidrs" | "firewall_allow"));
+            text.push_str(&render(
+                &Delta {
+                    delete: Vec::new(),
+                    add: by_nft,
+                },
+                TABLE,
+            ));
             by_netlink
         } else {
             text.push_str(&render(&all, TABLE));
@@ -212,7 +223,8 @@ impl NftBackend {
             // them last: each batch is its own transaction, and a Service
             // is found only once what it leads to is there.
             for chunk in bulk.chunks(1500) {
-                nl.apply(TABLE, &[], chunk).map_err(|e| NftError::Refused(e.to_string()))?;
+                nl.apply(TABLE, &[], chunk)
+                    .map_err(|e| NftError::Refused(e.to_string()))?;
             }
         }
         self.loaded_as = self.netlink().and_then(|nl| {
