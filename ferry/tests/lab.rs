@@ -112,11 +112,16 @@ fn scaling_updates_endpoint_slices_within_a_second() {
     let lab = Lab::up("e2escale", &[&fixture("lab-basic.yaml")], &[]);
     assert_eq!(lab.slice_endpoints("shop", "web").len(), 3);
     lab.ok(&["scale", "deployment/shop/web", "5"]);
-    let t = lab.wait("5 ready endpoints", Duration::from_secs(5), |l| {
+    // The slices name the new pods within a second; they turn ready once
+    // their probes pass.
+    let t = lab.wait("5 endpoints in the slices", Duration::from_secs(5), |l| {
+        l.slice_endpoints("shop", "web").len() == 5
+    });
+    assert!(t < Duration::from_secs(1), "scale 3 -> 5 took {t:?}");
+    lab.wait("5 ready endpoints", Duration::from_secs(5), |l| {
         let eps = l.slice_endpoints("shop", "web");
         eps.len() == 5 && eps.iter().all(|e| e["conditions"]["ready"] == true)
     });
-    assert!(t < Duration::from_secs(1), "scale 3 -> 5 took {t:?}");
     lab.ok(&["scale", "deployment/shop/web", "1"]);
     let t = lab.wait("4 terminating endpoints", Duration::from_secs(5), |l| {
         let eps = l.slice_endpoints("shop", "web");

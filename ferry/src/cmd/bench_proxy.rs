@@ -73,9 +73,19 @@ pub fn child(services: usize, runs: usize) -> anyhow::Result<ExitCode> {
         let i = (k * 7919) % services;
         let t = Instant::now();
         let (next, changes) = state.apply([Update::Apply(synth::slice(i, 8, Some(k % 8)))]);
+        let t_apply = t.elapsed();
         state = next;
+        let t_drop = t.elapsed();
         let changed = p.update(&state, &changes, &c);
         let t_sync = Instant::now();
+        if std::env::var("FERRY_BENCH_DEBUG").is_ok() && k < 2 {
+            eprintln!(
+                "apply {:?}, drop {:?}, plan {:?}",
+                t_apply,
+                t_drop - t_apply,
+                t_sync - t - t_drop
+            );
+        }
         let s = backend
             .sync(&p, &changed.changed, &cidrs)
             .context("one-change sync")?;

@@ -140,46 +140,47 @@ fn wants(inputs: &Inputs) -> Vec<Want> {
             }
             Object::ReplicaSet(rs) if !owned_by(&rs.metadata, "Deployment") => {
                 let Some(t) = &rs.spec.template else { continue };
-                let labels = t
-                    .metadata
-                    .as_ref()
-                    .and_then(|m| m.labels.clone())
-                    .unwrap_or_default();
-                let spec = t.spec.clone().unwrap_or_default();
-                out.push(Want {
-                    owner: Owner::ReplicaSet(rs.metadata.name.clone().unwrap_or_default()),
-                    namespace: rs.metadata.namespace.clone().unwrap_or_default(),
-                    name: None,
-                    hash: template_hash(&labels, &spec),
-                    labels,
-                    spec: Arc::new(spec),
-                    replicas: rs.spec.replicas.unwrap_or(1).max(0) as usize,
-                    explicit_ip: None,
-                });
+                let owner = Owner::ReplicaSet(rs.metadata.name.clone().unwrap_or_default());
+                out.push(from_template(owner, &rs.metadata, t, rs.spec.replicas));
             }
             Object::Deployment(d) => {
-                let t = &d.spec.template;
-                let labels = t
-                    .metadata
-                    .as_ref()
-                    .and_then(|m| m.labels.clone())
-                    .unwrap_or_default();
-                let spec = t.spec.clone().unwrap_or_default();
-                out.push(Want {
-                    owner: Owner::Deployment(d.metadata.name.clone().unwrap_or_default()),
-                    namespace: d.metadata.namespace.clone().unwrap_or_default(),
-                    name: None,
-                    hash: template_hash(&labels, &spec),
-                    labels,
-                    spec: Arc::new(spec),
-                    replicas: d.spec.replicas.unwrap_or(1).max(0) as usize,
-                    explicit_ip: None,
-                });
+                let owner = Owner::Deployment(d.metadata.name.clone().unwrap_or_default());
+                out.push(from_template(
+                    owner,
+                    &d.metadata,
+                    &d.spec.template,
+                    d.spec.replicas,
+                ));
             }
             _ => {}
         }
     }
     out
+}
+
+/// What a ReplicaSet or Deployment wants: `replicas` pods of its template.
+fn from_template(
+    owner: Owner,
+    meta: &ferry_model::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    template: &ferry_model::k8s_openapi::api::core::v1::PodTemplateSpec,
+    replicas: Option<i32>,
+) -> Want {
+    let labels = template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    let spec = template.spec.clone().unwrap_or_default();
+    Want {
+        owner,
+        namespace: meta.namespace.clone().unwrap_or_default(),
+        name: None,
+        hash: template_hash(&labels, &spec),
+        labels,
+        spec: Arc::new(spec),
+        replicas: replicas.unwrap_or(1).max(0) as usize,
+        explicit_ip: None,
+    }
 }
 
 fn grace_ms(spec: &PodSpec) -> u64 {

@@ -285,34 +285,15 @@ impl Netlink {
         let mut out = Vec::new();
         loop {
             let n = self.socket.recv(&mut &mut buf[..], 0)?;
-            let mut at = 0;
-            while at + 16 <= n {
-                let len =
-                    u32::from_ne_bytes(buf[at..at + 4].try_into().unwrap_or_default()) as usize;
-                let kind = u16::from_ne_bytes(buf[at + 4..at + 6].try_into().unwrap_or_default());
-                let got = u32::from_ne_bytes(buf[at + 8..at + 12].try_into().unwrap_or_default());
-                if len < 16 || at + len > n {
-                    break;
+            for (kind, got, payload) in messages(&buf[..n]) {
+                if got != seq {
+                    continue;
                 }
-                if got == seq {
-                    if kind == NLMSG_DONE {
-                        return Ok(out);
-                    }
-                    if kind == NLMSG_ERROR && len >= 20 {
-                        let code = i32::from_ne_bytes(
-                            buf[at + 16..at + 20].try_into().unwrap_or_default(),
-                        );
-                        return if code == 0 {
-                            Ok(out)
-                        } else {
-                            Err(NetlinkError::Refused(std::io::Error::from_raw_os_error(
-                                -code,
-                            )))
-                        };
-                    }
-                    out.push(buf[at + 20..at + len].to_vec());
+                match kind {
+                    NLMSG_DONE => return Ok(out),
+                    NLMSG_ERROR => return error_code(payload).map(|()| out),
+                    _ => out.push(payload.get(4..).unwrap_or_default().to_vec()),
                 }
-                at += (len + 3) & !3;
             }
         }
     }
@@ -389,29 +370,49 @@ impl Netlink {
                 )));
             }
             let n = self.socket.recv(&mut &mut buf[..], 0)?;
-            let mut at = 0;
-            while at + 16 <= n {
-                let len =
-                    u32::from_ne_bytes(buf[at..at + 4].try_into().unwrap_or_default()) as usize;
-                let kind = u16::from_ne_bytes(buf[at + 4..at + 6].try_into().unwrap_or_default());
-                let seq = u32::from_ne_bytes(buf[at + 8..at + 12].try_into().unwrap_or_default());
-                if len < 16 || at + len > n {
-                    break;
-                }
-                if kind == NLMSG_ERROR && len >= 20 {
-                    let code =
-                        i32::from_ne_bytes(buf[at + 16..at + 20].try_into().unwrap_or_default());
-                    if code != 0 {
-                        return Err(NetlinkError::Refused(std::io::Error::from_raw_os_error(
-                            -code,
-                        )));
-                    }
+            for (kind, seq, payload) in messages(&buf[..n]) {
+                if kind == NLMSG_ERROR {
+                    error_code(payload)?;
                     pending.remove(&seq);
                 }
-                at += (len + 3) & !3;
             }
         }
         Ok(())
+    }
+}
+
+/// The netlink messages in a received buffer: (type, sequence, payload
+/// after the 16-byte header).
+fn messages(buf: &[u8]) -> impl Iterator<Item = (u16, u32, &[u8])> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        if at + 16 > buf.len() {
+            return None;
+        }
+        let len = u32::from_ne_bytes(buf[at..at + 4].try_into().ok()?) as usize;
+        let kind = u16::from_ne_bytes(buf[at + 4..at + 6].try_into().ok()?);
+        let seq = u32::from_ne_bytes(buf[at + 8..at + 12].try_into().ok()?);
+        if len < 16 || at + len > buf.len() {
+            return None;
+        }
+        let payload = &buf[at + 16..at + len];
+        at += (len + 3) & !3;
+        Some((kind, seq, payload))
+    })
+}
+
+/// An NLMSG_ERROR payload: code 0 is an acknowledgement.
+fn error_code(payload: &[u8]) -> Result<(), NetlinkError> {
+    let code = payload
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, i32::from_ne_bytes);
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(NetlinkError::Refused(std::io::Error::from_raw_os_error(
+            -code,
+        )))
     }
 }
 
