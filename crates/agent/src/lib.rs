@@ -70,7 +70,7 @@ pub struct Config {
     pub proxy_mode: ProxyMode,
     /// Pod CIDRs: ClusterIP traffic from elsewhere is masqueraded. Empty:
     /// the podCIDRs of every Node.
-    pub cluster_cidrs: Vec<ipnet::Ipv4Net>,
+    pub cluster_cidrs: Vec<ipnet::IpNet>,
     /// Changes closer together than this are synced together (kube-proxy's
     /// --min-sync-period).
     pub min_sync_period: Duration,
@@ -132,15 +132,21 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     let metrics = Arc::new(metrics::Metrics::new(config.proxy_mode));
     metrics.observe(&first);
     let health_ports: healthcheck::Wanted = Default::default();
-    let mut proxy = (config.proxy_mode == ProxyMode::Nftables).then(|| {
-        proxy::Proxy::new(
-            &config.node,
-            config.cluster_cidrs.clone(),
-            metrics.clone(),
-            health_ports.clone(),
-        )
-    });
-    if let Some(p) = proxy.as_mut() {
+    // One proxy per IP family, each with its own table (`ip ferry`, `ip6 ferry`).
+    let mut proxies: Vec<proxy::Proxy> = Vec::new();
+    if config.proxy_mode == ProxyMode::Nftables {
+        for family in [ferry_proxy::Family::V4, ferry_proxy::Family::V6] {
+            let ports = (family == ferry_proxy::Family::V4).then(|| health_ports.clone());
+            proxies.push(proxy::Proxy::new(
+                family,
+                &config.node,
+                config.cluster_cidrs.clone(),
+                metrics.clone(),
+                ports,
+            ));
+        }
+    }
+    for p in &mut proxies {
         p.on_snapshot(&first);
     }
     let mut synced = max_resource_version(&first, true);
@@ -207,7 +213,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
                 let Some(snapshot) = pending.take() else {
                     continue;
                 };
-                if let Some(p) = proxy.as_mut() {
+                for p in &mut proxies {
                     p.on_snapshot(&snapshot);
                 }
                 last_sync = Instant::now();
@@ -230,10 +236,12 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
             }
             if pending.is_none()
                 && last_check.elapsed() >= TABLE_CHECK_PERIOD
-                && let (Some(p), Some(snap)) = (proxy.as_mut(), &latest)
+                && let Some(snap) = &latest
             {
                 last_check = Instant::now();
-                p.check_table(snap);
+                for p in &mut proxies {
+                    p.check_table(snap);
+                }
             }
         }
     });

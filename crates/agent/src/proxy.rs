@@ -9,14 +9,14 @@ use ferry_model::{Kind, Object};
 use ferry_proxy::nft::NftBackend;
 use ferry_proxy::{Family, NodeContext, ProxyPlan, plan};
 use ferry_source::Snapshot;
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 
 use crate::conntrack;
 use crate::metrics::Metrics;
 
 pub(crate) struct Proxy {
     node: String,
-    fixed_cidrs: Vec<Ipv4Net>,
+    fixed_cidrs: Vec<IpNet>,
     ctx: Option<NodeContext>,
     plan: ProxyPlan,
     backend: NftBackend,
@@ -24,7 +24,9 @@ pub(crate) struct Proxy {
     metrics: Arc<Metrics>,
     /// When the first change not yet programmed arrived (for network programming latency).
     pending_since: Option<Instant>,
-    health_ports: crate::healthcheck::Wanted,
+    /// Only the IPv4 proxy serves health-check node ports (on 0.0.0.0).
+    health_ports: Option<crate::healthcheck::Wanted>,
+    family: Family,
 }
 
 fn zone_of(snapshot: &Snapshot, node: &str) -> Option<String> {
@@ -39,14 +41,21 @@ fn zone_of(snapshot: &Snapshot, node: &str) -> Option<String> {
     })
 }
 
-fn node_cidrs(snapshot: &Snapshot) -> Vec<Ipv4Net> {
-    let mut out: Vec<Ipv4Net> = snapshot
+fn node_cidrs(snapshot: &Snapshot) -> Vec<IpNet> {
+    let mut out: Vec<IpNet> = snapshot
         .state
         .objects_of(Kind::Node)
         .filter_map(|o| match o {
-            Object::Node(n) => n.spec.as_ref()?.pod_cidr.as_deref()?.parse().ok(),
+            Object::Node(n) => n.spec.as_ref(),
             _ => None,
         })
+        .flat_map(|spec| {
+            spec.pod_cidrs
+                .iter()
+                .flatten()
+                .chain(spec.pod_cidr.as_ref())
+        })
+        .filter_map(|c| c.parse().ok())
         .collect();
     out.sort();
     out.dedup();
@@ -55,17 +64,19 @@ fn node_cidrs(snapshot: &Snapshot) -> Vec<Ipv4Net> {
 
 impl Proxy {
     pub(crate) fn new(
+        family: Family,
         node: &str,
-        fixed_cidrs: Vec<Ipv4Net>,
+        fixed_cidrs: Vec<IpNet>,
         metrics: Arc<Metrics>,
-        health_ports: crate::healthcheck::Wanted,
+        health_ports: Option<crate::healthcheck::Wanted>,
     ) -> Self {
         Proxy {
             node: node.to_string(),
             fixed_cidrs,
             ctx: None,
             plan: ProxyPlan::default(),
-            backend: NftBackend::new(),
+            backend: NftBackend::new(family),
+            family,
             version: None,
             metrics,
             pending_since: None,
@@ -78,7 +89,7 @@ impl Proxy {
         let ctx = NodeContext {
             node_name: self.node.clone(),
             zone: zone_of(snapshot, &self.node),
-            family: Family::V4,
+            family: self.family,
         };
         let cidrs = if self.fixed_cidrs.is_empty() {
             node_cidrs(snapshot)
@@ -167,7 +178,10 @@ impl Proxy {
     /// Keeps the health-check node ports in step: only the changed
     /// ServicePorts are looked at, except after a full reload.
     fn update_health_ports(&mut self, changed: Vec<ferry_model::ServicePortName>, full: bool) {
-        let Ok(mut wanted) = self.health_ports.lock() else {
+        let Some(ports) = &self.health_ports else {
+            return;
+        };
+        let Ok(mut wanted) = ports.lock() else {
             return;
         };
         if full {

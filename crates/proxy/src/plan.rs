@@ -25,7 +25,15 @@ pub enum Family {
 }
 
 impl Family {
-    fn has(self, ip: &IpAddr) -> bool {
+    /// The nftables family of ferry's table for this IP family.
+    pub fn nft(self) -> &'static str {
+        match self {
+            Family::V4 => "ip",
+            Family::V6 => "ip6",
+        }
+    }
+
+    pub fn has(self, ip: &IpAddr) -> bool {
         ip.is_ipv4() == (self == Family::V4)
     }
 }

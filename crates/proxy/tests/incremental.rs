@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use ferry_model::{Protocol, ServicePortName};
 use ferry_proxy::nft::NftBackend;
-use ferry_proxy::{PlannedEndpoint, ProxyPlan, ServicePlan};
+use ferry_proxy::{Family, PlannedEndpoint, ProxyPlan, ServicePlan};
 use proptest::prelude::*;
 
 fn root() -> bool {
@@ -68,9 +68,9 @@ const SETS: [&str; 15] = [
     "firewall_allow",
 ];
 
-fn elements(ns: &str, set: &str) -> Vec<String> {
+fn elements(ns: &str, family: &str, set: &str) -> Vec<String> {
     let out = Command::new("ip")
-        .args(["netns", "exec", ns, "nft", "list", "table", "ip", "ferry"])
+        .args(["netns", "exec", ns, "nft", "list", "table", family, "ferry"])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -92,9 +92,9 @@ fn elements(ns: &str, set: &str) -> Vec<String> {
 }
 
 /// The table with slot marks replaced by the endpoints they lead to.
-fn canonical(ns: &str) -> BTreeMap<&'static str, BTreeSet<String>> {
+fn canonical(ns: &str, family: &str) -> BTreeMap<&'static str, BTreeSet<String>> {
     let mut sig: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for e in elements(ns, "endpoints") {
+    for e in elements(ns, family, "endpoints") {
         // "0x00001003 . 0 : 10.244.0.3 . 8080"
         let (key, value) = e.split_once(" : ").unwrap();
         let (mark, slot) = key.split_once(" . ").unwrap();
@@ -110,7 +110,7 @@ fn canonical(ns: &str) -> BTreeMap<&'static str, BTreeSet<String>> {
     };
     let mut out = BTreeMap::new();
     for set in SETS {
-        let items: BTreeSet<String> = elements(ns, set)
+        let items: BTreeSet<String> = elements(ns, family, set)
             .into_iter()
             .map(|e| match set {
                 "endpoints" => {
@@ -168,6 +168,45 @@ prop_compose! {
     }
 }
 
+/// The same plan with IPv6 addresses (for the `ip6 ferry` table).
+fn to_v6(plan: &ProxyPlan) -> ProxyPlan {
+    let v6 = |ip: &IpAddr| -> IpAddr {
+        let IpAddr::V4(v4) = ip else { return *ip };
+        let o = v4.octets();
+        IpAddr::V6(std::net::Ipv6Addr::new(
+            0xfd00,
+            u16::from(o[0]),
+            u16::from(o[1]),
+            0,
+            0,
+            0,
+            u16::from(o[2]),
+            u16::from(o[3]),
+        ))
+    };
+    let mut out = ProxyPlan::default();
+    for (name, p) in &plan.services {
+        let mut p = (**p).clone();
+        p.cluster_ips = p.cluster_ips.iter().map(v6).collect();
+        p.load_balancer_ips = p.load_balancer_ips.iter().map(v6).collect();
+        p.external_ips = p.external_ips.iter().map(v6).collect();
+        p.source_ranges = p
+            .source_ranges
+            .iter()
+            .map(|_| "2001:db8::/64".parse().unwrap())
+            .collect();
+        for e in p
+            .cluster_endpoints
+            .iter_mut()
+            .chain(p.external_endpoints.iter_mut())
+        {
+            e.ip = v6(&e.ip);
+        }
+        out.services.insert(name.clone(), Arc::new(p));
+    }
+    out
+}
+
 fn plan_strategy() -> impl Strategy<Value = ProxyPlan> {
     (
         proptest::collection::vec(any::<bool>(), 4),
@@ -191,22 +230,28 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
 
     #[test]
-    fn incremental_syncs_end_where_a_full_load_of_the_final_plan_does(plans in proptest::collection::vec(plan_strategy(), 2..6)) {
+    fn incremental_syncs_end_where_a_full_load_of_the_final_plan_does(plans in proptest::collection::vec(plan_strategy(), 2..6), ipv6 in any::<bool>()) {
         if !root() {
             return Ok(());
         }
-        let cidrs = vec!["10.244.0.0/16".parse().unwrap()];
+        let (family, plans) = if ipv6 {
+            (Family::V6, plans.iter().map(to_v6).collect::<Vec<_>>())
+        } else {
+            (Family::V4, plans)
+        };
+        let cidrs = vec!["10.244.0.0/16".parse().unwrap(), "fd00:a::/32".parse().unwrap()];
         let a = Ns::new("ferry-test-incr-a");
         let b = Ns::new("ferry-test-incr-b");
-        let mut inc = NftBackend::in_netns(&a.0);
+        let mut inc = NftBackend::in_netns(&a.0, family);
         inc.full_sync(&plans[0], &cidrs).unwrap();
         for pair in plans.windows(2) {
             let names: BTreeSet<ServicePortName> = pair[0].services.keys().chain(pair[1].services.keys()).cloned().collect();
             let names: Vec<ServicePortName> = names.into_iter().collect();
             inc.sync(&pair[1], &names, &cidrs).unwrap();
         }
-        let mut full = NftBackend::in_netns(&b.0);
+        let mut full = NftBackend::in_netns(&b.0, family);
         full.full_sync(plans.last().unwrap(), &cidrs).unwrap();
-        prop_assert_eq!(canonical(&a.0), canonical(&b.0));
+        prop_assert_eq!(canonical(&a.0, family.nft()), canonical(&b.0, family.nft()));
+        prop_assert!(!elements(&a.0, family.nft(), "cluster_cidrs").is_empty(), "the cluster CIDR of the family is in the table");
     }
 }

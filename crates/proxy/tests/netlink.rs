@@ -94,7 +94,10 @@ fn netlink_deletes_what_nft_added_and_nft_sees_what_netlink_added() {
             .unwrap()
             .success()
     );
-    nft(&ns.0, &ruleset::table(&[1, 2], &[600]));
+    nft(
+        &ns.0,
+        &ruleset::table(ferry_proxy::Family::V4, &[1, 2], &[600]),
+    );
     let samples = [
         el("no_endpoints", "172.16.0.10 . tcp . 80", None),
         el("no_endpoint_node_ports", "tcp . 30000", None),
@@ -107,13 +110,14 @@ fn netlink_deletes_what_nft_added_and_nft_sees_what_netlink_added() {
         el("firewall_keys", "172.19.0.1 . tcp . 80", None),
         el("pick", "0x2", Some("goto pick_2")),
     ];
-    let mut nl = Netlink::open_in(&ns.0).unwrap();
+    let mut nl = Netlink::open_in(&ns.0, ferry_proxy::Family::V4).unwrap();
     // nft adds, netlink deletes.
     let text = ferry_proxy::nft::elements::render(
         &ferry_proxy::nft::elements::Delta {
             delete: vec![],
             add: samples.to_vec(),
         },
+        "ip",
         "ferry",
     );
     nft(&ns.0, &text);
@@ -168,12 +172,12 @@ fn table_checks_see_deletes_flushes_and_missing_elements() {
             .unwrap()
             .success()
     );
-    nft(&ns.0, &ruleset::table(&[1], &[]));
+    nft(&ns.0, &ruleset::table(ferry_proxy::Family::V4, &[1], &[]));
     nft(&ns.0, "add element ip ferry canary { 0x5 }\n");
     let (tx, rx) = std::sync::mpsc::channel();
     let name = ns.0.clone();
     std::thread::spawn(move || {
-        let mut nl = Netlink::open_in(&name).unwrap();
+        let mut nl = Netlink::open_in(&name, ferry_proxy::Family::V4).unwrap();
         let handle = nl.table_handle("ferry").unwrap();
         let rules = nl.rule_count("ferry").unwrap();
         let canary = nl.has_element("ferry", &el("canary", "0x5", None)).unwrap();

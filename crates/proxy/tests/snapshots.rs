@@ -29,6 +29,7 @@ fn commands(yaml: &str, node: &str) -> String {
             delete: Vec::new(),
             add,
         },
+        "ip",
         ruleset::TABLE,
     )
 }
@@ -97,5 +98,5 @@ fn session_affinity() {
 
 #[test]
 fn the_table() {
-    insta::assert_snapshot!(ruleset::table(&[1, 2, 3], &[10800]));
+    insta::assert_snapshot!(ruleset::table(Family::V4, &[1, 2, 3], &[10800]));
 }

@@ -30,7 +30,7 @@ pub struct Args {
     /// Pod CIDRs (comma-separated); ClusterIP traffic from other sources is
     /// masqueraded. Default: the podCIDRs of every Node.
     #[arg(long, value_delimiter = ',')]
-    cluster_cidr: Vec<ipnet::Ipv4Net>,
+    cluster_cidr: Vec<ipnet::IpNet>,
     /// Changes closer together than this are programmed together (kube-proxy's --min-sync-period), e.g. 1s.
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     min_sync_period: std::time::Duration,

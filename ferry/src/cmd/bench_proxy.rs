@@ -61,7 +61,7 @@ pub fn child(services: usize, runs: usize) -> anyhow::Result<ExitCode> {
     let mut state = ClusterState::from_objects(synth::objects(services, 8));
     let c = ctx();
     let mut p = plan(&state, &c);
-    let mut backend = NftBackend::in_netns(NETNS);
+    let mut backend = NftBackend::in_netns(NETNS, Family::V4);
     let t = Instant::now();
     let stats = backend.full_sync(&p, &cidrs).context("full sync")?;
     let full_s = t.elapsed().as_secs_f64();
@@ -166,7 +166,7 @@ fn end_to_end(services: usize, runs: usize) -> anyhow::Result<Vec<f64>> {
     let c = ctx();
     let cidrs = vec!["10.128.0.0/9".parse()?];
     let mut p = plan(&first.state, &c);
-    let mut backend = NftBackend::in_netns(NETNS);
+    let mut backend = NftBackend::in_netns(NETNS, Family::V4);
     backend.full_sync(&p, &cidrs)?;
     let mut watcher = ManifestWatcher::new(source, Duration::from_millis(1))?;
     let mut out = Vec::new();

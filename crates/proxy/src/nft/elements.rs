@@ -141,13 +141,12 @@ fn endpoint_elements(out: &mut BTreeSet<Element>, mark: u32, endpoints: &[Planne
     ));
 }
 
-/// The elements one ServicePort needs (IPv4 addresses only; the IPv6 table
-/// will get its own).
+/// The elements one ServicePort needs in the table of its plan's IP family.
 pub fn contribution(p: &ServicePlan, ids: &mut SlotIds) -> BTreeSet<Element> {
     let mut out = BTreeSet::new();
     let pr = proto(p.protocol);
-    let v4 =
-        |ips: &[IpAddr]| -> Vec<IpAddr> { ips.iter().copied().filter(IpAddr::is_ipv4).collect() };
+    // The plan holds the addresses of its IP family only.
+    let v4 = |ips: &[IpAddr]| -> Vec<IpAddr> { ips.to_vec() };
     let mut used = Vec::new();
     let cluster_keys: Vec<String> = v4(&p.cluster_ips)
         .iter()
@@ -176,11 +175,7 @@ pub fn contribution(p: &ServicePlan, ids: &mut SlotIds) -> BTreeSet<Element> {
     if !p.source_ranges.is_empty() {
         for ip in v4(&p.load_balancer_ips) {
             let k = format!("{ip} . {pr} . {}", p.port);
-            for r in p
-                .source_ranges
-                .iter()
-                .filter(|r| matches!(r, ipnet::IpNet::V4(_)))
-            {
+            for r in p.source_ranges.iter() {
                 out.insert(el("firewall_allow", format!("{k} . {r}"), None));
             }
             out.insert(el("firewall_keys", k, None));
@@ -336,7 +331,7 @@ impl Applied {
 }
 
 /// nft commands for a delta; deletes come first so a changed value can be re-added.
-pub fn render(delta: &Delta, table: &str) -> String {
+pub fn render(delta: &Delta, family: &str, table: &str) -> String {
     let mut s = String::new();
     let mut group = |verb: &str, elems: &[Element], with_value: bool| {
         let mut by_set: BTreeMap<&str, Vec<String>> = BTreeMap::new();
@@ -350,7 +345,7 @@ pub fn render(delta: &Delta, table: &str) -> String {
         for (set, items) in by_set {
             for chunk in items.chunks(4096) {
                 s.push_str(&format!(
-                    "{verb} element ip {table} {set} {{ {} }}\n",
+                    "{verb} element {family} {table} {set} {{ {} }}\n",
                     chunk.join(", ")
                 ));
             }

@@ -17,9 +17,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ferry_model::ServicePortName;
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 
-use crate::plan::ProxyPlan;
+use crate::plan::{Family, ProxyPlan};
 use elements::{Applied, Delta, Element, SlotIds, contribution, render};
 use ruleset::TABLE;
 
@@ -60,6 +60,7 @@ pub struct NftBackend {
     timeouts: BTreeSet<u32>,
     cluster_cidrs: BTreeSet<Element>,
     loaded: bool,
+    family: Family,
     /// Run nft in this network namespace (benchmarks and tests); the agent
     /// itself already runs in its node's namespace.
     netns: Option<String>,
@@ -100,9 +101,10 @@ fn run_nft(netns: Option<&str>, text: &str) -> Result<(), NftError> {
     }
 }
 
-fn cidr_elements(cidrs: &[Ipv4Net]) -> BTreeSet<Element> {
+fn cidr_elements(family: Family, cidrs: &[IpNet]) -> BTreeSet<Element> {
     cidrs
         .iter()
+        .filter(|c| family.has(&c.addr()))
         .map(|c| Element {
             set: "cluster_cidrs",
             key: c.trunc().to_string(),
@@ -111,15 +113,11 @@ fn cidr_elements(cidrs: &[Ipv4Net]) -> BTreeSet<Element> {
         .collect()
 }
 
-impl Default for NftBackend {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl NftBackend {
-    pub fn new() -> Self {
+    /// A backend for ferry's table of `family` (`ip ferry` or `ip6 ferry`).
+    pub fn new(family: Family) -> Self {
         NftBackend {
+            family,
             ids: SlotIds::default(),
             contributions: BTreeMap::new(),
             applied: Applied::default(),
@@ -134,10 +132,10 @@ impl NftBackend {
     }
 
     /// A backend that programs the table of network namespace `netns`.
-    pub fn in_netns(netns: &str) -> Self {
+    pub fn in_netns(netns: &str, family: Family) -> Self {
         NftBackend {
             netns: Some(netns.to_string()),
-            ..Self::new()
+            ..Self::new(family)
         }
     }
 
@@ -150,7 +148,7 @@ impl NftBackend {
     pub fn full_sync(
         &mut self,
         plan: &ProxyPlan,
-        cluster_cidrs: &[Ipv4Net],
+        cluster_cidrs: &[IpNet],
     ) -> Result<SyncStats, NftError> {
         let start = Instant::now();
         self.ids = SlotIds::default();
@@ -162,7 +160,7 @@ impl NftBackend {
             self.applied.replace(&BTreeSet::new(), &c, &mut scratch);
             self.contributions.insert(name.clone(), c);
         }
-        self.cluster_cidrs = cidr_elements(cluster_cidrs);
+        self.cluster_cidrs = cidr_elements(self.family, cluster_cidrs);
         self.applied
             .replace(&BTreeSet::new(), &self.cluster_cidrs.clone(), &mut scratch);
         // Pick chains for common endpoint counts exist from the start, so a
@@ -172,8 +170,11 @@ impl NftBackend {
         picks.extend(self.applied.pick_counts());
         let picks: Vec<u32> = picks.into_iter().collect();
         let timeouts = self.applied.affinity_timeouts();
-        let mut text = format!("add table ip {TABLE}\ndelete table ip {TABLE}\n");
-        text.push_str(&ruleset::table(&picks, &timeouts));
+        let mut text = format!(
+            "add table {f} {TABLE}\ndelete table {f} {TABLE}\n",
+            f = self.family.nft()
+        );
+        text.push_str(&ruleset::table(self.family, &picks, &timeouts));
         let all = Delta {
             delete: Vec::new(),
             add: self.applied.all(),
@@ -196,11 +197,12 @@ impl NftBackend {
                     delete: Vec::new(),
                     add: by_nft,
                 },
+                self.family.nft(),
                 TABLE,
             ));
             by_netlink
         } else {
-            text.push_str(&render(&all, TABLE));
+            text.push_str(&render(&all, self.family.nft(), TABLE));
             Vec::new()
         };
         let canary = Element {
@@ -209,7 +211,8 @@ impl NftBackend {
             value: None,
         };
         text.push_str(&format!(
-            "add element ip {TABLE} canary {{ {} }}\n",
+            "add element {} {TABLE} canary {{ {} }}\n",
+            self.family.nft(),
             canary.key
         ));
         run_nft(self.netns.as_deref(), &text)?;
@@ -248,7 +251,7 @@ impl NftBackend {
         &mut self,
         plan: &ProxyPlan,
         changed: &[ServicePortName],
-        cluster_cidrs: &[Ipv4Net],
+        cluster_cidrs: &[IpNet],
     ) -> Result<SyncStats, NftError> {
         if !self.loaded {
             return self.full_sync(plan, cluster_cidrs);
@@ -269,7 +272,7 @@ impl NftBackend {
                 self.contributions.insert(name.clone(), new);
             }
         }
-        let cidrs = cidr_elements(cluster_cidrs);
+        let cidrs = cidr_elements(self.family, cluster_cidrs);
         if cidrs != self.cluster_cidrs {
             let old = std::mem::replace(&mut self.cluster_cidrs, cidrs.clone());
             self.applied.replace(&old, &cidrs, &mut delta);
@@ -332,7 +335,7 @@ impl NftBackend {
                 }
             }
         }
-        let text = render(&delta, TABLE);
+        let text = render(&delta, self.family.nft(), TABLE);
         match run_nft(self.netns.as_deref(), &text) {
             Ok(()) => Ok(SyncStats {
                 full: false,
@@ -351,8 +354,8 @@ impl NftBackend {
     fn netlink(&mut self) -> Option<&mut netlink::Netlink> {
         if self.netlink.is_none() {
             self.netlink = match &self.netns {
-                Some(ns) => netlink::Netlink::open_in(ns),
-                None => netlink::Netlink::open(),
+                Some(ns) => netlink::Netlink::open_in(ns, self.family),
+                None => netlink::Netlink::open(self.family),
             }
             .ok();
         }

@@ -8,11 +8,12 @@
 //! order, marks and numgen values in host order, every field of a
 //! concatenation padded to 4 bytes.
 
-use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 use std::time::Duration;
 
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
+
+use crate::plan::Family;
 
 use super::elements::Element;
 
@@ -43,6 +44,7 @@ const NFTA_VERDICT_CODE: u16 = 1;
 const NFTA_VERDICT_CHAIN: u16 = 2;
 const NFT_GOTO: i32 = -4;
 const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
 /// A batch must fit one send; larger deltas go through `nft -f`.
 pub const MAX_BATCH_BYTES: usize = 160 * 1024;
 
@@ -58,8 +60,12 @@ pub enum NetlinkError {
     TooLarge,
 }
 
-fn ipv4(s: &str) -> Option<[u8; 4]> {
-    s.trim().parse::<Ipv4Addr>().ok().map(|ip| ip.octets())
+/// An address in network order: 4 bytes for IPv4, 16 for IPv6.
+fn address(s: &str) -> Option<Vec<u8>> {
+    match s.trim().parse::<std::net::IpAddr>().ok()? {
+        std::net::IpAddr::V4(ip) => Some(ip.octets().to_vec()),
+        std::net::IpAddr::V6(ip) => Some(ip.octets().to_vec()),
+    }
 }
 
 fn proto(s: &str) -> Option<u8> {
@@ -93,7 +99,7 @@ fn pad4(out: &mut Vec<u8>, field: &[u8]) {
 /// One field of a concatenation, in the kernel's layout.
 fn field(kind: char, text: &str) -> Option<Vec<u8>> {
     Some(match kind {
-        'a' => ipv4(text)?.to_vec(),
+        'a' => address(text)?,
         'p' => vec![proto(text)?],
         's' => port(text)?.to_vec(),
         'm' => number(text)?.to_ne_bytes().to_vec(),
@@ -133,14 +139,14 @@ fn layout(set: &str) -> Option<(&'static str, Option<&'static str>)> {
 struct Msg(Vec<u8>);
 
 impl Msg {
-    fn new(kind: u16, flags: u16, seq: u32, res_id: u16) -> Msg {
+    fn new(kind: u16, flags: u16, seq: u32, res_id: u16, family: u8) -> Msg {
         let mut b = Vec::with_capacity(256);
         b.extend_from_slice(&0u32.to_ne_bytes()); // length, set in finish
         b.extend_from_slice(&kind.to_ne_bytes());
         b.extend_from_slice(&flags.to_ne_bytes());
         b.extend_from_slice(&seq.to_ne_bytes());
         b.extend_from_slice(&0u32.to_ne_bytes()); // port id
-        b.push(AF_INET); // nfgenmsg.nfgen_family
+        b.push(family); // nfgenmsg.nfgen_family
         b.push(0); // version
         b.extend_from_slice(&res_id.to_be_bytes());
         Msg(b)
@@ -183,28 +189,38 @@ fn cstr(s: &str) -> Vec<u8> {
 pub struct Netlink {
     socket: Socket,
     seq: u32,
+    /// AF_INET or AF_INET6: which `ferry` table the messages are for.
+    family: u8,
 }
 
 impl Netlink {
     /// Opens a socket in this thread's network namespace.
-    pub fn open() -> Result<Netlink, NetlinkError> {
+    pub fn open(family: Family) -> Result<Netlink, NetlinkError> {
         let mut socket = Socket::new(NETLINK_NETFILTER)?;
         socket.bind_auto()?;
         socket.connect(&SocketAddr::new(0, 0))?;
         socket.set_ext_ack(true).ok();
-        Ok(Netlink { socket, seq: 1 })
+        let family = match family {
+            Family::V4 => AF_INET,
+            Family::V6 => AF_INET6,
+        };
+        Ok(Netlink {
+            socket,
+            seq: 1,
+            family,
+        })
     }
 
     /// Opens a socket in network namespace `netns` (`/run/netns/NAME`); the
     /// socket stays in that namespace for its life.
-    pub fn open_in(netns: &str) -> Result<Netlink, NetlinkError> {
+    pub fn open_in(netns: &str, family: Family) -> Result<Netlink, NetlinkError> {
         let target = std::fs::File::open(format!("/run/netns/{netns}"))?;
         std::thread::scope(|s| {
             s.spawn(|| {
                 // setns changes only this short-lived thread's namespace.
                 nix::sched::setns(target.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
                     .map_err(|e| NetlinkError::Io(std::io::Error::from_raw_os_error(e as i32)))?;
-                Netlink::open()
+                Netlink::open(family)
             })
             .join()
             .unwrap_or_else(|_| {
@@ -235,6 +251,7 @@ impl Netlink {
                 NLM_F_REQUEST,
                 begin,
                 NFNL_SUBSYS_NFTABLES,
+                self.family,
             )
             .finish(),
         );
@@ -253,7 +270,13 @@ impl Netlink {
                     let seq = self.next_seq();
                     let flags =
                         NLM_F_REQUEST | NLM_F_ACK | if with_data { NLM_F_CREATE } else { 0 };
-                    let mut m = Msg::new((NFNL_SUBSYS_NFTABLES << 8) | kind, flags, seq, 0);
+                    let mut m = Msg::new(
+                        (NFNL_SUBSYS_NFTABLES << 8) | kind,
+                        flags,
+                        seq,
+                        0,
+                        self.family,
+                    );
                     m.attr(NFTA_SET_ELEM_LIST_TABLE, &cstr(table));
                     m.attr(NFTA_SET_ELEM_LIST_SET, &cstr(set));
                     let list = m.nest_start(NFTA_SET_ELEM_LIST_ELEMENTS);
@@ -268,7 +291,14 @@ impl Netlink {
         }
         let end = self.next_seq();
         batch.extend(
-            Msg::new(NFNL_MSG_BATCH_END, NLM_F_REQUEST, end, NFNL_SUBSYS_NFTABLES).finish(),
+            Msg::new(
+                NFNL_MSG_BATCH_END,
+                NLM_F_REQUEST,
+                end,
+                NFNL_SUBSYS_NFTABLES,
+                self.family,
+            )
+            .finish(),
         );
         if batch.len() > MAX_BATCH_BYTES {
             return Err(NetlinkError::TooLarge);
@@ -307,6 +337,7 @@ impl Netlink {
             NLM_F_REQUEST | NLM_F_ACK,
             seq,
             0,
+            self.family,
         );
         m.attr(1, &cstr(table)); // NFTA_TABLE_NAME
         match self.request(m, seq) {
@@ -328,6 +359,7 @@ impl Netlink {
             NLM_F_REQUEST | NLM_F_DUMP,
             seq,
             0,
+            self.family,
         );
         m.attr(1, &cstr(table)); // NFTA_RULE_TABLE
         match self.request(m, seq) {
@@ -345,6 +377,7 @@ impl Netlink {
             NLM_F_REQUEST | NLM_F_ACK,
             seq,
             0,
+            self.family,
         );
         m.attr(NFTA_SET_ELEM_LIST_TABLE, &cstr(table));
         m.attr(NFTA_SET_ELEM_LIST_SET, &cstr(e.set));
@@ -503,7 +536,7 @@ mod tests {
         ] {
             assert!(layout(set).is_some(), "{set}");
             assert!(
-                super::super::ruleset::table(&[], &[]).contains(&format!(" {set} {{")),
+                super::super::ruleset::table(Family::V4, &[], &[]).contains(&format!(" {set} {{")),
                 "{set} is in the table"
             );
         }

@@ -29,14 +29,31 @@
 //!
 //! Pure: produces nft text.
 
+use crate::plan::Family;
+
 /// Endpoint counts up to this are in the low bits of a slot mark.
 pub const COUNT_BITS: u32 = 12;
 pub const MAX_ENDPOINTS: u32 = (1 << COUNT_BITS) - 1;
 
 pub const TABLE: &str = "ferry";
 
-/// The whole table, without elements (they come in `add element` commands).
-pub fn table(pick_counts: &[u32], affinity_timeouts: &[u32]) -> String {
+/// The whole table of `family`, without elements (they come in `add
+/// element` commands). The IPv6 table is the IPv4 one with IPv6 types and
+/// expressions.
+pub fn table(family: Family, pick_counts: &[u32], affinity_timeouts: &[u32]) -> String {
+    let v4 = table_v4(pick_counts, affinity_timeouts);
+    match family {
+        Family::V4 => v4,
+        Family::V6 => v4
+            .replace("table ip ", "table ip6 ")
+            .replace("ipv4_addr", "ipv6_addr")
+            .replace("ip daddr", "ip6 daddr")
+            .replace("ip saddr", "ip6 saddr")
+            .replace("dnat ip to", "dnat ip6 to"),
+    }
+}
+
+fn table_v4(pick_counts: &[u32], affinity_timeouts: &[u32]) -> String {
     let mut s = String::new();
     s.push_str(&format!(
         r#"table ip {TABLE} {{
