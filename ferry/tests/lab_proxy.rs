@@ -209,6 +209,23 @@ fn hairpin_works_and_a_service_without_endpoints_refuses_at_once() {
         "refused at once, not a timeout: {:?}",
         start.elapsed()
     );
+    // A ClusterIP answers only on its Service's ports: another port is refused at once too.
+    let start = Instant::now();
+    let out = lab.exec(
+        "pod/shop/client",
+        &["curl", "-sS", "-m", "5", "http://172.16.20.10:81/"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("Couldn't connect") || text(&out).contains("refused"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "unknown port refused at once: {:?}",
+        start.elapsed()
+    );
     // The rules are ferry's own table, read back from the kernel.
     let rules = lab.exec_ok("node/node-1", &["nft", "list", "table", "ip", "ferry"]);
     assert!(rules.contains("172.16.20.10 . tcp . 80"), "{rules}");

@@ -50,7 +50,8 @@ impl Drop for Ns {
     }
 }
 
-const SETS: [&str; 15] = [
+const SETS: [&str; 16] = [
+    "cluster_addresses",
     "cluster_ips",
     "external_ips",
     "node_ports",

@@ -148,6 +148,9 @@ pub fn contribution(p: &ServicePlan, ids: &mut SlotIds) -> BTreeSet<Element> {
     // The plan holds the addresses of its IP family only.
     let v4 = |ips: &[IpAddr]| -> Vec<IpAddr> { ips.to_vec() };
     let mut used = Vec::new();
+    for ip in &p.cluster_ips {
+        out.insert(el("cluster_addresses", ip.to_string(), None));
+    }
     let cluster_keys: Vec<String> = v4(&p.cluster_ips)
         .iter()
         .map(|ip| format!("{ip} . {pr} . {}", p.port))

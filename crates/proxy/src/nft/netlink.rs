@@ -130,6 +130,7 @@ fn layout(set: &str) -> Option<(&'static str, Option<&'static str>)> {
         "no_endpoints" | "drop_external" | "firewall_keys" => ("aps", None),
         "no_endpoint_node_ports" | "drop_node_ports" => ("ps", None),
         "hairpin" => ("aa", None),
+        "cluster_addresses" => ("a", None),
         "masquerade_slots" | "keep_client_slots" | "cluster_slots" | "canary" => ("m", None),
         s if s.starts_with("affinity_") => ("m", None),
         _ => return None,
@@ -533,6 +534,7 @@ mod tests {
             "masquerade_slots",
             "keep_client_slots",
             "cluster_slots",
+            "cluster_addresses",
         ] {
             assert!(layout(set).is_some(), "{set}");
             assert!(

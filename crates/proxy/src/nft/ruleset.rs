@@ -23,7 +23,10 @@
 //!    endpoint that is gone is never reused.
 //! 6. `loadBalancerSourceRanges`: before any NAT, traffic to a restricted
 //!    load-balancer IP:port from a source outside its ranges is dropped.
-//! 7. Filter chains reject (ICMP port unreachable) connections to Services
+//! 7. A ClusterIP answers only on its Services' ports: new connections
+//!    still addressed to a ClusterIP after DNAT (an unknown port) are
+//!    rejected, as kube-proxy does.
+//! 8. Filter chains reject (ICMP port unreachable) connections to Services
 //!    without endpoints and drop external traffic of Local-policy Services
 //!    with no endpoint on this node.
 //!
@@ -64,6 +67,7 @@ fn table_v4(pick_counts: &[u32], affinity_timeouts: &[u32]) -> String {
 	map endpoints {{ typeof meta mark . numgen random mod 1 : ip daddr . th dport; }}
 	map pick {{ type mark : verdict; }}
 	set no_endpoints {{ type ipv4_addr . inet_proto . inet_service; }}
+	set cluster_addresses {{ type ipv4_addr; }}
 	set no_endpoint_node_ports {{ type inet_proto . inet_service; }}
 	set drop_external {{ type ipv4_addr . inet_proto . inet_service; }}
 	set drop_node_ports {{ type inet_proto . inet_service; }}
@@ -123,11 +127,13 @@ fn table_v4(pick_counts: &[u32], affinity_timeouts: &[u32]) -> String {
 		type filter hook forward priority filter - 1; policy accept;
 		ct state new ip daddr . meta l4proto . th dport @drop_external drop
 		ct state new ip daddr . meta l4proto . th dport @no_endpoints reject
+		ct state new ip daddr @cluster_addresses reject
 	}}
 
 	chain filter_output {{
 		type filter hook output priority filter - 1; policy accept;
 		ct state new ip daddr . meta l4proto . th dport @no_endpoints reject
+		ct state new ip daddr @cluster_addresses reject
 	}}
 "#,
         mask = MAX_ENDPOINTS,
