@@ -69,7 +69,9 @@ pub fn child(services: usize, runs: usize) -> anyhow::Result<ExitCode> {
     for run in 0..3 {
         if run > 0 {
             let dropped = Command::new("ip")
-                .args(["netns", "exec", NETNS, "nft", "delete", "table", "ip", "ferry"])
+                .args([
+                    "netns", "exec", NETNS, "nft", "delete", "table", "ip", "ferry",
+                ])
                 .status()
                 .context("dropping the table")?;
             if !dropped.success() {
