@@ -5,6 +5,10 @@
 # Needs root (network namespaces). Usage: scripts/run.sh [PATH...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "$(id -u)" != 0 ]; then
+  echo "scripts/run.sh needs root: the lab creates network namespaces (try: sudo scripts/run.sh)" >&2
+  exit 1
+fi
 scripts/setup.sh
 cargo build --release --quiet -p ferry
 ferry=target/release/ferry

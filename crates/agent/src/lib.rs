@@ -179,16 +179,19 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     // The watcher blocks on file events; it gets a thread of its own.
     let loop_metrics = metrics.clone();
     let min_sync_period = config.min_sync_period;
+    let first_published = rx.borrow().snapshot.clone();
     let handle = tokio::task::spawn_blocking(move || {
         // Changes that arrived within the minimum sync period wait here,
         // merged, so a burst costs one sync and the last change is never lost.
         let mut pending: Option<Snapshot> = None;
-        let mut latest: Option<Arc<Snapshot>> = None;
-        let mut last_sync = Instant::now() - min_sync_period;
+        let mut latest: Option<Arc<Snapshot>> = Some(first_published);
+        // None: nothing synced in the loop yet, so the first change goes at once.
+        let mut last_sync: Option<Instant> = None;
         let mut last_check = Instant::now();
         loop {
             let wait = match &pending {
-                Some(_) => min_sync_period.saturating_sub(last_sync.elapsed()),
+                Some(_) => min_sync_period
+                    .saturating_sub(last_sync.map_or(min_sync_period, |t| t.elapsed())),
                 None => TABLE_CHECK_PERIOD,
             };
             match watcher.next(wait) {
@@ -209,14 +212,14 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
                 Some(Err(e)) => tracing::warn!(error = %e, "source error"),
                 None => {}
             }
-            if pending.is_some() && last_sync.elapsed() >= min_sync_period {
+            if pending.is_some() && last_sync.is_none_or(|t| t.elapsed() >= min_sync_period) {
                 let Some(snapshot) = pending.take() else {
                     continue;
                 };
                 for p in &mut proxies {
                     p.on_snapshot(&snapshot);
                 }
-                last_sync = Instant::now();
+                last_sync = Some(Instant::now());
                 synced = synced.max(max_resource_version(&snapshot, false));
                 if !snapshot.changes.is_empty() {
                     tracing::debug!("{}", snapshot.changes.summary());

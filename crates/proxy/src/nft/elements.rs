@@ -233,12 +233,18 @@ pub fn contribution(p: &ServicePlan, ids: &mut SlotIds) -> BTreeSet<Element> {
     out
 }
 
-/// What the kernel holds, by set and key, with reference counts. Kept per
-/// set so that questions about one small set (which pick chains are in
-/// use) do not walk every element of the table.
+/// Who wants which element, and what the kernel holds. Several ServicePorts
+/// may want the same key (hairpin pairs, pick verdicts, and, with odd input,
+/// one address claimed by two Services with different values): each value
+/// a key is wanted with is counted, the smallest value wins, and the delta
+/// is worked out per key from what the kernel had before to the winner
+/// now, so that one transaction never deletes what is not there or adds a
+/// key twice.
 #[derive(Debug, Default)]
 pub struct Applied {
-    sets: BTreeMap<&'static str, BTreeMap<String, (Option<String>, u32)>>,
+    wanted: BTreeMap<&'static str, BTreeMap<String, BTreeMap<Option<String>, u32>>>,
+    kernel: BTreeMap<&'static str, BTreeMap<String, Option<String>>>,
+    touched: BTreeSet<(&'static str, String)>,
 }
 
 /// Element changes for one transaction: deletes first, then adds.
@@ -255,56 +261,85 @@ impl Delta {
 }
 
 impl Applied {
-    /// Replaces one contribution by another and records the element changes.
-    pub fn replace(&mut self, old: &BTreeSet<Element>, new: &BTreeSet<Element>, delta: &mut Delta) {
+    /// Replaces one owner's elements by others; [`Applied::take_delta`]
+    /// then says what the kernel must change.
+    pub fn replace(&mut self, old: &BTreeSet<Element>, new: &BTreeSet<Element>) {
         for e in old.difference(new) {
-            let set = self.sets.entry(e.set).or_default();
-            if let Some((value, refs)) = set.get_mut(&e.key) {
-                if *refs > 1 && value == &e.value {
+            let keys = self.wanted.entry(e.set).or_default();
+            if let Some(values) = keys.get_mut(&e.key) {
+                if let Some(refs) = values.get_mut(&e.value) {
                     *refs -= 1;
-                } else if value == &e.value {
-                    set.remove(&e.key);
-                    delta.delete.push(e.clone());
+                    if *refs == 0 {
+                        values.remove(&e.value);
+                    }
+                }
+                if values.is_empty() {
+                    keys.remove(&e.key);
                 }
             }
+            self.touched.insert((e.set, e.key.clone()));
         }
         for e in new.difference(old) {
-            let set = self.sets.entry(e.set).or_default();
-            match set.get_mut(&e.key) {
-                Some((value, refs)) if value == &e.value => *refs += 1,
-                Some((value, refs)) => {
-                    // Another owner had a different value for this key: the newest wins.
-                    delta.delete.push(Element {
-                        set: e.set,
-                        key: e.key.clone(),
-                        value: value.clone(),
-                    });
-                    *value = e.value.clone();
-                    *refs = 1;
-                    delta.add.push(e.clone());
-                }
-                None => {
-                    set.insert(e.key.clone(), (e.value.clone(), 1));
-                    delta.add.push(e.clone());
-                }
-            }
+            *self
+                .wanted
+                .entry(e.set)
+                .or_default()
+                .entry(e.key.clone())
+                .or_default()
+                .entry(e.value.clone())
+                .or_default() += 1;
+            self.touched.insert((e.set, e.key.clone()));
         }
     }
 
+    /// The kernel changes for everything replaced since the last call.
+    pub fn take_delta(&mut self) -> Delta {
+        let mut delta = Delta::default();
+        for (set, key) in std::mem::take(&mut self.touched) {
+            let winner = self
+                .wanted
+                .get(set)
+                .and_then(|k| k.get(&key))
+                .and_then(|v| v.keys().next().cloned());
+            let programmed = self.kernel.get(set).and_then(|k| k.get(&key)).cloned();
+            if winner == programmed {
+                continue;
+            }
+            let kernel = self.kernel.entry(set).or_default();
+            if let Some(old) = programmed {
+                delta.delete.push(Element {
+                    set,
+                    key: key.clone(),
+                    value: old,
+                });
+                kernel.remove(&key);
+            }
+            if let Some(value) = winner {
+                delta.add.push(Element {
+                    set,
+                    key: key.clone(),
+                    value: value.clone(),
+                });
+                kernel.insert(key, value);
+            }
+        }
+        delta
+    }
+
     pub fn len(&self) -> usize {
-        self.sets.values().map(BTreeMap::len).sum()
+        self.kernel.values().map(BTreeMap::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Every element, as a full sync adds them.
+    /// Every element the kernel holds, as a full sync adds them.
     pub fn all(&self) -> Vec<Element> {
-        self.sets
+        self.kernel
             .iter()
             .flat_map(|(set, elems)| {
-                elems.iter().map(|(key, (value, _))| Element {
+                elems.iter().map(|(key, value)| Element {
                     set,
                     key: key.clone(),
                     value: value.clone(),
@@ -315,7 +350,7 @@ impl Applied {
 
     /// Session-affinity timeouts in use (each needs its set and rule).
     pub fn affinity_timeouts(&self) -> Vec<u32> {
-        self.sets
+        self.kernel
             .iter()
             .filter(|(_, elems)| !elems.is_empty())
             .filter_map(|(set, _)| set.strip_prefix("affinity_")?.parse().ok())
@@ -324,7 +359,7 @@ impl Applied {
 
     /// Endpoint counts that need a pick chain.
     pub fn pick_counts(&self) -> Vec<u32> {
-        self.sets
+        self.kernel
             .get("pick")
             .into_iter()
             .flat_map(|s| s.keys())
@@ -357,4 +392,52 @@ pub fn render(delta: &Delta, family: &str, table: &str) -> String {
     group("delete", &delta.delete, false);
     group("add", &delta.add, true);
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(items: &[(&'static str, &str, Option<&str>)]) -> BTreeSet<Element> {
+        items
+            .iter()
+            .map(|(s, k, v)| Element {
+                set: s,
+                key: k.to_string(),
+                value: v.map(str::to_string),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_key_two_owners_want_stays_until_both_let_go() {
+        let mut a = Applied::default();
+        let x = set(&[("hairpin", "10.0.0.1 . 10.0.0.1", None)]);
+        a.replace(&BTreeSet::new(), &x);
+        a.replace(&BTreeSet::new(), &x);
+        assert_eq!(a.take_delta().add.len(), 1, "added once");
+        a.replace(&x, &BTreeSet::new());
+        assert!(a.take_delta().is_empty(), "still wanted by the other owner");
+        a.replace(&x, &BTreeSet::new());
+        assert_eq!(a.take_delta().delete.len(), 1);
+    }
+
+    #[test]
+    fn conflicting_values_for_one_key_resolve_without_losing_an_owner() {
+        let mut a = Applied::default();
+        let one = set(&[("external_ips", "1.2.3.4 . tcp . 80", Some("0x1001"))]);
+        let two = set(&[("external_ips", "1.2.3.4 . tcp . 80", Some("0x2001"))]);
+        // Both in one batch: one add of the winner, no delete of what is not there.
+        a.replace(&BTreeSet::new(), &two);
+        a.replace(&BTreeSet::new(), &one);
+        let d = a.take_delta();
+        assert!(d.delete.is_empty());
+        assert_eq!(d.add, one.iter().cloned().collect::<Vec<_>>());
+        // The winner goes: the other owner's value takes its place.
+        a.replace(&one, &BTreeSet::new());
+        let d = a.take_delta();
+        assert_eq!(d.delete.len(), 1);
+        assert_eq!(d.add, two.iter().cloned().collect::<Vec<_>>());
+        assert_eq!(a.len(), 1);
+    }
 }
