@@ -63,6 +63,12 @@ impl SlotIds {
         id
     }
 
+    /// True when no id is left to give (after about a million endpoint
+    /// changes of session-affinity Services): a full reload starts afresh.
+    pub fn exhausted(&self) -> bool {
+        self.next >= MAX_ID && self.free.is_empty()
+    }
+
     /// Releases every id of `name`.
     pub fn release(&mut self, name: &ServicePortName) {
         self.release_unused(name, &[]);

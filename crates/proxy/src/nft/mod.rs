@@ -257,7 +257,7 @@ impl NftBackend {
         changed: &[ServicePortName],
         cluster_cidrs: &[IpNet],
     ) -> Result<SyncStats, NftError> {
-        if !self.loaded {
+        if !self.loaded || self.ids.exhausted() {
             return self.full_sync(plan, cluster_cidrs);
         }
         let start = Instant::now();
