@@ -50,7 +50,9 @@ impl Drop for Ns {
     }
 }
 
-const SETS: [&str; 16] = [
+const SETS: [&str; 18] = [
+    "affinity_600",
+    "affinity_10800",
     "cluster_addresses",
     "cluster_ips",
     "external_ips",
@@ -123,7 +125,8 @@ fn canonical(ns: &str, family: &str) -> BTreeMap<&'static str, BTreeSet<String>>
                     let (key, value) = e.split_once(" : ").unwrap();
                     format!("{key} : {}", name(value))
                 }
-                "masquerade_slots" | "keep_client_slots" | "cluster_slots" => name(&e),
+                "masquerade_slots" | "keep_client_slots" | "cluster_slots" | "affinity_600"
+                | "affinity_10800" => name(&e),
                 _ => e,
             })
             .collect();
@@ -143,6 +146,8 @@ prop_compose! {
         local_eps in proptest::collection::btree_set(0..6u8, 0..3),
         node_port in proptest::option::of(30000..30004u16),
         lb in any::<bool>(),
+        shared_lb in any::<bool>(),
+        affinity in proptest::option::of(proptest::sample::select(vec![600u32, 10800])),
         external_local in any::<bool>(),
         ranges in any::<bool>(),
     ) -> ServicePlan {
@@ -153,13 +158,15 @@ prop_compose! {
         ServicePlan {
             name: ServicePortName { namespace: "ns".into(), name: format!("s{i}").into(), port: "".into(), protocol },
             protocol,
-            port: 80,
+            // Load-balancer IPs may be shared between Services (on different
+            // ports), as load-balancer IP sharing does.
+            port: 80 + i as u16,
             cluster_ips: vec![ip(&format!("172.16.0.{}", 10 + i))],
             node_port: node_port.map(|p| p + 10 * i as u16),
             external_ips: Vec::new(),
-            load_balancer_ips: if lb { vec![ip(&format!("172.19.0.{}", 1 + i))] } else { Vec::new() },
+            load_balancer_ips: if lb { vec![ip(&format!("172.19.0.{}", if shared_lb { 1 } else { 1 + i }))] } else { Vec::new() },
             source_ranges: if lb && ranges { vec!["203.0.113.0/24".parse().unwrap()] } else { Vec::new() },
-            affinity_timeout: None,
+            affinity_timeout: affinity,
             local_endpoints: external_endpoints.iter().filter(|e| e.local).count(),
             cluster_endpoints,
             external_endpoints,

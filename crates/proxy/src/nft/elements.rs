@@ -120,8 +120,14 @@ pub fn affinity_set(timeout: u32) -> &'static str {
         .or_insert_with(|| Box::leak(format!("affinity_{timeout}").into_boxed_str()))
 }
 
+/// Session affinity in effect: asked for, and IPv4 (see `ruleset::table`).
+fn affinity(p: &ServicePlan) -> Option<u32> {
+    p.affinity_timeout
+        .filter(|_| !p.cluster_ips.first().is_some_and(IpAddr::is_ipv6))
+}
+
 fn generation(p: &ServicePlan, endpoints: &[PlannedEndpoint]) -> u64 {
-    if p.affinity_timeout.is_none() {
+    if affinity(p).is_none() {
         return 0;
     }
     use std::hash::{Hash, Hasher};
@@ -172,7 +178,7 @@ pub fn contribution(p: &ServicePlan, ids: &mut SlotIds) -> BTreeSet<Element> {
             ids.get(&p.name, Path::Cluster, g),
             p.cluster_endpoints.len(),
         );
-        if let Some(t) = p.affinity_timeout {
+        if let Some(t) = affinity(p) {
             out.insert(el(affinity_set(t), format!("{mark:#x}"), None));
         }
         for k in &cluster_keys {
@@ -216,7 +222,7 @@ pub fn contribution(p: &ServicePlan, ids: &mut SlotIds) -> BTreeSet<Element> {
                 ids.get(&p.name, Path::External, g),
                 p.external_endpoints.len(),
             );
-            if let Some(t) = p.affinity_timeout {
+            if let Some(t) = affinity(p) {
                 out.insert(el(affinity_set(t), format!("{mark:#x}"), None));
             }
             let m = Some(format!("{mark:#x}"));

@@ -42,12 +42,17 @@ pub const TABLE: &str = "ferry";
 
 /// The whole table of `family`, without elements (they come in `add
 /// element` commands). The IPv6 table is the IPv4 one with IPv6 types and
-/// expressions.
+/// expressions, but without session affinity: nft 1.0.6 aborts
+/// (`netlink_gen_expr: dreg < ctx->reg_low`) on the affinity update with
+/// IPv6 keys and values, so IPv6 Services are balanced without affinity.
 pub fn table(family: Family, pick_counts: &[u32], affinity_timeouts: &[u32]) -> String {
-    let v4 = table_v4(pick_counts, affinity_timeouts);
     match family {
-        Family::V4 => v4,
-        Family::V6 => v4
+        Family::V4 => table_v4(pick_counts, affinity_timeouts),
+        Family::V6 => table_v4(pick_counts, &[])
+            .lines()
+            .filter(|l| !l.contains("@affinity") && !l.contains("map affinity"))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
             .replace("table ip ", "table ip6 ")
             .replace("ipv4_addr", "ipv6_addr")
             .replace("ip daddr", "ip6 daddr")
