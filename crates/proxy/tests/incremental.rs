@@ -7,48 +7,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+mod common;
+
 use std::process::Command;
 use std::sync::Arc;
 
+use common::{Ns, root};
 use ferry_model::{Protocol, ServicePortName};
 use ferry_proxy::nft::NftBackend;
 use ferry_proxy::{Family, PlannedEndpoint, ProxyPlan, ServicePlan};
 use proptest::prelude::*;
-
-fn root() -> bool {
-    let uid0 = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false);
-    if !uid0 && std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
-        panic!("needs root under CI=true");
-    }
-    uid0
-}
-
-struct Ns(String);
-impl Ns {
-    fn new(name: &str) -> Ns {
-        let _ = Command::new("ip").args(["netns", "del", name]).status();
-        assert!(
-            Command::new("ip")
-                .args(["netns", "add", name])
-                .status()
-                .unwrap()
-                .success()
-        );
-        Ns(name.into())
-    }
-}
-impl Drop for Ns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
 
 const SETS: [&str; 18] = [
     "affinity_600",

@@ -2,31 +2,19 @@
 //! to three real HTTP servers, with curl as the client, all inside a scratch
 //! network namespace. Root needed (skips without it, fails under CI=true).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::root;
 use ferry_model::{Protocol, ServicePortName};
 use ferry_proxy::nft::NftBackend;
 use ferry_proxy::{Family, PlannedEndpoint, ProxyPlan, ServicePlan};
 
 const NS: &str = "ferry-test-ipv6";
-
-fn root() -> bool {
-    let uid0 = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false);
-    if !uid0 && std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
-        panic!("needs root under CI=true");
-    }
-    uid0
-}
 
 struct Scratch(Vec<Child>);
 impl Drop for Scratch {

@@ -2,33 +2,15 @@
 //! wrote (same byte layout), in a scratch network namespace. Root needed
 //! (skips without it, fails under CI=true).
 
+mod common;
+
 use std::process::Command;
+
+use common::{Ns, root};
 
 use ferry_proxy::nft::elements::Element;
 use ferry_proxy::nft::netlink::Netlink;
 use ferry_proxy::nft::ruleset;
-
-fn root() -> bool {
-    let uid0 = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false);
-    if !uid0 && std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
-        panic!("needs root under CI=true");
-    }
-    uid0
-}
-
-struct Ns(String);
-impl Drop for Ns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
 
 fn nft(ns: &str, text: &str) -> String {
     let out = Command::new("ip")
@@ -85,15 +67,7 @@ fn netlink_deletes_what_nft_added_and_nft_sees_what_netlink_added() {
     if !root() {
         return;
     }
-    let ns = Ns("ferry-test-netlink".into());
-    let _ = Command::new("ip").args(["netns", "del", &ns.0]).status();
-    assert!(
-        Command::new("ip")
-            .args(["netns", "add", &ns.0])
-            .status()
-            .unwrap()
-            .success()
-    );
+    let ns = Ns::new("ferry-test-netlink");
     nft(
         &ns.0,
         &ruleset::table(ferry_proxy::Family::V4, &[1, 2], &[600]),
@@ -163,15 +137,7 @@ fn table_checks_see_deletes_flushes_and_missing_elements() {
     if !root() {
         return;
     }
-    let ns = Ns("ferry-test-nlcheck".into());
-    let _ = Command::new("ip").args(["netns", "del", &ns.0]).status();
-    assert!(
-        Command::new("ip")
-            .args(["netns", "add", &ns.0])
-            .status()
-            .unwrap()
-            .success()
-    );
+    let ns = Ns::new("ferry-test-nlcheck");
     nft(&ns.0, &ruleset::table(ferry_proxy::Family::V4, &[1], &[]));
     nft(&ns.0, "add element ip ferry canary { 0x5 }\n");
     let (tx, rx) = std::sync::mpsc::channel();

@@ -1,0 +1,46 @@
+//! Helpers shared by the proxy's kernel tests: whether they can run (root;
+//! under CI=true they must, so they fail instead of skipping) and a scratch
+//! network namespace removed even when a test fails.
+
+#![allow(dead_code)]
+
+use std::process::Command;
+
+/// True when running as root; panics under CI when not.
+pub fn root() -> bool {
+    let uid0 = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false);
+    if !uid0 && std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
+        panic!("needs root under CI=true");
+    }
+    uid0
+}
+
+/// A scratch network namespace, deleted on drop.
+pub struct Ns(pub String);
+
+impl Ns {
+    pub fn new(name: &str) -> Ns {
+        let _ = Command::new("ip").args(["netns", "del", name]).status();
+        assert!(
+            Command::new("ip")
+                .args(["netns", "add", name])
+                .status()
+                .unwrap()
+                .success()
+        );
+        Ns(name.into())
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
