@@ -1,6 +1,7 @@
-//! End-to-end tests of the nftables service proxy in a lab: real traffic
-//! from pods, nodes and the outside client through ferry's own nftables
-//! table in each node. Root needed (fail under CI=true, skip otherwise).
+//! End-to-end tests of the service proxy in a lab: real traffic from pods,
+//! nodes and the outside client through each node's rules. Every test runs
+//! in both proxy modes (`NAME::nftables`, `NAME::iptables`). Root needed
+//! (fail under CI=true, skip otherwise).
 
 mod common;
 
@@ -20,12 +21,11 @@ fn pods_answering(out: &str) -> BTreeMap<String, usize> {
     seen
 }
 
-#[test]
-fn cluster_ip_spreads_over_every_endpoint_from_a_pod_on_each_node() {
+fn cluster_ip_spreads_over_every_endpoint_from_a_pod_on_each_node(mode: Mode) {
     if !can_run() {
         return;
     }
-    let lab = Lab::up("e2espread", &[&fixture("lab-proxy.yaml")], &[]);
+    let lab = Lab::up_in(mode, "e2espread", &[&fixture("lab-proxy.yaml")], &[]);
     // One client per node: the bare client pod on node-1 and the solo pod on node-2.
     for client in ["pod/shop/client", "pod/shop/solo"] {
         let script = "for i in $(seq 600); do curl -s -m 2 http://172.16.20.10/; echo; done";
@@ -57,12 +57,11 @@ fn cluster_ip_spreads_over_every_endpoint_from_a_pod_on_each_node() {
     assert!(json(&out)["pod"].as_str().unwrap().starts_with("web-"));
 }
 
-#[test]
-fn node_ports_and_load_balancer_ips_answer_from_outside() {
+fn node_ports_and_load_balancer_ips_answer_from_outside(mode: Mode) {
     if !can_run() {
         return;
     }
-    let lab = Lab::up("e2enodeport", &[&fixture("lab-proxy.yaml")], &[]);
+    let lab = Lab::up_in(mode, "e2enodeport", &[&fixture("lab-proxy.yaml")], &[]);
     let status = lab.status();
     let outside_ip = status["outside"]["ip"].as_str().unwrap().to_string();
     for node in status["nodes"].as_array().unwrap() {
@@ -103,12 +102,11 @@ fn node_ports_and_load_balancer_ips_answer_from_outside() {
     );
 }
 
-#[test]
-fn local_policy_keeps_the_client_ip_and_only_uses_local_endpoints() {
+fn local_policy_keeps_the_client_ip_and_only_uses_local_endpoints(mode: Mode) {
     if !can_run() {
         return;
     }
-    let lab = Lab::up("e2elocal", &[&fixture("lab-proxy.yaml")], &[]);
+    let lab = Lab::up_in(mode, "e2elocal", &[&fixture("lab-proxy.yaml")], &[]);
     let status = lab.status();
     let outside_ip = status["outside"]["ip"].as_str().unwrap().to_string();
     let ip_of = |n: &str| {
@@ -173,12 +171,30 @@ fn local_policy_keeps_the_client_ip_and_only_uses_local_endpoints() {
     );
 }
 
-#[test]
-fn hairpin_works_and_a_service_without_endpoints_refuses_at_once() {
+fn curl_from_client(lab: &Lab, url: &str) -> (std::process::Output, Duration) {
+    let start = Instant::now();
+    let out = lab.exec("pod/shop/client", &["curl", "-sS", "-m", "2", url]);
+    (out, start.elapsed())
+}
+
+fn assert_refused_at_once(out: &std::process::Output, took: Duration, what: &str) {
+    assert!(!out.status.success(), "{what}: answered");
+    assert!(
+        text(out).contains("Couldn't connect") || text(out).contains("refused"),
+        "{what}: {}",
+        text(out)
+    );
+    assert!(
+        took < Duration::from_secs(1),
+        "{what}: refused at once, not a timeout: {took:?}"
+    );
+}
+
+fn hairpin_works_and_a_service_without_endpoints_refuses_at_once(mode: Mode) {
     if !can_run() {
         return;
     }
-    let lab = Lab::up("e2ehairpin", &[&fixture("lab-proxy.yaml")], &[]);
+    let lab = Lab::up_in(mode, "e2ehairpin", &[&fixture("lab-proxy.yaml")], &[]);
     let solo_ip = lab.pods("solo")[0]["ip"].as_str().unwrap().to_string();
     let a = json(&lab.exec_ok(
         "pod/shop/solo",
@@ -193,54 +209,51 @@ fn hairpin_works_and_a_service_without_endpoints_refuses_at_once() {
         Some(solo_ip.as_str()),
         "hairpin traffic is masqueraded"
     );
-    let start = Instant::now();
-    let out = lab.exec(
-        "pod/shop/client",
-        &["curl", "-sS", "-m", "5", "http://172.16.20.12/"],
-    );
+    let (out, took) = curl_from_client(&lab, "http://172.16.20.12/");
+    assert_refused_at_once(&out, took, "a Service without endpoints");
+    // A ClusterIP answers only on its Service's ports. nftables mode
+    // refuses another port at once (as kube-proxy's nftables mode does);
+    // iptables mode, like kube-proxy's, does not capture it at all, so
+    // the connection goes nowhere.
+    let (out, took) = curl_from_client(&lab, "http://172.16.20.10:81/");
     assert!(!out.status.success());
-    assert!(
-        text(&out).contains("Couldn't connect") || text(&out).contains("refused"),
-        "{}",
-        text(&out)
-    );
-    assert!(
-        start.elapsed() < Duration::from_secs(1),
-        "refused at once, not a timeout: {:?}",
-        start.elapsed()
-    );
-    // A ClusterIP answers only on its Service's ports: another port is refused at once too.
-    let start = Instant::now();
-    let out = lab.exec(
-        "pod/shop/client",
-        &["curl", "-sS", "-m", "5", "http://172.16.20.10:81/"],
-    );
-    assert!(!out.status.success());
-    assert!(
-        text(&out).contains("Couldn't connect") || text(&out).contains("refused"),
-        "{}",
-        text(&out)
-    );
-    assert!(
-        start.elapsed() < Duration::from_secs(1),
-        "unknown port refused at once: {:?}",
-        start.elapsed()
-    );
-    // The rules are ferry's own table, read back from the kernel.
-    let rules = lab.exec_ok("node/node-1", &["nft", "list", "table", "ip", "ferry"]);
-    assert!(rules.contains("172.16.20.10 . tcp . 80"), "{rules}");
-    assert!(
-        rules.contains("172.16.20.12 . tcp . 80"),
-        "the empty service is in no_endpoints: {rules}"
-    );
+    if mode == Mode::Nftables {
+        assert_refused_at_once(&out, took, "an unknown port of a ClusterIP");
+    }
+    // The rules, read back from the kernel.
+    match mode {
+        Mode::Nftables => {
+            let rules = lab.exec_ok("node/node-1", &["nft", "list", "table", "ip", "ferry"]);
+            assert!(rules.contains("172.16.20.10 . tcp . 80"), "{rules}");
+            assert!(
+                rules.contains("172.16.20.12 . tcp . 80"),
+                "the empty service is in no_endpoints: {rules}"
+            );
+        }
+        Mode::Iptables => {
+            let rules = lab.exec_ok("node/node-1", &["iptables-save"]);
+            assert!(
+                rules.lines().any(|l| l.starts_with("-A KUBE-SERVICES")
+                    && l.contains("-d 172.16.20.10/32")
+                    && l.contains("--dport 80 -j KUBE-SVC-")),
+                "{rules}"
+            );
+            assert!(
+                rules.lines().any(|l| l.starts_with("-A KUBE-SERVICES")
+                    && l.contains("has no endpoints")
+                    && l.contains("-d 172.16.20.12/32")
+                    && l.ends_with("-j REJECT --reject-with icmp-port-unreachable")),
+                "the empty service is rejected in filter KUBE-SERVICES: {rules}"
+            );
+        }
+    }
 }
 
-#[test]
-fn endpoint_changes_reach_the_rules_and_agent_metrics_report_syncs() {
+fn endpoint_changes_reach_the_rules_and_agent_metrics_report_syncs(mode: Mode) {
     if !can_run() {
         return;
     }
-    let lab = Lab::up("e2esync", &[&fixture("lab-proxy.yaml")], &[]);
+    let lab = Lab::up_in(mode, "e2esync", &[&fixture("lab-proxy.yaml")], &[]);
     lab.ok(&["scale", "deployment/shop/web", "1"]);
     lab.wait(
         "one endpoint left in the rules",
@@ -270,19 +283,18 @@ fn endpoint_changes_reach_the_rules_and_agent_metrics_report_syncs() {
         metrics.contains("kubeproxy_network_programming_duration_seconds"),
         "{metrics}"
     );
-    let mode = lab.exec_ok(
+    let served = lab.exec_ok(
         "node/node-1",
         &["curl", "-sS", &format!("http://{node1}:10249/proxyMode")],
     );
-    assert_eq!(mode, "nftables");
+    assert_eq!(served, mode.as_str());
 }
 
-#[test]
-fn session_affinity_keeps_a_client_on_one_endpoint_until_it_goes_away() {
+fn session_affinity_keeps_a_client_on_one_endpoint_until_it_goes_away(mode: Mode) {
     if !can_run() {
         return;
     }
-    let lab = Lab::up("e2esticky", &[&fixture("lab-proxy.yaml")], &[]);
+    let lab = Lab::up_in(mode, "e2esticky", &[&fixture("lab-proxy.yaml")], &[]);
     let script = "for i in $(seq 30); do curl -s -m 2 http://172.16.20.13/; echo; done";
     let seen = pods_answering(&lab.exec_ok("pod/shop/client", &["bash", "-c", script]));
     assert_eq!(seen.len(), 1, "one client, one endpoint: {seen:?}");
@@ -310,12 +322,11 @@ fn session_affinity_keeps_a_client_on_one_endpoint_until_it_goes_away() {
     );
 }
 
-#[test]
-fn load_balancer_source_ranges_block_and_allow() {
+fn load_balancer_source_ranges_block_and_allow(mode: Mode) {
     if !can_run() {
         return;
     }
-    let lab = Lab::up("e2efw", &[&fixture("lab-proxy.yaml")], &[]);
+    let lab = Lab::up_in(mode, "e2efw", &[&fixture("lab-proxy.yaml")], &[]);
     let lb = |name: &str| {
         lab.status()["services"]
             .as_array()
@@ -385,12 +396,11 @@ except socket.timeout:
     print("timeout")
 "#;
 
-#[test]
-fn a_udp_service_keeps_answering_after_its_only_endpoint_is_replaced() {
+fn a_udp_service_keeps_answering_after_its_only_endpoint_is_replaced(mode: Mode) {
     if !can_run() {
         return;
     }
-    let lab = Lab::up("e2eudp", &[&fixture("lab-proxy.yaml")], &[]);
+    let lab = Lab::up_in(mode, "e2eudp", &[&fixture("lab-proxy.yaml")], &[]);
     let ask = |l: &Lab| l.exec_ok("pod/shop/client", &["python3", "-c", UDP_CLIENT]);
     let first = json(&ask(&lab));
     let old = first["pod"].as_str().unwrap().to_string();
@@ -410,12 +420,11 @@ fn a_udp_service_keeps_answering_after_its_only_endpoint_is_replaced() {
     assert!(start.elapsed() < Duration::from_secs(8));
 }
 
-#[test]
-fn the_health_check_node_port_reports_local_endpoints() {
+fn the_health_check_node_port_reports_local_endpoints(mode: Mode) {
     if !can_run() {
         return;
     }
-    let lab = Lab::up("e2ehc", &[&fixture("lab-proxy.yaml")], &[]);
+    let lab = Lab::up_in(mode, "e2ehc", &[&fixture("lab-proxy.yaml")], &[]);
     let status = lab.status();
     let ip_of = |n: &str| {
         status["nodes"]
@@ -462,9 +471,23 @@ fn the_health_check_node_port_reports_local_endpoints() {
     assert_eq!(String::from_utf8_lossy(&on("node-1").stdout), "503");
 }
 
-/// The table as `nft` lists it, with slot marks (which depend on history)
-/// blanked, as a sorted list of lines.
-fn ruleset(lab: &Lab, node: &str) -> Vec<String> {
+/// The node's rules as a sorted list of lines: ferry's table as `nft`
+/// lists it, with slot marks (which depend on history) blanked; or the
+/// iptables rules without counters.
+fn ruleset(mode: Mode, lab: &Lab, node: &str) -> Vec<String> {
+    if mode == Mode::Iptables {
+        let text = lab.exec_ok(node, &["iptables-save"]);
+        let mut lines: Vec<String> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| match l.split_once(" [") {
+                Some((chain, _)) if l.starts_with(':') => chain.to_string(),
+                _ => l.to_string(),
+            })
+            .collect();
+        lines.sort();
+        return lines;
+    }
     let text = lab.exec_ok(node, &["nft", "list", "table", "ip", "ferry"]);
     let mut lines: Vec<String> = text
         .lines()
@@ -484,12 +507,11 @@ fn ruleset(lab: &Lab, node: &str) -> Vec<String> {
     lines
 }
 
-#[test]
-fn restarting_the_agent_keeps_established_connections_and_ends_with_the_same_rules() {
+fn restarting_the_agent_keeps_established_connections_and_ends_with_the_same_rules(mode: Mode) {
     if !can_run() {
         return;
     }
-    let lab = Lab::up("e2erestart", &[&fixture("lab-basic.yaml")], &[]);
+    let lab = Lab::up_in(mode, "e2erestart", &[&fixture("lab-basic.yaml")], &[]);
     let svc_ip = lab.status()["services"]
         .as_array()
         .unwrap()
@@ -499,7 +521,7 @@ fn restarting_the_agent_keeps_established_connections_and_ends_with_the_same_rul
         .as_str()
         .unwrap()
         .to_string();
-    let before = ruleset(&lab, "node/node-1");
+    let before = ruleset(mode, &lab, "node/node-1");
     // A TCP connection through the ClusterIP, held across the restart.
     let script = format!(
         "exec 3<>/dev/tcp/{svc_ip}/9000; read -r line <&3; echo \"$line\"; sleep 3; echo still-here >&3; read -r back <&3; echo \"$back\""
@@ -543,16 +565,15 @@ fn restarting_the_agent_keeps_established_connections_and_ends_with_the_same_rul
     lab.wait(
         "the same ruleset after the restart",
         Duration::from_secs(5),
-        |l| ruleset(l, "node/node-1") == before,
+        |l| ruleset(mode, l, "node/node-1") == before,
     );
 }
 
-#[test]
-fn not_ready_and_terminating_endpoints_get_no_new_connections() {
+fn not_ready_and_terminating_endpoints_get_no_new_connections(mode: Mode) {
     if !can_run() {
         return;
     }
-    let lab = Lab::up("e2eready2", &[&fixture("lab-basic.yaml")], &[]);
+    let lab = Lab::up_in(mode, "e2eready2", &[&fixture("lab-basic.yaml")], &[]);
     let svc_ip = lab.status()["services"]
         .as_array()
         .unwrap()
@@ -585,12 +606,11 @@ fn not_ready_and_terminating_endpoints_get_no_new_connections() {
     );
 }
 
-#[test]
-fn a_table_deleted_or_flushed_from_outside_is_restored() {
+fn a_table_deleted_or_flushed_from_outside_is_restored(mode: Mode) {
     if !can_run() {
         return;
     }
-    let lab = Lab::up("e2etamper", &[&fixture("lab-proxy.yaml")], &[]);
+    let lab = Lab::up_in(mode, "e2etamper", &[&fixture("lab-proxy.yaml")], &[]);
     let works = |l: &Lab| {
         l.exec(
             "pod/shop/client",
@@ -600,27 +620,42 @@ fn a_table_deleted_or_flushed_from_outside_is_restored() {
         .success()
     };
     assert!(works(&lab));
-    for tamper in [
-        ["nft", "flush", "table", "ip", "ferry"],
-        ["nft", "delete", "table", "ip", "ferry"],
-    ] {
-        lab.exec_ok("node/node-1", &tamper);
-        lab.wait("the table to be restored", Duration::from_secs(5), |l| {
-            l.exec_ok("node/node-1", &["nft", "list", "tables"])
-                .contains("ferry")
-                && works(l)
+    let (tampers, look, expect): (&[&[&str]], &[&str], &str) = match mode {
+        Mode::Nftables => (
+            &[
+                &["nft", "flush", "table", "ip", "ferry"],
+                &["nft", "delete", "table", "ip", "ferry"],
+            ],
+            &["nft", "list", "tables"],
+            "ferry",
+        ),
+        Mode::Iptables => (
+            &[
+                &["iptables", "-t", "nat", "-F"],
+                &["bash", "-c", "iptables -t nat -F && iptables -t nat -X"],
+            ],
+            &["iptables-save", "-t", "nat"],
+            "-j KUBE-SERVICES",
+        ),
+    };
+    for tamper in tampers {
+        lab.exec_ok("node/node-1", tamper);
+        lab.wait("the rules to be restored", Duration::from_secs(8), |l| {
+            l.exec_ok("node/node-1", look).contains(expect) && works(l)
         });
     }
 }
 
-#[test]
-fn agent_cleanup_removes_the_table() {
+fn agent_cleanup_removes_the_table(mode: Mode) {
     if !can_run() {
         return;
     }
-    // An agent in a scratch namespace makes its table; once it is stopped,
-    // `ferry agent --cleanup` removes it.
-    let ns = "ferry-test-cleanup";
+    // An agent in a scratch namespace installs its rules; once it is
+    // stopped, `ferry agent --cleanup` removes them.
+    let ns = match mode {
+        Mode::Nftables => "ferry-test-cleanup",
+        Mode::Iptables => "ferry-test-cleanup-i",
+    };
     let _ = std::process::Command::new("ip")
         .args(["netns", "del", ns])
         .status();
@@ -653,6 +688,8 @@ fn agent_cleanup_removes_the_table() {
             "n1",
             "--source",
             &source,
+            "--proxy-mode",
+            mode.as_str(),
         ])
         .args([
             "--healthz-bind-address",
@@ -663,10 +700,15 @@ fn agent_cleanup_removes_the_table() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let tables = |ns: &str| {
+    let (look, installed): (&[&str], &str) = match mode {
+        Mode::Nftables => (&["nft", "list", "tables"], "table ip ferry"),
+        Mode::Iptables => (&["iptables-save"], "-j KUBE-SERVICES"),
+    };
+    let rules = |ns: &str| {
         String::from_utf8_lossy(
             &std::process::Command::new("ip")
-                .args(["netns", "exec", ns, "nft", "list", "tables"])
+                .args(["netns", "exec", ns])
+                .args(look)
                 .output()
                 .unwrap()
                 .stdout,
@@ -674,15 +716,12 @@ fn agent_cleanup_removes_the_table() {
         .into_owned()
     };
     let start = Instant::now();
-    while !tables(ns).contains("table ip ferry") && start.elapsed() < Duration::from_secs(5) {
+    while !rules(ns).contains(installed) && start.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = agent.kill();
     let _ = agent.wait();
-    assert!(
-        tables(ns).contains("table ip ferry"),
-        "the agent made no table"
-    );
+    assert!(rules(ns).contains(installed), "the agent installed nothing");
     let out = std::process::Command::new("ip")
         .args([
             "netns",
@@ -695,5 +734,25 @@ fn agent_cleanup_removes_the_table() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    assert!(!tables(ns).contains("table ip ferry"), "{}", tables(ns));
+    let left = rules(ns);
+    assert!(
+        !left.contains(installed) && !left.contains("KUBE-"),
+        "{left}"
+    );
 }
+
+both_modes!(
+    cluster_ip_spreads_over_every_endpoint_from_a_pod_on_each_node,
+    node_ports_and_load_balancer_ips_answer_from_outside,
+    local_policy_keeps_the_client_ip_and_only_uses_local_endpoints,
+    hairpin_works_and_a_service_without_endpoints_refuses_at_once,
+    endpoint_changes_reach_the_rules_and_agent_metrics_report_syncs,
+    session_affinity_keeps_a_client_on_one_endpoint_until_it_goes_away,
+    load_balancer_source_ranges_block_and_allow,
+    a_udp_service_keeps_answering_after_its_only_endpoint_is_replaced,
+    the_health_check_node_port_reports_local_endpoints,
+    restarting_the_agent_keeps_established_connections_and_ends_with_the_same_rules,
+    not_ready_and_terminating_endpoints_get_no_new_connections,
+    a_table_deleted_or_flushed_from_outside_is_restored,
+    agent_cleanup_removes_the_table,
+);

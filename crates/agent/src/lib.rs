@@ -16,10 +16,14 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-/// How often the agent checks that nobody else changed its nftables table.
-const TABLE_CHECK_PERIOD: Duration = Duration::from_secs(1);
+/// How often the agent looks for changes when none arrive (and checks
+/// that nobody else changed its rules, at the backend's own period).
+const IDLE_PERIOD: Duration = Duration::from_secs(1);
 
-use ferry_source::{ManifestSource, ManifestWatcher, Snapshot, SourceError};
+use ferry_proxy::iptables::{Flavor, IptablesBackend};
+use ferry_proxy::nft::NftBackend;
+use ferry_proxy::{Backend, Family};
+use ferry_source::{ManifestWatcher, Snapshot, SourceError};
 use tokio::sync::watch;
 
 /// Where the agent reads the cluster from.
@@ -46,8 +50,20 @@ impl FromStr for SourceSpec {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProxyMode {
     Nftables,
+    /// kube-proxy's iptables mode, rule for rule.
+    Iptables,
     /// No service proxy (another one runs on the node).
     None,
+}
+
+impl ProxyMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProxyMode::Nftables => "nftables",
+            ProxyMode::Iptables => "iptables",
+            ProxyMode::None => "none",
+        }
+    }
 }
 
 impl FromStr for ProxyMode {
@@ -56,9 +72,10 @@ impl FromStr for ProxyMode {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "nftables" => Ok(ProxyMode::Nftables),
+            "iptables" => Ok(ProxyMode::Iptables),
             "none" => Ok(ProxyMode::None),
             other => Err(format!(
-                "{other:?}: proxy mode is nftables or none (iptables is not built yet)"
+                "{other:?}: proxy mode is nftables, iptables or none"
             )),
         }
     }
@@ -68,6 +85,8 @@ pub struct Config {
     pub node: String,
     pub source: SourceSpec,
     pub proxy_mode: ProxyMode,
+    /// Which iptables binaries iptables mode runs.
+    pub iptables_flavor: Flavor,
     /// Pod CIDRs: ClusterIP traffic from elsewhere is masqueraded. Empty:
     /// the podCIDRs of every Node.
     pub cluster_cidrs: Vec<ipnet::IpNet>,
@@ -127,17 +146,28 @@ fn max_resource_version(snapshot: &Snapshot, first: bool) -> u64 {
 /// Runs the agent until the process is stopped.
 pub async fn run(config: Config) -> Result<(), AgentError> {
     let SourceSpec::Manifests(dir) = &config.source;
-    let (source, first) = ManifestSource::open(std::slice::from_ref(dir), false)?;
+    // Watching starts before the first read, so a change made while the
+    // first state is being programmed is not lost.
+    let (mut watcher, first) =
+        ManifestWatcher::open(std::slice::from_ref(dir), false, Duration::from_millis(10))?;
     log_errors(&first);
     let metrics = Arc::new(metrics::Metrics::new(config.proxy_mode));
     metrics.observe(&first);
     let health_ports: healthcheck::Wanted = Default::default();
     // One proxy per IP family, each with its own table (`ip ferry`, `ip6 ferry`).
     let mut proxies: Vec<proxy::Proxy> = Vec::new();
-    if config.proxy_mode == ProxyMode::Nftables {
-        for family in [ferry_proxy::Family::V4, ferry_proxy::Family::V6] {
-            let ports = (family == ferry_proxy::Family::V4).then(|| health_ports.clone());
+    remove_other_modes(config.proxy_mode, config.iptables_flavor);
+    if config.proxy_mode != ProxyMode::None {
+        for family in [Family::V4, Family::V6] {
+            let ports = (family == Family::V4).then(|| health_ports.clone());
+            let backend: Box<dyn Backend> = match config.proxy_mode {
+                ProxyMode::Iptables => {
+                    Box::new(IptablesBackend::new(family, config.iptables_flavor))
+                }
+                _ => Box::new(NftBackend::new(family)),
+            };
             proxies.push(proxy::Proxy::new(
+                backend,
                 family,
                 &config.node,
                 config.cluster_cidrs.clone(),
@@ -175,11 +205,15 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     tokio::spawn(metrics::serve(metrics_listener, metrics.clone()));
     tracing::info!(node = %config.node, healthz = %config.healthz_bind, metrics = %config.metrics_bind, "agent started");
 
-    let mut watcher = ManifestWatcher::new(source, Duration::from_millis(10))?;
     // The watcher blocks on file events; it gets a thread of its own.
     let loop_metrics = metrics.clone();
     let min_sync_period = config.min_sync_period;
     let first_published = rx.borrow().snapshot.clone();
+    let check_period = proxies
+        .iter()
+        .map(proxy::Proxy::check_period)
+        .min()
+        .unwrap_or(IDLE_PERIOD);
     let handle = tokio::task::spawn_blocking(move || {
         // Changes that arrived within the minimum sync period wait here,
         // merged, so a burst costs one sync and the last change is never lost.
@@ -192,7 +226,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
             let wait = match &pending {
                 Some(_) => min_sync_period
                     .saturating_sub(last_sync.map_or(min_sync_period, |t| t.elapsed())),
-                None => TABLE_CHECK_PERIOD,
+                None => IDLE_PERIOD,
             };
             match watcher.next(wait) {
                 Some(Ok(snapshot)) => {
@@ -238,7 +272,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
                 }
             }
             if pending.is_none()
-                && last_check.elapsed() >= TABLE_CHECK_PERIOD
+                && last_check.elapsed() >= check_period
                 && let Some(snap) = &latest
             {
                 last_check = Instant::now();
@@ -252,9 +286,53 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     Ok(())
 }
 
-/// `ferry agent --cleanup`: removes everything the proxy installed.
-pub fn cleanup() -> Result<(), String> {
-    ferry_proxy::nft::NftBackend::cleanup().map_err(|e| e.to_string())
+/// `ferry agent --cleanup`: removes everything either proxy mode
+/// installed (ferry's nftables tables, and kube-proxy-style iptables
+/// chains of `flavor`); says what it removed.
+pub fn cleanup(flavor: Flavor) -> Result<Vec<String>, String> {
+    let mut done = Vec::new();
+    NftBackend::cleanup().map_err(|e| e.to_string())?;
+    done.push("ferry's nftables tables (ip ferry, ip6 ferry)".to_string());
+    for family in [Family::V4, Family::V6] {
+        let n = IptablesBackend::cleanup(family, flavor, None).map_err(|e| e.to_string())?;
+        if n > 0 {
+            done.push(format!(
+                "{n} iptables chains and jumps ({})",
+                flavor.binary(family, "")
+            ));
+        }
+    }
+    Ok(done)
+}
+
+/// Switching modes: the rules of the mode not in use are removed, as
+/// kube-proxy does at start. The iptables chains are looked for first
+/// (one `iptables-save` per family) so a node that never ran iptables mode
+/// pays almost nothing.
+fn remove_other_modes(mode: ProxyMode, flavor: Flavor) {
+    // With no proxy of ours (`none`), another one owns the node's rules.
+    if mode == ProxyMode::Iptables
+        && let Err(e) = NftBackend::cleanup()
+    {
+        tracing::warn!(error = %e, "could not remove ferry's nftables tables");
+    }
+    if mode == ProxyMode::Nftables {
+        for family in [Family::V4, Family::V6] {
+            let save = std::process::Command::new(flavor.binary(family, "-save"))
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).contains(":KUBE-"))
+                .unwrap_or(false);
+            if !save {
+                continue;
+            }
+            match IptablesBackend::cleanup(family, flavor, None) {
+                Ok(n) => {
+                    tracing::info!(removed = n, family = ?family, "removed iptables-mode rules left by an earlier mode")
+                }
+                Err(e) => tracing::warn!(error = %e, "could not remove iptables-mode rules"),
+            }
+        }
+    }
 }
 
 fn log_errors(snapshot: &Snapshot) {

@@ -123,11 +123,7 @@ impl Metrics {
         self.updates.inc();
     }
 
-    pub(crate) fn proxy_synced(
-        &self,
-        stats: &ferry_proxy::nft::SyncStats,
-        since: std::time::Instant,
-    ) {
+    pub(crate) fn proxy_synced(&self, stats: &ferry_proxy::SyncStats, since: std::time::Instant) {
         let secs = stats.took.as_secs_f64();
         self.sync_duration.observe(secs);
         if stats.full {
@@ -142,9 +138,9 @@ impl Metrics {
         self.last_sync.set(now);
     }
 
-    pub(crate) fn proxy_failed(&self) {
+    pub(crate) fn proxy_failed(&self, mode: &'static str) {
         self.sync_failures
-            .get_or_create(&vec![("mode".into(), "nftables".into())])
+            .get_or_create(&vec![("mode".into(), mode.into())])
             .inc();
     }
 
@@ -163,14 +159,7 @@ pub(crate) async fn serve(listener: TcpListener, metrics: std::sync::Arc<Metrics
         let metrics = metrics.clone();
         async move {
             match req.uri().path() {
-                "/proxyMode" => respond(
-                    StatusCode::OK,
-                    "text/plain",
-                    match metrics.proxy_mode {
-                        crate::ProxyMode::Nftables => "nftables",
-                        crate::ProxyMode::None => "none",
-                    },
-                ),
+                "/proxyMode" => respond(StatusCode::OK, "text/plain", metrics.proxy_mode.as_str()),
                 "/metrics" => respond(
                     StatusCode::OK,
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",

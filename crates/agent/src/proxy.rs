@@ -1,13 +1,13 @@
 //! The service proxy component of the agent: keeps the proxy plan in step
 //! with each new cluster state (replanning only the ServicePorts a change
-//! set names) and hands the differences to the nftables backend.
+//! set names) and hands the differences to the backend of the proxy
+//! mode (nftables or iptables).
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use ferry_model::{Kind, Object};
-use ferry_proxy::nft::NftBackend;
-use ferry_proxy::{Family, NodeContext, ProxyPlan, plan};
+use ferry_proxy::{Backend, Family, NodeContext, ProxyPlan, plan};
 use ferry_source::Snapshot;
 use ipnet::IpNet;
 
@@ -19,7 +19,7 @@ pub(crate) struct Proxy {
     fixed_cidrs: Vec<IpNet>,
     ctx: Option<NodeContext>,
     plan: ProxyPlan,
-    backend: NftBackend,
+    backend: Box<dyn Backend>,
     version: Option<u64>,
     metrics: Arc<Metrics>,
     /// When the first change not yet programmed arrived (for network programming latency).
@@ -64,6 +64,7 @@ fn node_cidrs(snapshot: &Snapshot) -> Vec<IpNet> {
 
 impl Proxy {
     pub(crate) fn new(
+        backend: Box<dyn Backend>,
         family: Family,
         node: &str,
         fixed_cidrs: Vec<IpNet>,
@@ -75,7 +76,7 @@ impl Proxy {
             fixed_cidrs,
             ctx: None,
             plan: ProxyPlan::default(),
-            backend: NftBackend::new(family),
+            backend,
             family,
             version: None,
             metrics,
@@ -137,7 +138,8 @@ impl Proxy {
                         full = stats.full,
                         added = stats.added,
                         deleted = stats.deleted,
-                        elements = self.backend.elements(),
+                        size = self.backend.size(),
+                        mode = self.backend.mode(),
                         took_ms = stats.took.as_secs_f64() * 1000.0,
                         "proxy rules synced"
                     );
@@ -145,7 +147,7 @@ impl Proxy {
             }
             Err(e) => {
                 tracing::error!(error = %e, "proxy sync failed; reloading the whole table");
-                self.metrics.proxy_failed();
+                self.metrics.proxy_failed(self.backend.mode());
                 self.plan = plan(&snapshot.state, &ctx);
                 match self.backend.full_sync(&self.plan, &cidrs) {
                     Ok(stats) => {
@@ -164,13 +166,20 @@ impl Proxy {
         self.ctx = Some(ctx);
     }
 
-    /// Reloads the whole table if someone else deleted or flushed it.
+    pub(crate) fn check_period(&self) -> std::time::Duration {
+        self.backend.check_period()
+    }
+
+    /// Reloads the whole ruleset if someone else deleted or flushed it.
     pub(crate) fn check_table(&mut self, snapshot: &Snapshot) {
-        tracing::debug!(version = ?self.version, "checking the nftables table");
-        if self.version.is_none() || self.backend.table_intact() {
+        tracing::debug!(version = ?self.version, mode = self.backend.mode(), "checking the rules");
+        if self.version.is_none() || self.backend.intact() {
             return;
         }
-        tracing::warn!("ferry's nftables table was changed from outside; reloading it whole");
+        tracing::warn!(
+            mode = self.backend.mode(),
+            "ferry's rules were changed from outside; reloading them whole"
+        );
         self.version = None;
         self.on_snapshot(snapshot);
     }

@@ -76,6 +76,15 @@ pub struct ServicePlan {
     /// externalTrafficPolicy Local: external traffic keeps its client IP and
     /// is dropped here when this node has no endpoint.
     pub external_local: bool,
+    /// internalTrafficPolicy Local: `cluster_endpoints` are this node's.
+    pub internal_local: bool,
+    /// The endpoints Cluster traffic policy would use, filled only when both
+    /// policies are Local (otherwise `cluster_endpoints` or
+    /// `external_endpoints` already are those). kube-proxy's iptables mode
+    /// sends pod and host traffic to external destinations of a Local-policy
+    /// Service there.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cluster_policy_endpoints: Vec<PlannedEndpoint>,
     pub health_check_node_port: Option<u16>,
     /// Usable endpoints on this node (what the health-check node port reports).
     pub local_endpoints: usize,
@@ -145,6 +154,12 @@ pub fn plan_port(view: &ServicePortView, ctx: &NodeContext) -> Option<ServicePla
     };
     let local = planned(topology::local(&endpoints, node), node);
     let external_local = view.external_traffic_policy == TrafficPolicy::Local;
+    let internal_local = view.internal_traffic_policy == TrafficPolicy::Local;
+    let cluster_policy_endpoints = if external_local && internal_local {
+        planned(topology::cluster(&endpoints, node, zone), node)
+    } else {
+        Vec::new()
+    };
     let external_endpoints = if external_local {
         local.clone()
     } else {
@@ -168,6 +183,8 @@ pub fn plan_port(view: &ServicePortView, ctx: &NodeContext) -> Option<ServicePla
         cluster_endpoints,
         external_endpoints,
         external_local,
+        internal_local,
+        cluster_policy_endpoints,
         health_check_node_port: view.health_check_node_port,
         local_endpoints: local.len(),
     })

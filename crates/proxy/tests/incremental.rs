@@ -139,6 +139,8 @@ prop_compose! {
             cluster_endpoints,
             external_endpoints,
             external_local,
+            internal_local: false,
+            cluster_policy_endpoints: Vec::new(),
             health_check_node_port: None,
         }
     }

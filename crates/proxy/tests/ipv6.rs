@@ -106,6 +106,8 @@ fn a_cluster_ip_on_ipv6_reaches_every_endpoint() {
         cluster_endpoints: endpoints.clone(),
         external_endpoints: endpoints,
         external_local: false,
+        internal_local: false,
+        cluster_policy_endpoints: Vec::new(),
         health_check_node_port: None,
         local_endpoints: 3,
     };

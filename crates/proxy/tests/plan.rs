@@ -210,7 +210,7 @@ fn updating_with_a_change_set_equals_planning_from_scratch() {
             &format!(
                 "{}---\n{}",
                 slice("a", "- {addresses: [10.0.2.9], nodeName: n2}\n"),
-                svc("bb", "  internalTrafficPolicy: Local\n")
+                svc("bb", "  publishNotReadyAddresses: true\n")
             ),
         )
         .objects

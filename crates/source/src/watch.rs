@@ -14,7 +14,7 @@ use crate::manifests::{ManifestSource, Snapshot, SourceError};
 
 pub struct ManifestWatcher {
     source: ManifestSource,
-    events: Receiver<notify::Result<notify::Event>>,
+    events: Events,
     debounce: Duration,
     _watcher: notify::RecommendedWatcher,
 }
@@ -22,44 +22,36 @@ pub struct ManifestWatcher {
 impl ManifestWatcher {
     /// Starts watching the source's roots. Single files are watched through
     /// their directory, so editors that replace a file by renaming still count.
+    /// Changes made between the source's reading and this call are missed:
+    /// prefer [`ManifestWatcher::open`].
     pub fn new(source: ManifestSource, debounce: Duration) -> Result<Self, SourceError> {
-        let (tx, events) = channel();
-        let mut watcher = notify::recommended_watcher(move |ev| {
-            // The receiver may be gone while shutting down; nothing to do then.
-            let _ = tx.send(ev);
-        })
-        .map_err(|source| SourceError::Watch {
-            path: PathBuf::new(),
-            source,
-        })?;
-        for root in source.roots() {
-            let (path, mode) = if root.is_dir() {
-                let mode = if source.recursive() {
-                    RecursiveMode::Recursive
-                } else {
-                    RecursiveMode::NonRecursive
-                };
-                (root.clone(), mode)
-            } else {
-                let parent = root
-                    .parent()
-                    .filter(|p| !p.as_os_str().is_empty())
-                    .map_or_else(|| PathBuf::from("."), PathBuf::from);
-                (parent, RecursiveMode::NonRecursive)
-            };
-            watcher
-                .watch(&path, mode)
-                .map_err(|source| SourceError::Watch {
-                    path: path.clone(),
-                    source,
-                })?;
-        }
+        let (watcher, events) = watch(source.roots(), source.recursive())?;
         Ok(Self {
             source,
             events,
             debounce,
             _watcher: watcher,
         })
+    }
+
+    /// Starts watching `paths`, then reads them: no change is lost between
+    /// the first snapshot and the first [`ManifestWatcher::next`].
+    pub fn open(
+        paths: &[PathBuf],
+        recursive: bool,
+        debounce: Duration,
+    ) -> Result<(Self, Snapshot), SourceError> {
+        let (watcher, events) = watch(paths, recursive)?;
+        let (source, first) = ManifestSource::open(paths, recursive)?;
+        Ok((
+            Self {
+                source,
+                events,
+                debounce,
+                _watcher: watcher,
+            },
+            first,
+        ))
     }
 
     pub fn source(&self) -> &ManifestSource {
@@ -117,4 +109,44 @@ impl ManifestWatcher {
             }
         }
     }
+}
+
+type Events = Receiver<notify::Result<notify::Event>>;
+
+fn watch(
+    roots: &[PathBuf],
+    recursive: bool,
+) -> Result<(notify::RecommendedWatcher, Events), SourceError> {
+    let (tx, events) = channel();
+    let mut watcher = notify::recommended_watcher(move |ev| {
+        // The receiver may be gone while shutting down; nothing to do then.
+        let _ = tx.send(ev);
+    })
+    .map_err(|source| SourceError::Watch {
+        path: PathBuf::new(),
+        source,
+    })?;
+    for root in roots {
+        let (path, mode) = if root.is_dir() {
+            let mode = if recursive {
+                RecursiveMode::Recursive
+            } else {
+                RecursiveMode::NonRecursive
+            };
+            (root.clone(), mode)
+        } else {
+            let parent = root
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map_or_else(|| PathBuf::from("."), PathBuf::from);
+            (parent, RecursiveMode::NonRecursive)
+        };
+        watcher
+            .watch(&path, mode)
+            .map_err(|source| SourceError::Watch {
+                path: path.clone(),
+                source,
+            })?;
+    }
+    Ok((watcher, events))
 }

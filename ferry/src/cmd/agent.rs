@@ -24,9 +24,14 @@ pub struct Args {
     /// Prometheus /metrics, as kube-proxy's --metrics-bind-address.
     #[arg(long, default_value = "127.0.0.1:10249")]
     metrics_bind_address: SocketAddr,
-    /// The service proxy: nftables (ferry's own `ip ferry` table) or none.
+    /// The service proxy: nftables (ferry's own `ip ferry` table), iptables
+    /// (kube-proxy's iptables-mode chains) or none.
     #[arg(long, default_value = "nftables")]
     proxy_mode: ProxyMode,
+    /// The iptables binaries iptables mode runs: system (`iptables`, the
+    /// host's choice), nft (`iptables-nft`) or legacy (`iptables-legacy`).
+    #[arg(long, default_value = "system")]
+    iptables_flavor: ferry_proxy::iptables::Flavor,
     /// Pod CIDRs (comma-separated); ClusterIP traffic from other sources is
     /// masqueraded. Default: the podCIDRs of every Node.
     #[arg(long, value_delimiter = ',')]
@@ -44,8 +49,9 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.cleanup {
-        ferry_agent::cleanup().map_err(anyhow::Error::msg)?;
-        println!("removed ferry's nftables table");
+        for what in ferry_agent::cleanup(args.iptables_flavor).map_err(anyhow::Error::msg)? {
+            println!("removed {what}");
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -56,6 +62,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         node: args.node,
         source: args.source,
         proxy_mode: args.proxy_mode,
+        iptables_flavor: args.iptables_flavor,
         cluster_cidrs: args.cluster_cidr,
         min_sync_period: args.min_sync_period,
         healthz_bind: args.healthz_bind_address,

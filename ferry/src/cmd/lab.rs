@@ -76,6 +76,9 @@ struct UpArgs {
     /// Give up waiting for the lab to be ready after this many seconds.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
+    /// The agents' service proxy: nftables or iptables.
+    #[arg(long, default_value = "nftables", value_parser = ["nftables", "iptables"])]
+    proxy_mode: String,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -88,6 +91,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 service_cidr: up.service_cidr,
                 lb_pool: up.lb_pool,
                 default_nodes: up.nodes,
+                proxy_mode: up.proxy_mode,
                 ..Settings::default()
             };
             let start = std::time::Instant::now();

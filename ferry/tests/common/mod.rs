@@ -62,6 +62,42 @@ pub fn text(o: &Output) -> String {
     )
 }
 
+/// The agents' proxy mode for a lab test (each proxy test runs in both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Nftables,
+    Iptables,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Nftables => "nftables",
+            Mode::Iptables => "iptables",
+        }
+    }
+}
+
+/// Runs a test function once per proxy mode, as `NAME::nftables` and
+/// `NAME::iptables`.
+#[macro_export]
+macro_rules! both_modes {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn nftables() {
+                    super::$name($crate::common::Mode::Nftables);
+                }
+                #[test]
+                fn iptables() {
+                    super::$name($crate::common::Mode::Iptables);
+                }
+            }
+        )*
+    };
+}
+
 /// A running lab; `down` on drop.
 pub struct Lab {
     pub name: String,
@@ -80,6 +116,18 @@ impl Lab {
             .unwrap();
         assert!(out.status.success(), "lab up failed:\n{}", text(&out));
         lab
+    }
+
+    /// A lab whose agents run `mode` (its name gets `-i` in iptables mode,
+    /// so both modes of a test can run at once).
+    pub fn up_in(mode: Mode, name: &str, paths: &[&str], extra: &[&str]) -> Lab {
+        let name = match mode {
+            Mode::Nftables => name.to_string(),
+            Mode::Iptables => format!("{name}-i"),
+        };
+        let mut args: Vec<&str> = extra.to_vec();
+        args.extend(["--proxy-mode", mode.as_str()]);
+        Lab::up(&name, paths, &args)
     }
 
     pub fn run(&self, args: &[&str]) -> Output {

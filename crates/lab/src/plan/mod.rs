@@ -39,6 +39,13 @@ pub struct Settings {
     pub node_port_max: u16,
     /// Nodes to create when the manifests name none.
     pub default_nodes: u32,
+    /// The agents' `--proxy-mode` (nftables or iptables).
+    #[serde(default = "default_proxy_mode")]
+    pub proxy_mode: String,
+}
+
+fn default_proxy_mode() -> String {
+    "nftables".into()
 }
 
 impl Default for Settings {
@@ -51,6 +58,7 @@ impl Default for Settings {
             node_port_min: 30000,
             node_port_max: 32767,
             default_nodes: 2,
+            proxy_mode: default_proxy_mode(),
         }
     }
 }

@@ -17,6 +17,8 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::{Backend, BackendError};
+
 use ferry_model::ServicePortName;
 use ipnet::IpNet;
 
@@ -43,14 +45,7 @@ pub enum NftError {
     Refused(String),
 }
 
-/// What one sync did.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SyncStats {
-    pub full: bool,
-    pub added: usize,
-    pub deleted: usize,
-    pub took: Duration,
-}
+pub use crate::SyncStats;
 
 pub struct NftBackend {
     ids: SlotIds,
@@ -396,5 +391,41 @@ impl NftBackend {
                 "add table ip {TABLE}\ndelete table ip {TABLE}\nadd table ip6 {TABLE}\ndelete table ip6 {TABLE}\n"
             ),
         )
+    }
+}
+
+impl Backend for NftBackend {
+    fn mode(&self) -> &'static str {
+        "nftables"
+    }
+
+    fn full_sync(
+        &mut self,
+        plan: &ProxyPlan,
+        cluster_cidrs: &[IpNet],
+    ) -> Result<SyncStats, BackendError> {
+        Ok(NftBackend::full_sync(self, plan, cluster_cidrs)?)
+    }
+
+    fn sync(
+        &mut self,
+        plan: &ProxyPlan,
+        changed: &[ServicePortName],
+        cluster_cidrs: &[IpNet],
+    ) -> Result<SyncStats, BackendError> {
+        Ok(NftBackend::sync(self, plan, changed, cluster_cidrs)?)
+    }
+
+    fn intact(&mut self) -> bool {
+        self.table_intact()
+    }
+
+    fn check_period(&self) -> Duration {
+        // Three small netlink requests: cheap at any size.
+        Duration::from_secs(1)
+    }
+
+    fn size(&self) -> usize {
+        self.elements()
     }
 }
