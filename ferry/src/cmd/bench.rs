@@ -28,11 +28,15 @@ enum What {
     Model(ModelArgs),
     /// The lab: time for `lab up` and `lab down`, memory of an idle agent (needs root).
     Lab(LabArgs),
-    /// The nftables proxy in a scratch namespace: full and one-change syncs at growing sizes (needs root).
+    /// Both proxy modes side by side in scratch namespaces: syncs, ruleset size, memory and first-packet latency at growing sizes (needs root).
     Proxy(ProxyArgs),
     /// One proxy measurement (run by `bench proxy` in a child process).
     #[command(hide = true)]
-    ProxyChild { services: usize, runs: usize },
+    ProxyChild {
+        mode: String,
+        services: usize,
+        runs: usize,
+    },
     /// One load measurement (run by `bench model` in a child process).
     #[command(hide = true)]
     ModelLoadChild { file: PathBuf },
@@ -43,9 +47,19 @@ struct ProxyArgs {
     /// Cluster sizes (services, 8 endpoints each).
     #[arg(long, value_delimiter = ',', default_value = "1000,5000,20000,100000")]
     sizes: Vec<usize>,
-    /// One-change syncs timed per size.
+    /// One-change syncs timed per size (fewer where one takes seconds).
     #[arg(long, default_value_t = 50)]
     changes: usize,
+    /// Proxy modes: nftables, iptables-legacy, iptables-nft.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "nftables,iptables-legacy,iptables-nft"
+    )]
+    modes: Vec<String>,
+    /// Skip a size when the previous size's full sync predicts more than this many seconds.
+    #[arg(long, default_value_t = 120.0)]
+    max_predicted_s: f64,
 }
 
 #[derive(clap::Args)]
@@ -81,8 +95,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.what {
         What::Model(a) => model(a),
         What::Lab(a) => crate::cmd::bench_lab::run(a.runs, &a.sizes),
-        What::Proxy(a) => crate::cmd::bench_proxy::run(&a.sizes, a.changes),
-        What::ProxyChild { services, runs } => crate::cmd::bench_proxy::child(services, runs),
+        What::Proxy(a) => {
+            crate::cmd::bench_proxy::run(&a.sizes, a.changes, &a.modes, a.max_predicted_s)
+        }
+        What::ProxyChild {
+            mode,
+            services,
+            runs,
+        } => crate::cmd::bench_proxy::child(&mode, services, runs),
         What::ModelLoadChild { file } => model_load_child(&file),
     }
 }
