@@ -646,87 +646,123 @@ fn a_table_deleted_or_flushed_from_outside_is_restored(mode: Mode) {
     }
 }
 
+/// A scratch network namespace, deleted on drop.
+struct ScratchNs(&'static str);
+
+impl ScratchNs {
+    fn new(name: &'static str) -> ScratchNs {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", name])
+            .output();
+        assert!(
+            std::process::Command::new("ip")
+                .args(["netns", "add", name])
+                .status()
+                .unwrap()
+                .success()
+        );
+        ScratchNs(name)
+    }
+
+    fn output(&self, cmd: &[&str]) -> String {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", self.0])
+            .args(cmd)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// An agent of `mode` with an empty cluster, killed on drop.
+    fn agent(&self, mode: Mode, dir: &std::path::Path) -> KillOnDrop {
+        let source = format!("manifests:{}", dir.display());
+        KillOnDrop(
+            std::process::Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    self.0,
+                    env!("CARGO_BIN_EXE_ferry"),
+                    "agent",
+                ])
+                .args([
+                    "--node",
+                    "n1",
+                    "--source",
+                    &source,
+                    "--proxy-mode",
+                    mode.as_str(),
+                ])
+                .args([
+                    "--healthz-bind-address",
+                    "127.0.0.1:10256",
+                    "--metrics-bind-address",
+                    "127.0.0.1:10249",
+                ])
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    /// Whether `mode`'s rules are in the namespace.
+    fn has_rules(&self, mode: Mode) -> bool {
+        match mode {
+            Mode::Nftables => self
+                .output(&["nft", "list", "tables"])
+                .contains("table ip ferry"),
+            Mode::Iptables => self.output(&["iptables-save"]).contains("KUBE-"),
+        }
+    }
+
+    fn wait_for(&self, what: &str, f: impl Fn(&ScratchNs) -> bool) {
+        let start = Instant::now();
+        while !f(self) {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "{what}: not within 5 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for ScratchNs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", self.0])
+            .output();
+    }
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn agent_cleanup_removes_the_table(mode: Mode) {
     if !can_run() {
         return;
     }
     // An agent in a scratch namespace installs its rules; once it is
     // stopped, `ferry agent --cleanup` removes them.
-    let ns = match mode {
+    let ns = ScratchNs::new(match mode {
         Mode::Nftables => "ferry-test-cleanup",
         Mode::Iptables => "ferry-test-cleanup-i",
-    };
-    let _ = std::process::Command::new("ip")
-        .args(["netns", "del", ns])
-        .status();
-    assert!(
-        std::process::Command::new("ip")
-            .args(["netns", "add", ns])
-            .status()
-            .unwrap()
-            .success()
-    );
-    struct Del(&'static str);
-    impl Drop for Del {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("ip")
-                .args(["netns", "del", self.0])
-                .status();
-        }
-    }
-    let _del = Del(ns);
+    });
     let dir = tempfile::tempdir().unwrap();
-    let source = format!("manifests:{}", dir.path().display());
-    let mut agent = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns,
-            env!("CARGO_BIN_EXE_ferry"),
-            "agent",
-            "--node",
-            "n1",
-            "--source",
-            &source,
-            "--proxy-mode",
-            mode.as_str(),
-        ])
-        .args([
-            "--healthz-bind-address",
-            "127.0.0.1:10256",
-            "--metrics-bind-address",
-            "127.0.0.1:10249",
-        ])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let (look, installed): (&[&str], &str) = match mode {
-        Mode::Nftables => (&["nft", "list", "tables"], "table ip ferry"),
-        Mode::Iptables => (&["iptables-save"], "-j KUBE-SERVICES"),
-    };
-    let rules = |ns: &str| {
-        String::from_utf8_lossy(
-            &std::process::Command::new("ip")
-                .args(["netns", "exec", ns])
-                .args(look)
-                .output()
-                .unwrap()
-                .stdout,
-        )
-        .into_owned()
-    };
-    let start = Instant::now();
-    while !rules(ns).contains(installed) && start.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = agent.kill();
-    let _ = agent.wait();
-    assert!(rules(ns).contains(installed), "the agent installed nothing");
+    let agent = ns.agent(mode, dir.path());
+    ns.wait_for("the agent's rules", |ns| ns.has_rules(mode));
+    drop(agent);
     let out = std::process::Command::new("ip")
         .args([
             "netns",
             "exec",
-            ns,
+            ns.0,
             env!("CARGO_BIN_EXE_ferry"),
             "agent",
             "--cleanup",
@@ -734,11 +770,30 @@ fn agent_cleanup_removes_the_table(mode: Mode) {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    let left = rules(ns);
-    assert!(
-        !left.contains(installed) && !left.contains("KUBE-"),
-        "{left}"
-    );
+    assert!(!ns.has_rules(mode), "{}", text(&out));
+    assert!(!ns.has_rules(Mode::Iptables) && !ns.has_rules(Mode::Nftables));
+}
+
+#[test]
+fn switching_modes_removes_the_other_modes_rules() {
+    if !can_run() {
+        return;
+    }
+    let ns = ScratchNs::new("ferry-test-switch");
+    let dir = tempfile::tempdir().unwrap();
+    let mut before: Option<Mode> = None;
+    for mode in [Mode::Iptables, Mode::Nftables, Mode::Iptables] {
+        let agent = ns.agent(mode, dir.path());
+        ns.wait_for(&format!("{mode:?} rules"), |ns| ns.has_rules(mode));
+        if let Some(old) = before {
+            ns.wait_for(
+                &format!("{old:?} rules gone after switching to {mode:?}"),
+                |ns| !ns.has_rules(old),
+            );
+        }
+        drop(agent);
+        before = Some(mode);
+    }
 }
 
 both_modes!(
