@@ -71,6 +71,16 @@ fn init_logging(format: LogFormat) {
 }
 
 fn main() -> ExitCode {
+    // Output piped into `head` and the like ends quietly when the reader
+    // goes away, as for other command-line tools (Rust ignores SIGPIPE,
+    // which turns it into a panic in println!).
+    // SAFETY: the default disposition, set before any thread starts.
+    unsafe {
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        );
+    }
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let result = match cli.command {
