@@ -84,7 +84,10 @@ fn external_name_outside_the_zone_is_resolved_upstream() {
     let m = dns.udp("Outside.default.svc.cluster.local.", T::A);
     assert_eq!(rcode(&m), ResponseCode::NoError);
     assert_eq!(m.answers()[0].record_type(), T::CNAME);
-    assert_eq!(m.answers()[0].name().to_string(), "Outside.default.svc.cluster.local.");
+    assert_eq!(
+        m.answers()[0].name().to_string(),
+        "Outside.default.svc.cluster.local."
+    );
     assert_eq!(data(m.answers(), T::CNAME), ["www.example.test."]);
     assert_eq!(data(m.answers(), T::A), ["192.0.2.80"]);
     let m = dns.tcp("outside.default.svc.cluster.local.", T::CNAME);
