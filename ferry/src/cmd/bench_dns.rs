@@ -342,7 +342,7 @@ fn unbound(dir: &Path, upstream: u16) -> anyhow::Result<Proc> {
     let port = free_port();
     let d = dir.display();
     let conf = format!(
-        "server:\n  interface: 127.0.0.1\n  port: {port}\n  do-daemonize: no\n  username: \"\"\n  chroot: \"\"\n  directory: \"{d}\"\n  pidfile: \"\"\n  use-syslog: no\n  logfile: \"\"\n  verbosity: 0\n  num-threads: 1\n  do-ip6: no\n  access-control: 127.0.0.0/8 allow\n  module-config: \"iterator\"\n  do-not-query-localhost: no\n  msg-cache-size: 64m\n  rrset-cache-size: 128m\n  prefetch: no\nforward-zone:\n  name: \"example.test.\"\n  forward-addr: 127.0.0.1@{upstream}\n"
+        "server:\n  interface: 127.0.0.1\n  port: {port}\n  do-daemonize: no\n  username: \"\"\n  chroot: \"\"\n  directory: \"{d}\"\n  pidfile: \"\"\n  use-syslog: no\n  logfile: \"\"\n  verbosity: 0\n  num-threads: 1\n  do-ip6: no\n  access-control: 127.0.0.0/8 allow\n  module-config: \"iterator\"\n  do-not-query-localhost: no\n  msg-cache-size: 64m\n  rrset-cache-size: 128m\n  prefetch: no\n  local-zone: \"test.\" nodefault\nforward-zone:\n  name: \"example.test.\"\n  forward-addr: 127.0.0.1@{upstream}\n"
     );
     std::fs::write(dir.join("unbound.conf"), conf)?;
     start(
