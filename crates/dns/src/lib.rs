@@ -284,3 +284,17 @@ impl Server {
         self.shared.cache.lock().ok().map(|c| c.len())
     }
 }
+
+impl Server {
+    /// Answers `packet` as the serving loops do, without waiting on
+    /// upstream: the answer bytes, or None when the packet is dropped or
+    /// must be forwarded. For the fuzz target and tests.
+    #[doc(hidden)]
+    pub fn answer_inline(&self, packet: &[u8], udp: bool) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        match self.shared.handle(packet, udp, &mut out) {
+            server::Handled::Reply => Some(out),
+            _ => None,
+        }
+    }
+}

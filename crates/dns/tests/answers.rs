@@ -2,6 +2,9 @@
 //! sockets on loopback, checked record by record against the Kubernetes DNS
 //! specification and CoreDNS's kubernetes plugin.
 
+// Tests start from the default config and change one thing, which reads best here.
+#![allow(clippy::field_reassign_with_default)]
+
 mod common;
 
 use common::*;
@@ -472,6 +475,7 @@ fn health_and_readiness_are_served_over_http() {
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
     let addr = listener.local_addr().unwrap();
+    #[allow(clippy::async_yields_async)] // the task runs on; its handle is kept
     let _guard = dns.block_on(async {
         tokio::spawn(ferry_dns::serve_http(
             listener,

@@ -21,9 +21,10 @@ fn upstream() -> Option<Unbound> {
 }
 
 fn config(up: &Unbound) -> Config {
-    let mut c = Config::default();
-    c.upstreams = vec![up.addr];
-    c
+    Config {
+        upstreams: vec![up.addr],
+        ..Config::default()
+    }
 }
 
 #[test]
