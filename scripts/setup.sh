@@ -6,7 +6,8 @@ set -euo pipefail
 
 # System packages the tests and the main job use. Later components add
 # theirs here (nftables, iptables, conntrack, dnsutils, ...).
-packages=(iproute2 procps curl util-linux bash nftables conntrack python3)
+packages=(iproute2 procps curl util-linux bash nftables conntrack python3
+  dnsutils unbound nsd knot dnsperf)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -14,3 +14,5 @@ echo "== cargo nextest"
 cargo nextest run --workspace --no-fail-fast
 echo "== fuzz (manifest loader)"
 scripts/fuzz.sh "${FERRY_FUZZ_SECONDS:-30}"
+echo "== fuzz (DNS request path)"
+scripts/fuzz.sh "${FERRY_FUZZ_SECONDS:-30}" dns_request

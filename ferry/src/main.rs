@@ -54,6 +54,8 @@ enum Command {
     /// Control the echo server of this pod (run it inside a pod).
     #[command(name = "echo-ctl")]
     EchoCtl(cmd::echo::CtlArgs),
+    /// Serve cluster DNS for a manifests directory (and forward other names).
+    Dns(cmd::dns::Args),
     /// Run a benchmark and print a table of figures.
     Bench(cmd::bench::Args),
 }
@@ -90,6 +92,7 @@ fn main() -> ExitCode {
         Command::Agent(args) => cmd::agent::run(args),
         Command::Echo(args) => cmd::echo::run(args),
         Command::EchoCtl(args) => cmd::echo::ctl(args),
+        Command::Dns(args) => cmd::dns::run(args),
         Command::Bench(args) => cmd::bench::run(args),
     };
     match result {

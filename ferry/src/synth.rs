@@ -24,7 +24,7 @@ pub fn service_name(i: usize) -> String {
     format!("svc-{i}")
 }
 
-fn cluster_ip(i: usize) -> Ipv4Addr {
+pub fn cluster_ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 0)) + 1 + i as u32)
 }
 

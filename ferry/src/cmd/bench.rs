@@ -30,6 +30,8 @@ enum What {
     Lab(LabArgs),
     /// Both proxy modes side by side in scratch namespaces: syncs, ruleset size, memory and first-packet latency at growing sizes (needs root).
     Proxy(ProxyArgs),
+    /// Cluster DNS: dnsperf against ferry dns, nsd and knot (same zone), and ferry's vs unbound's forward cache.
+    Dns(crate::cmd::bench_dns::DnsArgs),
     /// One proxy measurement (run by `bench proxy` in a child process).
     #[command(hide = true)]
     ProxyChild {
@@ -103,6 +105,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             services,
             runs,
         } => crate::cmd::bench_proxy::child(&mode, services, runs),
+        What::Dns(a) => crate::cmd::bench_dns::run(a),
         What::ModelLoadChild { file } => model_load_child(&file),
     }
 }
@@ -116,12 +119,12 @@ fn peak_rss_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-fn median(v: &mut [f64]) -> f64 {
+pub(crate) fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
-fn percentile(v: &mut [f64], p: f64) -> f64 {
+pub(crate) fn percentile(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }

@@ -33,7 +33,7 @@ fn ferry(args: &[&str]) -> anyhow::Result<Duration> {
     Ok(took)
 }
 
-fn rss_mib(pid: u64) -> Option<f64> {
+pub(crate) fn rss_mib(pid: u64) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kb: f64 = status
         .lines()

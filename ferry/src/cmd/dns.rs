@@ -1,0 +1,146 @@
+//! `ferry dns --source manifests:DIR --listen ADDR:PORT`: the cluster DNS
+//! server on its own, following a manifests directory.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use ferry_agent::SourceSpec;
+use ferry_dns::{Config, Listener, PodMode, Server};
+use ferry_source::{ManifestSource, ManifestWatcher};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Where the cluster comes from: manifests:DIR (watched for changes).
+    #[arg(long)]
+    source: SourceSpec,
+    /// Address to serve on, UDP and TCP (repeat for several).
+    #[arg(long, required = true)]
+    listen: Vec<SocketAddr>,
+    /// Cluster zone (repeat for several; the first names PTR targets).
+    #[arg(long = "zone", default_value = "cluster.local")]
+    zones: Vec<String>,
+    /// Upstream resolver for other names, IP:PORT (repeat for several).
+    #[arg(long = "upstream", conflicts_with = "resolv_conf")]
+    upstreams: Vec<SocketAddr>,
+    /// Read upstream resolvers from the nameserver lines of this file.
+    #[arg(long)]
+    resolv_conf: Option<PathBuf>,
+    /// TTL of cluster records in seconds (0-3600; CoreDNS's default is 5).
+    #[arg(long, default_value_t = ferry_dns::DEFAULT_TTL)]
+    ttl: u32,
+    /// Pod records a-b-c-d.NS.pod.ZONE: disabled, insecure or verified.
+    #[arg(long, default_value = "disabled")]
+    pods: PodMode,
+    /// Serve only these namespaces (repeat); default all.
+    #[arg(long = "namespace")]
+    namespaces: Vec<String>,
+    /// Most answers the forward cache keeps (0 disables it).
+    #[arg(long, default_value_t = 10_000)]
+    cache_size: usize,
+    /// Addresses of ns.dns.ZONE (the apex NS glue).
+    #[arg(long = "nameserver-ip")]
+    nameserver_ips: Vec<IpAddr>,
+    /// /metrics, /health and /ready on this address.
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let upstreams = match &args.resolv_conf {
+        Some(path) => ferry_dns::read_resolv_conf(path)?,
+        None => args.upstreams.clone(),
+    };
+    let config = Config {
+        zones: args.zones.clone(),
+        ttl: args.ttl,
+        pods: args.pods,
+        namespaces: (!args.namespaces.is_empty()).then(|| args.namespaces.clone()),
+        upstreams: upstreams.clone(),
+        cache_entries: args.cache_size,
+        nameserver_ips: args.nameserver_ips.clone(),
+        ..Config::default()
+    };
+    let mut registry = prometheus_client::registry::Registry::default();
+    let server = Server::new(config, &mut registry)?;
+    let mut listeners = Vec::new();
+    for addr in &args.listen {
+        listeners.extend(Listener::bind(*addr)?);
+    }
+    let bound: Vec<String> = listeners
+        .iter()
+        .step_by(2)
+        .filter_map(|l| l.local_addr().ok())
+        .map(|a| a.to_string())
+        .collect();
+    // One thread serves: the figures in the README are per core.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let SourceSpec::Manifests(dir) = &args.source;
+    let (source, first) = ManifestSource::open(std::slice::from_ref(dir), false)
+        .with_context(|| format!("reading {}", dir.display()))?;
+    for e in &first.errors {
+        eprintln!("warning: {e}");
+    }
+    server.update(&first.state);
+    println!(
+        "ferry dns: serving {} on {} (udp+tcp): {} services, {} names; other names {}",
+        args.zones.join(", "),
+        bound.join(", "),
+        first.state.services().count(),
+        server.names(),
+        if upstreams.is_empty() {
+            "refused (no upstream)".to_string()
+        } else {
+            format!(
+                "forwarded to {}",
+                upstreams
+                    .iter()
+                    .map(|u| u.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    );
+    let mut watcher = ManifestWatcher::new(source, Duration::from_millis(20))?;
+    let follower = server.clone();
+    std::thread::Builder::new()
+        .name("dns-source".into())
+        .spawn(move || {
+            loop {
+                match watcher.next(Duration::from_secs(3600)) {
+                    Some(Ok(snap)) => {
+                        for e in &snap.errors {
+                            eprintln!("warning: {e}");
+                        }
+                        follower.update(&snap.state);
+                        println!(
+                            "ferry dns: updated: {} services, {} names",
+                            snap.state.services().count(),
+                            follower.names()
+                        );
+                    }
+                    Some(Err(e)) => eprintln!("warning: source: {e}"),
+                    None => {}
+                }
+            }
+        })
+        .context("starting the source thread")?;
+    runtime.block_on(async {
+        server.serve(listeners)?;
+        if let Some(addr) = args.metrics {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+            tokio::spawn(ferry_dns::serve_http(l, server.clone(), Arc::new(registry)));
+        }
+        tokio::signal::ctrl_c().await.ok();
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
