@@ -52,6 +52,8 @@ fn min_sync_period_merges_a_burst_and_keeps_the_last_change() {
                 "n1",
                 "--proxy-mode",
                 "none",
+                "--dns-addresses",
+                "none",
                 "--min-sync-period",
                 "2s",
             ])

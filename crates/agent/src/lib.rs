@@ -8,6 +8,7 @@ mod conntrack;
 mod health;
 mod healthcheck;
 mod metrics;
+mod nodelocal;
 mod proxy;
 
 use std::net::SocketAddr;
@@ -95,12 +96,26 @@ pub struct Config {
     pub min_sync_period: Duration,
     pub healthz_bind: SocketAddr,
     pub metrics_bind: SocketAddr,
+    /// Node-local cluster DNS; None: off.
+    pub dns: Option<DnsConfig>,
+}
+
+/// Cluster DNS served by the agent on this node.
+#[derive(Clone, Debug)]
+pub struct DnsConfig {
+    /// Served on port 53 (UDP and TCP), on a dummy interface, without
+    /// conntrack: the link-local 169.254.20.10 and, optionally, the
+    /// cluster DNS Service's ClusterIP.
+    pub addresses: Vec<std::net::IpAddr>,
+    pub server: ferry_dns::Config,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error("source: {0}")]
     Source(#[from] SourceError),
+    #[error("cluster DNS: {0}")]
+    Dns(#[from] ferry_dns::DnsError),
     #[error("cannot listen on {addr} for {what}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -200,6 +215,9 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
             what: "metrics",
             source,
         })?;
+    if let Some(dns) = &config.dns {
+        start_dns(dns, &metrics, rx.clone())?;
+    }
     tokio::spawn(health::serve(healthz, config.node.clone(), rx.clone()));
     tokio::spawn(healthcheck::run(health_ports));
     tokio::spawn(metrics::serve(metrics_listener, metrics.clone()));
@@ -286,11 +304,40 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     Ok(())
 }
 
+/// Node-local DNS: the addresses on the dummy interface with NOTRACK,
+/// then the server on each of them, following every published state.
+fn start_dns(
+    dns: &DnsConfig,
+    metrics: &metrics::Metrics,
+    rx: watch::Receiver<Published>,
+) -> Result<(), AgentError> {
+    if let Err(e) = nodelocal::setup(&dns.addresses) {
+        // Without the addresses there is nothing to bind; the proxy goes on.
+        tracing::error!(error = %e, "node-local DNS not set up; cluster DNS is off on this node");
+        return Ok(());
+    }
+    let server = metrics.with_registry(|r| ferry_dns::Server::new(dns.server.clone(), r))?;
+    let mut listeners = Vec::new();
+    for ip in &dns.addresses {
+        listeners.extend(ferry_dns::Listener::bind(SocketAddr::new(*ip, 53))?);
+    }
+    server.serve(listeners)?;
+    server.follow(rx, |p: &Published| p.snapshot.state.clone());
+    tracing::info!(addresses = ?dns.addresses, zones = ?dns.server.zones, upstreams = ?dns.server.upstreams, "cluster DNS serving");
+    Ok(())
+}
+
 /// `ferry agent --cleanup`: removes everything either proxy mode
 /// installed (ferry's nftables tables, and kube-proxy-style iptables
 /// chains of `flavor`); says what it removed.
 pub fn cleanup(flavor: Flavor) -> Result<Vec<String>, String> {
     let mut done = Vec::new();
+    nodelocal::cleanup().map_err(|e| e.to_string())?;
+    done.push(format!(
+        "node-local DNS (interface {}, nftables tables {})",
+        nodelocal::INTERFACE,
+        nodelocal::TABLE
+    ));
     NftBackend::cleanup().map_err(|e| e.to_string())?;
     done.push("ferry's nftables tables (ip ferry, ip6 ferry)".to_string());
     for family in [Family::V4, Family::V6] {

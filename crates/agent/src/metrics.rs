@@ -115,6 +115,15 @@ impl Metrics {
         }
     }
 
+    /// Registers more metrics (another component's) in the agent's registry.
+    pub(crate) fn with_registry<T>(&self, f: impl FnOnce(&mut Registry) -> T) -> T {
+        let mut registry = self
+            .registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut registry)
+    }
+
     pub(crate) fn observe(&self, s: &Snapshot) {
         self.version.set(s.state.version() as i64);
         self.objects.set(s.state.len() as i64);

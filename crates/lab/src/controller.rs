@@ -128,9 +128,14 @@ fn lb_checker(checks: Arc<LbChecks>, wake: Sender<Event>) {
     }
 }
 
+/// Every node's agent serves cluster DNS here (NodeLocal DNSCache's address).
+const NODE_LOCAL_DNS: &str = "169.254.20.10";
+
+/// A pod's resolv.conf, as kubelet writes it for `dnsPolicy: ClusterFirst`
+/// with the node-local DNS address as the nameserver.
 fn resolv_conf(namespace: &str) -> String {
     format!(
-        "# written by ferry lab for pods of namespace {namespace}\nsearch {namespace}.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n"
+        "# written by ferry lab for pods of namespace {namespace}\nnameserver {NODE_LOCAL_DNS}\nsearch {namespace}.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n"
     )
 }
 
@@ -715,6 +720,11 @@ impl Controller {
                 self.settings.proxy_mode.clone(),
                 "--cluster-cidr".into(),
                 self.settings.cluster_cidr.to_string(),
+                "--dns-addresses".into(),
+                NODE_LOCAL_DNS.into(),
+                // Nothing outside the lab is reachable from it.
+                "--dns-upstream".into(),
+                "none".into(),
                 "--lab".into(),
                 self.names.lab.clone(),
             ],

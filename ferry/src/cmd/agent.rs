@@ -39,6 +39,27 @@ pub struct Args {
     /// Changes closer together than this are programmed together (kube-proxy's --min-sync-period), e.g. 1s.
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     min_sync_period: std::time::Duration,
+    /// Node-local cluster DNS addresses (comma-separated; served on port 53
+    /// from a dummy interface, without conntrack), e.g. the link-local
+    /// default and the cluster DNS Service's ClusterIP; `none`: no DNS.
+    #[arg(long, value_delimiter = ',', default_value = "169.254.20.10")]
+    dns_addresses: Vec<String>,
+    /// Cluster DNS zones (the first is the primary one).
+    #[arg(long = "dns-zone", default_value = "cluster.local")]
+    dns_zones: Vec<String>,
+    /// Where names outside the cluster zones go (comma-separated IP:PORT);
+    /// `none`: refused. Default: the nameservers of --dns-resolv-conf.
+    #[arg(long, value_delimiter = ',')]
+    dns_upstream: Vec<String>,
+    /// resolv.conf-style file naming the upstream resolvers.
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    dns_resolv_conf: std::path::PathBuf,
+    /// TTL of cluster records, seconds (CoreDNS's default: 5).
+    #[arg(long, default_value_t = ferry_dns::DEFAULT_TTL)]
+    dns_ttl: u32,
+    /// Pod records (a-b-c-d.ns.pod.zone): disabled, insecure (kubeadm's CoreDNS default) or verified.
+    #[arg(long, default_value = "insecure")]
+    dns_pods: ferry_dns::PodMode,
     /// Remove everything the proxy installed, then exit.
     #[arg(long)]
     cleanup: bool,
@@ -54,6 +75,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    let dns = dns_config(&args)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -67,8 +89,53 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         min_sync_period: args.min_sync_period,
         healthz_bind: args.healthz_bind_address,
         metrics_bind: args.metrics_bind_address,
+        dns,
     }))?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn dns_config(args: &Args) -> anyhow::Result<Option<ferry_agent::DnsConfig>> {
+    if args.dns_addresses.iter().any(|a| a == "none") {
+        return Ok(None);
+    }
+    let addresses = args
+        .dns_addresses
+        .iter()
+        .map(|a| {
+            a.parse::<std::net::IpAddr>()
+                .with_context(|| format!("--dns-addresses: {a:?} is not an IP address"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let upstreams = if args.dns_upstream.iter().any(|u| u == "none") {
+        Vec::new()
+    } else if !args.dns_upstream.is_empty() {
+        args.dns_upstream
+            .iter()
+            .map(|u| {
+                u.parse::<SocketAddr>()
+                    .with_context(|| format!("--dns-upstream: {u:?} is not IP:PORT"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?
+    } else {
+        match ferry_dns::read_resolv_conf(&args.dns_resolv_conf) {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!(error = %e, "no upstream resolvers: names outside the cluster zones will be refused");
+                Vec::new()
+            }
+        }
+    };
+    Ok(Some(ferry_agent::DnsConfig {
+        server: ferry_dns::Config {
+            zones: args.dns_zones.clone(),
+            ttl: args.dns_ttl,
+            pods: args.dns_pods,
+            upstreams,
+            nameserver_ips: addresses.clone(),
+            ..ferry_dns::Config::default()
+        },
+        addresses,
+    }))
 }
 
 /// `500ms`, `1s`, `2m`.

@@ -1,0 +1,151 @@
+//! End-to-end tests of cluster DNS in a lab: each node's agent serves DNS
+//! at 169.254.20.10 (NOTRACK, on a dummy interface) and pods' resolv.conf
+//! points there; queries are made with `dig` and the C library resolver
+//! (`getent`) from inside pods. Root needed (fail under CI=true, skip
+//! otherwise).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn seed() -> String {
+    repo().join("examples/nginx-web.yaml").display().to_string()
+}
+
+fn a_pod(lab: &Lab, namespace: &str) -> String {
+    let status = lab.status();
+    let pod = status["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["namespace"] == namespace)
+        .unwrap_or_else(|| panic!("no pod in {namespace}: {status}"));
+    format!("pod/{namespace}/{}", pod["name"].as_str().unwrap())
+}
+
+fn dig(lab: &Lab, pod: &str, args: &[&str]) -> String {
+    let mut cmd = vec!["dig", "+time=1", "+tries=1"];
+    cmd.extend(args);
+    lab.exec_ok(pod, &cmd)
+}
+
+#[test]
+fn pods_resolve_services_by_full_name_and_through_the_search_path() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::up("e2edns", &[&seed()], &[]);
+    let pod = a_pod(&lab, "demo");
+    let resolv = lab.exec_ok(&pod, &["cat", "/etc/resolv.conf"]);
+    assert!(resolv.contains("nameserver 169.254.20.10"), "{resolv}");
+    assert_eq!(
+        dig(
+            &lab,
+            &pod,
+            &["+short", "nginx-web-service.demo.svc.cluster.local"]
+        )
+        .trim(),
+        "172.16.255.220"
+    );
+    // The short name through the search path, with dig and with the C library.
+    assert_eq!(
+        dig(&lab, &pod, &["+short", "+search", "nginx-web-service"]).trim(),
+        "172.16.255.220"
+    );
+    let getent = lab.exec_ok(&pod, &["getent", "hosts", "nginx-web-service"]);
+    assert!(getent.starts_with("172.16.255.220"), "{getent}");
+    // The answer is authoritative, with CoreDNS's TTL, and comes from the node-local address.
+    let full = dig(
+        &lab,
+        &pod,
+        &["nginx-web-service.demo.svc.cluster.local", "A"],
+    );
+    assert!(full.contains("flags: qr aa rd"), "{full}");
+    assert!(full.contains("SERVER: 169.254.20.10#53"), "{full}");
+    let words: Vec<&str> = full.split_whitespace().collect();
+    assert!(
+        words.windows(5).any(|w| w
+            == [
+                "nginx-web-service.demo.svc.cluster.local.",
+                "5",
+                "IN",
+                "A",
+                "172.16.255.220"
+            ]),
+        "{full}"
+    );
+    // A name that does not exist in an existing namespace: NXDOMAIN with the SOA.
+    let missing = dig(&lab, &pod, &["nope.demo.svc.cluster.local", "A"]);
+    assert!(missing.contains("status: NXDOMAIN"), "{missing}");
+    assert!(missing.contains("SOA"), "{missing}");
+    // The same over TCP.
+    assert_eq!(
+        dig(
+            &lab,
+            &pod,
+            &["+tcp", "+short", "nginx-web-service.demo.svc.cluster.local"]
+        )
+        .trim(),
+        "172.16.255.220"
+    );
+    // DNS to the node-local address is not tracked by conntrack.
+    let node = lab.status()["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| format!("pod/demo/{}", p["name"].as_str().unwrap()) == pod)
+        .unwrap()["node"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let tracked = lab.exec(
+        &format!("node/{node}"),
+        &["conntrack", "-L", "-d", "169.254.20.10"],
+    );
+    let listed = String::from_utf8_lossy(&tracked.stdout).into_owned();
+    assert!(
+        !listed.contains("dport=53"),
+        "DNS flows were tracked: {listed}"
+    );
+}
+
+#[test]
+fn a_created_service_resolves_within_a_second_and_a_deleted_one_stops() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::up("e2ednsupd", &[&seed()], &[]);
+    let pod = a_pod(&lab, "demo");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("more.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: later, namespace: demo}\nspec:\n  clusterIP: 172.16.77.7\n  selector: {app: nginx-web}\n  ports: [{port: 80}]\n",
+    )
+    .unwrap();
+    let name = "later.demo.svc.cluster.local";
+    assert!(dig(&lab, &pod, &[name]).contains("status: NXDOMAIN"));
+    lab.ok(&["apply", &file.display().to_string()]);
+    let applied = Instant::now();
+    let took = lab.wait("the new service to resolve", Duration::from_secs(5), |l| {
+        dig(l, &pod, &["+short", name]).trim() == "172.16.77.7"
+    });
+    assert!(
+        applied.elapsed() < Duration::from_secs(1),
+        "resolved only after {took:?}"
+    );
+    lab.ok(&["delete", "service/demo/later"]);
+    let deleted = Instant::now();
+    lab.wait(
+        "the deleted service to stop resolving",
+        Duration::from_secs(5),
+        |l| dig(l, &pod, &[name]).contains("status: NXDOMAIN"),
+    );
+    assert!(
+        deleted.elapsed() < Duration::from_secs(1),
+        "still resolving after {:?}",
+        deleted.elapsed()
+    );
+}
