@@ -32,6 +32,25 @@ fn pod_ip(i: usize, j: usize, per: usize) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 128, 0, 0)) + (i * per + j) as u32)
 }
 
+/// Multi-document YAML of the Pods behind `services` services with
+/// `endpoints` endpoints each (running, with the endpoints' IPs).
+pub fn pods_manifest(services: usize, endpoints: usize) -> String {
+    let mut out = String::with_capacity(services * endpoints * 200);
+    for i in 0..services {
+        for j in 0..endpoints {
+            let _ = write!(
+                out,
+                "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {svc}-{j}, namespace: {ns}, labels: {{app: {svc}}}}}\nspec: {{nodeName: node-{node}, containers: [{{name: app, image: echo}}]}}\nstatus: {{phase: Running, podIP: {ip}}}\n",
+                svc = service_name(i),
+                ns = namespace(i),
+                node = j % 4,
+                ip = pod_ip(i, j, endpoints),
+            );
+        }
+    }
+    out
+}
+
 /// Multi-document YAML for `services` services with `endpoints` endpoints each.
 pub fn manifests(services: usize, endpoints: usize) -> String {
     let mut s = String::with_capacity(services * (400 + endpoints * 120));

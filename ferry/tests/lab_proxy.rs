@@ -627,7 +627,7 @@ fn a_table_deleted_or_flushed_from_outside_is_restored(mode: Mode) {
                 &["nft", "delete", "table", "ip", "ferry"],
             ],
             &["nft", "list", "tables"],
-            "ferry",
+            "table ip ferry\n",
         ),
         Mode::Iptables => (
             &[
@@ -708,9 +708,11 @@ impl ScratchNs {
     /// Whether `mode`'s rules are in the namespace.
     fn has_rules(&self, mode: Mode) -> bool {
         match mode {
+            // (not `table ip ferry-dns`, the node-local DNS table of both modes)
             Mode::Nftables => self
                 .output(&["nft", "list", "tables"])
-                .contains("table ip ferry"),
+                .lines()
+                .any(|l| l.trim() == "table ip ferry"),
             Mode::Iptables => self.output(&["iptables-save"]).contains("KUBE-"),
         }
     }

@@ -246,10 +246,18 @@ fn latency(p: &Proc, queries: &Path) -> anyhow::Result<(f64, f64)> {
     Ok((percentile(&mut lat, 0.5), percentile(&mut lat, 0.99)))
 }
 
+/// From this many services on, the cluster has its Pods too.
+const PODS_FROM: usize = 20_000;
+
 fn write_files(dir: &Path, n: usize) -> anyhow::Result<()> {
     let manifests = dir.join("manifests");
     std::fs::create_dir_all(&manifests)?;
     std::fs::write(manifests.join("cluster.yaml"), synth::manifests(n, 5))?;
+    // The largest size also carries one Pod per endpoint (100k at 20k
+    // services), answered in `--pods verified` mode: the memory figure.
+    if n >= PODS_FROM {
+        std::fs::write(manifests.join("pods.yaml"), synth::pods_manifest(n, 5))?;
+    }
     let mut zone = String::from(
         "$ORIGIN cluster.local.\n$TTL 30\n@ IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 30\n@ IN NS ns.dns\nns.dns IN A 127.0.0.1\n",
     );
@@ -369,7 +377,8 @@ fn ferry(dir: &Path, upstream: u16) -> anyhow::Result<Proc> {
                 dir.join("manifests").display()
             ))
             .args(["--listen", &format!("127.0.0.1:{port}"), "--ttl", "30"])
-            .args(["--upstream", &format!("127.0.0.1:{upstream}")]),
+            .args(["--upstream", &format!("127.0.0.1:{upstream}")])
+            .args(["--pods", "verified"]),
         port,
         "svc-0.ns-0.svc.cluster.local",
     )
@@ -446,7 +455,11 @@ pub fn run(args: DnsArgs) -> anyhow::Result<std::process::ExitCode> {
             "  ferry dns ready with {n} services in {:.1} s",
             t0.elapsed().as_secs_f64()
         );
-        let what = format!("{n} svc");
+        let what = if n >= PODS_FROM {
+            format!("{n} svc + {} pods", n * 5)
+        } else {
+            format!("{n} svc")
+        };
         rows.push(measure(&fe, &what, &q, &args)?);
         rows.push(measure(&ns, &what, &q, &args)?);
         {
