@@ -73,17 +73,26 @@ fn init_logging(format: LogFormat) {
 }
 
 fn main() -> ExitCode {
-    // Output piped into `head` and the like ends quietly when the reader
-    // goes away, as for other command-line tools (Rust ignores SIGPIPE,
-    // which turns it into a panic in println!).
-    // SAFETY: the default disposition, set before any thread starts.
-    unsafe {
-        let _ = nix::sys::signal::signal(
-            nix::sys::signal::Signal::SIGPIPE,
-            nix::sys::signal::SigHandler::SigDfl,
-        );
-    }
     let cli = Cli::parse();
+    let only_prints = match &cli.command {
+        Command::Validate(_) | Command::Services(_) => true,
+        Command::Lab(args) => args.only_prints(),
+        _ => false,
+    };
+    if only_prints {
+        // Output piped into `head` and the like ends quietly when the
+        // reader goes away, as for other command-line tools (Rust ignores
+        // SIGPIPE, which turns it into a panic in println!). Never for
+        // commands that feed other programs' stdin (agent, lab controller):
+        // a child exiting early must be an error they handle, not death.
+        // SAFETY: the default disposition, set before any thread starts.
+        unsafe {
+            let _ = nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigDfl,
+            );
+        }
+    }
     init_logging(cli.log_format);
     let result = match cli.command {
         Command::Validate(args) => cmd::validate::run(args),

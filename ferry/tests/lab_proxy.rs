@@ -640,7 +640,8 @@ fn a_table_deleted_or_flushed_from_outside_is_restored(mode: Mode) {
     };
     for tamper in tampers {
         lab.exec_ok("node/node-1", tamper);
-        lab.wait("the rules to be restored", Duration::from_secs(8), |l| {
+        // The agent checks every second (nftables) or every 5 s (iptables).
+        lab.wait("the rules to be restored", Duration::from_secs(12), |l| {
             l.exec_ok("node/node-1", look).contains(expect) && works(l)
         });
     }
@@ -713,7 +714,7 @@ impl ScratchNs {
                 .output(&["nft", "list", "tables"])
                 .lines()
                 .any(|l| l.trim() == "table ip ferry"),
-            Mode::Iptables => self.output(&["iptables-save"]).contains("KUBE-"),
+            Mode::Iptables => self.output(&["iptables-save"]).contains(":KUBE-SERVICES"),
         }
     }
 
@@ -760,6 +761,21 @@ fn agent_cleanup_removes_the_table(mode: Mode) {
     let agent = ns.agent(mode, dir.path());
     ns.wait_for("the agent's rules", |ns| ns.has_rules(mode));
     drop(agent);
+    // A chain of kubelet's, referenced from INPUT, is not ferry's to remove.
+    for rule in [
+        "iptables -N KUBE-FIREWALL",
+        "iptables -A INPUT -j KUBE-FIREWALL",
+    ] {
+        let mut args = vec!["netns", "exec", ns.0];
+        args.extend(rule.split_whitespace());
+        assert!(
+            std::process::Command::new("ip")
+                .args(&args)
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
     let out = std::process::Command::new("ip")
         .args([
             "netns",
@@ -773,7 +789,14 @@ fn agent_cleanup_removes_the_table(mode: Mode) {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert!(!ns.has_rules(mode), "{}", text(&out));
-    assert!(!ns.has_rules(Mode::Iptables) && !ns.has_rules(Mode::Nftables));
+    assert!(!ns.has_rules(Mode::Nftables));
+    let left = ns.output(&["iptables-save"]);
+    let kube: Vec<&str> = left.lines().filter(|l| l.contains("KUBE-")).collect();
+    assert_eq!(
+        kube,
+        [":KUBE-FIREWALL - [0:0]", "-A INPUT -j KUBE-FIREWALL"],
+        "only kubelet's chain is left: {left}"
+    );
 }
 
 #[test]

@@ -319,7 +319,15 @@ fn start_dns(
     let server = metrics.with_registry(|r| ferry_dns::Server::new(dns.server.clone(), r))?;
     let mut listeners = Vec::new();
     for ip in &dns.addresses {
-        listeners.extend(ferry_dns::Listener::bind(SocketAddr::new(*ip, 53))?);
+        match ferry_dns::Listener::bind(SocketAddr::new(*ip, 53)) {
+            Ok(l) => listeners.extend(l),
+            // Another DNS server may own the address (a NodeLocal DNSCache
+            // already on the node): the proxy goes on without ferry's DNS.
+            Err(e) => {
+                tracing::error!(error = %e, "cluster DNS is off on this node");
+                return Ok(());
+            }
+        }
     }
     server.serve(listeners)?;
     server.follow(rx, |p: &Published| p.snapshot.state.clone());
@@ -332,24 +340,35 @@ fn start_dns(
 /// chains of `flavor`); says what it removed.
 pub fn cleanup(flavor: Flavor) -> Result<Vec<String>, String> {
     let mut done = Vec::new();
-    nodelocal::cleanup().map_err(|e| e.to_string())?;
-    done.push(format!(
-        "node-local DNS (interface {}, nftables tables {})",
-        nodelocal::INTERFACE,
-        nodelocal::TABLE
-    ));
-    NftBackend::cleanup().map_err(|e| e.to_string())?;
-    done.push("ferry's nftables tables (ip ferry, ip6 ferry)".to_string());
+    let mut errors = Vec::new();
+    match nodelocal::cleanup() {
+        Ok(()) => done.push(format!(
+            "node-local DNS (interface {}, addresses labelled {}, nftables tables {})",
+            nodelocal::INTERFACE,
+            nodelocal::LO_LABEL,
+            nodelocal::TABLE
+        )),
+        Err(e) => errors.push(e.to_string()),
+    }
+    match NftBackend::cleanup() {
+        Ok(()) => done.push("ferry's nftables tables (ip ferry, ip6 ferry)".to_string()),
+        Err(e) => errors.push(e.to_string()),
+    }
     for family in [Family::V4, Family::V6] {
-        let n = IptablesBackend::cleanup(family, flavor, None).map_err(|e| e.to_string())?;
-        if n > 0 {
-            done.push(format!(
+        match IptablesBackend::cleanup(family, flavor, None) {
+            Ok(0) => {}
+            Ok(n) => done.push(format!(
                 "{n} iptables chains and jumps ({})",
                 flavor.binary(family, "")
-            ));
+            )),
+            Err(e) => errors.push(e.to_string()),
         }
     }
-    Ok(done)
+    if errors.is_empty() {
+        Ok(done)
+    } else {
+        Err(errors.join("; "))
+    }
 }
 
 /// Switching modes: the rules of the mode not in use are removed, as
@@ -365,11 +384,7 @@ fn remove_other_modes(mode: ProxyMode, flavor: Flavor) {
     }
     if mode == ProxyMode::Nftables {
         for family in [Family::V4, Family::V6] {
-            let save = std::process::Command::new(flavor.binary(family, "-save"))
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).contains(":KUBE-"))
-                .unwrap_or(false);
-            if !save {
+            if !IptablesBackend::present(family, flavor) {
                 continue;
             }
             match IptablesBackend::cleanup(family, flavor, None) {

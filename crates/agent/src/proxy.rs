@@ -173,7 +173,16 @@ impl Proxy {
     /// Reloads the whole ruleset if someone else deleted or flushed it.
     pub(crate) fn check_table(&mut self, snapshot: &Snapshot) {
         tracing::debug!(version = ?self.version, mode = self.backend.mode(), "checking the rules");
-        if self.version.is_none() || self.backend.intact() {
+        if self.version.is_none() {
+            // The last full sync failed (and no change came since): retry.
+            tracing::warn!(
+                mode = self.backend.mode(),
+                "retrying the full sync that failed"
+            );
+            self.on_snapshot(snapshot);
+            return;
+        }
+        if self.backend.intact() {
             return;
         }
         tracing::warn!(

@@ -19,6 +19,13 @@ pub struct Args {
     command: LabCommand,
 }
 
+impl Args {
+    /// Only prints (so it may end quietly when its reader goes away).
+    pub fn only_prints(&self) -> bool {
+        matches!(self.command, LabCommand::Status { .. })
+    }
+}
+
 #[derive(clap::Subcommand)]
 enum LabCommand {
     /// Build the lab from manifests and wait until it is ready.

@@ -336,17 +336,21 @@ impl IptablesBackend {
         }
         let start = Instant::now();
         let mut new: BTreeMap<ServicePortName, ServiceRules> = BTreeMap::new();
-        let mut endpoints = self.endpoints;
         for name in changed {
             let r = plan
                 .services
                 .get(name)
                 .map(|p| rules::service(p, &settings))
                 .unwrap_or_default();
-            let old = self.rendered.get(name).map_or(0, |o| o.endpoints);
-            endpoints = endpoints - old + r.endpoints;
             new.insert(name.clone(), r);
         }
+        let endpoints = self.endpoints
+            - new
+                .keys()
+                .filter_map(|n| self.rendered.get(n))
+                .map(|r| r.endpoints)
+                .sum::<usize>()
+            + new.values().map(|r| r.endpoints).sum::<usize>();
         if (endpoints > LARGE_CLUSTER_ENDPOINTS) != settings.large {
             // Every endpoint rule changes form.
             return self.full_sync(plan, cluster_cidrs);
@@ -357,14 +361,15 @@ impl IptablesBackend {
                 stale.extend(old.chains.iter().filter(|c| !r.chains.contains(c)).cloned());
             }
         }
-        let mut previous = Vec::new();
+        let (mut added, mut deleted) = (0, 0);
         for (name, r) in new {
+            added += r.chain_rules.len();
             let before = if r == ServiceRules::default() {
                 self.rendered.remove(&name)
             } else {
-                self.rendered.insert(name.clone(), r)
+                self.rendered.insert(name, r)
             };
-            previous.push((name, before));
+            deleted += before.map_or(0, |b| b.chain_rules.len());
         }
         let scope: BTreeSet<ServicePortName> = changed.iter().cloned().collect();
         let text = rules::restore(self.family, &self.rendered, &Scope::Changed(&scope), &stale);
@@ -373,13 +378,12 @@ impl IptablesBackend {
             self.loaded = false;
             return Err(e);
         }
-        self.endpoints = endpoints;
-        let before = self.rules;
+        self.endpoints = self.rendered.values().map(|r| r.endpoints).sum();
         self.rules = self.count_rules();
         Ok(SyncStats {
             full: false,
-            added: self.rules.saturating_sub(before),
-            deleted: stale.len(),
+            added,
+            deleted,
             took: start.elapsed(),
         })
     }
@@ -391,9 +395,15 @@ impl IptablesBackend {
         if !self.loaded {
             return false;
         }
+        // Someone else holding the xtables lock says nothing about our
+        // rules: only a refusal that is not about the lock counts.
+        let ok = |r: Result<String, IptablesError>| match r {
+            Ok(_) => true,
+            Err(IptablesError::Refused { message, .. }) => message.contains("xtables lock"),
+            Err(IptablesError::Spawn { .. }) => false,
+        };
         let canary = |table: &str| {
-            self.run("", &["-w", "5", "-t", table, "-S", KUBE_PROXY_CANARY], None)
-                .is_ok()
+            ok(self.run("", &["-w", "5", "-t", table, "-S", KUBE_PROXY_CANARY], None))
         };
         let jump = rules::jumps()
             .into_iter()
@@ -402,7 +412,7 @@ impl IptablesBackend {
             .unwrap_or_default();
         let mut check: Vec<&str> = vec!["-w", "5", "-t", "nat", "-C", "PREROUTING"];
         check.extend(jump.iter().map(String::as_str));
-        canary("nat") && canary("filter") && self.run("", &check, None).is_ok()
+        canary("nat") && canary("filter") && ok(self.run("", &check, None))
     }
 
     /// Removes every kube-proxy-style rule and chain of `family` in the
@@ -427,32 +437,68 @@ impl IptablesBackend {
                 removed += 1;
             }
         }
-        let mut text = String::new();
+        // Only the chains this mode makes: kubelet's (KUBE-FIREWALL,
+        // KUBE-KUBELET-CANARY) and other tools' KUBE- chains stay.
+        let mut chains: Vec<(&str, Vec<String>)> = Vec::new();
         for table in ["filter", "nat"] {
             let Ok(save) = b.run("-save", &["-t", table], None) else {
                 continue;
             };
             let ours: Vec<String> = rules::saved_chains(&save)
                 .into_iter()
-                .filter(|c| c.starts_with("KUBE-"))
+                .filter(|c| {
+                    rules::is_service_chain(c) || rules::TOP_LEVEL_CHAINS.contains(&c.as_str())
+                })
                 .collect();
-            if ours.is_empty() {
-                continue;
+            if !ours.is_empty() {
+                chains.push((table, ours));
             }
-            text.push_str(&format!("*{table}\n"));
-            for c in &ours {
-                text.push_str(&format!(":{c} - [0:0]\n"));
-            }
-            for c in &ours {
-                text.push_str(&format!("-X {c}\n"));
-            }
-            text.push_str("COMMIT\n");
-            removed += ours.len();
         }
-        if !text.is_empty() {
-            b.run("-restore", &["-w", "5", "--noflush"], Some(&text))?;
+        let text = |skip: &[&str]| {
+            let mut text = String::new();
+            for (table, ours) in &chains {
+                let ours: Vec<&String> = ours
+                    .iter()
+                    .filter(|c| !skip.contains(&c.as_str()))
+                    .collect();
+                text.push_str(&format!("*{table}\n"));
+                for c in &ours {
+                    text.push_str(&format!(":{c} - [0:0]\n"));
+                }
+                for c in &ours {
+                    text.push_str(&format!("-X {c}\n"));
+                }
+                text.push_str("COMMIT\n");
+            }
+            text
+        };
+        if !chains.is_empty() {
+            let all = text(&[]);
+            if let Err(e) = b.run("-restore", &["-w", "5", "--noflush"], Some(&all)) {
+                // Others may still jump to the masquerade chains (as older
+                // kubelets do): remove the rest and leave those two.
+                tracing::warn!(error = %e, "removing every iptables-mode chain failed; keeping KUBE-MARK-MASQ and KUBE-POSTROUTING");
+                b.run(
+                    "-restore",
+                    &["-w", "5", "--noflush"],
+                    Some(&text(&[rules::KUBE_MARK_MASQ, rules::KUBE_POSTROUTING])),
+                )?;
+            }
+            removed += chains.iter().map(|(_, c)| c.len()).sum::<usize>();
         }
         Ok(removed)
+    }
+
+    /// Whether this namespace has iptables-mode rules of `family` (a
+    /// `KUBE-SERVICES` or per-Service chain in nat): one `iptables-save`.
+    pub fn present(family: Family, flavor: Flavor) -> bool {
+        IptablesBackend::new(family, flavor)
+            .run("-save", &["-t", "nat"], None)
+            .is_ok_and(|save| {
+                rules::saved_chains(&save)
+                    .iter()
+                    .any(|c| c == rules::KUBE_SERVICES || rules::is_service_chain(c))
+            })
     }
 
     /// Rules programmed (filter and nat, shared and own chains).
@@ -502,9 +548,10 @@ impl Backend for IptablesBackend {
     }
 
     fn check_period(&self) -> Duration {
-        // Each check runs iptables three times, and iptables reads the
-        // whole table: kube-proxy checks its canary every 30 s.
-        Duration::from_secs(2)
+        // Each check runs iptables three times, and iptables-nft reads the
+        // whole table each time: every 5 s (kube-proxy checks its canary
+        // every 30 s, its sync period).
+        Duration::from_secs(5)
     }
 
     fn size(&self) -> usize {

@@ -31,6 +31,18 @@ pub const KUBE_FORWARD: &str = "KUBE-FORWARD";
 pub const KUBE_PROXY_FIREWALL: &str = "KUBE-PROXY-FIREWALL";
 pub const KUBE_PROXY_CANARY: &str = "KUBE-PROXY-CANARY";
 
+/// The shared chains this mode makes (in nat, filter or both).
+pub const TOP_LEVEL_CHAINS: [&str; 8] = [
+    KUBE_SERVICES,
+    KUBE_EXTERNAL_SERVICES,
+    KUBE_NODEPORTS,
+    KUBE_POSTROUTING,
+    KUBE_MARK_MASQ,
+    KUBE_FORWARD,
+    KUBE_PROXY_FIREWALL,
+    KUBE_PROXY_CANARY,
+];
+
 /// kube-proxy's default masquerade bit 14.
 pub const MASQ_MARK: &str = "0x4000";
 
@@ -59,24 +71,58 @@ pub struct Settings {
 }
 
 /// The local detector's one CIDR from the cluster CIDRs of a family: the
-/// CIDR itself, or the smallest prefix covering them all (kube-proxy takes
-/// a single `--cluster-cidr` per family).
+/// CIDR itself (kube-proxy takes a single `--cluster-cidr` per family), or
+/// the smallest prefix covering them all, if that is no wider than a /8
+/// (IPv4) or /32 (IPv6); wider, it would count foreign addresses as pods,
+/// and there is no detector (as kube-proxy without a cluster CIDR).
 pub fn local_cidr(family: Family, cidrs: &[IpNet]) -> Option<IpNet> {
-    let mut of_family = cidrs
+    let of_family: Vec<IpNet> = cidrs
         .iter()
         .filter(|c| family.has(&c.addr()))
-        .map(IpNet::trunc);
-    let first = of_family.next()?;
-    Some(of_family.fold(first, |acc, c| {
+        .map(IpNet::trunc)
+        .collect();
+    let merged = IpNet::aggregate(&of_family);
+    let first = *merged.first()?;
+    let cover = merged.iter().skip(1).fold(first, |acc, c| {
         let mut net = acc;
-        while !net.contains(&c) {
-            net = net.supernet().unwrap_or(net);
-            if net.prefix_len() == 0 {
-                break;
+        while !net.contains(c) {
+            match net.supernet() {
+                Some(wider) => net = wider,
+                None => break,
             }
         }
         net
-    }))
+    });
+    let widest = match family {
+        Family::V4 => 8,
+        Family::V6 => 32,
+    };
+    (cover.prefix_len() >= widest).then_some(cover)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nets(s: &[&str]) -> Vec<IpNet> {
+        s.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn the_local_cidr_covers_the_pod_cidrs_but_never_the_world() {
+        let one = |s: &[&str]| local_cidr(Family::V4, &nets(s)).map(|n| n.to_string());
+        assert_eq!(one(&["10.244.0.0/16"]), Some("10.244.0.0/16".into()));
+        assert_eq!(
+            one(&["10.244.0.0/24", "10.244.1.0/24"]),
+            Some("10.244.0.0/23".into())
+        );
+        assert_eq!(
+            one(&["10.244.0.0/24", "10.244.2.0/24"]),
+            Some("10.244.0.0/22".into())
+        );
+        assert_eq!(one(&["10.0.0.0/16", "192.168.0.0/16"]), None);
+        assert_eq!(one(&["fd00::/64"]), None, "no IPv4 CIDR");
+    }
 }
 
 /// One ServicePort's part of the ruleset.
