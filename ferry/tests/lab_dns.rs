@@ -179,3 +179,106 @@ fn a_created_service_resolves_within_a_second_and_a_deleted_one_stops() {
         deleted.elapsed()
     );
 }
+
+/// The agent can also serve the cluster DNS Service's ClusterIP, as
+/// NodeLocal DNSCache does: DNS to it is NOTRACKed, so the proxy's DNAT
+/// to the Service's endpoints (here an address nobody answers on) does
+/// not apply and the node answers itself.
+#[test]
+fn the_agent_answers_on_the_dns_service_cluster_ip_instead_of_its_endpoints() {
+    if !can_run() {
+        return;
+    }
+    let ns = "ferry-test-dnsvip";
+    let _ = std::process::Command::new("ip")
+        .args(["netns", "del", ns])
+        .output();
+    assert!(
+        std::process::Command::new("ip")
+            .args(["netns", "add", ns])
+            .status()
+            .unwrap()
+            .success()
+    );
+    struct Cleanup(&'static str, Option<std::process::Child>);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            if let Some(c) = &mut self.1 {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", self.0])
+                .output();
+        }
+    }
+    let mut cleanup = Cleanup(ns, None);
+    let in_ns = |args: &[&str]| {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(in_ns(&["ip", "link", "set", "lo", "up"]).status.success());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("cluster.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: kube-dns, namespace: kube-system}\nspec:\n  clusterIP: 172.16.0.10\n  ports: [{name: dns, port: 53, protocol: UDP}, {name: dns-tcp, port: 53}]\n---\n\
+apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: kube-dns-1, namespace: kube-system, labels: {kubernetes.io/service-name: kube-dns}}\naddressType: IPv4\nports: [{name: dns, port: 53, protocol: UDP}, {name: dns-tcp, port: 53}]\nendpoints:\n- {addresses: [10.9.9.9]}\n---\n\
+apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec:\n  clusterIP: 172.16.0.20\n  ports: [{port: 80}]\n",
+    )
+    .unwrap();
+    let source = format!("manifests:{}", dir.path().display());
+    cleanup.1 = Some(
+        std::process::Command::new("ip")
+            .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_ferry"), "agent"])
+            .args(["--node", "n1", "--source", &source])
+            .args([
+                "--dns-addresses",
+                "169.254.20.10,172.16.0.10",
+                "--dns-upstream",
+                "none",
+            ])
+            .args(["--healthz-bind-address", "127.0.0.1:10256"])
+            .args(["--metrics-bind-address", "127.0.0.1:10249"])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let ask = |server: &str| {
+        let out = in_ns(&[
+            "dig",
+            "+time=1",
+            "+tries=1",
+            "+short",
+            &format!("@{server}"),
+            "web.default.svc.cluster.local",
+        ]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let start = Instant::now();
+    while ask("169.254.20.10") != "172.16.0.20" {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the agent never answered"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The proxy's rules for the ClusterIP are in place (DNAT to 10.9.9.9) …
+    let rules = String::from_utf8_lossy(&in_ns(&["nft", "list", "table", "ip", "ferry"]).stdout)
+        .into_owned();
+    assert!(rules.contains("172.16.0.10 . udp . 53"), "{rules}");
+    // … yet the ClusterIP is answered by the node, over UDP and TCP.
+    assert_eq!(ask("172.16.0.10"), "172.16.0.20");
+    let tcp = in_ns(&[
+        "dig",
+        "+tcp",
+        "+time=1",
+        "+tries=1",
+        "+short",
+        "@172.16.0.10",
+        "web.default.svc.cluster.local",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&tcp.stdout).trim(), "172.16.0.20");
+}

@@ -126,6 +126,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     first_port(&status).unwrap_or(80)
                 );
             }
+            if let (Some(p), Some(svc)) = (
+                status.pods.first(),
+                status.services.iter().find(|s| s.cluster_ip.is_some()),
+            ) {
+                println!(
+                    "  ferry lab exec --lab {lab} pod/{}/{} -- dig +short {}.{}.svc.cluster.local",
+                    p.namespace, p.name, svc.name, svc.namespace
+                );
+            }
             println!("  ferry lab status --lab {lab}");
             println!("  ferry lab down --lab {lab}");
         }
