@@ -131,6 +131,31 @@ fn pods_resolve_services_by_full_name_and_through_the_search_path() {
     );
     let dns = lab.exec_ok(&node, &["conntrack", "-L", "--orig-dst", "169.254.20.10"]);
     assert!(!dns.contains("dport=53"), "DNS flows were tracked: {dns}");
+    // CoreDNS-style readiness of the node's DNS, and its metrics in the agent's.
+    let node_ip = lab.status()["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| format!("node/{}", n["name"].as_str().unwrap()) == node)
+        .unwrap()["ip"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ready = lab.exec_ok(
+        &node,
+        &["curl", "-sS", "-f", &format!("http://{node_ip}:8181/ready")],
+    );
+    assert_eq!(ready.trim(), "OK");
+    let metrics = lab.exec_ok(
+        &node,
+        &["curl", "-sS", &format!("http://{node_ip}:10249/metrics")],
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("ferry_dns_requests_total") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
 }
 
 /// `dig` that may fail (inside waits: a lost query is retried, not fatal).

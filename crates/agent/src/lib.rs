@@ -108,6 +108,8 @@ pub struct DnsConfig {
     /// cluster DNS Service's ClusterIP.
     pub addresses: Vec<std::net::IpAddr>,
     pub server: ferry_dns::Config,
+    /// CoreDNS-style `/health` and `/ready` (the metrics are in the agent's `/metrics`).
+    pub health_bind: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -330,6 +332,17 @@ fn start_dns(
         }
     }
     server.serve(listeners)?;
+    if let Some(addr) = dns.health_bind {
+        let listener = std::net::TcpListener::bind(addr)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .and_then(tokio::net::TcpListener::from_std)
+            .map_err(|source| AgentError::Bind {
+                addr,
+                what: "DNS health",
+                source,
+            })?;
+        tokio::spawn(ferry_dns::serve_health(listener, server.clone()));
+    }
     server.follow(rx, |p: &Published| p.snapshot.state.clone());
     tracing::info!(addresses = ?dns.addresses, zones = ?dns.server.zones, upstreams = ?dns.server.upstreams, "cluster DNS serving");
     Ok(())

@@ -13,6 +13,16 @@ use crate::Server;
 
 /// Serves health, readiness and `registry` on `listener` until dropped.
 pub async fn serve_http(listener: TcpListener, server: Server, registry: Arc<Registry>) {
+    serve(listener, server, Some(registry)).await
+}
+
+/// Serves only `/health` and `/ready` (where the metrics are served
+/// elsewhere, as in the agent's `/metrics`).
+pub async fn serve_health(listener: TcpListener, server: Server) {
+    serve(listener, server, None).await
+}
+
+async fn serve(listener: TcpListener, server: Server, registry: Option<Arc<Registry>>) {
     ferry_httpd::serve(listener, move |req: Request<_>, _peer: Peer| {
         let server = server.clone();
         let registry = registry.clone();
@@ -25,7 +35,10 @@ pub async fn serve_http(listener: TcpListener, server: Server, registry: Arc<Reg
                     "text/plain",
                     "no cluster state loaded yet",
                 ),
-                "/metrics" => {
+                "/metrics" if registry.is_some() => {
+                    let Some(registry) = registry else {
+                        return respond(StatusCode::NOT_FOUND, "text/plain", "not found");
+                    };
                     let mut text = String::new();
                     if let Some(c) = server.cache_len() {
                         server.shared.metrics.cache_entries.set(c as i64);

@@ -40,7 +40,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use http::serve_http;
+pub use http::{serve_health, serve_http};
 pub use upstream::{ResolvConfError, UpstreamError, read_resolv_conf};
 
 /// CoreDNS's kubernetes plugin default TTL.

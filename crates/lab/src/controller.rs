@@ -725,6 +725,8 @@ impl Controller {
                 // Nothing outside the lab is reachable from it.
                 "--dns-upstream".into(),
                 "none".into(),
+                "--dns-health-bind-address".into(),
+                format!("{}:8181", node.ip),
                 "--lab".into(),
                 self.names.lab.clone(),
             ],

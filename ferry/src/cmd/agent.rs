@@ -60,6 +60,9 @@ pub struct Args {
     /// Pod records (a-b-c-d.ns.pod.zone): disabled, insecure (kubeadm's CoreDNS default) or verified.
     #[arg(long, default_value = "insecure")]
     dns_pods: ferry_dns::PodMode,
+    /// Cluster DNS `/health` and `/ready` (CoreDNS serves them on 8080 and 8181); off by default.
+    #[arg(long)]
+    dns_health_bind_address: Option<SocketAddr>,
     /// Remove everything the proxy installed, then exit.
     #[arg(long)]
     cleanup: bool,
@@ -135,6 +138,7 @@ fn dns_config(args: &Args) -> anyhow::Result<Option<ferry_agent::DnsConfig>> {
             ..ferry_dns::Config::default()
         },
         addresses,
+        health_bind: args.dns_health_bind_address,
     }))
 }
 
