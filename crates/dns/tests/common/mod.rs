@@ -95,14 +95,21 @@ pub fn query(name: &str, t: RecordType, edns: bool) -> Vec<u8> {
     m.to_vec().unwrap()
 }
 
+/// One UDP exchange, retried as resolvers do (three tries, one second
+/// each): a datagram may be dropped when the server's receive buffer is
+/// full, as after a flood on a loaded machine.
 pub fn udp_raw(addr: SocketAddr, packet: &[u8]) -> Option<Vec<u8>> {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    s.send_to(packet, addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
     let mut buf = vec![0u8; 65535];
-    let n = s.recv(&mut buf).ok()?;
-    buf.truncate(n);
-    Some(buf)
+    for _ in 0..3 {
+        s.send_to(packet, addr).unwrap();
+        if let Ok(n) = s.recv(&mut buf) {
+            buf.truncate(n);
+            return Some(buf);
+        }
+    }
+    None
 }
 
 pub fn udp(addr: SocketAddr, packet: &[u8]) -> Option<Message> {
