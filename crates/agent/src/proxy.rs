@@ -182,6 +182,12 @@ impl Proxy {
             self.on_snapshot(snapshot);
             return;
         }
+        if self.backend.full_sync_due() {
+            tracing::info!(mode = self.backend.mode(), "periodic full sync");
+            self.version = None;
+            self.on_snapshot(snapshot);
+            return;
+        }
         if self.backend.intact() {
             return;
         }

@@ -58,6 +58,11 @@ pub trait Backend: Send {
     fn intact(&mut self) -> bool;
     /// How often [`Backend::intact`] is worth asking.
     fn check_period(&self) -> Duration;
+    /// Whether a periodic full sync is due even though nothing changed
+    /// (kube-proxy's iptables mode resyncs at least hourly).
+    fn full_sync_due(&self) -> bool {
+        false
+    }
     /// Size of what is programmed: elements (nftables) or rules (iptables).
     fn size(&self) -> usize;
 }

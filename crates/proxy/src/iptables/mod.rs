@@ -557,6 +557,11 @@ impl Backend for IptablesBackend {
     fn size(&self) -> usize {
         self.rules
     }
+
+    fn full_sync_due(&self) -> bool {
+        self.last_full
+            .is_some_and(|t| t.elapsed() > FULL_SYNC_PERIOD)
+    }
 }
 
 #[cfg(test)]
