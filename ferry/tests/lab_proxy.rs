@@ -512,15 +512,7 @@ fn restarting_the_agent_keeps_established_connections_and_ends_with_the_same_rul
         return;
     }
     let lab = Lab::up_in(mode, "e2erestart", &[&fixture("lab-basic.yaml")], &[]);
-    let svc_ip = lab.status()["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "web")
-        .unwrap()["cluster_ip"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let svc_ip = lab.cluster_ip("web");
     let before = ruleset(mode, &lab, "node/node-1");
     // A TCP connection through the ClusterIP, held across the restart.
     let script = format!(
@@ -574,15 +566,7 @@ fn not_ready_and_terminating_endpoints_get_no_new_connections(mode: Mode) {
         return;
     }
     let lab = Lab::up_in(mode, "e2eready2", &[&fixture("lab-basic.yaml")], &[]);
-    let svc_ip = lab.status()["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "web")
-        .unwrap()["cluster_ip"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let svc_ip = lab.cluster_ip("web");
     let web = lab.pods("web-");
     let (unready, deleted) = (
         web[0]["name"].as_str().unwrap().to_string(),

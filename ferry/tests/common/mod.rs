@@ -171,6 +171,19 @@ impl Lab {
         serde_json::from_str(&self.ok(&["status", "--json"])).unwrap()
     }
 
+    /// The ClusterIP the lab gave a Service.
+    pub fn cluster_ip(&self, service: &str) -> String {
+        let status = self.status();
+        status["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == service)
+            .and_then(|s| s["cluster_ip"].as_str())
+            .unwrap_or_else(|| panic!("no ClusterIP for {service}: {status}"))
+            .to_string()
+    }
+
     pub fn pods(&self, prefix: &str) -> Vec<Value> {
         self.status()["pods"]
             .as_array()
