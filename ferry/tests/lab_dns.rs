@@ -132,15 +132,7 @@ fn pods_resolve_services_by_full_name_and_through_the_search_path() {
     let dns = lab.exec_ok(&node, &["conntrack", "-L", "--orig-dst", "169.254.20.10"]);
     assert!(!dns.contains("dport=53"), "DNS flows were tracked: {dns}");
     // CoreDNS-style readiness of the node's DNS, and its metrics in the agent's.
-    let node_ip = lab.status()["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| format!("node/{}", n["name"].as_str().unwrap()) == node)
-        .unwrap()["ip"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let node_ip = lab.node_ip(node.trim_start_matches("node/"));
     let ready = lab.exec_ok(
         &node,
         &["curl", "-sS", "-f", &format!("http://{node_ip}:8181/ready")],

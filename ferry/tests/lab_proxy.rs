@@ -109,17 +109,7 @@ fn local_policy_keeps_the_client_ip_and_only_uses_local_endpoints(mode: Mode) {
     let lab = Lab::up_in(mode, "e2elocal", &[&fixture("lab-proxy.yaml")], &[]);
     let status = lab.status();
     let outside_ip = status["outside"]["ip"].as_str().unwrap().to_string();
-    let ip_of = |n: &str| {
-        status["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|x| x["name"] == n)
-            .unwrap()["ip"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let ip_of = |n: &str| lab.node_ip(n);
     // solo runs on node-2: its NodePort there answers, with the real client IP.
     let a = json(&lab.exec_ok(
         "outside",
@@ -425,18 +415,7 @@ fn the_health_check_node_port_reports_local_endpoints(mode: Mode) {
         return;
     }
     let lab = Lab::up_in(mode, "e2ehc", &[&fixture("lab-proxy.yaml")], &[]);
-    let status = lab.status();
-    let ip_of = |n: &str| {
-        status["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|x| x["name"] == n)
-            .unwrap()["ip"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let ip_of = |n: &str| lab.node_ip(n);
     let hc_port = {
         let svc = std::fs::read(format!(
             "/run/ferry/labs/{}/manifests/service.shop.solo-local.json",

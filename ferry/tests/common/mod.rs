@@ -184,6 +184,19 @@ impl Lab {
             .to_string()
     }
 
+    /// A node's IP on the node network.
+    pub fn node_ip(&self, node: &str) -> String {
+        let status = self.status();
+        status["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == node)
+            .and_then(|n| n["ip"].as_str())
+            .unwrap_or_else(|| panic!("no node {node}: {status}"))
+            .to_string()
+    }
+
     pub fn pods(&self, prefix: &str) -> Vec<Value> {
         self.status()["pods"]
             .as_array()
