@@ -4,10 +4,12 @@
 # second run is quick) and cargo tools. Safe to run again.
 set -euo pipefail
 
-# System packages the tests and the main job use. Later components add
-# theirs here (nftables, iptables, conntrack, dnsutils, ...).
-packages=(iproute2 procps curl util-linux bash nftables conntrack python3
-  dnsutils unbound nsd knot dnsperf)
+# System packages: every program ferry starts is in scripts/tools.txt with
+# its package (one list; a test checks the code against it), plus what
+# the build and tests need besides.
+here="$(dirname "$0")"
+mapfile -t listed < <(grep -v '^#' "$here/tools.txt" | awk 'NF >= 2 {print $2}' | sort -u)
+packages=("${listed[@]}" iproute2 procps util-linux)
 
 missing=()
 for p in "${packages[@]}"; do

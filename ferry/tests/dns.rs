@@ -18,15 +18,7 @@ impl Drop for Running {
 }
 
 fn have_dig() -> bool {
-    let found = Command::new("dig").arg("-v").output().is_ok();
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "dig is missing (scripts/setup.sh installs dnsutils)"
-        );
-        eprintln!("skipping: dig is not installed");
-    }
-    found
+    ferry_sys::testing::have_or_skip("dig")
 }
 
 fn free_port() -> u16 {

@@ -628,12 +628,20 @@ impl ScratchNs {
         ScratchNs(name)
     }
 
+    /// What `cmd` prints; a listing that fails fails the test, so "the
+    /// rule is gone" can never be concluded from a command that broke.
     fn output(&self, cmd: &[&str]) -> String {
         let out = std::process::Command::new("ip")
             .args(["netns", "exec", self.0])
             .args(cmd)
             .output()
             .unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd:?} in {}: {}",
+            self.0,
+            text(&out)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -763,6 +771,47 @@ fn agent_cleanup_removes_the_table(mode: Mode) {
 }
 
 #[test]
+fn a_second_agent_on_a_node_is_refused_and_the_first_keeps_serving() {
+    if !can_run() {
+        return;
+    }
+    let ns = ScratchNs::new("ferry-test-second");
+    ns.output(&["ip", "link", "set", "lo", "up"]);
+    let dir = tempfile::tempdir().unwrap();
+    let first = ns.agent(Mode::Nftables, dir.path());
+    ns.wait_for("the first agent's rules", |ns| ns.has_rules(Mode::Nftables));
+    let started = Instant::now();
+    // Other ports, so only the lock can stop it.
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", ns.0, env!("CARGO_BIN_EXE_ferry"), "agent"])
+        .args(["--node", "n1", "--proxy-mode", "iptables"])
+        .arg("--source")
+        .arg(format!("manifests:{}", dir.path().display()))
+        .args(["--healthz-bind-address", "127.0.0.1:20256"])
+        .args(["--metrics-bind-address", "127.0.0.1:20249"])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "the second agent must exit: {}",
+        text(&out)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("PID {}", first.0.id())),
+        "names the first agent's PID {}: {err}",
+        first.0.id()
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The second one touched nothing: no iptables rules, and the first
+    // agent's table and health stay.
+    assert!(!ns.has_rules(Mode::Iptables));
+    assert!(ns.has_rules(Mode::Nftables));
+    let health = ns.output(&["curl", "-s", "-m", "2", "http://127.0.0.1:10256/healthz"]);
+    assert!(health.contains("lastUpdated"), "{health}");
+}
+
+#[test]
 fn switching_modes_removes_the_other_modes_rules() {
     if !can_run() {
         return;
@@ -784,7 +833,93 @@ fn switching_modes_removes_the_other_modes_rules() {
     }
 }
 
+/// Requests from `client` to `url` until every pod of `want` answered
+/// (bounded): the client address each endpoint saw, by endpoint pod.
+fn clients_seen_by_endpoints(
+    lab: &Lab,
+    client: &str,
+    url: &str,
+    want: &[&str],
+) -> BTreeMap<String, String> {
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    for _ in 0..10 {
+        let script = format!("for i in $(seq 20); do curl -s -m 2 {url}; echo; done");
+        let out = lab.exec_ok(client, &["bash", "-c", &script]);
+        for line in out.lines().filter(|l| !l.trim().is_empty()) {
+            let v = json(line);
+            let ip = v["client"].as_str().unwrap().rsplit_once(':').unwrap().0;
+            seen.insert(v["pod"].as_str().unwrap().to_string(), ip.to_string());
+        }
+        if want.iter().all(|p| seen.contains_key(*p)) {
+            break;
+        }
+    }
+    seen
+}
+
+fn pod_traffic_to_a_cluster_ip_keeps_the_client_pods_own_ip(mode: Mode) {
+    if !can_run() {
+        return;
+    }
+    // The seed scenario, as `scripts/run.sh` starts it, plus a client pod
+    // on node-1; and a cluster whose podCIDRs lie outside the lab's
+    // default pod range.
+    // (lab, manifests, client pod, URL (empty: the Service web), endpoints)
+    type Case<'a> = (&'a str, Vec<String>, &'a str, &'a str, [&'a str; 3]);
+    let cases: [Case; 2] = [
+        (
+            "e2eseedsrc",
+            vec![
+                repo().join("examples/nginx-web.yaml").display().to_string(),
+                fixture("seed-client.yaml"),
+            ],
+            "pod/demo/client",
+            "http://172.16.255.220/",
+            [
+                "nginx-web-5d6b9c7f4-2xk8p",
+                "nginx-web-5d6b9c7f4-9qrzt",
+                "nginx-web-5d6b9c7f4-lmv6w",
+            ],
+        ),
+        (
+            "e2efarsrc",
+            vec![fixture("pod-cidrs-elsewhere.yaml")],
+            "pod/far/client",
+            "",
+            ["web-a", "web-b", "web-b"],
+        ),
+    ];
+    for (name, paths, client, url, endpoints) in cases {
+        let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+        let lab = Lab::up_in(mode, name, &paths, &[]);
+        let url = if url.is_empty() {
+            format!("http://{}/", lab.cluster_ip("web"))
+        } else {
+            url.to_string()
+        };
+        let (ns, pod) = client.trim_start_matches("pod/").split_once('/').unwrap();
+        let client_ip = lab.status()["pods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["namespace"] == ns && p["name"] == pod)
+            .unwrap()["ip"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let seen = clients_seen_by_endpoints(&lab, client, &url, &endpoints);
+        for e in endpoints {
+            assert_eq!(
+                seen.get(e).map(String::as_str),
+                Some(client_ip.as_str()),
+                "{name}: endpoint {e} must see the client pod's own IP {client_ip} (not masqueraded): {seen:?}"
+            );
+        }
+    }
+}
+
 both_modes!(
+    pod_traffic_to_a_cluster_ip_keeps_the_client_pods_own_ip,
     cluster_ip_spreads_over_every_endpoint_from_a_pod_on_each_node,
     node_ports_and_load_balancer_ips_answer_from_outside,
     local_policy_keeps_the_client_ip_and_only_uses_local_endpoints,

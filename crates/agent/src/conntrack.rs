@@ -6,17 +6,14 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::process::{Command, Stdio};
 
 use ferry_proxy::{PlannedEndpoint, ServicePlan};
 
 fn conntrack(args: &[String]) {
-    let status = Command::new("conntrack")
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    match status {
+    let tool = ferry_sys::Tool::new("conntrack")
+        .args(args.iter().cloned())
+        .timeout(std::time::Duration::from_secs(5));
+    match tool.output() {
         // Exit status 1 means no entry matched: nothing to clean.
         Ok(_) => tracing::debug!(args = ?args, "conntrack entries deleted"),
         Err(e) => {

@@ -7,6 +7,7 @@
 mod conntrack;
 mod health;
 mod healthcheck;
+mod limits;
 mod metrics;
 mod nodelocal;
 mod proxy;
@@ -114,6 +115,10 @@ pub struct DnsConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
+    #[error(transparent)]
+    Lock(#[from] ferry_sys::LockError),
+    #[error(transparent)]
+    Missing(#[from] ferry_sys::MissingProgram),
     #[error("source: {0}")]
     Source(#[from] SourceError),
     #[error("cluster DNS: {0}")]
@@ -160,8 +165,63 @@ fn max_resource_version(snapshot: &Snapshot, first: bool) -> u64 {
     }
 }
 
+/// The external programs this configuration runs; the agent refuses to
+/// start without them (naming the Debian package) rather than failing
+/// every sync later.
+pub fn required_programs(config: &Config) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    match config.proxy_mode {
+        ProxyMode::Nftables => out.extend(["nft".into(), "conntrack".into()]),
+        ProxyMode::Iptables => {
+            for family in [Family::V4, Family::V6] {
+                for suffix in ["", "-save", "-restore"] {
+                    out.push(config.iptables_flavor.binary(family, suffix));
+                }
+            }
+            out.push("conntrack".into());
+        }
+        ProxyMode::None => {}
+    }
+    if config.dns.is_some() {
+        out.extend(["ip".into(), "nft".into()]);
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The name of the per-network-namespace lock every agent takes first.
+pub const NODE_LOCK: &str = "ferry-agent";
+
 /// Runs the agent until the process is stopped.
 pub async fn run(config: Config) -> Result<(), AgentError> {
+    // One agent per node, before anything else: a second one must not
+    // touch the first one's rules or ports. An agent that programs
+    // nothing (no proxy, no DNS) only reads and serves health, and takes
+    // no lock.
+    let _lock = if config.proxy_mode != ProxyMode::None || config.dns.is_some() {
+        Some(ferry_sys::NodeLock::acquire(NODE_LOCK)?)
+    } else {
+        None
+    };
+    ferry_sys::require(required_programs(&config).iter().map(String::as_str))?;
+    limits::raise_nofile();
+    // Ports next, so that a port in use stops the agent before it
+    // changes anything in the kernel.
+    let healthz = tokio::net::TcpListener::bind(config.healthz_bind)
+        .await
+        .map_err(|source| AgentError::Bind {
+            addr: config.healthz_bind,
+            what: "healthz",
+            source,
+        })?;
+    let metrics_listener = tokio::net::TcpListener::bind(config.metrics_bind)
+        .await
+        .map_err(|source| AgentError::Bind {
+            addr: config.metrics_bind,
+            what: "metrics",
+            source,
+        })?;
     let SourceSpec::Manifests(dir) = &config.source;
     // Watching starts before the first read, so a change made while the
     // first state is being programmed is not lost.
@@ -203,20 +263,6 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
         synced_resource_version: synced,
     });
 
-    let healthz = tokio::net::TcpListener::bind(config.healthz_bind)
-        .await
-        .map_err(|source| AgentError::Bind {
-            addr: config.healthz_bind,
-            what: "healthz",
-            source,
-        })?;
-    let metrics_listener = tokio::net::TcpListener::bind(config.metrics_bind)
-        .await
-        .map_err(|source| AgentError::Bind {
-            addr: config.metrics_bind,
-            what: "metrics",
-            source,
-        })?;
     if let Some(dns) = &config.dns {
         start_dns(dns, &metrics, rx.clone())?;
     }

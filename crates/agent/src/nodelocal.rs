@@ -10,9 +10,7 @@
 //! insertion race between a pod's parallel A and AAAA queries (the
 //! "5-second DNS lookups" of conntrack-based setups).
 
-use std::io::Write;
 use std::net::IpAddr;
-use std::process::{Command, Stdio};
 
 pub const INTERFACE: &str = "ferry-dns";
 /// Where the addresses go when the kernel has no dummy interfaces: the
@@ -27,34 +25,14 @@ pub enum NodeLocalError {
 }
 
 fn run(args: &[&str], input: Option<&str>) -> Result<(), NodeLocalError> {
-    let fail = |message: String| NodeLocalError::Command {
+    let mut tool = ferry_sys::Tool::new(args[0]).args(args[1..].iter().copied());
+    if let Some(text) = input {
+        tool = tool.stdin(text);
+    }
+    tool.run().map(drop).map_err(|e| NodeLocalError::Command {
         command: args.join(" "),
-        message,
-    };
-    let mut child = Command::new(args[0])
-        .args(&args[1..])
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| fail(e.to_string()))?;
-    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
-        stdin
-            .write_all(text.as_bytes())
-            .map_err(|e| fail(e.to_string()))?;
-    }
-    let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(fail(
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        ))
-    }
+        message: e.stderr().map_or_else(|| e.to_string(), str::to_string),
+    })
 }
 
 /// The NOTRACK tables for `ips` (pure): DNS to and from them, over UDP and

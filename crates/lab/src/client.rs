@@ -204,6 +204,13 @@ pub fn up(opts: UpOptions, progress: &mut dyn FnMut(&str)) -> Result<LabStatus, 
                 }
                 _ => {}
             }
+            if let Some(e) = stuck_agent(&status, start.elapsed()) {
+                return Err(LabError::Controller(format!(
+                    "{e} (agent log: {}; ferry lab status --lab {})",
+                    names.logs_dir().display(),
+                    names.lab
+                )));
+            }
         }
         if let Ok(Some(code)) = child.try_wait()
             && !code.success()
@@ -226,6 +233,35 @@ pub fn up(opts: UpOptions, progress: &mut dyn FnMut(&str)) -> Result<LabStatus, 
             )));
         }
     }
+}
+
+/// How long `lab up` waits for an agent to become healthy (kube-proxy
+/// and the lab's own agents are healthy well within a second).
+pub const AGENT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An agent that keeps the lab from coming up: one that crashed and was
+/// restarted twice, or one not healthy after [`AGENT_READY_TIMEOUT`].
+fn stuck_agent(status: &LabStatus, waited: Duration) -> Option<String> {
+    let n = status
+        .nodes
+        .iter()
+        .find(|n| !n.agent_healthy && (n.agent_restarts >= 2 || waited > AGENT_READY_TIMEOUT))?;
+    let why = n
+        .agent_error
+        .as_deref()
+        .unwrap_or("no error in its log; it never answered /healthz on :10256");
+    Some(if n.agent_restarts >= 2 {
+        format!(
+            "the agent on node {} keeps exiting ({} restarts): {why}",
+            n.name, n.agent_restarts
+        )
+    } else {
+        format!(
+            "the agent on node {} is not healthy after {}s: {why}",
+            n.name,
+            AGENT_READY_TIMEOUT.as_secs()
+        )
+    })
 }
 
 fn describe(l: &Leftovers) -> String {

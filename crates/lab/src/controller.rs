@@ -71,6 +71,9 @@ struct Shared {
 
 struct NodeRuntime {
     agent: Option<Child>,
+    /// How often its agent exited and was started again, and how it last ended.
+    restarts: u32,
+    last_exit: Option<String>,
     shared: Arc<Shared>,
     /// Held for its lifetime: dropping it stops and joins the prober thread.
     _thread: NsThread,
@@ -647,12 +650,14 @@ impl Controller {
         for node in &wanted {
             if let Some(rt) = self.node_rt.get_mut(&node.name) {
                 // A crashed agent is started again, as kubelet restarts a DaemonSet pod.
-                let exited = rt
-                    .agent
-                    .as_mut()
-                    .is_none_or(|a| a.try_wait().ok().flatten().is_some());
-                if exited {
-                    tracing::warn!(node = %node.name, "agent exited; starting it again");
+                let exited = match rt.agent.as_mut() {
+                    None => Some("not running".to_string()),
+                    Some(a) => a.try_wait().ok().flatten().map(|code| code.to_string()),
+                };
+                if let Some(how) = exited {
+                    tracing::warn!(node = %node.name, status = %how, "agent exited; starting it again");
+                    rt.restarts += 1;
+                    rt.last_exit = Some(how);
                     rt.shared.agent_healthy.store(false, Ordering::Relaxed);
                     rt.shared.agent_synced.store(0, Ordering::Relaxed);
                     let agent = self.spawn_agent(node)?;
@@ -685,6 +690,8 @@ impl Controller {
                 node.name.clone(),
                 NodeRuntime {
                     agent: Some(agent),
+                    restarts: 0,
+                    last_exit: None,
                     shared,
                     _thread: thread,
                 },
@@ -718,8 +725,10 @@ impl Controller {
                 format!("{}:10249", node.ip),
                 "--proxy-mode".into(),
                 self.settings.proxy_mode.clone(),
-                "--cluster-cidr".into(),
-                self.settings.cluster_cidr.to_string(),
+                // No --cluster-cidr: the agent takes the pod network from
+                // the Nodes' podCIDRs, which the lab writes for every node
+                // (its own or one from the lab's pod range), so pod traffic
+                // is never taken for outside traffic.
                 "--dns-addresses".into(),
                 NODE_LOCAL_DNS.into(),
                 // Nothing outside the lab is reachable from it.
@@ -973,6 +982,21 @@ impl Controller {
                         agent_pid: rt.and_then(|r| r.agent.as_ref()).map(Child::id),
                         agent_healthy: rt
                             .is_some_and(|r| r.shared.agent_healthy.load(Ordering::Relaxed)),
+                        agent_restarts: rt.map_or(0, |r| r.restarts),
+                        agent_error: rt
+                            .filter(|r| !r.shared.agent_healthy.load(Ordering::Relaxed))
+                            .and_then(|r| {
+                                let log =
+                                    self.names.logs_dir().join(format!("agent-{}.log", n.name));
+                                let last = crate::status::last_error_line(&log);
+                                match (&r.last_exit, last) {
+                                    (Some(exit), Some(line)) => {
+                                        Some(format!("exited ({exit}): {line}"))
+                                    }
+                                    (Some(exit), None) => Some(format!("exited ({exit})")),
+                                    (None, line) => line,
+                                }
+                            }),
                     }
                 })
                 .collect(),

@@ -5,10 +5,9 @@
 //! Nothing here ever configures the root namespace: veth pairs are created
 //! with both ends directly in lab namespaces.
 
-use std::io::Write;
+use ferry_sys::Tool;
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use ipnet::Ipv4Net;
 
@@ -16,53 +15,40 @@ use crate::LabError;
 use crate::names::{self, LabNames};
 use crate::plan::NodeInfo;
 
-fn run(cmd: &mut Command, input: Option<&str>) -> Result<(), LabError> {
-    let text = format!("{cmd:?}").replace('"', "");
-    let describe = || text.clone();
-    cmd.stdin(if input.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| LabError::Command {
-        command: describe(),
-        message: e.to_string(),
-    })?;
-    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
-        stdin
-            .write_all(text.as_bytes())
-            .map_err(|e| LabError::Command {
-                command: describe(),
-                message: e.to_string(),
-            })?;
-    }
-    let out = child.wait_with_output().map_err(|e| LabError::Command {
-        command: describe(),
-        message: e.to_string(),
-    })?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        let message = String::from_utf8_lossy(&out.stderr).trim().to_string();
+fn run(tool: Tool, input: Option<&str>) -> Result<(), LabError> {
+    let tool = match input {
+        Some(text) => tool.stdin(text),
+        None => tool,
+    };
+    tool.run().map(drop).map_err(|e| {
+        let message = e.stderr().map_or_else(|| e.to_string(), str::to_string);
         let message = match input {
             Some(text) => format!("{message}\n  in batch:\n{}", text.trim_end()),
             None => message,
         };
-        Err(LabError::Command {
-            command: describe(),
+        LabError::Command {
+            command: tool_line(&e),
             message,
-        })
+        }
+    })
+}
+
+fn tool_line(e: &ferry_sys::ToolError) -> String {
+    match e {
+        ferry_sys::ToolError::Failed { command, .. }
+        | ferry_sys::ToolError::Spawn { command, .. }
+        | ferry_sys::ToolError::TimedOut { command, .. } => command.clone(),
+        ferry_sys::ToolError::Missing(m) => m.program.clone(),
     }
+}
+
+fn ip<const N: usize>(args: [&str; N]) -> Tool {
+    Tool::new("ip").args(args)
 }
 
 /// Runs `ip` commands, one per line, in namespace `ns`.
 pub(crate) fn batch(ns: &str, commands: &str) -> Result<(), LabError> {
-    run(
-        Command::new("ip").args(["-n", ns, "-batch", "-"]),
-        Some(commands),
-    )
+    run(ip(["-n", ns, "-batch", "-"]), Some(commands))
 }
 
 pub(crate) fn ns_exists(ns: &str) -> bool {
@@ -70,7 +56,7 @@ pub(crate) fn ns_exists(ns: &str) -> bool {
 }
 
 pub(crate) fn ns_add(ns: &str) -> Result<(), LabError> {
-    run(Command::new("ip").args(["netns", "add", ns]), None)?;
+    run(ip(["netns", "add", ns]), None)?;
     batch(ns, "link set lo up\n")
 }
 
@@ -78,7 +64,7 @@ pub(crate) fn ns_del(ns: &str) -> Result<(), LabError> {
     if !ns_exists(ns) {
         return Ok(());
     }
-    run(Command::new("ip").args(["netns", "del", ns]), None)
+    run(ip(["netns", "del", ns]), None)
 }
 
 /// Deletes many namespaces with one `ip` process (`-force`: keep going past
@@ -92,10 +78,7 @@ pub(crate) fn ns_del_many(namespaces: &[String]) -> Result<(), LabError> {
         .iter()
         .map(|ns| format!("netns del {ns}\n"))
         .collect();
-    run(
-        Command::new("ip").args(["-force", "-batch", "-"]),
-        Some(&commands),
-    )
+    run(ip(["-force", "-batch", "-"]), Some(&commands))
 }
 
 /// Lab namespaces that exist now (`/run/netns` entries with the lab's prefix).
@@ -114,10 +97,7 @@ pub(crate) fn lab_namespaces(names: &LabNames) -> Vec<String> {
 }
 
 fn sysctl(ns: &str, setting: &str) -> Result<(), LabError> {
-    run(
-        Command::new("ip").args(["netns", "exec", ns, "sysctl", "-qw", setting]),
-        None,
-    )
+    run(ip(["netns", "exec", ns, "sysctl", "-qw", setting]), None)
 }
 
 /// A veth pair with one end in each namespace, created in place.

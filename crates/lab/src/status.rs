@@ -28,6 +28,66 @@ pub struct NodeStatus {
     pub netns: String,
     pub agent_pid: Option<u32>,
     pub agent_healthy: bool,
+    /// Times the agent exited and was started again.
+    #[serde(default)]
+    pub agent_restarts: u32,
+    /// While the agent is not healthy: how it last exited and the last
+    /// error or warning in its log.
+    #[serde(default)]
+    pub agent_error: Option<String>,
+}
+
+/// The last error or warning line of an agent's log (its final
+/// `error: ...` when it exited), without terminal colour codes.
+pub(crate) fn last_error_line(log: &std::path::Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(log).ok()?;
+    let len = f.metadata().ok()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(16 * 1024)))
+        .ok()?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf).ok()?;
+    let text = strip_ansi(&String::from_utf8_lossy(&buf));
+    text.lines()
+        .rev()
+        .find(|l| l.contains(" ERROR ") || l.contains(" WARN ") || l.starts_with("error:"))
+        .map(|l| l.trim().to_string())
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ params final-byte
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_last_error_of_an_agent_log_is_found_without_colour_codes() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("agent.log");
+        std::fs::write(
+            &log,
+            "2026 \u{1b}[32m INFO\u{1b}[0m agent started\n2026 \u{1b}[33m WARN\u{1b}[0m proxy sync failed: cannot run iptables-restore\n2026  INFO retrying\n",
+        )
+        .unwrap();
+        assert_eq!(
+            super::last_error_line(&log).as_deref(),
+            Some("2026  WARN proxy sync failed: cannot run iptables-restore")
+        );
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

@@ -186,9 +186,12 @@ fn print_status(s: &LabStatus) {
             n.ip,
             n.pod_cidr,
             if n.agent_healthy {
-                "healthy"
+                "healthy".to_string()
             } else {
-                "not healthy"
+                match &n.agent_error {
+                    Some(e) => format!("not healthy: {e}"),
+                    None => "not healthy".to_string(),
+                }
             }
         );
     }

@@ -33,25 +33,7 @@ pub fn fixture(name: &str) -> String {
 
 /// False (and a note) when these tests cannot run here; panics under CI.
 pub fn can_run() -> bool {
-    let root = nix_is_root();
-    if !root && std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
-        panic!("lab tests need root (network namespaces) and CI=true: failing instead of skipping");
-    }
-    if !root {
-        eprintln!("skipping: lab tests need root");
-    }
-    root
-}
-
-fn nix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
+    ferry_sys::testing::root_or_skip("lab tests")
 }
 
 pub fn text(o: &Output) -> String {

@@ -16,9 +16,8 @@
 pub mod hash;
 pub mod rules;
 
+use ferry_sys::{Tool, ToolError};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ferry_model::ServicePortName;
@@ -33,11 +32,8 @@ const FULL_SYNC_PERIOD: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum IptablesError {
-    #[error("cannot run {tool}: {source}")]
-    Spawn {
-        tool: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Run(ToolError),
     #[error("{tool} refused the input: {message}")]
     Refused { tool: String, message: String },
 }
@@ -148,61 +144,26 @@ impl IptablesBackend {
         }
     }
 
-    fn command(&self, suffix: &str) -> (Command, String) {
-        let tool = self.flavor.binary(self.family, suffix);
-        let cmd = match &self.netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, &tool]);
-                c
-            }
-            None => Command::new(&tool),
-        };
-        (cmd, tool)
-    }
-
     fn run(
         &self,
         suffix: &str,
         args: &[&str],
         input: Option<&str>,
     ) -> Result<String, IptablesError> {
-        let (mut cmd, tool) = self.command(suffix);
-        let mut child = cmd
-            .args(args)
-            .stdin(if input.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| IptablesError::Spawn {
-                tool: tool.clone(),
-                source,
-            })?;
-        if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
-            stdin
-                .write_all(text.as_bytes())
-                .map_err(|source| IptablesError::Spawn {
-                    tool: tool.clone(),
-                    source,
-                })?;
+        let tool = self.flavor.binary(self.family, suffix);
+        let mut cmd = Tool::new(&tool)
+            .args(args.iter().copied())
+            .netns(self.netns.as_deref());
+        if let Some(text) = input {
+            cmd = cmd.stdin(text);
         }
-        let out = child
-            .wait_with_output()
-            .map_err(|source| IptablesError::Spawn {
-                tool: tool.clone(),
-                source,
-            })?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(IptablesError::Refused {
+        match cmd.run() {
+            Ok(out) => Ok(out.stdout),
+            Err(ToolError::Failed { stderr, .. }) => Err(IptablesError::Refused {
                 tool,
-                message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            })
+                message: stderr,
+            }),
+            Err(other) => Err(IptablesError::Run(other)),
         }
     }
 
@@ -400,7 +361,7 @@ impl IptablesBackend {
         let ok = |r: Result<String, IptablesError>| match r {
             Ok(_) => true,
             Err(IptablesError::Refused { message, .. }) => message.contains("xtables lock"),
-            Err(IptablesError::Spawn { .. }) => false,
+            Err(IptablesError::Run(_)) => false,
         };
         let canary = |table: &str| {
             ok(self.run("", &["-w", "5", "-t", table, "-S", KUBE_PROXY_CANARY], None))

@@ -12,9 +12,8 @@ pub mod elements;
 pub mod netlink;
 pub mod ruleset;
 
+use ferry_sys::{Tool, ToolError};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::{Backend, BackendError};
@@ -39,8 +38,8 @@ const PRESET_PICKS: u32 = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NftError {
-    #[error("cannot run nft: {0}")]
-    Spawn(std::io::Error),
+    #[error(transparent)]
+    Run(ToolError),
     #[error("nft refused the transaction: {0}")]
     Refused(String),
 }
@@ -69,32 +68,16 @@ pub struct NftBackend {
 }
 
 fn run_nft(netns: Option<&str>, text: &str) -> Result<(), NftError> {
-    let mut cmd = match netns {
-        Some(ns) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns, "nft"]);
-            c
-        }
-        None => Command::new("nft"),
-    };
-    let mut child = cmd
+    Tool::new("nft")
         .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(NftError::Spawn)?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(text.as_bytes()).map_err(NftError::Spawn)?;
-    }
-    let out = child.wait_with_output().map_err(NftError::Spawn)?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(NftError::Refused(
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        ))
-    }
+        .netns(netns)
+        .stdin(text)
+        .run()
+        .map(drop)
+        .map_err(|e| match e {
+            ToolError::Failed { stderr, .. } => NftError::Refused(stderr),
+            other => NftError::Run(other),
+        })
 }
 
 fn cidr_elements(family: Family, cidrs: &[IpNet]) -> BTreeSet<Element> {

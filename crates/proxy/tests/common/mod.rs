@@ -8,18 +8,7 @@ use std::process::Command;
 
 /// True when running as root; panics under CI when not.
 pub fn root() -> bool {
-    let uid0 = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false);
-    if !uid0 && std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
-        panic!("needs root under CI=true");
-    }
-    uid0
+    ferry_sys::testing::root_or_skip("the proxy's kernel tests")
 }
 
 /// A scratch network namespace, deleted on drop.
