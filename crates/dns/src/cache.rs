@@ -1,7 +1,9 @@
-//! The cache of forwarded answers: positive and negative, bounded in
-//! entries and bytes, oldest insertion evicted first. A hit copies the
-//! stored message, sets the client's ID and question (so its case echoes)
-//! and ages every TTL.
+//! The cache of forwarded answers: positive and negative (only with an SOA
+//! to bound them, RFC 2308 §5), bounded in entries and bytes, oldest
+//! insertion evicted first. A hit copies the stored message, sets the
+//! client's ID, RD bit and question (so its case echoes) and ages every TTL.
+//! Every entry answers a recursive (RD=1) upstream query, so RD is not in
+//! the key.
 //!
 //! Pure: the clock is passed in.
 
@@ -81,6 +83,7 @@ impl Cache {
         out.extend_from_slice(&e.message);
         out[..2].copy_from_slice(&q.id.to_be_bytes());
         out[12..q.question_end].copy_from_slice(&q.packet[12..q.question_end]);
+        wire::copy_rd(out, q);
         for &at in e.ttls.iter() {
             let at = at as usize;
             let ttl = wire::read_u32(out, at).saturating_sub(age);
@@ -102,6 +105,11 @@ impl Cache {
         } else {
             return;
         };
+        // A denial without an SOA says nothing of how long it holds (RFC
+        // 2308 §5); a referral looks the same. Neither is kept.
+        if max_ttl == MAX_NEGATIVE_TTL && !wire::has_authority_soa(message) {
+            return;
+        }
         let Some(ttls) = wire::ttl_offsets(message) else {
             return;
         };
@@ -195,6 +203,31 @@ mod tests {
         assert_eq!(wire::read_u32(&out, ttl_at), 50);
         assert!(!c.get(&q2, t0 + Duration::from_secs(61), &mut out));
         assert_eq!(c.len(), 0);
+    }
+
+    #[test]
+    fn denials_are_kept_only_with_an_soa_in_authority() {
+        let mut c = Cache::new(10, 1 << 20);
+        let now = Instant::now();
+        let p = query("gone.example");
+        let q = wire::parse_query(&p).unwrap();
+        let mut nx = p.clone();
+        nx[2] = 0x81;
+        nx[3] = 0x83;
+        c.put(&q, &nx, now);
+        assert_eq!(c.len(), 0, "NXDOMAIN without SOA");
+        let mut referral = nx.clone();
+        referral[3] = 0x80;
+        referral[9] = 1;
+        wire::push_rr(&mut referral, &[0], wire::TYPE_NS, 300, &[1, b'a', 0]);
+        c.put(&q, &referral, now);
+        assert_eq!(c.len(), 0, "NODATA or referral without SOA");
+        let mut with_soa = nx.clone();
+        with_soa[9] = 1;
+        let soa_rdata = [&[1, b'a', 0, 1, b'b', 0][..], &[0; 20]].concat();
+        wire::push_rr(&mut with_soa, &[0], wire::TYPE_SOA, 60, &soa_rdata);
+        c.put(&q, &with_soa, now);
+        assert_eq!(c.len(), 1);
     }
 
     #[test]

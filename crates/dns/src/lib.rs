@@ -93,6 +93,19 @@ pub struct Config {
     pub cache_bytes: usize,
     /// Addresses of `ns.dns.<zone>` (the apex NS glue); CoreDNS uses its own.
     pub nameserver_ips: Vec<IpAddr>,
+    /// Forwarded queries in flight at once, each holding one upstream
+    /// socket; a query beyond it is answered SERVFAIL at once, not queued.
+    pub max_forwards: usize,
+    /// TCP connections served at once; one more is closed as it is accepted.
+    /// With `max_forwards`, this bounds the sockets the server holds, so the
+    /// caller can keep both under its RLIMIT_NOFILE.
+    pub tcp_max_connections: usize,
+    /// A TCP connection with no query begun for this long is closed.
+    pub tcp_idle_timeout: Duration,
+    /// Time a TCP client has to send the rest of a query once it has begun.
+    pub tcp_read_timeout: Duration,
+    /// Time a TCP client has to take an answer; a client that does not read is dropped.
+    pub tcp_write_timeout: Duration,
 }
 
 impl Default for Config {
@@ -107,6 +120,12 @@ impl Default for Config {
             cache_entries: 10_000,
             cache_bytes: 16 << 20,
             nameserver_ips: Vec::new(),
+            max_forwards: 256,
+            tcp_max_connections: 1000,
+            // CoreDNS closes idle TCP connections after 10 s too.
+            tcp_idle_timeout: Duration::from_secs(10),
+            tcp_read_timeout: Duration::from_secs(5),
+            tcp_write_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -50,6 +50,8 @@ pub(crate) struct Metrics {
     pub cache_misses: Counter,
     pub cache_entries: Gauge,
     pub forward_errors: Counter,
+    pub forward_rejected: Counter,
+    pub tcp_rejected: Counter,
     pub malformed: Counter,
     pub index_names: Gauge,
     pub index_builds: Counter,
@@ -96,6 +98,8 @@ impl Metrics {
             cache_misses: Counter::default(),
             cache_entries: Gauge::default(),
             forward_errors: Counter::default(),
+            forward_rejected: Counter::default(),
+            tcp_rejected: Counter::default(),
             malformed: Counter::default(),
             index_names: Gauge::default(),
             index_builds: Counter::default(),
@@ -120,6 +124,16 @@ impl Metrics {
             "forward_errors",
             "Forwarded queries no upstream answered (answered SERVFAIL)",
             m.forward_errors.clone(),
+        );
+        r.register(
+            "forward_rejected",
+            "Queries answered SERVFAIL because max_forwards were already in flight",
+            m.forward_rejected.clone(),
+        );
+        r.register(
+            "tcp_rejected_connections",
+            "TCP connections closed on accept because tcp_max_connections were open",
+            m.tcp_rejected.clone(),
         );
         r.register(
             "malformed_requests",

@@ -1,6 +1,9 @@
 //! The sockets: one receive loop per UDP socket (answers from the index and
 //! cache hits are written inline, with no task per packet), one task per TCP
-//! connection, and a task per forwarded query (bounded in number).
+//! connection, and a task per forwarded query. Everything a client can make
+//! the server hold is bounded by `Config`: forwarded queries in flight
+//! (`max_forwards`), TCP connections (`tcp_max_connections`), and the time
+//! a TCP connection may sit idle, send half a query or not read its answer.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,7 +13,8 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::timeout;
 
 use crate::Config;
 use crate::answer::{self, Outcome};
@@ -20,11 +24,8 @@ use crate::metrics::Metrics;
 use crate::upstream;
 use crate::wire::{self, Rcode};
 
-/// Forwarded queries in flight at once, as CoreDNS's `max_concurrent 1000`;
-/// beyond it a query is REFUSED rather than queued.
-const MAX_IN_FLIGHT: usize = 1000;
-/// A TCP connection idle this long is closed (CoreDNS: 10 s).
-const TCP_IDLE: Duration = Duration::from_secs(10);
+/// The largest DNS message over TCP: its length prefix is 16 bits.
+const TCP_MAX_MESSAGE: usize = u16::MAX as usize;
 
 pub(crate) struct Shared {
     pub config: Config,
@@ -32,7 +33,10 @@ pub(crate) struct Shared {
     pub index: ArcSwapOption<Index>,
     pub cache: Mutex<Cache>,
     pub metrics: Metrics,
+    /// One permit per forwarded query in flight (`max_forwards`).
     in_flight: Arc<Semaphore>,
+    /// One permit per open TCP connection (`tcp_max_connections`).
+    tcp_connections: Arc<Semaphore>,
     started: Instant,
     last_malformed_log: AtomicU64,
     malformed_unlogged: AtomicU64,
@@ -56,13 +60,15 @@ pub(crate) enum Slow {
 impl Shared {
     pub fn new(config: Config, zones: Vec<Zone>, metrics: Metrics) -> Shared {
         let cache = Cache::new(config.cache_entries, config.cache_bytes);
+        let permits = |n: usize| Arc::new(Semaphore::new(n.min(Semaphore::MAX_PERMITS)));
         Shared {
+            in_flight: permits(config.max_forwards),
+            tcp_connections: permits(config.tcp_max_connections),
             config,
             zones,
             index: ArcSwapOption::empty(),
             cache: Mutex::new(cache),
             metrics,
-            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             started: Instant::now(),
             last_malformed_log: AtomicU64::new(u64::MAX),
             malformed_unlogged: AtomicU64::new(0),
@@ -105,44 +111,65 @@ impl Shared {
                 return Handled::Slow(Slow::Chase { target, cname_rr });
             }
         }
-        if udp {
-            wire::truncate(out, q.question_end, q.edns.is_some(), q.udp_limit());
-        }
+        fit(out, &q, udp);
         Handled::Reply
     }
 
-    /// Answers what needs upstream. Returns false when nothing is to be sent.
-    pub async fn slow(&self, packet: &[u8], udp: bool, job: Slow, out: &mut Vec<u8>) -> bool {
+    /// A slot for one forwarded query, or None when `max_forwards` are in flight.
+    pub fn forward_permit(&self) -> Option<OwnedSemaphorePermit> {
+        self.in_flight.clone().try_acquire_owned().ok()
+    }
+
+    /// The answer to a query that needs upstream when no slot is free:
+    /// SERVFAIL now, so a flood of forwarded names queues nothing. Returns
+    /// false when nothing is to be sent.
+    pub fn overloaded(&self, packet: &[u8], out: &mut Vec<u8>) -> bool {
         let Ok(q) = wire::parse_query(packet) else {
             return false;
         };
-        let Ok(_permit) = self.in_flight.clone().try_acquire_owned() else {
-            wire::begin(out, &q, Rcode::Refused, false);
-            return true;
+        self.metrics.forward_rejected.inc();
+        self.servfail(&q, out);
+        true
+    }
+
+    /// Answers what needs upstream, holding `_permit` (from
+    /// [`Shared::forward_permit`]) until done. Returns false when nothing is
+    /// to be sent.
+    pub async fn slow(
+        &self,
+        packet: &[u8],
+        udp: bool,
+        job: Slow,
+        _permit: OwnedSemaphorePermit,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let Ok(q) = wire::parse_query(packet) else {
+            return false;
         };
         match job {
-            Slow::Forward => match self.forward(packet).await {
-                Some(answer) => {
-                    *out = answer;
-                    // Upstream may change the case; the client gets its own.
-                    if out.len() >= q.question_end {
+            Slow::Forward => {
+                let up = wire::upstream_query(&q, wire::question_name(&q));
+                match self.forward(&up).await {
+                    // `forward` checked that the answer holds this question.
+                    Some(answer) if answer.len() >= q.question_end => {
+                        *out = answer;
+                        out[..2].copy_from_slice(&q.id.to_be_bytes());
+                        // Upstream may change the case; the client gets its own.
                         out[12..q.question_end].copy_from_slice(&packet[12..q.question_end]);
+                        wire::copy_rd(out, &q);
                     }
+                    _ => self.servfail(&q, out),
                 }
-                None => self.servfail(&q, out),
-            },
+            }
             Slow::Chase { target, cname_rr } => {
-                let target_query = question_for(&q, &target);
-                let up = self.forward(&target_query).await;
+                let up = self.forward(&wire::upstream_query(&q, &target)).await;
                 match answer::chased_answer(packet, &cname_rr, up.as_deref()) {
                     Some(a) => *out = a,
                     None => self.servfail(&q, out),
                 }
             }
         }
-        if udp {
-            wire::truncate(out, q.question_end, q.edns.is_some(), q.udp_limit());
-        }
+        fit(out, &q, udp);
         true
     }
 
@@ -209,20 +236,15 @@ impl Shared {
     }
 }
 
-/// A query for `target` with the client's flags, type, class and EDNS.
-fn question_for(q: &wire::Query<'_>, target: &[u8]) -> Vec<u8> {
-    let mut p = q.packet[..12].to_vec();
-    p[6..12].fill(0);
-    p.extend_from_slice(target);
-    p.extend_from_slice(&q.qtype.to_be_bytes());
-    p.extend_from_slice(&q.qclass.to_be_bytes());
-    if let Some(e) = q.edns {
-        p.extend_from_slice(&[0, 0, 41]);
-        p.extend_from_slice(&e.udp_size.to_be_bytes());
-        p.extend_from_slice(&[0, 0, if e.dnssec_ok { 0x80 } else { 0 }, 0, 0, 0]);
-        p[11] = 1;
+/// Makes an answer fit its transport: the client's UDP size (cut to the
+/// question with TC, so it retries over TCP), or TCP's 65535 bytes (whole
+/// records dropped, with TC).
+fn fit(out: &mut Vec<u8>, q: &wire::Query<'_>, udp: bool) {
+    if udp {
+        wire::truncate(out, q.question_end, q.edns.is_some(), q.udp_limit());
+    } else {
+        wire::truncate_records(out, q.question_end, q.edns.is_some(), TCP_MAX_MESSAGE);
     }
-    p
 }
 
 pub(crate) async fn serve_udp(shared: Arc<Shared>, sock: UdpSocket) {
@@ -252,11 +274,18 @@ pub(crate) async fn serve_udp(shared: Arc<Shared>, sock: UdpSocket) {
             }
             Handled::Drop => {}
             Handled::Slow(job) => {
+                let Some(permit) = shared.forward_permit() else {
+                    if shared.overloaded(&buf[..n], &mut out) {
+                        shared.metrics.response(&out);
+                        let _ = sock.send_to(&out, peer).await;
+                    }
+                    continue;
+                };
                 let packet = buf[..n].to_vec();
                 let (shared, sock) = (shared.clone(), sock.clone());
                 tokio::spawn(async move {
                     let mut out = Vec::new();
-                    if shared.slow(&packet, true, job, &mut out).await {
+                    if shared.slow(&packet, true, job, permit, &mut out).await {
                         shared.metrics.response(&out);
                         let _ = sock.send_to(&out, peer).await;
                         shared
@@ -273,9 +302,17 @@ pub(crate) async fn serve_udp(shared: Arc<Shared>, sock: UdpSocket) {
 pub(crate) async fn serve_tcp(shared: Arc<Shared>, listener: TcpListener) {
     loop {
         match listener.accept().await {
-            Ok((stream, peer)) => {
-                tokio::spawn(tcp_connection(shared.clone(), stream, peer));
-            }
+            Ok((stream, peer)) => match shared.tcp_connections.clone().try_acquire_owned() {
+                Ok(slot) => {
+                    tokio::spawn(tcp_connection(shared.clone(), stream, peer, slot));
+                }
+                Err(_) => {
+                    // Closed at once: a flood of idle connections must not
+                    // hold the process's file descriptors.
+                    shared.metrics.tcp_rejected.inc();
+                    drop(stream);
+                }
+            },
             Err(e) => {
                 tracing::debug!(error = %e, "TCP accept failed");
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -284,37 +321,71 @@ pub(crate) async fn serve_tcp(shared: Arc<Shared>, listener: TcpListener) {
     }
 }
 
-async fn tcp_connection(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
+/// Serves one TCP connection, holding `_slot` until it is closed. Every
+/// wait is bounded: the next query's length by the idle timeout, the rest
+/// of the query by the read timeout, the answer by the write timeout.
+async fn tcp_connection(
+    shared: Arc<Shared>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    _slot: OwnedSemaphorePermit,
+) {
+    let config = &shared.config;
     let mut packet = Vec::new();
     let mut out = Vec::with_capacity(4096);
     loop {
-        let len = match tokio::time::timeout(TCP_IDLE, stream.read_u16()).await {
-            Ok(Ok(len)) => len as usize,
+        let mut len = [0u8; 2];
+        match timeout(config.tcp_idle_timeout, stream.read_exact(&mut len)).await {
+            Ok(Ok(_)) => {}
+            // EOF, a reset, or idle too long.
             _ => return,
-        };
-        packet.resize(len, 0);
-        if tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut packet))
-            .await
-            .is_err()
-        {
-            return;
+        }
+        // Zeroed, so no byte of an earlier query can survive into this one.
+        packet.clear();
+        packet.resize(usize::from(u16::from_be_bytes(len)), 0);
+        match timeout(config.tcp_read_timeout, stream.read_exact(&mut packet)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, %peer, "TCP query cut short");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TCP query not sent in time");
+                return;
+            }
         }
         let start = Instant::now();
         let send = match shared.handle(&packet, false, &mut out) {
             Handled::Reply => true,
             Handled::Drop => false,
-            Handled::Slow(job) => shared.slow(&packet, false, job, &mut out).await,
+            Handled::Slow(job) => match shared.forward_permit() {
+                Some(permit) => shared.slow(&packet, false, job, permit, &mut out).await,
+                None => shared.overloaded(&packet, &mut out),
+            },
         };
         if !send {
             continue;
         }
+        // `handle` and `slow` fit TCP answers into 65535 bytes; anything
+        // else would be cut mid-record, so it is not sent.
+        let Ok(n) = u16::try_from(out.len()) else {
+            tracing::warn!(len = out.len(), "TCP answer over 65535 bytes not sent");
+            return;
+        };
         shared.metrics.response(&out);
         let mut framed = Vec::with_capacity(out.len() + 2);
-        framed.extend_from_slice(&(out.len().min(u16::MAX as usize) as u16).to_be_bytes());
-        framed.extend_from_slice(&out[..out.len().min(u16::MAX as usize)]);
-        if let Err(e) = stream.write_all(&framed).await {
-            tracing::debug!(error = %e, %peer, "TCP send failed");
-            return;
+        framed.extend_from_slice(&n.to_be_bytes());
+        framed.extend_from_slice(&out);
+        match timeout(config.tcp_write_timeout, stream.write_all(&framed)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, %peer, "TCP send failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TCP answer not taken in time");
+                return;
+            }
         }
         shared
             .metrics

@@ -1,13 +1,15 @@
 //! Talking to upstream resolvers: one query over UDP (a fresh socket with
-//! an ephemeral port and a random ID per query), again over TCP when the
+//! an ephemeral port and an ID from the OS random source per query), again over TCP when the
 //! answer is truncated, the next upstream on timeout or error; and reading
 //! upstreams from a resolv.conf-style file.
 //!
 //! Sockets only; the answer is checked against the question, nothing else.
 
+use std::fs::File;
+use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -69,27 +71,42 @@ pub fn read_resolv_conf(path: &Path) -> Result<Vec<SocketAddr>, ResolvConfError>
     Ok(out)
 }
 
-static ID_STATE: AtomicU64 = AtomicU64::new(0);
-
-/// A query ID that a blind spoofer cannot predict from the last one
-/// (splitmix64 over a counter seeded from the clock and the process id).
-fn next_id() -> u16 {
-    let mut x = ID_STATE.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
-    if x < 0x9E37_79B9_7F4A_7C15 {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64)
-            ^ u64::from(std::process::id()) << 32;
-        ID_STATE.fetch_add(seed, Ordering::Relaxed);
-        x ^= seed;
-    }
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    (x ^ (x >> 31)) as u16
+/// Query IDs drawn from the OS random source (`/dev/urandom`), read a
+/// block at a time so a query costs no system call.
+struct Ids {
+    source: Option<File>,
+    block: [u8; 256],
+    used: usize,
 }
 
-/// Sends `query` (a client's query, any ID) to the upstreams in order and
-/// returns the first answer, with the client's ID restored.
+static IDS: Mutex<Ids> = Mutex::new(Ids {
+    source: None,
+    block: [0; 256],
+    used: 256,
+});
+
+/// A query ID a blind spoofer cannot predict (RFC 5452 §9.2): from the
+/// kernel's CSPRNG, never from a generator seeded by the clock.
+fn next_id() -> std::io::Result<u16> {
+    // A panic elsewhere cannot leave the pool half-written in a way that
+    // matters: at worst an ID is reused from random bytes.
+    let mut ids = IDS.lock().unwrap_or_else(PoisonError::into_inner);
+    if ids.used + 2 > ids.block.len() {
+        let Ids { source, block, .. } = &mut *ids;
+        let file = match source {
+            Some(f) => f,
+            None => source.insert(File::open("/dev/urandom")?),
+        };
+        file.read_exact(block)?;
+        ids.used = 0;
+    }
+    let at = ids.used;
+    ids.used += 2;
+    Ok(u16::from_be_bytes([ids.block[at], ids.block[at + 1]]))
+}
+
+/// Sends `query` (any ID) to the upstreams in order, one socket at a time,
+/// and returns the first answer, with `query`'s ID restored.
 pub(crate) async fn exchange(
     upstreams: &[SocketAddr],
     query: &[u8],
@@ -99,7 +116,10 @@ pub(crate) async fn exchange(
     let mut q = query.to_vec();
     let client_id = [query[0], query[1]];
     for &addr in upstreams {
-        let id = next_id();
+        let id = next_id().map_err(|e| UpstreamError::Failed {
+            addr,
+            what: format!("no random query ID from /dev/urandom: {e}"),
+        })?;
         q[..2].copy_from_slice(&id.to_be_bytes());
         let result = match tokio::time::timeout(timeout, udp(addr, &q)).await {
             Ok(Ok(a)) if wire::is_truncated(&a) => {
@@ -212,7 +232,7 @@ mod tests {
 
     #[test]
     fn ids_vary() {
-        let ids: std::collections::HashSet<u16> = (0..100).map(|_| next_id()).collect();
-        assert!(ids.len() > 90);
+        let ids: std::collections::HashSet<u16> = (0..1000).map(|_| next_id().unwrap()).collect();
+        assert!(ids.len() > 980);
     }
 }

@@ -378,6 +378,109 @@ pub(crate) fn truncate(out: &mut Vec<u8>, question_end: usize, edns: bool, limit
     }
 }
 
+/// Fits an answer into `limit` bytes by dropping whole records from the end
+/// and setting TC, for TCP, whose 16-bit length prefix caps a message at
+/// 65535 bytes: the client gets as many records as fit, in a message that
+/// parses. An answer that does not walk cleanly is cut to its question.
+pub(crate) fn truncate_records(out: &mut Vec<u8>, question_end: usize, edns: bool, limit: usize) {
+    if out.len() <= limit {
+        return;
+    }
+    let opt_len = if edns { 11 } else { 0 };
+    let counts = [count(out, 6), count(out, 8), count(out, 10)];
+    let mut kept = [0usize; 3];
+    let mut keep_end = question_end;
+    let mut pos = question_end;
+    'sections: for (section, &n) in counts.iter().enumerate() {
+        for _ in 0..n {
+            let Some(at) = skip_name(out, pos) else {
+                break 'sections;
+            };
+            let (Some(rtype), Some(rdlen)) = (be16(out, at), be16(out, at + 8)) else {
+                break 'sections;
+            };
+            let end = at + 10 + rdlen as usize;
+            if rtype == TYPE_OPT || end + opt_len > limit {
+                // The OPT record is last; it is written again below.
+                break 'sections;
+            }
+            kept[section] += 1;
+            keep_end = end;
+            pos = end;
+        }
+    }
+    out.truncate(keep_end);
+    set_counts(out, kept[0], kept[1], kept[2]);
+    out[2] |= (FLAG_TC >> 8) as u8;
+    if edns {
+        push_opt(out);
+    }
+}
+
+/// A query to send upstream for `q`, naming `name` (wire format, any case):
+/// a fresh header with RD set, whatever the client asked, so that the
+/// answer (and the cache entry shared by every client) is a recursive one;
+/// CD and EDNS's DO bit are the client's, since the cache keys on them.
+/// The ID is zero; the upstream layer sets its own.
+pub(crate) fn upstream_query(q: &Query<'_>, name: &[u8]) -> Vec<u8> {
+    let flags = FLAG_RD | (q.flags & FLAG_CD);
+    let mut p = Vec::with_capacity(12 + name.len() + 4 + 11);
+    p.extend_from_slice(&[0, 0]);
+    p.extend_from_slice(&flags.to_be_bytes());
+    p.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+    p.extend_from_slice(name);
+    p.extend_from_slice(&q.qtype.to_be_bytes());
+    p.extend_from_slice(&q.qclass.to_be_bytes());
+    if let Some(e) = q.edns {
+        p.extend_from_slice(&[0, 0, 41]);
+        p.extend_from_slice(&EDNS_UDP_LIMIT.to_be_bytes());
+        p.extend_from_slice(&[0, 0, if e.dnssec_ok { 0x80 } else { 0 }, 0, 0, 0]);
+        p[11] = 1;
+    }
+    p
+}
+
+/// The client's question name as it sent it (case kept), in wire format.
+pub(crate) fn question_name<'a>(q: &Query<'a>) -> &'a [u8] {
+    &q.packet[12..q.question_end - 4]
+}
+
+/// Gives an answer the RD bit of the query it answers (RFC 1035 §4.1.1:
+/// RD is copied into the response), whatever upstream or the cache set.
+pub(crate) fn copy_rd(out: &mut [u8], q: &Query<'_>) {
+    if let Some(b) = out.get_mut(2) {
+        let rd = (FLAG_RD >> 8) as u8;
+        *b = (*b & !rd) | (((q.flags & FLAG_RD) >> 8) as u8);
+    }
+}
+
+/// Whether the authority section of `packet` holds an SOA record: what a
+/// negative answer needs to be cached (RFC 2308 §5).
+pub(crate) fn has_authority_soa(packet: &[u8]) -> bool {
+    let qd = count(packet, 4);
+    let (an, ns) = (count(packet, 6), count(packet, 8));
+    let mut pos = 12;
+    for _ in 0..qd {
+        match skip_name(packet, pos) {
+            Some(p) => pos = p + 4,
+            None => return false,
+        }
+    }
+    for i in 0..an + ns {
+        let Some(at) = skip_name(packet, pos) else {
+            return false;
+        };
+        let (Some(rtype), Some(rdlen)) = (be16(packet, at), be16(packet, at + 8)) else {
+            return false;
+        };
+        if i >= an && rtype == TYPE_SOA {
+            return true;
+        }
+        pos = at + 10 + rdlen as usize;
+    }
+    false
+}
+
 pub(crate) fn rcode_of(packet: &[u8]) -> u8 {
     packet.get(3).map_or(0, |b| b & 0x0F)
 }
@@ -532,6 +635,55 @@ mod tests {
             let _ = parse_query(&bytes);
             let _ = ttl_offsets(&bytes);
         }
+    }
+
+    #[test]
+    fn tcp_answers_over_the_limit_lose_whole_records_and_still_parse() {
+        for edns in [false, true] {
+            let mut p = query("a.b", TYPE_A);
+            if edns {
+                p.extend_from_slice(&[0, 0, 41, 4, 0xD0, 0, 0, 0, 0, 0, 0]);
+                p[11] = 1;
+            }
+            let q = parse_query(&p).unwrap();
+            let mut out = Vec::new();
+            begin(&mut out, &q, Rcode::NoError, true);
+            for i in 0..5000u32 {
+                push_rr(&mut out, &QNAME, TYPE_A, 5, &i.to_be_bytes());
+            }
+            set_counts(&mut out, 5000, 0, 0);
+            if edns {
+                push_opt(&mut out);
+            }
+            assert!(out.len() > 65535);
+            truncate_records(&mut out, q.question_end, edns, 65535);
+            assert!(out.len() <= 65535);
+            assert!(is_truncated(&out));
+            let kept = count(&out, 6);
+            assert_eq!(
+                kept,
+                (65535 - q.question_end - if edns { 11 } else { 0 }) / 16
+            );
+            let m = hickory_proto::op::Message::from_vec(&out).expect("parses");
+            assert_eq!(m.answers().len(), kept);
+            assert_eq!(m.extensions().is_some(), edns);
+        }
+    }
+
+    #[test]
+    fn upstream_queries_ask_for_recursion_whatever_the_client_asked() {
+        let mut p = query("Www.Example.Test", TYPE_A);
+        p[0] = 0x77;
+        p[2] = 0x00; // RD=0
+        p[3] = 0x10; // CD=1
+        let q = parse_query(&p).unwrap();
+        let up = upstream_query(&q, question_name(&q));
+        let uq = parse_query(&up).unwrap();
+        assert_eq!(&up[..2], &[0, 0]);
+        assert_eq!(up[2], 0x01, "RD set, opcode QUERY, nothing else");
+        assert!(uq.checking_disabled());
+        assert_eq!(&up[12..uq.question_end], &p[12..q.question_end]);
+        assert_eq!(uq.edns, None);
     }
 
     #[test]

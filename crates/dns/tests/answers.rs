@@ -418,6 +418,21 @@ fn a_large_headless_answer_is_truncated_over_udp_and_whole_over_tcp() {
 }
 
 #[test]
+fn a_tcp_answer_over_65535_bytes_drops_whole_records_and_sets_tc() {
+    // 5000 A records are about 80 KB: more than a TCP message can hold.
+    let dns = Dns::start(Config::default(), Some(&state(&big_headless(5000))));
+    for edns in [false, true] {
+        let m = tcp(dns.addr, &query(&n("big.default"), T::A, edns)).expect("an answer");
+        assert!(m.truncated());
+        assert!(m.answers().len() > 4000, "{}", m.answers().len());
+        assert!(m.answers().len() < 5000);
+        assert_eq!(m.extensions().is_some(), edns);
+        let ips = data(m.answers(), T::A);
+        assert!(ips.iter().all(|ip| ip.starts_with("10.245.")));
+    }
+}
+
+#[test]
 fn garbage_gets_no_crash_and_the_server_keeps_answering() {
     let dns = Dns::cluster(Config::default());
     let good = query(&n("web.default"), T::A, false);
@@ -500,4 +515,30 @@ fn health_and_readiness_are_served_over_http() {
     dns.server.update(&state(CLUSTER));
     assert!(get("/ready").starts_with("HTTP/1.1 200"));
     assert!(get("/metrics").contains("ferry_dns_index_names"));
+}
+
+#[test]
+fn headless_service_without_spec_ports_serves_srv_from_its_endpointslice_ports() {
+    let yaml = "apiVersion: v1\nkind: Service\nmetadata: {name: bare, namespace: default}\nspec:\n  clusterIP: None\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: bare-1\n  namespace: default\n  labels: {kubernetes.io/service-name: bare}\naddressType: IPv4\nports:\n- {name: http, port: 8080}\nendpoints:\n- addresses: [10.244.4.1]\n  hostname: bare-0\n  conditions: {ready: true}\n";
+    let dns = Dns::start(Config::default(), Some(&state(yaml)));
+    assert_eq!(
+        data(dns.udp(&n("bare.default"), T::A).answers(), T::A),
+        ["10.244.4.1"]
+    );
+    for m in [
+        dns.udp(&n("_http._tcp.bare.default"), T::SRV),
+        dns.tcp(&n("_http._tcp.bare.default"), T::SRV),
+    ] {
+        assert_eq!(rcode(&m), ResponseCode::NoError);
+        assert_eq!(
+            data(m.answers(), T::SRV),
+            ["0 100 8080 bare-0.bare.default.svc.cluster.local."]
+        );
+        assert_eq!(data(m.additionals(), T::A), ["10.244.4.1"]);
+    }
+    let m = dns.udp(&n("bare.default"), T::SRV);
+    assert_eq!(
+        data(m.answers(), T::SRV),
+        ["0 100 8080 bare-0.bare.default.svc.cluster.local."]
+    );
 }

@@ -1,12 +1,17 @@
 //! Forwarding to a real upstream: unbound started by the test on a loopback
-//! ephemeral port (killed on drop), serving a small static zone.
+//! ephemeral port (killed on drop), serving a small static zone; and to a
+//! scripted upstream for the answers a hostile or non-recursive server gives.
 
 mod common;
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
 
 use common::*;
 use ferry_dns::Config;
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::RecordType as T;
+use hickory_proto::rr::rdata::{A, NS, SOA};
+use hickory_proto::rr::{Name, RData, Record, RecordType as T};
 
 fn upstream() -> Option<Unbound> {
     let mut data = vec![
@@ -104,4 +109,144 @@ fn reverse_names_outside_the_cluster_are_forwarded() {
     let m = dns.udp("1.0.0.127.in-addr.arpa.", T::PTR);
     assert_eq!(data(m.answers(), T::PTR), ["localhost."]);
     assert!(!m.authoritative() || rcode(&m) == ResponseCode::NoError);
+}
+
+fn scripted(up: &FakeUpstream) -> Config {
+    Config {
+        upstreams: vec![up.addr],
+        ..Config::default()
+    }
+}
+
+#[test]
+fn rd0_queries_cannot_poison_the_forward_cache() {
+    // As an authoritative-only server does: without RD, a referral to the
+    // root (NOERROR, no answer, no SOA); with RD, the address.
+    let up = FakeUpstream::start(|q| {
+        let mut m = response_to(q);
+        let name = q.queries()[0].name().clone();
+        if q.recursion_desired() {
+            m.add_answer(Record::from_rdata(
+                name,
+                300,
+                RData::A(A(Ipv4Addr::new(192, 0, 2, 53))),
+            ));
+        } else {
+            m.add_name_server(Record::from_rdata(
+                Name::root(),
+                300,
+                RData::NS(NS(Name::from_ascii("a.root-servers.net.").unwrap())),
+            ));
+        }
+        Some(m)
+    });
+    let dns = Dns::cluster(scripted(&up));
+    let mut rd0 = query("www.example.test.", T::A, false);
+    rd0[2] &= !0x01;
+    for _ in 0..2 {
+        let m = udp(dns.addr, &rd0).unwrap();
+        assert!(!m.recursion_desired(), "RD is echoed as the client sent it");
+        assert_eq!(data(m.answers(), T::A), ["192.0.2.53"]);
+    }
+    let m = dns.udp("www.example.test.", T::A);
+    assert_eq!(rcode(&m), ResponseCode::NoError);
+    assert!(m.recursion_desired());
+    assert_eq!(data(m.answers(), T::A), ["192.0.2.53"]);
+    let asked = up.asked();
+    assert!(!asked.is_empty());
+    for q in &asked {
+        assert!(
+            q.recursion_desired(),
+            "upstream was asked without RD: {q:?}"
+        );
+    }
+}
+
+#[test]
+fn a_negative_answer_without_soa_is_not_cached() {
+    let up = FakeUpstream::start(|q| {
+        let mut m = response_to(q);
+        let name = q.queries()[0].name().clone();
+        let label = name.to_ascii().to_ascii_lowercase();
+        let zone = Name::from_ascii("example.test.").unwrap();
+        if label.starts_with("nxdomain-soa.") {
+            m.set_response_code(ResponseCode::NXDomain);
+            let soa = SOA::new(zone.clone(), zone.clone(), 1, 7200, 1800, 86400, 60);
+            m.add_name_server(Record::from_rdata(zone, 60, RData::SOA(soa)));
+            return Some(m);
+        }
+        if label.starts_with("nxdomain-bare.") {
+            m.set_response_code(ResponseCode::NXDomain);
+        }
+        // Otherwise NODATA. Either way an NS record in authority, no SOA.
+        let ns = NS(Name::from_ascii("ns.example.test.").unwrap());
+        m.add_name_server(Record::from_rdata(zone, 300, RData::NS(ns)));
+        Some(m)
+    });
+    let dns = Dns::cluster(scripted(&up));
+    for _ in 0..2 {
+        let m = dns.udp("nxdomain-bare.example.test.", T::A);
+        assert_eq!(rcode(&m), ResponseCode::NXDomain);
+        let m = dns.udp("nodata-bare.example.test.", T::A);
+        assert_eq!(rcode(&m), ResponseCode::NoError);
+        assert!(m.answers().is_empty());
+        let m = dns.udp("nxdomain-soa.example.test.", T::A);
+        assert_eq!(rcode(&m), ResponseCode::NXDomain);
+    }
+    assert_eq!(up.asked_for("nxdomain-bare.example.test."), 2);
+    assert_eq!(up.asked_for("nodata-bare.example.test."), 2);
+    // A denial with its SOA is kept, as RFC 2308 asks.
+    assert_eq!(up.asked_for("nxdomain-soa.example.test."), 1);
+}
+
+#[test]
+fn forwards_over_the_cap_are_answered_servfail_at_once() {
+    // An upstream that never answers holds the only forwarding slot.
+    let up = FakeUpstream::start(|_| None);
+    let dns = Dns::cluster(Config {
+        max_forwards: 1,
+        upstream_timeout: Duration::from_secs(3),
+        ..scripted(&up)
+    });
+    let held = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    held.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+    held.send_to(&query("slow.example.test.", T::A, false), dns.addr)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while up.asked_for("slow.example.test.") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the first query was not forwarded"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let start = Instant::now();
+    let m = dns.udp("other.example.test.", T::A);
+    assert_eq!(rcode(&m), ResponseCode::ServFail);
+    let m = dns.tcp("third.example.test.", T::A);
+    assert_eq!(rcode(&m), ResponseCode::ServFail);
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(up.asked_for("other.example.test."), 0);
+    assert_eq!(up.asked_for("third.example.test."), 0);
+    // Cluster names are still answered meanwhile.
+    assert_eq!(
+        rcode(&dns.udp("web.default.svc.cluster.local.", T::A)),
+        ResponseCode::NoError
+    );
+    // The held query ends in SERVFAIL when upstream times out.
+    let mut buf = [0u8; 512];
+    let n = held
+        .recv(&mut buf)
+        .expect("an answer after the upstream timeout");
+    let m = hickory_proto::op::Message::from_vec(&buf[..n]).unwrap();
+    assert_eq!(rcode(&m), ResponseCode::ServFail);
+    let text = dns.metrics();
+    assert!(
+        text.contains("ferry_dns_forward_rejected_total 2"),
+        "{text}"
+    );
 }

@@ -1,12 +1,14 @@
 //! Test helpers: a cluster from YAML, a ferry DNS server on a loopback
-//! ephemeral port, a hickory-proto client over real UDP and TCP sockets, and
-//! an unbound upstream started on loopback and killed on drop.
+//! ephemeral port, a hickory-proto client over real UDP and TCP sockets, an
+//! unbound upstream started on loopback and killed on drop, and a scripted
+//! upstream for answers unbound will not give.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ferry_dns::{Config, Listener, Server};
@@ -249,5 +251,120 @@ impl Drop for Unbound {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A scripted upstream on a loopback UDP port: answers each query with
+/// `reply(query)` (None: never answers) and records what it was asked.
+/// Stops on drop, after 60 s, or after 10,000 packets, whichever is first.
+pub struct FakeUpstream {
+    pub addr: SocketAddr,
+    asked: Arc<Mutex<Vec<Message>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeUpstream {
+    pub fn start<F>(reply: F) -> FakeUpstream
+    where
+        F: Fn(&Message) -> Option<Message> + Send + 'static,
+    {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let addr = sock.local_addr().unwrap();
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (asked2, stop2) = (asked.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut buf = vec![0u8; 65535];
+            for _ in 0..10_000 {
+                if stop2.load(Ordering::Relaxed) || Instant::now() > deadline {
+                    return;
+                }
+                let Ok((n, peer)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                let Ok(q) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                asked2.lock().unwrap().push(q.clone());
+                if let Some(mut a) = reply(&q) {
+                    a.set_id(q.id());
+                    let _ = sock.send_to(&a.to_vec().unwrap(), peer);
+                }
+            }
+        });
+        FakeUpstream {
+            addr,
+            asked,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Every query received so far.
+    pub fn asked(&self) -> Vec<Message> {
+        self.asked.lock().unwrap().clone()
+    }
+
+    /// How many queries for `name` (any case) were received.
+    pub fn asked_for(&self, name: &str) -> usize {
+        self.asked()
+            .iter()
+            .filter(|q| {
+                q.queries()
+                    .iter()
+                    .any(|q| q.name().to_ascii().eq_ignore_ascii_case(name))
+            })
+            .count()
+    }
+}
+
+impl Drop for FakeUpstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// An empty response to `q`: its ID and question, NOERROR, RD and RA set as asked.
+pub fn response_to(q: &Message) -> Message {
+    let mut m = Message::new();
+    m.set_id(q.id())
+        .set_message_type(MessageType::Response)
+        .set_op_code(OpCode::Query)
+        .set_recursion_desired(q.recursion_desired())
+        .set_recursion_available(true);
+    m.add_queries(q.queries().to_vec());
+    m
+}
+
+/// A raw TCP connection to `addr` whose reads give up after `timeout`.
+pub fn tcp_connect(addr: SocketAddr, timeout: Duration) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(timeout)).unwrap();
+    s
+}
+
+/// True when the server closed `s` (EOF or reset) before its read timeout;
+/// false when the connection is still open and silent.
+pub fn closed_by_server(s: &mut TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    match s.read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => panic!("the server sent bytes nobody asked for"),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            false
+        }
+        Err(_) => true,
     }
 }
