@@ -812,6 +812,106 @@ fn a_second_agent_on_a_node_is_refused_and_the_first_keeps_serving() {
 }
 
 #[test]
+fn health_says_503_and_why_while_syncs_fail_and_the_synced_version_waits_for_success() {
+    if !can_run() {
+        return;
+    }
+    let ns = ScratchNs::new("ferry-test-health");
+    ns.output(&["ip", "link", "set", "lo", "up"]);
+    let dir = tempfile::tempdir().unwrap();
+    let bin = tempfile::tempdir().unwrap();
+    let flag = bin.path().join("fail");
+    // iptables-restore that fails while the flag file exists.
+    for tool in ["iptables-restore", "ip6tables-restore"] {
+        let real = ferry_sys::find_in_path(tool).unwrap();
+        let script = format!(
+            "#!/bin/sh\nif [ -e {} ]; then echo 'injected failure: table busy' >&2; exit 1; fi\nexec {} \"$@\"\n",
+            flag.display(),
+            real.display()
+        );
+        let path = bin.path().join(tool);
+        std::fs::write(&path, script).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap()
+    );
+    let _agent = KillOnDrop(
+        std::process::Command::new("ip")
+            .args(["netns", "exec", ns.0, env!("CARGO_BIN_EXE_ferry"), "agent"])
+            .args([
+                "--node",
+                "n1",
+                "--proxy-mode",
+                "iptables",
+                "--dns-addresses",
+                "none",
+            ])
+            .arg("--source")
+            .arg(format!("manifests:{}", dir.path().display()))
+            .args(["--healthz-bind-address", "127.0.0.1:10256"])
+            .args(["--metrics-bind-address", "127.0.0.1:10249"])
+            .env("PATH", path)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let health = |ns: &ScratchNs| -> (u16, serde_json::Value) {
+        let out = ns.output(&[
+            "curl",
+            "-s",
+            "-m",
+            "2",
+            "-o",
+            "/dev/stdout",
+            "-w",
+            "\n%{http_code}",
+            "http://127.0.0.1:10256/healthz",
+        ]);
+        let (body, code) = out.trim().rsplit_once('\n').unwrap_or(("null", "0"));
+        (
+            code.parse().unwrap_or(0),
+            serde_json::from_str(body).unwrap_or_default(),
+        )
+    };
+    ns.wait_for("healthy at start", |ns| health(ns).0 == 200);
+    std::fs::write(&flag, "").unwrap();
+    std::fs::write(
+        dir.path().join("svc.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default, resourceVersion: \"7\"}\nspec:\n  clusterIP: 10.96.0.50\n  ports: [{port: 80}]\n",
+    )
+    .unwrap();
+    ns.wait_for("503 while the sync fails", |ns| health(ns).0 == 503);
+    let (_, body) = health(&ns);
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("injected failure"),
+        "the body says why: {body}"
+    );
+    assert_ne!(body["syncedResourceVersion"], 7, "not synced yet: {body}");
+    assert_eq!(body["nodeEligible"], true);
+    std::fs::remove_file(&flag).unwrap();
+    // iptables mode retries at its next check (every 5 s).
+    let start = Instant::now();
+    loop {
+        let (code, body) = health(&ns);
+        if code == 200 && body["syncedResourceVersion"] == 7 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "healthy again after the retry: {code} {body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
 fn switching_modes_removes_the_other_modes_rules() {
     if !can_run() {
         return;

@@ -96,6 +96,9 @@ pub struct Config {
     /// --min-sync-period).
     pub min_sync_period: Duration,
     pub healthz_bind: SocketAddr,
+    /// /healthz turns 503 when a change waited longer than this to be
+    /// programmed (kube-proxy: twice its sync period, 60 s).
+    pub health_timeout: Duration,
     pub metrics_bind: SocketAddr,
     /// Node-local cluster DNS; None: off.
     pub dns: Option<DnsConfig>,
@@ -253,10 +256,19 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
             ));
         }
     }
-    for p in &mut proxies {
-        p.on_snapshot(&first);
+    let sync_health = Arc::new(health::SyncHealth::default());
+    sync_health.queued();
+    // The highest resourceVersion received, and the highest programmed:
+    // the second advances only when every proxy synced.
+    let mut received = max_resource_version(&first, true);
+    let mut synced = 0;
+    match sync_all(&mut proxies, &first) {
+        Ok(()) => {
+            sync_health.synced();
+            synced = received;
+        }
+        Err(e) => sync_health.failed(e),
     }
-    let mut synced = max_resource_version(&first, true);
     let (tx, rx) = watch::channel(Published {
         snapshot: Arc::new(first),
         at: SystemTime::now(),
@@ -266,7 +278,13 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     if let Some(dns) = &config.dns {
         start_dns(dns, &metrics, rx.clone())?;
     }
-    tokio::spawn(health::serve(healthz, config.node.clone(), rx.clone()));
+    tokio::spawn(health::serve(
+        healthz,
+        config.node.clone(),
+        rx.clone(),
+        sync_health.clone(),
+        config.health_timeout,
+    ));
     tokio::spawn(healthcheck::run(health_ports));
     tokio::spawn(metrics::serve(metrics_listener, metrics.clone()));
     tracing::info!(node = %config.node, healthz = %config.healthz_bind, metrics = %config.metrics_bind, "agent started");
@@ -296,6 +314,8 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
             };
             match watcher.next(wait) {
                 Some(Ok(snapshot)) => {
+                    sync_health.queued();
+                    received = received.max(max_resource_version(&snapshot, false));
                     log_errors(&snapshot);
                     loop_metrics.observe(&snapshot);
                     pending = Some(match pending.take() {
@@ -316,11 +336,14 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
                 let Some(snapshot) = pending.take() else {
                     continue;
                 };
-                for p in &mut proxies {
-                    p.on_snapshot(&snapshot);
+                match sync_all(&mut proxies, &snapshot) {
+                    Ok(()) => {
+                        sync_health.synced();
+                        synced = received;
+                    }
+                    Err(e) => sync_health.failed(e),
                 }
                 last_sync = Some(Instant::now());
-                synced = synced.max(max_resource_version(&snapshot, false));
                 if !snapshot.changes.is_empty() {
                     tracing::debug!("{}", snapshot.changes.summary());
                 }
@@ -342,14 +365,42 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
                 && let Some(snap) = &latest
             {
                 last_check = Instant::now();
-                for p in &mut proxies {
-                    p.check_table(snap);
+                let checked: Result<(), String> = proxies
+                    .iter_mut()
+                    .map(|p| p.check_table(snap))
+                    .fold(Ok(()), |acc, r| acc.and(r));
+                match checked {
+                    // A sync that failed earlier went through on retry.
+                    Ok(()) if sync_health.failing() => {
+                        sync_health.synced();
+                        synced = received;
+                        let _ = tx.send(Published {
+                            snapshot: snap.clone(),
+                            at: SystemTime::now(),
+                            synced_resource_version: synced,
+                        });
+                    }
+                    Ok(()) => {}
+                    Err(e) => sync_health.failed(e),
                 }
             }
         }
     });
     let _ = handle.await;
     Ok(())
+}
+
+/// Programs `snapshot` in every proxy (each IP family); all errors, joined.
+fn sync_all(proxies: &mut [proxy::Proxy], snapshot: &Snapshot) -> Result<(), String> {
+    let errors: Vec<String> = proxies
+        .iter_mut()
+        .filter_map(|p| p.on_snapshot(snapshot).err())
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
+    }
 }
 
 /// Node-local DNS: the addresses on the dummy interface with NOTRACK,

@@ -85,7 +85,9 @@ impl Proxy {
         }
     }
 
-    pub(crate) fn on_snapshot(&mut self, snapshot: &Snapshot) {
+    /// Programs `snapshot`; the error of a sync that failed (and whose
+    /// full reload failed too) is returned, and the change stays pending.
+    pub(crate) fn on_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), String> {
         let arrived = Instant::now();
         let ctx = NodeContext {
             node_name: self.node.clone(),
@@ -155,15 +157,18 @@ impl Proxy {
                         self.metrics.proxy_synced(&stats, arrived);
                     }
                     Err(e) => {
-                        tracing::error!(error = %e, "full reload failed too; retrying with the next change");
+                        tracing::error!(error = %e, "full reload failed too; retrying at the next check or change");
                         self.version = None;
                         self.pending_since.get_or_insert(arrived);
+                        self.ctx = Some(ctx);
+                        return Err(format!("{} sync failed: {e}", self.backend.mode()));
                     }
                 }
             }
         }
         self.update_health_ports(changed_names, full);
         self.ctx = Some(ctx);
+        Ok(())
     }
 
     pub(crate) fn check_period(&self) -> std::time::Duration {
@@ -171,7 +176,7 @@ impl Proxy {
     }
 
     /// Reloads the whole ruleset if someone else deleted or flushed it.
-    pub(crate) fn check_table(&mut self, snapshot: &Snapshot) {
+    pub(crate) fn check_table(&mut self, snapshot: &Snapshot) -> Result<(), String> {
         tracing::debug!(version = ?self.version, mode = self.backend.mode(), "checking the rules");
         if self.version.is_none() {
             // The last full sync failed (and no change came since): retry.
@@ -179,24 +184,22 @@ impl Proxy {
                 mode = self.backend.mode(),
                 "retrying the full sync that failed"
             );
-            self.on_snapshot(snapshot);
-            return;
+            return self.on_snapshot(snapshot);
         }
         if self.backend.full_sync_due() {
             tracing::info!(mode = self.backend.mode(), "periodic full sync");
             self.version = None;
-            self.on_snapshot(snapshot);
-            return;
+            return self.on_snapshot(snapshot);
         }
         if self.backend.intact() {
-            return;
+            return Ok(());
         }
         tracing::warn!(
             mode = self.backend.mode(),
             "ferry's rules were changed from outside; reloading them whole"
         );
         self.version = None;
-        self.on_snapshot(snapshot);
+        self.on_snapshot(snapshot)
     }
 
     /// Keeps the health-check node ports in step: only the changed

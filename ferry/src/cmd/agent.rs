@@ -21,6 +21,10 @@ pub struct Args {
     /// Health endpoints (/healthz, /readyz, /livez), as kube-proxy's --healthz-bind-address.
     #[arg(long, default_value = "0.0.0.0:10256")]
     healthz_bind_address: SocketAddr,
+    /// /healthz answers 503 when a change has waited this long to be
+    /// programmed (kube-proxy: twice its sync period), e.g. 60s.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    health_timeout: std::time::Duration,
     /// Prometheus /metrics, as kube-proxy's --metrics-bind-address.
     #[arg(long, default_value = "127.0.0.1:10249")]
     metrics_bind_address: SocketAddr,
@@ -91,6 +95,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         cluster_cidrs: args.cluster_cidr,
         min_sync_period: args.min_sync_period,
         healthz_bind: args.healthz_bind_address,
+        health_timeout: args.health_timeout,
         metrics_bind: args.metrics_bind_address,
         dns,
     }))?;

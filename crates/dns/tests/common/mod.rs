@@ -161,21 +161,9 @@ pub fn rcode(m: &Message) -> ResponseCode {
     m.response_code()
 }
 
-/// True when the test must fail rather than skip on a missing tool.
-pub fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
 /// Whether `tool` is installed; on CI a missing tool fails the test.
 pub fn have(tool: &str) -> bool {
-    let found = ["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/bin"]
-        .iter()
-        .any(|d| std::path::Path::new(d).join(tool).exists());
-    if !found {
-        assert!(!ci(), "{tool} is missing (scripts/setup.sh installs it)");
-        eprintln!("skipping: {tool} is not installed (scripts/setup.sh installs it)");
-    }
-    found
+    ferry_sys::testing::have_or_skip(tool)
 }
 
 /// A free loopback port for both UDP and TCP (a small race with other processes is accepted).
