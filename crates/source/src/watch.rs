@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
+use ferry_model::ValidationOptions;
 use notify::{RecursiveMode, Watcher};
 
 use crate::manifests::{ManifestSource, Snapshot, SourceError};
@@ -41,8 +42,18 @@ impl ManifestWatcher {
         recursive: bool,
         debounce: Duration,
     ) -> Result<(Self, Snapshot), SourceError> {
+        Self::open_with(paths, recursive, debounce, ValidationOptions::default())
+    }
+
+    /// [`ManifestWatcher::open`], validating as an API server started with `options`.
+    pub fn open_with(
+        paths: &[PathBuf],
+        recursive: bool,
+        debounce: Duration,
+        options: ValidationOptions,
+    ) -> Result<(Self, Snapshot), SourceError> {
         let (watcher, events) = watch(paths, recursive)?;
-        let (source, first) = ManifestSource::open(paths, recursive)?;
+        let (source, first) = ManifestSource::open_with(paths, recursive, options)?;
         Ok((
             Self {
                 source,

@@ -272,3 +272,98 @@ fn a_watched_single_file_is_followed_through_editor_style_replacement() {
     }
     assert_eq!(port, Some(81));
 }
+
+fn node_port_svc(name: &str, node_port: u16, health_check: Option<u16>) -> String {
+    let hc = health_check.map_or(String::new(), |p| {
+        format!("  externalTrafficPolicy: Local\n  healthCheckNodePort: {p}\n")
+    });
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: demo}}\nspec:\n  type: LoadBalancer\n  ports: [{{port: 80, nodePort: {node_port}}}]\n{hc}"
+    )
+}
+
+fn error_lines(errors: &[ferry_model::ManifestError]) -> Vec<String> {
+    errors.iter().map(ToString::to_string).collect()
+}
+
+#[test]
+fn a_node_port_or_health_check_node_port_taken_by_an_earlier_service_is_reported_on_the_later_one()
+{
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "m.yaml",
+        &node_port_svc("m", 30080, Some(30500)),
+    );
+    let (mut src, snap) = ManifestSource::open(&[dir.path().to_path_buf()], false).unwrap();
+    assert!(snap.errors.is_empty(), "{:?}", snap.errors);
+
+    // Seen later, so it is the one the API server would have refused, even
+    // though its name and file sort first.
+    let c = write(
+        dir.path(),
+        "c.yaml",
+        &node_port_svc("c", 30081, Some(30500)),
+    );
+    let snap = src.refresh(std::slice::from_ref(&c));
+    assert_eq!(
+        error_lines(&snap.errors),
+        vec![format!(
+            "{}: Service demo/c: spec.healthCheckNodePort: Duplicate value: 30500 is already allocated to Service demo/m (spec.healthCheckNodePort)",
+            c.display()
+        )]
+    );
+
+    // A health-check node port equal to another Service's nodePort.
+    let d = write(
+        dir.path(),
+        "d.yaml",
+        &node_port_svc("d", 30082, Some(30080)),
+    );
+    let snap = src.refresh(std::slice::from_ref(&d));
+    assert_eq!(snap.errors.len(), 2, "{:?}", error_lines(&snap.errors));
+    assert!(
+        error_lines(&snap.errors).contains(&format!(
+            "{}: Service demo/d: spec.healthCheckNodePort: Duplicate value: 30080 is already allocated to Service demo/m (spec.ports[0].nodePort)",
+            d.display()
+        )),
+        "{:?}",
+        error_lines(&snap.errors)
+    );
+
+    // When the holder goes, the conflicts go with it.
+    let a = dir.path().join("m.yaml");
+    std::fs::remove_file(&a).unwrap();
+    let snap = src.refresh(&[a]);
+    assert!(snap.errors.is_empty(), "{:?}", error_lines(&snap.errors));
+}
+
+#[test]
+fn node_port_conflicts_in_one_scan_are_decided_by_creation_time_then_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let created = |name: &str, at: &str| {
+        node_port_svc(name, 30080, None).replace(
+            "namespace: demo}",
+            &format!("namespace: demo, creationTimestamp: \"{at}\"}}"),
+        )
+    };
+    write(dir.path(), "a.yaml", &created("a", "2026-01-02T00:00:00Z"));
+    let b = write(dir.path(), "b.yaml", &created("b", "2026-01-01T00:00:00Z"));
+    write(dir.path(), "c.yaml", &node_port_svc("c", 30080, None));
+    let (_, snap) = ManifestSource::open(&[dir.path().to_path_buf()], false).unwrap();
+    let lines = error_lines(&snap.errors);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for later in ["a", "c"] {
+        assert!(
+            lines.iter().any(|l| l.contains(&format!(
+                "Service demo/{later}: spec.ports[0].nodePort: Duplicate value: 30080 is already allocated to Service demo/b"
+            ))),
+            "{lines:?}"
+        );
+    }
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.starts_with(&b.display().to_string()))
+    );
+}
