@@ -79,6 +79,13 @@ fn is_manifest_name(path: &Path) -> bool {
     !hidden && matches!(ext, "yaml" | "yml" | "json")
 }
 
+/// Hidden directories are not read: a ConfigMap volume keeps every version
+/// of its files in `..<timestamp>` directories behind a `..data` link, and
+/// the visible names link into them.
+fn is_hidden(c: std::path::Component<'_>) -> bool {
+    c.as_os_str().to_str().is_none_or(|n| n.starts_with('.'))
+}
+
 fn hash_of(bytes: &[u8]) -> u64 {
     let mut h = DefaultHasher::new();
     bytes.hash(&mut h);
@@ -143,7 +150,12 @@ impl ManifestSource {
             }
             match path.parent() {
                 Some(parent) if parent == root => true,
-                Some(_) => self.recursive && path.starts_with(root),
+                Some(parent) => {
+                    self.recursive
+                        && parent
+                            .strip_prefix(root)
+                            .is_ok_and(|below| !below.components().any(is_hidden))
+                }
                 None => false,
             }
         })
@@ -376,7 +388,7 @@ fn walk(dir: &Path, recursive: bool, out: &mut BTreeSet<PathBuf>) -> Result<(), 
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
-            if recursive {
+            if recursive && !path.components().next_back().is_some_and(is_hidden) {
                 walk(&path, recursive, out)?;
             }
         } else if is_manifest_name(&path) {

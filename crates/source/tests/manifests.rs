@@ -367,3 +367,129 @@ fn node_port_conflicts_in_one_scan_are_decided_by_creation_time_then_name() {
             .any(|l| l.starts_with(&b.display().to_string()))
     );
 }
+
+fn two_services(port: u32) -> String {
+    format!("{}---\n{}", svc("a", port), svc("b", port + 10))
+}
+
+#[test]
+fn a_file_rewritten_in_place_is_applied_only_once_complete() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "both.yaml", &two_services(80));
+    let (mut w, first) = ManifestWatcher::open(
+        &[dir.path().to_path_buf()],
+        false,
+        Duration::from_millis(20),
+    )
+    .unwrap();
+    assert!(first.state.service_port(&spn("b")).is_some());
+
+    // Truncate, write the first Service, pause far beyond the debounce,
+    // then write the second and close.
+    let text = two_services(81);
+    let (head, tail) = text.split_at(text.find("---").unwrap());
+    let (head, tail) = (head.to_string(), tail.to_string());
+    let writer = std::thread::spawn(move || {
+        let mut f = std::fs::File::create(&file).unwrap();
+        f.write_all(head.as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        f.write_all(tail.as_bytes()).unwrap();
+    });
+
+    let start = Instant::now();
+    let mut updated = false;
+    while start.elapsed() < Duration::from_secs(5) && !updated {
+        if let Some(snap) = w.next(Duration::from_millis(100)) {
+            let snap = snap.unwrap();
+            for name in ["a", "b"] {
+                assert!(
+                    snap.state.service_port(&spn(name)).is_some(),
+                    "a snapshot after {:?} lost Service {name}: the half-written file was applied",
+                    start.elapsed()
+                );
+            }
+            updated = snap.state.service_port(&spn("b")).map(|p| p.port) == Some(91);
+        }
+    }
+    writer.join().unwrap();
+    assert!(updated, "the completed file was not picked up within 5 s");
+}
+
+/// Publishes `files` the way the kubelet updates a ConfigMap volume: a new
+/// hidden directory, a `..data_tmp` link to it renamed over `..data`, a
+/// visible link per key, then the old directory removed.
+fn configmap_publish(dir: &Path, version: &str, files: &[(&str, String)]) {
+    use std::os::unix::fs::symlink;
+    let data = dir.join(format!("..{version}"));
+    std::fs::create_dir(&data).unwrap();
+    for (name, text) in files {
+        std::fs::write(data.join(name), text).unwrap();
+    }
+    let old = std::fs::read_link(dir.join("..data")).ok();
+    symlink(format!("..{version}"), dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    for (name, _) in files {
+        let link = dir.join(name);
+        if link.symlink_metadata().is_err() {
+            symlink(format!("..data/{name}"), link).unwrap();
+        }
+    }
+    if let Some(old) = old {
+        std::fs::remove_dir_all(dir.join(old)).unwrap();
+    }
+}
+
+fn wait_for(w: &mut ManifestWatcher, what: &str, done: impl Fn(&ferry_source::Snapshot) -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        if let Some(snap) = w.next(Duration::from_millis(200)) {
+            let snap = snap.unwrap();
+            assert!(snap.errors.is_empty(), "{:?}", snap.errors);
+            if done(&snap) {
+                return;
+            }
+        }
+    }
+    panic!("{what} not seen within 5 s");
+}
+
+#[test]
+fn a_configmap_volume_data_swap_is_picked_up() {
+    for recursive in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        configmap_publish(dir.path(), "v1", &[("a.yaml", svc("a", 80))]);
+        let (mut w, first) = ManifestWatcher::open(
+            &[dir.path().to_path_buf()],
+            recursive,
+            Duration::from_millis(20),
+        )
+        .unwrap();
+        assert!(first.errors.is_empty(), "{:?}", first.errors);
+        assert_eq!(
+            first.state.service_port(&spn("a")).map(|p| p.port),
+            Some(80)
+        );
+
+        // Same key, new content: only `..data` moves.
+        configmap_publish(dir.path(), "v2", &[("a.yaml", svc("a", 81))]);
+        wait_for(&mut w, "the swapped content", |s| {
+            s.state.service_port(&spn("a")).map(|p| p.port) == Some(81)
+        });
+
+        // A new key: a new visible link as well.
+        configmap_publish(
+            dir.path(),
+            "v3",
+            &[("a.yaml", svc("a", 81)), ("b.yaml", svc("b", 90))],
+        );
+        wait_for(&mut w, "the new key", |s| {
+            s.state.service_port(&spn("b")).is_some()
+        });
+        assert_eq!(
+            w.source().state().service_port(&spn("a")).map(|p| p.port),
+            Some(81),
+            "recursive: {recursive}"
+        );
+    }
+}
