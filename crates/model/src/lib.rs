@@ -10,6 +10,7 @@ mod change;
 mod endpoints;
 mod error;
 mod manifest;
+mod node_ports;
 mod object;
 mod selector;
 mod state;
@@ -19,11 +20,14 @@ mod view;
 pub use change::ChangeSet;
 pub use endpoints::{SERVICE_NAME_LABEL, SKIP_MIRROR_LABEL};
 pub use error::{FieldError, ManifestError, ObjectDesc};
-pub use manifest::{Decoded, DecodedObject, decode};
+pub use manifest::{Decoded, DecodedObject, decode, decode_with};
+pub use node_ports::{NodePortClaims, NodePortConflict};
 pub use object::{Kind, Name, NamespacedName, Object, ObjectKey};
 pub use selector::{matches as selector_matches, service_selects};
 pub use state::{ClusterState, Update};
-pub use validate::validate;
+pub use validate::{
+    InvalidNodePortRange, NodePortRange, ValidationOptions, validate, validate_with,
+};
 pub use view::{
     DEFAULT_AFFINITY_TIMEOUT_SECONDS, Endpoint, EndpointAddress, IpFamily, PortSummary, Protocol,
     ServicePortName, ServicePortView, ServiceType, ServiceView, TargetPort, TrafficPolicy,

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::error::{FieldError, ManifestError, ObjectDesc};
 use crate::object::{Kind, Object};
-use crate::validate::validate;
+use crate::validate::{ValidationOptions, validate_with};
 
 /// One accepted object and where it came from.
 #[derive(Clone, Debug)]
@@ -36,14 +36,20 @@ pub struct Decoded {
     pub syntax_error: bool,
 }
 
-/// Decodes `text`, naming `file` in every error.
+/// Decodes `text`, naming `file` in every error, validating as an API
+/// server with default flags would.
 pub fn decode(file: &str, text: &str) -> Decoded {
+    decode_with(file, text, &ValidationOptions::default())
+}
+
+/// [`decode`] for an API server started with `options`.
+pub fn decode_with(file: &str, text: &str, options: &ValidationOptions) -> Decoded {
     let mut out = Decoded::default();
     let trimmed = text.trim_start();
     if trimmed.starts_with('{') || trimmed.starts_with('[') {
-        decode_json_stream(file, text, &mut out);
+        decode_json_stream(file, text, options, &mut out);
     } else {
-        decode_yaml_stream(file, text, &mut out);
+        decode_yaml_stream(file, text, options, &mut out);
     }
     // Duplicates inside one file: the first definition wins.
     let mut seen = std::collections::HashMap::new();
@@ -71,12 +77,12 @@ pub fn decode(file: &str, text: &str) -> Decoded {
     out
 }
 
-fn decode_json_stream(file: &str, text: &str, out: &mut Decoded) {
+fn decode_json_stream(file: &str, text: &str, options: &ValidationOptions, out: &mut Decoded) {
     let stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
     for (i, value) in stream.enumerate() {
         let document = i + 1;
         match value {
-            Ok(value) => decode_document(file, document, None, value, out),
+            Ok(value) => decode_document(file, document, None, value, options, out),
             Err(e) => {
                 out.syntax_error = true;
                 out.errors.push(doc_error(
@@ -119,7 +125,7 @@ fn split_yaml(text: &str) -> Vec<(usize, &str)> {
 /// independent, and the results are joined back in document order).
 const PARALLEL_THRESHOLD: usize = 1 << 20;
 
-fn decode_yaml_stream(file: &str, text: &str, out: &mut Decoded) {
+fn decode_yaml_stream(file: &str, text: &str, options: &ValidationOptions, out: &mut Decoded) {
     let mut docs = Vec::new();
     for (line, chunk) in split_yaml(text) {
         let blank = chunk
@@ -132,7 +138,7 @@ fn decode_yaml_stream(file: &str, text: &str, out: &mut Decoded) {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     if text.len() < PARALLEL_THRESHOLD || workers < 2 || docs.len() < 2 * workers {
         for (document, line, chunk) in docs {
-            decode_yaml_document(file, document, line, chunk, out);
+            decode_yaml_document(file, document, line, chunk, options, out);
         }
         return;
     }
@@ -144,7 +150,7 @@ fn decode_yaml_stream(file: &str, text: &str, out: &mut Decoded) {
                 scope.spawn(move || {
                     let mut part = Decoded::default();
                     for &(document, line, chunk) in range {
-                        decode_yaml_document(file, document, line, chunk, &mut part);
+                        decode_yaml_document(file, document, line, chunk, options, &mut part);
                     }
                     part
                 })
@@ -166,10 +172,17 @@ fn decode_yaml_stream(file: &str, text: &str, out: &mut Decoded) {
     }
 }
 
-fn decode_yaml_document(file: &str, document: usize, line: usize, chunk: &str, out: &mut Decoded) {
+fn decode_yaml_document(
+    file: &str,
+    document: usize,
+    line: usize,
+    chunk: &str,
+    options: &ValidationOptions,
+    out: &mut Decoded,
+) {
     match serde_saphyr::from_str_with_options::<Value>(chunk, yaml_options()) {
         Ok(Value::Null) => {}
-        Ok(value) => decode_document(file, document, None, value, out),
+        Ok(value) => decode_document(file, document, None, value, options, out),
         Err(e) => {
             out.syntax_error = true;
             let message = e.to_string();
@@ -229,6 +242,7 @@ fn decode_document(
     document: usize,
     item: Option<usize>,
     value: Value,
+    options: &ValidationOptions,
     out: &mut Decoded,
 ) {
     let err = |object: Option<ObjectDesc>, path: &str, message: String| ManifestError {
@@ -282,7 +296,7 @@ fn decode_document(
             return;
         };
         for (i, v) in items.into_iter().enumerate() {
-            decode_document(file, document, Some(i), v, out);
+            decode_document(file, document, Some(i), v, options, out);
         }
         return;
     }
@@ -310,7 +324,7 @@ fn decode_document(
         }
     };
     let object = with_default_namespace(object);
-    let problems = validate(&object);
+    let problems = validate_with(&object, options);
     if problems.is_empty() {
         out.objects.push(DecodedObject {
             document,

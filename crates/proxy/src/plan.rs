@@ -1,17 +1,18 @@
 //! What the proxy must do on this node for each ServicePort: the
 //! backend-independent desired state. Built from the normalized service
-//! view and the node's identity; updated per change set, so a sync costs
-//! what changed.
+//! view and the node's identity, leaving out the Services kube-proxy leaves
+//! to others (by label); updated per change set, so a sync costs what
+//! changed.
 //!
 //! Pure.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use ferry_model::{
-    ChangeSet, ClusterState, Endpoint, Protocol, ServicePortName, ServicePortView, ServiceType,
-    TrafficPolicy,
+    ChangeSet, ClusterState, Endpoint, Kind, NamespacedName, Object, ObjectKey, Protocol,
+    ServicePortName, ServicePortView, ServiceType, TrafficPolicy,
 };
 use ipnet::IpNet;
 use serde::Serialize;
@@ -202,10 +203,33 @@ pub struct PlanChanges {
     pub changed: Vec<ServicePortName>,
 }
 
+/// Services with this label are handled by another proxy (any value).
+pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
+/// The EndpointSlice controller puts this label on the slices of headless
+/// Services; kube-proxy ignores Services carrying it too.
+pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
+
+/// Is this Service for this proxy? kube-proxy watches Services through the
+/// label selector `!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless`;
+/// the filter lives here, not in the model, because DNS still serves them.
+fn proxied(state: &ClusterState, service: &NamespacedName) -> bool {
+    let key = ObjectKey {
+        kind: Kind::Service,
+        name: service.clone(),
+    };
+    let Some(Object::Service(svc)) = state.get(&key) else {
+        return true;
+    };
+    svc.metadata.labels.as_ref().is_none_or(|labels| {
+        !labels.contains_key(SERVICE_PROXY_NAME_LABEL) && !labels.contains_key(HEADLESS_LABEL)
+    })
+}
+
 pub fn plan(state: &ClusterState, ctx: &NodeContext) -> ProxyPlan {
     ProxyPlan {
         services: state
             .service_ports()
+            .filter(|v| proxied(state, &v.name.service()))
             .filter_map(|v| plan_port(v, ctx))
             .map(|p| (p.name.clone(), Arc::new(p)))
             .collect(),
@@ -213,17 +237,40 @@ pub fn plan(state: &ClusterState, ctx: &NodeContext) -> ProxyPlan {
 }
 
 impl ProxyPlan {
-    /// Replans only the ServicePorts a change set names; returns those whose
-    /// plan actually changed.
+    /// Replans only the ServicePorts a change set names (and every port of a
+    /// Service whose object changed: a label alone can take it in or out of
+    /// the proxy's hands); returns those whose plan actually changed.
     pub fn update(
         &mut self,
         state: &ClusterState,
         changes: &ChangeSet,
         ctx: &NodeContext,
     ) -> PlanChanges {
+        let mut names: BTreeSet<&ServicePortName> =
+            changes.service_ports.union(&changes.endpoints).collect();
+        for key in changes.objects.iter().filter(|k| k.kind == Kind::Service) {
+            names.extend(state.ports_of(&key.name).map(|v| &v.name));
+            // The smallest name of this Service's ports: empty port name, TCP.
+            let first = ServicePortName {
+                namespace: key.name.namespace.clone(),
+                name: key.name.name.clone(),
+                port: "".into(),
+                protocol: Protocol::Tcp,
+            };
+            names.extend(
+                self.services
+                    .range(first..)
+                    .map(|(n, _)| n)
+                    .take_while(|n| n.service() == key.name),
+            );
+        }
+        let names: Vec<ServicePortName> = names.into_iter().cloned().collect();
         let mut changed = Vec::new();
-        for name in changes.service_ports.union(&changes.endpoints) {
-            let new = state.service_port(name).and_then(|v| plan_port(v, ctx));
+        for name in &names {
+            let new = state
+                .service_port(name)
+                .filter(|v| proxied(state, &v.name.service()))
+                .and_then(|v| plan_port(v, ctx));
             let old = self.services.get(name);
             if old.map(AsRef::as_ref) == new.as_ref() {
                 continue;

@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use ferry_model::{ClusterState, Protocol, ServicePortName, decode};
+use ferry_model::{ClusterState, NamespacedName, Protocol, ServicePortName, decode};
 use ferry_proxy::{Family, NodeContext, ProxyPlan, ServicePlan, plan};
 
 fn state(yaml: &str) -> ClusterState {
@@ -225,4 +225,64 @@ fn updating_with_a_change_set_equals_planning_from_scratch() {
         vec!["a"],
         "bb's plan is the same: it has no endpoints either way"
     );
+}
+
+fn labelled_svc(name: &str, label: &str) -> String {
+    svc(name, "").replace(
+        &format!("metadata: {{name: {name}}}"),
+        &format!("metadata: {{name: {name}, labels: {{{label}}}}}"),
+    )
+}
+
+#[test]
+fn services_for_another_proxy_or_labelled_headless_are_not_proxied_but_stay_for_dns() {
+    let yaml = format!(
+        "{}---\n{}---\n{}---\n{}---\n{}---\n{}",
+        labelled_svc("other", "service.kubernetes.io/service-proxy-name: cilium"),
+        slice("other", THREE),
+        labelled_svc("hl", "service.kubernetes.io/headless: \"\""),
+        slice("hl", THREE),
+        svc("mine", ""),
+        slice("mine", THREE),
+    );
+    let st = state(&yaml);
+    let p = plan(&st, &ctx("n1", None));
+    let planned: Vec<String> = p.services.keys().map(|n| n.name.to_string()).collect();
+    assert_eq!(planned, vec!["mine"]);
+    for name in ["other", "hl"] {
+        assert!(
+            st.service(&NamespacedName::new("default", name)).is_some(),
+            "{name} is still in the model, for DNS"
+        );
+    }
+}
+
+#[test]
+fn labelling_a_service_for_another_proxy_drops_it_in_an_update_and_unlabelling_brings_it_back() {
+    let c = ctx("n1", None);
+    let first = state(&format!("{}---\n{}", svc("a", ""), slice("a", THREE)));
+    let mut p = plan(&first, &c);
+    assert_eq!(p.services.len(), 1);
+
+    let labelled = labelled_svc("a", "service.kubernetes.io/service-proxy-name: other");
+    let (second, changes) = first.apply(objects(&labelled));
+    let changed = p.update(&second, &changes, &c);
+    assert!(p.services.is_empty(), "{:?}", p.services.keys());
+    assert_eq!(p, plan(&second, &c));
+    assert_eq!(changed.changed.len(), 1);
+
+    let (third, changes) = second.apply(objects(&svc("a", "")));
+    let changed = p.update(&third, &changes, &c);
+    assert_eq!(p, plan(&third, &c));
+    assert_eq!(p.services.len(), 1);
+    assert_eq!(changed.changed.len(), 1);
+}
+
+fn objects(yaml: &str) -> Vec<ferry_model::Update> {
+    let d = decode("u.yaml", yaml);
+    assert!(d.errors.is_empty(), "{:?}", d.errors);
+    d.objects
+        .into_iter()
+        .map(|o| ferry_model::Update::Apply(o.object))
+        .collect()
 }

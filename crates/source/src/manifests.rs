@@ -5,6 +5,8 @@
 //! only the keys the file held before or holds now are compared. A file that
 //! stops parsing keeps its last good objects; an object that becomes invalid
 //! keeps its last good version. Both are reported, never silently dropped.
+//! So are Services asking for a node port another Service holds, which an
+//! API server would have refused.
 //!
 //! Touches the file system (reads only); no threads (see `watch.rs`).
 
@@ -13,8 +15,8 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 
 use ferry_model::{
-    ChangeSet, ClusterState, FieldError, ManifestError, Object, ObjectDesc, ObjectKey, Update,
-    decode,
+    ChangeSet, ClusterState, FieldError, Kind, ManifestError, NodePortClaims, Object, ObjectDesc,
+    ObjectKey, Update, ValidationOptions, decode_with,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +64,9 @@ pub struct ManifestSource {
     owners: HashMap<ObjectKey, BTreeSet<PathBuf>>,
     /// Keys defined by more than one file.
     duplicates: BTreeSet<ObjectKey>,
+    /// The node ports the Services in `state` ask for.
+    node_ports: NodePortClaims,
+    options: ValidationOptions,
     state: ClusterState,
 }
 
@@ -74,6 +79,13 @@ fn is_manifest_name(path: &Path) -> bool {
     !hidden && matches!(ext, "yaml" | "yml" | "json")
 }
 
+/// Hidden directories are not read: a ConfigMap volume keeps every version
+/// of its files in `..<timestamp>` directories behind a `..data` link, and
+/// the visible names link into them.
+fn is_hidden(c: std::path::Component<'_>) -> bool {
+    c.as_os_str().to_str().is_none_or(|n| n.starts_with('.'))
+}
+
 fn hash_of(bytes: &[u8]) -> u64 {
     let mut h = DefaultHasher::new();
     bytes.hash(&mut h);
@@ -84,8 +96,18 @@ impl ManifestSource {
     /// Reads every manifest under `paths` (files, or directories of `.yaml`,
     /// `.yml` and `.json` files; subdirectories only with `recursive`, as
     /// with `kubectl -R`). Missing paths are an error; bad content is not
-    /// (it is reported in the snapshot).
+    /// (it is reported in the snapshot). Validates as an API server with
+    /// default flags.
     pub fn open(paths: &[PathBuf], recursive: bool) -> Result<(Self, Snapshot), SourceError> {
+        Self::open_with(paths, recursive, ValidationOptions::default())
+    }
+
+    /// [`ManifestSource::open`], validating as an API server started with `options`.
+    pub fn open_with(
+        paths: &[PathBuf],
+        recursive: bool,
+        options: ValidationOptions,
+    ) -> Result<(Self, Snapshot), SourceError> {
         for p in paths {
             if !p.exists() {
                 return Err(SourceError::NotFound { path: p.clone() });
@@ -97,6 +119,8 @@ impl ManifestSource {
             files: BTreeMap::new(),
             owners: HashMap::new(),
             duplicates: BTreeSet::new(),
+            node_ports: NodePortClaims::new(),
+            options,
             state: ClusterState::new(),
         };
         let snapshot = source.rescan()?;
@@ -126,7 +150,12 @@ impl ManifestSource {
             }
             match path.parent() {
                 Some(parent) if parent == root => true,
-                Some(_) => self.recursive && path.starts_with(root),
+                Some(parent) => {
+                    self.recursive
+                        && parent
+                            .strip_prefix(root)
+                            .is_ok_and(|below| !below.components().any(is_hidden))
+                }
                 None => false,
             }
         })
@@ -176,6 +205,13 @@ impl ManifestSource {
             .collect();
         let (state, changes) = self.state.apply(updates);
         self.state = state;
+        for key in changes.objects.iter().filter(|k| k.kind == Kind::Service) {
+            let svc = match self.state.get(key) {
+                Some(Object::Service(svc)) => Some(svc.as_ref()),
+                _ => None,
+            };
+            self.node_ports.update(&key.name, svc);
+        }
         Snapshot {
             state: self.state.clone(),
             changes,
@@ -199,7 +235,7 @@ impl ManifestSource {
         if self.files.get(path).is_some_and(|f| f.hash == hash) {
             return;
         }
-        let decoded = decode(&label, &text);
+        let decoded = decode_with(&label, &text, &self.options);
         let entry = self.files.entry(path.to_path_buf()).or_default();
         entry.hash = hash;
         entry.errors = decoded.errors;
@@ -281,7 +317,8 @@ impl ManifestSource {
         self.files.get(first)?.objects.get(key)
     }
 
-    /// Every current error: per-file errors, and objects defined in more than one file.
+    /// Every current error: per-file errors, objects defined in more than
+    /// one file, and node ports claimed by a second Service.
     pub fn errors(&self) -> Vec<ManifestError> {
         let mut out: Vec<ManifestError> = self
             .files
@@ -315,6 +352,30 @@ impl ManifestSource {
                 });
             }
         }
+        for conflict in self.node_ports.conflicts() {
+            let key = ObjectKey {
+                kind: Kind::Service,
+                name: conflict.service,
+            };
+            let file = self
+                .owners
+                .get(&key)
+                .and_then(|owners| owners.first())
+                .map(|f| f.display().to_string())
+                .unwrap_or_default();
+            out.push(ManifestError {
+                file,
+                document: 0,
+                item: None,
+                line: None,
+                object: Some(ObjectDesc {
+                    kind: key.kind.to_string(),
+                    namespace: key.name.namespace.to_string(),
+                    name: key.name.name.to_string(),
+                }),
+                field: conflict.field,
+            });
+        }
         out
     }
 }
@@ -327,7 +388,7 @@ fn walk(dir: &Path, recursive: bool, out: &mut BTreeSet<PathBuf>) -> Result<(), 
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
-            if recursive {
+            if recursive && !path.components().next_back().is_some_and(is_hidden) {
                 walk(&path, recursive, out)?;
             }
         } else if is_manifest_name(&path) {

@@ -2,13 +2,23 @@
 //! turns bursts of file events into one refresh (debounced), so that a
 //! writer replacing many files yields one new state, not many.
 //!
+//! Only complete files are read: a file is reloaded when a writer closes it
+//! (IN_CLOSE_WRITE), when it is renamed into place (IN_MOVED_TO) or away,
+//! deleted, or created as a symlink (whose target is already written); a
+//! bare modification means a write is still under way and is ignored, so a
+//! file rewritten in place is never applied half-written. A ConfigMap
+//! volume's `..data` symlink swap changes every file behind its links at
+//! once, so it rescans.
+//!
 //! Owns the watcher thread's channel; the caller decides where to block.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
-use notify::{RecursiveMode, Watcher};
+use ferry_model::ValidationOptions;
+use notify::event::{AccessKind, AccessMode, ModifyKind};
+use notify::{EventKind, RecursiveMode, Watcher};
 
 use crate::manifests::{ManifestSource, Snapshot, SourceError};
 
@@ -41,8 +51,18 @@ impl ManifestWatcher {
         recursive: bool,
         debounce: Duration,
     ) -> Result<(Self, Snapshot), SourceError> {
+        Self::open_with(paths, recursive, debounce, ValidationOptions::default())
+    }
+
+    /// [`ManifestWatcher::open`], validating as an API server started with `options`.
+    pub fn open_with(
+        paths: &[PathBuf],
+        recursive: bool,
+        debounce: Duration,
+        options: ValidationOptions,
+    ) -> Result<(Self, Snapshot), SourceError> {
         let (watcher, events) = watch(paths, recursive)?;
-        let (source, first) = ManifestSource::open(paths, recursive)?;
+        let (source, first) = ManifestSource::open_with(paths, recursive, options)?;
         Ok((
             Self {
                 source,
@@ -83,13 +103,12 @@ impl ManifestWatcher {
             let mut rescan = false;
             let mut paths: Vec<PathBuf> = Vec::new();
             for ev in batch {
-                match ev {
-                    Ok(ev) if ev.need_rescan() => rescan = true,
-                    // Reads (ours and other readers') are not changes; reacting
-                    // to them would have readers of one directory wake each
-                    // other forever.
-                    Ok(ev) if ev.kind.is_access() => {}
-                    Ok(ev) => paths.extend(ev.paths.into_iter().filter(|p| self.source.covers(p))),
+                match ev.map(reaction) {
+                    Ok(Reaction::Nothing) => {}
+                    Ok(Reaction::Reload(p)) => {
+                        paths.extend(p.into_iter().filter(|p| self.source.covers(p)));
+                    }
+                    Ok(Reaction::Rescan) => rescan = true,
                     Err(e) => {
                         tracing::warn!(error = %e, "file watch error; rescanning");
                         rescan = true;
@@ -112,6 +131,62 @@ impl ManifestWatcher {
 }
 
 type Events = Receiver<notify::Result<notify::Event>>;
+
+/// What one file event asks of the source.
+enum Reaction {
+    Nothing,
+    /// These paths are complete (or gone): reload those the source reads.
+    Reload(Vec<PathBuf>),
+    Rescan,
+}
+
+/// The symlink a ConfigMap or Secret volume swaps atomically to publish a
+/// new version of every key (each key is a link through it).
+const CONFIGMAP_DATA_LINK: &str = "..data";
+
+fn is_data_link(path: &Path) -> bool {
+    path.file_name().is_some_and(|n| n == CONFIGMAP_DATA_LINK)
+}
+
+fn reaction(ev: notify::Event) -> Reaction {
+    if ev.need_rescan() {
+        return Reaction::Rescan;
+    }
+    match ev.kind {
+        // A writer closed the file: its content is complete.
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => Reaction::Reload(ev.paths),
+        // Renamed into place (complete by construction) or away, or deleted.
+        EventKind::Modify(ModifyKind::Name(_)) | EventKind::Remove(_) => {
+            if ev.paths.iter().any(|p| is_data_link(p)) {
+                Reaction::Rescan
+            } else {
+                Reaction::Reload(ev.paths)
+            }
+        }
+        // A new symlink points at content already written; a new regular
+        // file is read when its writer closes it.
+        EventKind::Create(_) => {
+            if ev.paths.iter().any(|p| is_data_link(p)) {
+                return Reaction::Rescan;
+            }
+            let links: Vec<PathBuf> = ev
+                .paths
+                .into_iter()
+                .filter(|p| p.symlink_metadata().is_ok_and(|m| m.is_symlink()))
+                .collect();
+            if links.is_empty() {
+                Reaction::Nothing
+            } else {
+                Reaction::Reload(links)
+            }
+        }
+        // A bare modification is a write still under way (the close comes
+        // later); reads, ours and other readers', are not changes (reacting
+        // to them would have readers of one directory wake each other
+        // forever); attribute changes do not change content.
+        _ => Reaction::Nothing,
+    }
+}
 
 fn watch(
     roots: &[PathBuf],

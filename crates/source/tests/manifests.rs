@@ -272,3 +272,224 @@ fn a_watched_single_file_is_followed_through_editor_style_replacement() {
     }
     assert_eq!(port, Some(81));
 }
+
+fn node_port_svc(name: &str, node_port: u16, health_check: Option<u16>) -> String {
+    let hc = health_check.map_or(String::new(), |p| {
+        format!("  externalTrafficPolicy: Local\n  healthCheckNodePort: {p}\n")
+    });
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: demo}}\nspec:\n  type: LoadBalancer\n  ports: [{{port: 80, nodePort: {node_port}}}]\n{hc}"
+    )
+}
+
+fn error_lines(errors: &[ferry_model::ManifestError]) -> Vec<String> {
+    errors.iter().map(ToString::to_string).collect()
+}
+
+#[test]
+fn a_node_port_or_health_check_node_port_taken_by_an_earlier_service_is_reported_on_the_later_one()
+{
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "m.yaml",
+        &node_port_svc("m", 30080, Some(30500)),
+    );
+    let (mut src, snap) = ManifestSource::open(&[dir.path().to_path_buf()], false).unwrap();
+    assert!(snap.errors.is_empty(), "{:?}", snap.errors);
+
+    // Seen later, so it is the one the API server would have refused, even
+    // though its name and file sort first.
+    let c = write(
+        dir.path(),
+        "c.yaml",
+        &node_port_svc("c", 30081, Some(30500)),
+    );
+    let snap = src.refresh(std::slice::from_ref(&c));
+    assert_eq!(
+        error_lines(&snap.errors),
+        vec![format!(
+            "{}: Service demo/c: spec.healthCheckNodePort: Duplicate value: 30500 is already allocated to Service demo/m (spec.healthCheckNodePort)",
+            c.display()
+        )]
+    );
+
+    // A health-check node port equal to another Service's nodePort.
+    let d = write(
+        dir.path(),
+        "d.yaml",
+        &node_port_svc("d", 30082, Some(30080)),
+    );
+    let snap = src.refresh(std::slice::from_ref(&d));
+    assert_eq!(snap.errors.len(), 2, "{:?}", error_lines(&snap.errors));
+    assert!(
+        error_lines(&snap.errors).contains(&format!(
+            "{}: Service demo/d: spec.healthCheckNodePort: Duplicate value: 30080 is already allocated to Service demo/m (spec.ports[0].nodePort)",
+            d.display()
+        )),
+        "{:?}",
+        error_lines(&snap.errors)
+    );
+
+    // When the holder goes, the conflicts go with it.
+    let a = dir.path().join("m.yaml");
+    std::fs::remove_file(&a).unwrap();
+    let snap = src.refresh(&[a]);
+    assert!(snap.errors.is_empty(), "{:?}", error_lines(&snap.errors));
+}
+
+#[test]
+fn node_port_conflicts_in_one_scan_are_decided_by_creation_time_then_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let created = |name: &str, at: &str| {
+        node_port_svc(name, 30080, None).replace(
+            "namespace: demo}",
+            &format!("namespace: demo, creationTimestamp: \"{at}\"}}"),
+        )
+    };
+    write(dir.path(), "a.yaml", &created("a", "2026-01-02T00:00:00Z"));
+    let b = write(dir.path(), "b.yaml", &created("b", "2026-01-01T00:00:00Z"));
+    write(dir.path(), "c.yaml", &node_port_svc("c", 30080, None));
+    let (_, snap) = ManifestSource::open(&[dir.path().to_path_buf()], false).unwrap();
+    let lines = error_lines(&snap.errors);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for later in ["a", "c"] {
+        assert!(
+            lines.iter().any(|l| l.contains(&format!(
+                "Service demo/{later}: spec.ports[0].nodePort: Duplicate value: 30080 is already allocated to Service demo/b"
+            ))),
+            "{lines:?}"
+        );
+    }
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.starts_with(&b.display().to_string()))
+    );
+}
+
+fn two_services(port: u32) -> String {
+    format!("{}---\n{}", svc("a", port), svc("b", port + 10))
+}
+
+#[test]
+fn a_file_rewritten_in_place_is_applied_only_once_complete() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "both.yaml", &two_services(80));
+    let (mut w, first) = ManifestWatcher::open(
+        &[dir.path().to_path_buf()],
+        false,
+        Duration::from_millis(20),
+    )
+    .unwrap();
+    assert!(first.state.service_port(&spn("b")).is_some());
+
+    // Truncate, write the first Service, pause far beyond the debounce,
+    // then write the second and close.
+    let text = two_services(81);
+    let (head, tail) = text.split_at(text.find("---").unwrap());
+    let (head, tail) = (head.to_string(), tail.to_string());
+    let writer = std::thread::spawn(move || {
+        let mut f = std::fs::File::create(&file).unwrap();
+        f.write_all(head.as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        f.write_all(tail.as_bytes()).unwrap();
+    });
+
+    let start = Instant::now();
+    let mut updated = false;
+    while start.elapsed() < Duration::from_secs(5) && !updated {
+        if let Some(snap) = w.next(Duration::from_millis(100)) {
+            let snap = snap.unwrap();
+            for name in ["a", "b"] {
+                assert!(
+                    snap.state.service_port(&spn(name)).is_some(),
+                    "a snapshot after {:?} lost Service {name}: the half-written file was applied",
+                    start.elapsed()
+                );
+            }
+            updated = snap.state.service_port(&spn("b")).map(|p| p.port) == Some(91);
+        }
+    }
+    writer.join().unwrap();
+    assert!(updated, "the completed file was not picked up within 5 s");
+}
+
+/// Publishes `files` the way the kubelet updates a ConfigMap volume: a new
+/// hidden directory, a `..data_tmp` link to it renamed over `..data`, a
+/// visible link per key, then the old directory removed.
+fn configmap_publish(dir: &Path, version: &str, files: &[(&str, String)]) {
+    use std::os::unix::fs::symlink;
+    let data = dir.join(format!("..{version}"));
+    std::fs::create_dir(&data).unwrap();
+    for (name, text) in files {
+        std::fs::write(data.join(name), text).unwrap();
+    }
+    let old = std::fs::read_link(dir.join("..data")).ok();
+    symlink(format!("..{version}"), dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    for (name, _) in files {
+        let link = dir.join(name);
+        if link.symlink_metadata().is_err() {
+            symlink(format!("..data/{name}"), link).unwrap();
+        }
+    }
+    if let Some(old) = old {
+        std::fs::remove_dir_all(dir.join(old)).unwrap();
+    }
+}
+
+fn wait_for(w: &mut ManifestWatcher, what: &str, done: impl Fn(&ferry_source::Snapshot) -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        if let Some(snap) = w.next(Duration::from_millis(200)) {
+            let snap = snap.unwrap();
+            assert!(snap.errors.is_empty(), "{:?}", snap.errors);
+            if done(&snap) {
+                return;
+            }
+        }
+    }
+    panic!("{what} not seen within 5 s");
+}
+
+#[test]
+fn a_configmap_volume_data_swap_is_picked_up() {
+    for recursive in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        configmap_publish(dir.path(), "v1", &[("a.yaml", svc("a", 80))]);
+        let (mut w, first) = ManifestWatcher::open(
+            &[dir.path().to_path_buf()],
+            recursive,
+            Duration::from_millis(20),
+        )
+        .unwrap();
+        assert!(first.errors.is_empty(), "{:?}", first.errors);
+        assert_eq!(
+            first.state.service_port(&spn("a")).map(|p| p.port),
+            Some(80)
+        );
+
+        // Same key, new content: only `..data` moves.
+        configmap_publish(dir.path(), "v2", &[("a.yaml", svc("a", 81))]);
+        wait_for(&mut w, "the swapped content", |s| {
+            s.state.service_port(&spn("a")).map(|p| p.port) == Some(81)
+        });
+
+        // A new key: a new visible link as well.
+        configmap_publish(
+            dir.path(),
+            "v3",
+            &[("a.yaml", svc("a", 81)), ("b.yaml", svc("b", 90))],
+        );
+        wait_for(&mut w, "the new key", |s| {
+            s.state.service_port(&spn("b")).is_some()
+        });
+        assert_eq!(
+            w.source().state().service_port(&spn("a")).map(|p| p.port),
+            Some(81),
+            "recursive: {recursive}"
+        );
+    }
+}

@@ -1,15 +1,19 @@
 //! Validation like the API server's, for every field ferry reads. An object
 //! with any error is skipped as a whole (as `kubectl apply` would have it
-//! rejected); the errors name the field path.
+//! rejected); the errors name the field path. [`ValidationOptions`] holds the
+//! API server flags that change what it accepts.
 
 mod config;
 mod endpoints;
 mod ingress;
 pub(crate) mod names;
+mod options;
 mod service;
 mod workload;
 
 use std::collections::BTreeMap;
+
+pub use options::{InvalidNodePortRange, NodePortRange, ValidationOptions};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
@@ -91,15 +95,21 @@ impl Errors {
     }
 }
 
-/// Validates one object as the API server would for the fields ferry uses.
-/// An empty result means the object is accepted.
+/// Validates one object as the API server would for the fields ferry uses,
+/// with the API server's default flags. An empty result means the object is
+/// accepted.
 pub fn validate(object: &Object) -> Vec<FieldError> {
+    validate_with(object, &ValidationOptions::default())
+}
+
+/// [`validate`] for an API server started with `options`.
+pub fn validate_with(object: &Object, options: &ValidationOptions) -> Vec<FieldError> {
     let mut errs = Errors::default();
     metadata(&mut errs, object.kind(), object.metadata());
     match object {
         Object::Namespace(_) => {}
         Object::Node(o) => workload::node(&mut errs, o),
-        Object::Service(o) => service::service(&mut errs, o),
+        Object::Service(o) => service::service(&mut errs, o, options),
         Object::EndpointSlice(o) => endpoints::endpoint_slice(&mut errs, o),
         Object::Endpoints(o) => endpoints::endpoints(&mut errs, o),
         Object::Pod(o) => workload::pod(&mut errs, o),
@@ -129,6 +139,11 @@ fn metadata(errs: &mut Errors, kind: Kind, meta: &ObjectMeta) {
         && let Some(ns) = meta.namespace.as_deref()
     {
         errs.check("metadata.namespace", names::dns1123_label(ns));
+    }
+    // Set by the API server when deletion starts; a manifest written by a
+    // controller (the lab's) may carry it, and readers do arithmetic on it.
+    if let Some(g) = meta.deletion_grace_period_seconds {
+        errs.check("metadata.deletionGracePeriodSeconds", names::seconds(g));
     }
     errs.labels("metadata.labels", meta.labels.as_ref());
     for key in meta.annotations.iter().flat_map(|a| a.keys()) {

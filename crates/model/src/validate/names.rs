@@ -149,6 +149,24 @@ pub(crate) fn cidr(s: &str) -> Result<IpNet, String> {
         .map_err(|_| format!("{s:?} is not a valid CIDR (for example 10.0.0.0/8)"))
 }
 
+/// The longest duration in seconds that a Kubernetes component can hold:
+/// Go's `time.Duration` counts nanoseconds in an i64 (about 292 years).
+/// Larger values overflow the arithmetic of whoever reads them.
+pub(crate) const MAX_SECONDS: i64 = i64::MAX / 1_000_000_000;
+
+/// Durations in seconds (grace periods): 0 or more, and representable.
+pub(crate) fn seconds(value: i64) -> Option<String> {
+    if value < 0 {
+        Some(format!("{value} must be 0 or more"))
+    } else if value > MAX_SECONDS {
+        Some(format!(
+            "{value} is too large: at most {MAX_SECONDS} seconds (about 292 years)"
+        ))
+    } else {
+        None
+    }
+}
+
 pub(crate) fn port(value: i32) -> Option<String> {
     (!(1..=65535).contains(&value)).then(|| format!("{value} is not in 1..65535"))
 }

@@ -7,9 +7,9 @@ use std::net::IpAddr;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{Errors, names};
+use super::{Errors, ValidationOptions, names};
 
-pub(super) fn service(errs: &mut Errors, svc: &Service) {
+pub(super) fn service(errs: &mut Errors, svc: &Service, options: &ValidationOptions) {
     let Some(spec) = &svc.spec else {
         errs.push("spec", "Required value");
         return;
@@ -110,7 +110,7 @@ pub(super) fn service(errs: &mut Errors, svc: &Service) {
         );
     }
 
-    ports(errs, spec, ty, headless);
+    ports(errs, spec, ty, headless, options);
 
     // External addresses.
     for (i, ip) in spec.external_ips.iter().flatten().enumerate() {
@@ -196,6 +196,15 @@ pub(super) fn service(errs: &mut Errors, svc: &Service) {
             );
         }
         errs.check("spec.healthCheckNodePort", names::port(hc));
+        node_port_range(errs, "spec.healthCheckNodePort", hc, options);
+        // The API server allocates it from the node ports, so it may not be
+        // one of the Service's own.
+        if spec.ports.iter().flatten().any(|p| p.node_port == Some(hc)) {
+            errs.push(
+                "spec.healthCheckNodePort",
+                format!("Duplicate value: {hc} is also a nodePort of this Service"),
+            );
+        }
     }
     if let Some(td) = &spec.traffic_distribution {
         errs.check(
@@ -232,6 +241,7 @@ fn ports(
     spec: &k8s_openapi::api::core::v1::ServiceSpec,
     ty: &str,
     headless: bool,
+    options: &ValidationOptions,
 ) {
     let ports = spec.ports.as_deref().unwrap_or_default();
     if ports.is_empty() && ty != "ExternalName" && !headless {
@@ -279,6 +289,7 @@ fn ports(
                 );
             }
             errs.check(format!("{path}.nodePort"), names::port(np));
+            node_port_range(errs, &format!("{path}.nodePort"), np, options);
             if !node_port_seen.insert((np, protocol)) {
                 errs.push(
                     format!("{path}.nodePort"),
@@ -286,6 +297,18 @@ fn ports(
                 );
             }
         }
+    }
+}
+
+/// A valid port outside `--service-node-port-range` (an invalid one is
+/// reported already).
+fn node_port_range(errs: &mut Errors, path: &str, port: i32, options: &ValidationOptions) {
+    let range = options.service_node_port_range;
+    if names::port(port).is_none() && !range.contains(port.into()) {
+        errs.push(
+            path,
+            format!("{port} is not in the node port range {range} (the API server's --service-node-port-range)"),
+        );
     }
 }
 

@@ -71,12 +71,10 @@ fn pod_spec(errs: &mut Errors, path: &str, spec: &PodSpec) {
         errs.check(format!("{path}.subdomain"), names::dns1123_label(s));
     }
     errs.labels(&format!("{path}.nodeSelector"), spec.node_selector.as_ref());
-    if let Some(g) = spec.termination_grace_period_seconds
-        && g < 0
-    {
-        errs.push(
+    if let Some(g) = spec.termination_grace_period_seconds {
+        errs.check(
             format!("{path}.terminationGracePeriodSeconds"),
-            format!("{g} must be 0 or more"),
+            names::seconds(g),
         );
     }
     for (i, c) in spec.containers.iter().enumerate() {
@@ -117,6 +115,20 @@ fn probe(errs: &mut Errors, path: &str, probe: &Probe) {
     }
     if let Some(t) = &probe.tcp_socket {
         port(errs, &t.port, format!("{path}.tcpSocket.port"));
+    }
+    if let Some(d) = probe.initial_delay_seconds
+        && d < 0
+    {
+        errs.push(
+            format!("{path}.initialDelaySeconds"),
+            format!("{d} must be 0 or more"),
+        );
+    }
+    if let Some(g) = probe.termination_grace_period_seconds {
+        errs.check(
+            format!("{path}.terminationGracePeriodSeconds"),
+            names::seconds(g),
+        );
     }
     for (field, v) in [
         ("periodSeconds", probe.period_seconds),
