@@ -7,7 +7,7 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -140,7 +140,12 @@ fn scaling_updates_endpoint_slices_within_a_second() {
     lab.wait("terminated pods gone", Duration::from_secs(6), |l| {
         l.slice_endpoints("shop", "web").len() == 1
     });
-    assert_eq!(lab.pods("web-").len(), 1);
+    // status.json is written after the manifests.
+    lab.wait(
+        "the terminated pods gone from the status",
+        Duration::from_secs(2),
+        |l| l.pods("web-").len() == 1,
+    );
 }
 
 #[test]
@@ -356,4 +361,45 @@ fn bad_manifests_are_refused_and_the_running_lab_is_untouched() {
     let after = lab.status();
     assert_eq!(before["pods"], after["pods"]);
     assert_eq!(before["services"], after["services"]);
+}
+
+#[test]
+fn the_lab_state_is_root_only_and_a_silent_control_client_blocks_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::up("e2eperms", &[&fixture("lab-basic.yaml")], &[]);
+    let state = std::path::Path::new("/run/ferry/labs/e2eperms");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(state), 0o700, "the state directory");
+    assert_eq!(
+        mode(&state.join("control.sock")),
+        0o600,
+        "the control socket"
+    );
+    // Another user reads neither the inputs nor the agents' manifests.
+    for dir in ["input", "manifests"] {
+        let file = std::fs::read_dir(state.join(dir))
+            .unwrap()
+            .flatten()
+            .next()
+            .unwrap()
+            .path();
+        let out = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "nobody read {}", file.display());
+    }
+    // A client that connects and sends nothing.
+    let _silent = std::os::unix::net::UnixStream::connect(state.join("control.sock")).unwrap();
+    let started = Instant::now();
+    lab.ok(&["scale", "deployment/shop/web", "2"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a silent client held the controller for {:?}",
+        started.elapsed()
+    );
 }

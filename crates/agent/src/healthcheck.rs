@@ -33,9 +33,16 @@ pub(crate) fn wanted_from(plan: &ProxyPlan) -> BTreeMap<u16, (String, String, us
         .collect()
 }
 
-/// Keeps one listener per wanted port, every 100 ms.
-pub(crate) async fn run(wanted: Wanted) {
+/// Keeps one listener per wanted port, every 100 ms. A port that cannot
+/// be bound (another program has it) is retried with a growing delay, up
+/// to a minute, and logged once until it binds.
+pub(crate) async fn run(
+    wanted: Wanted,
+    health: std::sync::Arc<crate::health::SyncHealth>,
+    health_timeout: Duration,
+) {
     let mut running: BTreeMap<u16, JoinHandle<()>> = BTreeMap::new();
+    let mut failing: BTreeMap<u16, (std::time::Instant, Duration)> = BTreeMap::new();
     loop {
         let ports: Vec<u16> = wanted
             .lock()
@@ -48,18 +55,28 @@ pub(crate) async fn run(wanted: Wanted) {
             }
             keep
         });
+        failing.retain(|port, _| ports.contains(port));
         for port in ports {
-            if running.contains_key(&port) {
+            if running.contains_key(&port)
+                || failing
+                    .get(&port)
+                    .is_some_and(|(next, _)| std::time::Instant::now() < *next)
+            {
                 continue;
             }
             let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
             match tokio::net::TcpListener::bind(addr).await {
                 Ok(listener) => {
+                    if failing.remove(&port).is_some() {
+                        tracing::info!(%port, "serving the health-check node port now");
+                    }
                     let w = wanted.clone();
+                    let health = health.clone();
                     let task = tokio::spawn(ferry_httpd::serve(
                         listener,
                         move |_req: Request<_>, _peer: Peer| {
                             let entry = w.lock().ok().and_then(|m| m.get(&port).cloned());
+                            let proxy_healthy = health.verdict(health_timeout).healthy;
                             async move {
                                 let Some((namespace, name, local)) = entry else {
                                     return respond(
@@ -71,7 +88,7 @@ pub(crate) async fn run(wanted: Wanted) {
                                 let body = serde_json::json!({
                                     "service": {"namespace": namespace, "name": name},
                                     "localEndpoints": local,
-                                    "serviceProxyHealthy": true,
+                                    "serviceProxyHealthy": proxy_healthy,
                                 });
                                 let status = if local > 0 {
                                     StatusCode::OK
@@ -85,7 +102,14 @@ pub(crate) async fn run(wanted: Wanted) {
                     running.insert(port, task);
                 }
                 Err(e) => {
-                    tracing::warn!(%port, error = %e, "cannot serve the health-check node port")
+                    let delay = match failing.get(&port) {
+                        None => {
+                            tracing::warn!(%port, error = %e, "cannot serve the health-check node port; retrying with back-off (logged once)");
+                            Duration::from_secs(1)
+                        }
+                        Some((_, d)) => (*d * 2).min(Duration::from_secs(60)),
+                    };
+                    failing.insert(port, (std::time::Instant::now() + delay, delay));
                 }
             }
         }

@@ -96,6 +96,9 @@ pub struct Config {
     /// --min-sync-period).
     pub min_sync_period: Duration,
     pub healthz_bind: SocketAddr,
+    /// NodePorts outside this range are invalid (the API server's
+    /// --service-node-port-range).
+    pub service_node_port_range: ferry_model::NodePortRange,
     /// /healthz turns 503 when a change waited longer than this to be
     /// programmed (kube-proxy: twice its sync period, 60 s).
     pub health_timeout: Duration,
@@ -228,9 +231,17 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     let SourceSpec::Manifests(dir) = &config.source;
     // Watching starts before the first read, so a change made while the
     // first state is being programmed is not lost.
-    let (mut watcher, first) =
-        ManifestWatcher::open(std::slice::from_ref(dir), false, Duration::from_millis(10))?;
-    log_errors(&first);
+    let options = ferry_model::ValidationOptions {
+        service_node_port_range: config.service_node_port_range,
+    };
+    let (mut watcher, first) = ManifestWatcher::open_with(
+        std::slice::from_ref(dir),
+        false,
+        Duration::from_millis(10),
+        options,
+    )?;
+    let mut logged_errors = std::collections::BTreeSet::new();
+    log_new_errors(&mut logged_errors, &first);
     let metrics = Arc::new(metrics::Metrics::new(config.proxy_mode));
     metrics.observe(&first);
     let health_ports: healthcheck::Wanted = Default::default();
@@ -285,7 +296,11 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
         sync_health.clone(),
         config.health_timeout,
     ));
-    tokio::spawn(healthcheck::run(health_ports));
+    tokio::spawn(healthcheck::run(
+        health_ports,
+        sync_health.clone(),
+        config.health_timeout,
+    ));
     tokio::spawn(metrics::serve(metrics_listener, metrics.clone()));
     tracing::info!(node = %config.node, healthz = %config.healthz_bind, metrics = %config.metrics_bind, "agent started");
 
@@ -316,7 +331,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
                 Some(Ok(snapshot)) => {
                     sync_health.queued();
                     received = received.max(max_resource_version(&snapshot, false));
-                    log_errors(&snapshot);
+                    log_new_errors(&mut logged_errors, &snapshot);
                     loop_metrics.observe(&snapshot);
                     pending = Some(match pending.take() {
                         Some(mut earlier) => {
@@ -507,8 +522,17 @@ fn remove_other_modes(mode: ProxyMode, flavor: Flavor) {
     }
 }
 
-fn log_errors(snapshot: &Snapshot) {
-    for e in &snapshot.errors {
+/// Logs the manifest errors of a snapshot that were not there before:
+/// an error is logged once when it appears, not on every later snapshot.
+fn log_new_errors(logged: &mut std::collections::BTreeSet<String>, snapshot: &Snapshot) {
+    let now: std::collections::BTreeSet<String> =
+        snapshot.errors.iter().map(ToString::to_string).collect();
+    for e in now.difference(logged) {
         tracing::warn!("{e}");
     }
+    let fixed = logged.difference(&now).count();
+    if fixed > 0 {
+        tracing::info!(fixed, "manifest errors resolved");
+    }
+    *logged = now;
 }

@@ -27,6 +27,8 @@ pub(crate) struct Metrics {
     programming: Histogram,
     last_sync: Gauge<f64, std::sync::atomic::AtomicU64>,
     sync_failures: Family<Vec<(String, String)>, Counter>,
+    /// ServicePorts with more endpoints than nftables mode programs.
+    pub(crate) endpoints_over_limit: Family<Vec<(String, String)>, Gauge>,
 }
 
 impl Metrics {
@@ -98,7 +100,14 @@ impl Metrics {
             "Failed proxy rule syncs (nft transactions refused)",
             sync_failures.clone(),
         );
+        let endpoints_over_limit = Family::<Vec<(String, String)>, Gauge>::default();
+        registry.register(
+            "ferry_proxy_service_ports_over_endpoint_limit",
+            "ServicePorts with more endpoints than nftables mode uses (4095); only the first 4095 in the plan's order get traffic",
+            endpoints_over_limit.clone(),
+        );
         Metrics {
+            endpoints_over_limit,
             registry: Mutex::new(registry),
             version,
             objects,

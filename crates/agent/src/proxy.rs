@@ -27,6 +27,8 @@ pub(crate) struct Proxy {
     /// Only the IPv4 proxy serves health-check node ports (on 0.0.0.0).
     health_ports: Option<crate::healthcheck::Wanted>,
     family: Family,
+    /// ServicePorts over nftables mode's endpoint limit (logged once each).
+    over_limit: std::collections::BTreeSet<ferry_model::ServicePortName>,
 }
 
 fn zone_of(snapshot: &Snapshot, node: &str) -> Option<String> {
@@ -82,6 +84,7 @@ impl Proxy {
             metrics,
             pending_since: None,
             health_ports,
+            over_limit: Default::default(),
         }
     }
 
@@ -166,9 +169,54 @@ impl Proxy {
                 }
             }
         }
+        self.note_endpoint_limit(&changed_names, full);
         self.update_health_ports(changed_names, full);
         self.ctx = Some(ctx);
         Ok(())
+    }
+
+    /// nftables mode numbers a ServicePort's endpoints in 12 bits of the
+    /// slot mark: beyond 4,095 the rest get no traffic. Said in the log
+    /// (once, when a ServicePort crosses the limit) and in a gauge.
+    fn note_endpoint_limit(&mut self, changed: &[ferry_model::ServicePortName], full: bool) {
+        if self.backend.mode() != "nftables" {
+            return;
+        }
+        let limit = ferry_proxy::nft::ruleset::MAX_ENDPOINTS as usize;
+        let over = |p: &ferry_proxy::ServicePlan| {
+            p.cluster_endpoints.len().max(p.external_endpoints.len()) > limit
+        };
+        let names: Vec<ferry_model::ServicePortName> = if full {
+            self.over_limit.clear();
+            self.plan.services.keys().cloned().collect()
+        } else {
+            changed.to_vec()
+        };
+        for name in names {
+            match self.plan.services.get(&name) {
+                Some(p) if over(p) => {
+                    if self.over_limit.insert(name.clone()) {
+                        tracing::warn!(
+                            service_port = %name,
+                            endpoints = p.cluster_endpoints.len().max(p.external_endpoints.len()),
+                            limit,
+                            "more endpoints than nftables mode uses: only the first {limit} (the plan's order) get traffic"
+                        );
+                    }
+                }
+                _ => {
+                    self.over_limit.remove(&name);
+                }
+            }
+        }
+        let family = match self.family {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        };
+        self.metrics
+            .endpoints_over_limit
+            .get_or_create(&vec![("ip_family".into(), family.into())])
+            .set(self.over_limit.len() as i64);
     }
 
     pub(crate) fn check_period(&self) -> std::time::Duration {

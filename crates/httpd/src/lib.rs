@@ -1,18 +1,23 @@
 //! A minimal HTTP/1 server: accept connections on a listener and answer
 //! each request with a handler. Used for the agent's `/healthz` and
 //! `/metrics` and for the echo workload. Owns sockets, nothing else.
+//! Bounded: at most [`Limits::max_connections`] at once (more are closed
+//! as they arrive), and a connection that does not send a whole request
+//! head within [`Limits::header_timeout`] (a slow-header client, or an
+//! idle keep-alive connection) is closed.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 pub use hyper::{Request, Response, StatusCode, header};
@@ -36,39 +41,151 @@ pub struct Peer {
     pub local: SocketAddr,
 }
 
-/// Serves `listener` until the task is dropped. Each connection runs on
-/// its own task; a failing connection is logged at debug level and costs
-/// nothing else.
+/// How much one server may hold.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_connections: usize,
+    /// For the request head, counted from when the server waits for it
+    /// (so it is also the keep-alive idle timeout).
+    pub header_timeout: Duration,
+}
+
+impl Default for Limits {
+    /// Enough for probes and scrapes; far below the agent's open-files limit.
+    fn default() -> Self {
+        Limits {
+            max_connections: 256,
+            header_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Serves `listener` with the default [`Limits`] until the task is dropped.
 pub async fn serve<H, F>(listener: TcpListener, handler: H)
 where
     H: Fn(Request<Incoming>, Peer) -> F + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
+    serve_with(listener, Limits::default(), handler).await
+}
+
+/// Serves `listener` until the task is dropped. Each connection runs on
+/// its own task; a failing connection is logged at debug level and costs
+/// nothing else.
+pub async fn serve_with<H, F>(listener: TcpListener, limits: Limits, handler: H)
+where
+    H: Fn(Request<Incoming>, Peer) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
     let handler = Arc::new(handler);
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     loop {
         let (stream, remote) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Over the cap: closed at once, so it costs one accept.
+            tracing::debug!(%remote, "connection refused: too many open");
+            drop(stream);
+            continue;
         };
         let local = stream.local_addr().unwrap_or(remote);
         let peer = Peer { remote, local };
         let handler = handler.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let service = service_fn(move |req| {
                 let handler = handler.clone();
                 async move { Ok::<_, Infallible>(handler(req, peer).await) }
             });
             if let Err(e) = http1::Builder::new()
                 .keep_alive(true)
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
                 .serve_connection(TokioIo::new(stream), service)
                 .await
             {
                 tracing::debug!(error = %e, %remote, "connection ended with an error");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::time::Instant;
+
+    use super::*;
+
+    fn start(limits: Limits) -> (SocketAddr, tokio::runtime::Runtime) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+        let addr = listener.local_addr().unwrap();
+        rt.spawn(serve_with(listener, limits, |_req, _peer| async {
+            respond(StatusCode::OK, "text/plain", "ok\n")
+        }));
+        (addr, rt)
+    }
+
+    fn get(addr: SocketAddr) -> Option<String> {
+        let mut c = std::net::TcpStream::connect(addr).ok()?;
+        c.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .ok()?;
+        let mut out = String::new();
+        c.read_to_string(&mut out).ok()?;
+        Some(out)
+    }
+
+    #[test]
+    fn a_slow_header_client_is_closed_after_the_header_timeout() {
+        let (addr, _rt) = start(Limits {
+            max_connections: 8,
+            header_timeout: Duration::from_millis(300),
+        });
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\nHost: ").unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let started = Instant::now();
+        let mut buf = [0u8; 512];
+        // Closed (EOF or an error answer, then EOF) well before 5 s.
+        loop {
+            match c.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn connections_over_the_cap_are_closed_and_the_server_answers_again_once_they_go() {
+        let (addr, _rt) = start(Limits {
+            max_connections: 4,
+            header_timeout: Duration::from_secs(30),
+        });
+        let held: Vec<_> = (0..4)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+        let answer = get(addr).unwrap_or_default();
+        assert!(!answer.contains("200 OK"), "over the cap: {answer:?}");
+        drop(held);
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(get(addr).unwrap_or_default().contains("200 OK"));
     }
 }

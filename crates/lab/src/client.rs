@@ -150,6 +150,14 @@ pub fn up(opts: UpOptions, progress: &mut dyn FnMut(&str)) -> Result<LabStatus, 
     ] {
         std::fs::create_dir_all(&dir).map_err(LabError::io(&dir))?;
     }
+    // Root only: the inputs and the agents' manifests hold Secrets, and
+    // the control socket lives here.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = names.state_dir();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(LabError::io(&dir))?;
+    }
     for (i, (label, text)) in files.iter().enumerate() {
         let base = Path::new(label)
             .file_name()

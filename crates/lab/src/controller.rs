@@ -259,6 +259,9 @@ fn wall_clock() -> Timestamp {
     Timestamp::new(d.as_secs() as i64, 0).unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
+/// How long the control socket waits for a client's request line.
+const CONTROL_READ_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Runs the controller of lab `args.lab` until it is told to stop.
 pub fn run_controller(args: ControllerArgs) -> Result<(), LabError> {
     let names = LabNames::new(&args.lab)?;
@@ -363,11 +366,24 @@ impl Controller {
         let path = self.names.socket();
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path).map_err(LabError::io(&path))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(LabError::io(&path))?;
+        }
         let tx = self.events_tx.clone();
         std::thread::Builder::new()
             .name("control".into())
             .spawn(move || {
                 for stream in listener.incoming().flatten() {
+                    if let Err(why) = crate::protocol::check_peer(&stream) {
+                        tracing::warn!("control socket: {why}");
+                        continue;
+                    }
+                    // A client that sends nothing must not block the
+                    // next one for long.
+                    let _ = stream.set_read_timeout(Some(CONTROL_READ_TIMEOUT));
+                    let _ = stream.set_write_timeout(Some(CONTROL_READ_TIMEOUT));
                     let mut line = String::new();
                     if BufReader::new(&stream).read_line(&mut line).is_err() {
                         continue;

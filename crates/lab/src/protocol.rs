@@ -27,3 +27,20 @@ pub(crate) enum Response {
     Ok(String),
     Rejected(Vec<String>),
 }
+
+/// Only root or the controller's own user may talk to it: the socket is
+/// 0600 in a 0700 directory, and the peer's credentials are checked too.
+pub(crate) fn check_peer(stream: &std::os::unix::net::UnixStream) -> Result<(), String> {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    let cred = getsockopt(stream, PeerCredentials).map_err(|e| format!("peer unknown: {e}"))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if cred.uid() == 0 || cred.uid() == me {
+        Ok(())
+    } else {
+        Err(format!(
+            "refused a client of uid {} (pid {}): only root may control the lab",
+            cred.uid(),
+            cred.pid()
+        ))
+    }
+}

@@ -25,6 +25,10 @@ pub struct Args {
     /// programmed (kube-proxy: twice its sync period), e.g. 60s.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     health_timeout: std::time::Duration,
+    /// NodePorts outside this range are refused as the API server refuses
+    /// them (its --service-node-port-range), e.g. 30000-32767.
+    #[arg(long, default_value = "30000-32767")]
+    service_node_port_range: ferry_model::NodePortRange,
     /// Prometheus /metrics, as kube-proxy's --metrics-bind-address.
     #[arg(long, default_value = "127.0.0.1:10249")]
     metrics_bind_address: SocketAddr,
@@ -96,6 +100,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         min_sync_period: args.min_sync_period,
         healthz_bind: args.healthz_bind_address,
         health_timeout: args.health_timeout,
+        service_node_port_range: args.service_node_port_range,
         metrics_bind: args.metrics_bind_address,
         dns,
     }))?;
