@@ -380,10 +380,16 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
                 && let Some(snap) = &latest
             {
                 last_check = Instant::now();
-                let checked: Result<(), String> = proxies
+                // Every proxy is checked, even after one failed.
+                let errors: Vec<String> = proxies
                     .iter_mut()
-                    .map(|p| p.check_table(snap))
-                    .fold(Ok(()), |acc, r| acc.and(r));
+                    .filter_map(|p| p.check_table(snap).err())
+                    .collect();
+                let checked = if errors.is_empty() {
+                    Ok(())
+                } else {
+                    Err(errors.join("; "))
+                };
                 match checked {
                     // A sync that failed earlier went through on retry.
                     Ok(()) if sync_health.failing() => {
