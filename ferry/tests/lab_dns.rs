@@ -200,9 +200,12 @@ fn a_created_service_resolves_within_a_second_and_a_deleted_one_stops() {
 /// The agent can also serve the cluster DNS Service's ClusterIP, as
 /// NodeLocal DNSCache does: DNS to it is NOTRACKed, so the proxy's DNAT
 /// to the Service's endpoints (here an address nobody answers on) does
-/// not apply and the node answers itself.
+/// not apply and the node answers itself. On SIGTERM the agent gives the
+/// ClusterIP back (queries go to the endpoints again) and leaves the
+/// proxy's rules; started again, it takes the address back.
 #[test]
-fn the_agent_answers_on_the_dns_service_cluster_ip_instead_of_its_endpoints() {
+fn the_agent_answers_on_the_dns_service_cluster_ip_instead_of_its_endpoints_and_gives_it_back_on_sigterm()
+ {
     if !can_run() {
         return;
     }
@@ -298,4 +301,67 @@ apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec:\
         "web.default.svc.cluster.local",
     ]);
     assert_eq!(String::from_utf8_lossy(&tcp.stdout).trim(), "172.16.0.20");
+
+    let spawn = || {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_ferry"), "agent"])
+            .args(["--node", "n1", "--source", &source])
+            .args(["--dns-addresses", "169.254.20.10,172.16.0.10"])
+            .args(["--dns-upstream", "none"])
+            .args(["--healthz-bind-address", "127.0.0.1:10256"])
+            .args(["--metrics-bind-address", "127.0.0.1:10249"])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let addrs = |in_ns: &dyn Fn(&[&str]) -> std::process::Output| {
+        let out = in_ns(&["ip", "-4", "-o", "addr", "show"]);
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mut agent = cleanup.1.take().unwrap();
+    let pid = agent.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let start = Instant::now();
+    while agent.try_wait().unwrap().is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the agent did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let after = addrs(&in_ns);
+    assert!(
+        !after.contains("172.16.0.10"),
+        "the ClusterIP is given back: {after}"
+    );
+    assert!(
+        after.contains("169.254.20.10"),
+        "the link-local address stays: {after}"
+    );
+    let notrack = in_ns(&["nft", "list", "table", "ip", "ferry-dns"]);
+    assert!(notrack.status.success());
+    assert!(
+        !String::from_utf8_lossy(&notrack.stdout).contains("172.16.0.10"),
+        "no NOTRACK for the ClusterIP once given back"
+    );
+    let rules = in_ns(&["nft", "list", "table", "ip", "ferry"]);
+    assert!(rules.status.success(), "the proxy's rules stay");
+    assert!(String::from_utf8_lossy(&rules.stdout).contains("172.16.0.10 . udp . 53"));
+    // Started again, the agent takes the ClusterIP back.
+    cleanup.1 = Some(spawn());
+    let start = Instant::now();
+    while ask("172.16.0.10") != "172.16.0.20" {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the restarted agent never answered on the ClusterIP"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

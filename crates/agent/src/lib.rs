@@ -129,6 +129,11 @@ pub enum AgentError {
     Source(#[from] SourceError),
     #[error("cluster DNS: {0}")]
     Dns(#[from] ferry_dns::DnsError),
+    #[error("cannot watch for signals: {source}")]
+    Signal {
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot listen on {addr} for {what}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -407,8 +412,41 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
             }
         }
     });
-    let _ = handle.await;
+    // SIGTERM and SIGINT: the proxy's rules stay (established and new
+    // connections keep working while the agent restarts, as with
+    // kube-proxy); node-local DNS gives the cluster DNS ClusterIP back.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|source| AgentError::Signal { source })?;
+    tokio::select! {
+        _ = handle => {}
+        _ = term.recv() => stopping("SIGTERM", config.dns.as_ref()),
+        _ = tokio::signal::ctrl_c() => stopping("SIGINT", config.dns.as_ref()),
+    }
     Ok(())
+}
+
+/// What the agent undoes when it is told to stop.
+fn stopping(signal: &str, dns: Option<&DnsConfig>) {
+    tracing::info!(signal, "stopping; the proxy rules stay in place");
+    let Some(dns) = dns else {
+        return;
+    };
+    let give_up = nodelocal::given_up_at_stop(&dns.addresses);
+    if give_up.is_empty() {
+        return;
+    }
+    let keep: Vec<std::net::IpAddr> = dns
+        .addresses
+        .iter()
+        .copied()
+        .filter(|a| !give_up.contains(a))
+        .collect();
+    match nodelocal::release(&keep, &give_up) {
+        Ok(()) => {
+            tracing::info!(addresses = ?give_up, "node-local DNS gave its Service addresses back to the proxy")
+        }
+        Err(e) => tracing::warn!(error = %e, "could not give the node-local DNS addresses back"),
+    }
 }
 
 /// Programs `snapshot` in every proxy (each IP family); all errors, joined.

@@ -106,6 +106,37 @@ pub fn setup(ips: &[IpAddr]) -> Result<(), NodeLocalError> {
     run(&["nft", "-f", "-"], Some(&notrack_rules(ips)))
 }
 
+/// The addresses the agent gives up when it stops: every one that is
+/// not link-local (the cluster DNS Service's ClusterIP), so that queries
+/// to it reach the Service's endpoints through the proxy's rules while
+/// the agent is gone, as NodeLocal DNSCache's teardown does. The
+/// link-local address has nothing to fall back to and stays.
+pub fn given_up_at_stop(ips: &[IpAddr]) -> Vec<IpAddr> {
+    ips.iter()
+        .copied()
+        .filter(|ip| match ip {
+            IpAddr::V4(v4) => !v4.is_link_local(),
+            IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) != 0xfe80,
+        })
+        .collect()
+}
+
+/// Takes `give_up` off the interface (or `lo`) and reloads the NOTRACK
+/// tables for `keep` only; run when the agent stops.
+pub fn release(keep: &[IpAddr], give_up: &[IpAddr]) -> Result<(), NodeLocalError> {
+    let dummy = std::path::Path::new("/sys/class/net")
+        .join(INTERFACE)
+        .exists();
+    for ip in give_up {
+        let prefix = if ip.is_ipv4() { 32 } else { 128 };
+        let addr = format!("{ip}/{prefix}");
+        let dev = if dummy { INTERFACE } else { "lo" };
+        // Already gone is fine.
+        let _ = run(&["ip", "addr", "del", &addr, "dev", dev], None);
+    }
+    run(&["nft", "-f", "-"], Some(&notrack_rules(keep)))
+}
+
 /// Removes the interface (or the labelled addresses on `lo`) and the
 /// tables (`ferry agent --cleanup`).
 pub fn cleanup() -> Result<(), NodeLocalError> {
@@ -125,6 +156,19 @@ pub fn cleanup() -> Result<(), NodeLocalError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_link_local_address_is_kept_at_stop() {
+        let ips: Vec<IpAddr> = ["169.254.20.10", "10.96.0.10", "fd00::a", "fe80::a"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let given: Vec<String> = given_up_at_stop(&ips)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(given, ["10.96.0.10", "fd00::a"]);
+    }
 
     #[test]
     fn rules_cover_both_directions_of_each_family() {

@@ -91,7 +91,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(ferry_agent::run(Config {
+    let result = runtime.block_on(ferry_agent::run(Config {
         node: args.node,
         source: args.source,
         proxy_mode: args.proxy_mode,
@@ -103,7 +103,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         service_node_port_range: args.service_node_port_range,
         metrics_bind: args.metrics_bind_address,
         dns,
-    }))?;
+    }));
+    // The source loop runs on a blocking thread that never returns by
+    // itself; every kernel change it makes is one atomic transaction, so
+    // stopping between or during them is safe.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 
