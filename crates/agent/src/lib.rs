@@ -4,7 +4,6 @@
 //! and serves kube-proxy-style health (`/healthz`, `/readyz`, `/livez` on
 //! 10256) and Prometheus metrics (`/metrics` on 10249).
 
-mod conntrack;
 mod health;
 mod healthcheck;
 mod limits;
@@ -182,14 +181,13 @@ fn max_resource_version(snapshot: &Snapshot, first: bool) -> u64 {
 pub fn required_programs(config: &Config) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     match config.proxy_mode {
-        ProxyMode::Nftables => out.extend(["nft".into(), "conntrack".into()]),
+        ProxyMode::Nftables => out.push("nft".into()),
         ProxyMode::Iptables => {
             for family in [Family::V4, Family::V6] {
                 for suffix in ["", "-save", "-restore"] {
                     out.push(config.iptables_flavor.binary(family, suffix));
                 }
             }
-            out.push("conntrack".into());
         }
         ProxyMode::None => {}
     }

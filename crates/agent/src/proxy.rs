@@ -11,7 +11,6 @@ use ferry_proxy::{Backend, Family, NodeContext, ProxyPlan, plan};
 use ferry_source::Snapshot;
 use ipnet::IpNet;
 
-use crate::conntrack;
 use crate::metrics::Metrics;
 
 pub(crate) struct Proxy {
@@ -27,6 +26,8 @@ pub(crate) struct Proxy {
     /// Only the IPv4 proxy serves health-check node ports (on 0.0.0.0).
     health_ports: Option<crate::healthcheck::Wanted>,
     family: Family,
+    /// Opened at the first UDP cleanup.
+    conntrack: Option<ferry_proxy::conntrack::Conntrack>,
     /// ServicePorts over nftables mode's endpoint limit (logged once each).
     over_limit: std::collections::BTreeSet<ferry_model::ServicePortName>,
 }
@@ -85,6 +86,7 @@ impl Proxy {
             pending_since: None,
             health_ports,
             over_limit: Default::default(),
+            conntrack: None,
         }
     }
 
@@ -132,12 +134,17 @@ impl Proxy {
                 self.version = Some(snapshot.state.version());
                 self.metrics
                     .proxy_synced(&stats, self.pending_since.take().unwrap_or(arrived));
-                for (name, before) in &udp_before {
-                    conntrack::clean(
-                        before.as_deref(),
-                        self.plan.services.get(name).map(AsRef::as_ref),
-                    );
-                }
+                let stale: Vec<ferry_proxy::conntrack::StaleFlows> = udp_before
+                    .iter()
+                    .map(|(name, before)| {
+                        ferry_proxy::conntrack::stale_flows(
+                            before.as_deref(),
+                            self.plan.services.get(name).map(AsRef::as_ref),
+                        )
+                    })
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                self.clean_conntrack(&stale);
                 if stats.full || stats.added + stats.deleted > 0 {
                     tracing::info!(
                         full = stats.full,
@@ -173,6 +180,37 @@ impl Proxy {
         self.update_health_ports(changed_names, full);
         self.ctx = Some(ctx);
         Ok(())
+    }
+
+    /// Deletes the stale UDP flows of this sync: one dump and one batch.
+    fn clean_conntrack(&mut self, stale: &[ferry_proxy::conntrack::StaleFlows]) {
+        if stale.is_empty() {
+            return;
+        }
+        if self.conntrack.is_none() {
+            match ferry_proxy::conntrack::Conntrack::open(self.family) {
+                Ok(c) => self.conntrack = Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot open conntrack; stale UDP flows stay until they time out");
+                    return;
+                }
+            }
+        }
+        let Some(ct) = self.conntrack.as_mut() else {
+            return;
+        };
+        let local = ferry_sys::local_addresses();
+        match ct.clean(stale, &|a| local.contains(a)) {
+            Ok(n) => tracing::debug!(
+                deleted = n,
+                services = stale.len(),
+                "stale UDP flows deleted"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "conntrack cleanup failed; stale UDP flows stay until they time out");
+                self.conntrack = None;
+            }
+        }
     }
 
     /// nftables mode numbers a ServicePort's endpoints in 12 bits of the

@@ -1,9 +1,13 @@
 //! Kernel and process plumbing, in one place: which external programs
 //! ferry starts (and which Debian package installs each), running one with
 //! stdin, a deadline and its stderr kept, and the per-namespace lock that
-//! keeps a node to one agent. Nothing here knows what the programs do.
+//! keeps a node to one agent, entering a network namespace, and the
+//! netfilter netlink socket. Nothing here knows what the programs or the
+//! messages mean.
 
 mod lock;
+pub mod netlink;
+pub mod netns;
 mod process;
 pub mod testing;
 mod tools;
@@ -11,3 +15,22 @@ mod tools;
 pub use lock::{LockError, NodeLock};
 pub use process::{Tool, ToolError, ToolOutput};
 pub use tools::{MissingProgram, PROGRAMS, Program, find_in_path, package_of, require};
+
+/// The addresses of this network namespace's interfaces (for "is this
+/// address the node's own?"); empty when they cannot be read.
+pub fn local_addresses() -> std::collections::BTreeSet<std::net::IpAddr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Default::default();
+    };
+    addrs
+        .filter_map(|a| {
+            let addr = a.address?;
+            if let Some(v4) = addr.as_sockaddr_in() {
+                Some(std::net::IpAddr::V4(v4.ip()))
+            } else {
+                addr.as_sockaddr_in6()
+                    .map(|v6| std::net::IpAddr::V6(v6.ip()))
+            }
+        })
+        .collect()
+}

@@ -8,10 +8,9 @@
 //! order, marks and numgen values in host order, every field of a
 //! concatenation padded to 4 bytes.
 
-use std::os::fd::AsFd;
-use std::time::Duration;
-
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
+use ferry_sys::netlink::{
+    Msg, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REQUEST, NfSocket, cstr, find_attr, pad4,
+};
 
 use crate::plan::Family;
 
@@ -22,16 +21,9 @@ const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
 const NFT_MSG_GETTABLE: u16 = 1;
 const NFT_MSG_GETRULE: u16 = 7;
-const NLM_F_DUMP: u16 = 0x300;
-const NLMSG_DONE: u16 = 3;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_GETSETELEM: u16 = 13;
 const NFT_MSG_DELSETELEM: u16 = 14;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
-const NLM_F_CREATE: u16 = 0x400;
-const NLMSG_ERROR: u16 = 2;
-const NLA_F_NESTED: u16 = 0x8000;
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
@@ -89,13 +81,6 @@ fn number(s: &str) -> Option<u32> {
     }
 }
 
-fn pad4(out: &mut Vec<u8>, field: &[u8]) {
-    out.extend_from_slice(field);
-    while !out.len().is_multiple_of(4) {
-        out.push(0);
-    }
-}
-
 /// One field of a concatenation, in the kernel's layout.
 fn field(kind: char, text: &str) -> Option<Vec<u8>> {
     Some(match kind {
@@ -137,104 +122,40 @@ fn layout(set: &str) -> Option<(&'static str, Option<&'static str>)> {
     })
 }
 
-struct Msg(Vec<u8>);
-
-impl Msg {
-    fn new(kind: u16, flags: u16, seq: u32, res_id: u16, family: u8) -> Msg {
-        let mut b = Vec::with_capacity(256);
-        b.extend_from_slice(&0u32.to_ne_bytes()); // length, set in finish
-        b.extend_from_slice(&kind.to_ne_bytes());
-        b.extend_from_slice(&flags.to_ne_bytes());
-        b.extend_from_slice(&seq.to_ne_bytes());
-        b.extend_from_slice(&0u32.to_ne_bytes()); // port id
-        b.push(family); // nfgenmsg.nfgen_family
-        b.push(0); // version
-        b.extend_from_slice(&res_id.to_be_bytes());
-        Msg(b)
-    }
-
-    fn attr(&mut self, kind: u16, payload: &[u8]) {
-        let len = 4 + payload.len();
-        self.0.extend_from_slice(&(len as u16).to_ne_bytes());
-        self.0.extend_from_slice(&kind.to_ne_bytes());
-        pad4(&mut self.0, payload);
-    }
-
-    fn nest_start(&mut self, kind: u16) -> usize {
-        let at = self.0.len();
-        self.0.extend_from_slice(&0u16.to_ne_bytes());
-        self.0
-            .extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
-        at
-    }
-
-    fn nest_end(&mut self, at: usize) {
-        let len = (self.0.len() - at) as u16;
-        self.0[at..at + 2].copy_from_slice(&len.to_ne_bytes());
-    }
-
-    fn finish(mut self) -> Vec<u8> {
-        let len = self.0.len() as u32;
-        self.0[0..4].copy_from_slice(&len.to_ne_bytes());
-        self.0
-    }
-}
-
-fn cstr(s: &str) -> Vec<u8> {
-    let mut v = s.as_bytes().to_vec();
-    v.push(0);
-    v
-}
-
 /// An open nf_tables netlink socket (in the namespace it was opened in).
 pub struct Netlink {
-    socket: Socket,
-    seq: u32,
+    socket: NfSocket,
     /// AF_INET or AF_INET6: which `ferry` table the messages are for.
     family: u8,
+}
+
+fn af(family: Family) -> u8 {
+    match family {
+        Family::V4 => AF_INET,
+        Family::V6 => AF_INET6,
+    }
 }
 
 impl Netlink {
     /// Opens a socket in this thread's network namespace.
     pub fn open(family: Family) -> Result<Netlink, NetlinkError> {
-        let mut socket = Socket::new(NETLINK_NETFILTER)?;
-        socket.bind_auto()?;
-        socket.connect(&SocketAddr::new(0, 0))?;
-        socket.set_ext_ack(true).ok();
-        let family = match family {
-            Family::V4 => AF_INET,
-            Family::V6 => AF_INET6,
-        };
         Ok(Netlink {
-            socket,
-            seq: 1,
-            family,
+            socket: NfSocket::open()?,
+            family: af(family),
         })
     }
 
     /// Opens a socket in network namespace `netns` (`/run/netns/NAME`); the
     /// socket stays in that namespace for its life.
     pub fn open_in(netns: &str, family: Family) -> Result<Netlink, NetlinkError> {
-        let target = std::fs::File::open(format!("/run/netns/{netns}"))?;
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                // setns changes only this short-lived thread's namespace.
-                nix::sched::setns(target.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(|e| NetlinkError::Io(std::io::Error::from_raw_os_error(e as i32)))?;
-                Netlink::open(family)
-            })
-            .join()
-            .unwrap_or_else(|_| {
-                Err(NetlinkError::Io(std::io::Error::other(
-                    "setns thread panicked",
-                )))
-            })
+        Ok(Netlink {
+            socket: NfSocket::open_in(netns)?,
+            family: af(family),
         })
     }
 
     fn next_seq(&mut self) -> u32 {
-        self.seq = self.seq.wrapping_add(1);
-        self.seq
+        self.socket.next_seq()
     }
 
     /// Deletes then adds elements of `table`, as one transaction.
@@ -304,28 +225,23 @@ impl Netlink {
         if batch.len() > MAX_BATCH_BYTES {
             return Err(NetlinkError::TooLarge);
         }
-        self.socket.send(&batch, 0)?;
-        self.wait_acks(&acks)
+        self.socket.send(&batch)?;
+        self.socket
+            .wait_acks(&acks, |_| false)
+            .map_err(|(_, e)| NetlinkError::Refused(e))
     }
 
-    /// One request; returns the payloads (after the netlink and nfgen
-    /// headers) of the answers, or the error the kernel sent.
+    /// One request; returns the payloads (after the nfgen header) of the
+    /// answers, or the error the kernel sent.
     fn request(&mut self, m: Msg, seq: u32) -> Result<Vec<Vec<u8>>, NetlinkError> {
-        self.socket.send(&m.finish(), 0)?;
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut out = Vec::new();
-        loop {
-            let n = self.socket.recv(&mut &mut buf[..], 0)?;
-            for (kind, got, payload) in messages(&buf[..n]) {
-                if got != seq {
-                    continue;
-                }
-                match kind {
-                    NLMSG_DONE => return Ok(out),
-                    NLMSG_ERROR => return error_code(payload).map(|()| out),
-                    _ => out.push(payload.get(4..).unwrap_or_default().to_vec()),
-                }
-            }
+        match self.socket.request(m.finish(), seq) {
+            Ok(answers) => Ok(answers
+                .into_iter()
+                .map(|a| a.get(4..).unwrap_or_default().to_vec())
+                .collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Err(NetlinkError::Io(e)),
+            Err(e) if e.raw_os_error().is_some() => Err(NetlinkError::Refused(e)),
+            Err(e) => Err(NetlinkError::Io(e)),
         }
     }
 
@@ -345,7 +261,7 @@ impl Netlink {
             Ok(answers) => Ok(answers
                 .iter()
                 .find_map(|a| find_attr(a, 4))
-                .and_then(|v| v.try_into().ok())
+                .and_then(|v: &[u8]| v.try_into().ok())
                 .map(u64::from_be_bytes)),
             Err(NetlinkError::Refused(e)) if e.raw_os_error() == Some(2) => Ok(None),
             Err(e) => Err(e),
@@ -391,80 +307,6 @@ impl Netlink {
             Err(e) => Err(e),
         }
     }
-
-    fn wait_acks(&mut self, seqs: &[u32]) -> Result<(), NetlinkError> {
-        let mut pending: std::collections::BTreeSet<u32> = seqs.iter().copied().collect();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let mut buf = vec![0u8; 64 * 1024];
-        while !pending.is_empty() {
-            if std::time::Instant::now() > deadline {
-                return Err(NetlinkError::Io(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "no answer from nf_tables",
-                )));
-            }
-            let n = self.socket.recv(&mut &mut buf[..], 0)?;
-            for (kind, seq, payload) in messages(&buf[..n]) {
-                if kind == NLMSG_ERROR {
-                    error_code(payload)?;
-                    pending.remove(&seq);
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The netlink messages in a received buffer: (type, sequence, payload
-/// after the 16-byte header).
-fn messages(buf: &[u8]) -> impl Iterator<Item = (u16, u32, &[u8])> {
-    let mut at = 0;
-    std::iter::from_fn(move || {
-        if at + 16 > buf.len() {
-            return None;
-        }
-        let len = u32::from_ne_bytes(buf[at..at + 4].try_into().ok()?) as usize;
-        let kind = u16::from_ne_bytes(buf[at + 4..at + 6].try_into().ok()?);
-        let seq = u32::from_ne_bytes(buf[at + 8..at + 12].try_into().ok()?);
-        if len < 16 || at + len > buf.len() {
-            return None;
-        }
-        let payload = &buf[at + 16..at + len];
-        at += (len + 3) & !3;
-        Some((kind, seq, payload))
-    })
-}
-
-/// An NLMSG_ERROR payload: code 0 is an acknowledgement.
-fn error_code(payload: &[u8]) -> Result<(), NetlinkError> {
-    let code = payload
-        .get(..4)
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, i32::from_ne_bytes);
-    if code == 0 {
-        Ok(())
-    } else {
-        Err(NetlinkError::Refused(std::io::Error::from_raw_os_error(
-            -code,
-        )))
-    }
-}
-
-/// The payload of top-level attribute `kind` in a message body.
-fn find_attr(body: &[u8], kind: u16) -> Option<Vec<u8>> {
-    let mut at = 0;
-    while at + 4 <= body.len() {
-        let len = u16::from_ne_bytes([body[at], body[at + 1]]) as usize;
-        let k = u16::from_ne_bytes([body[at + 2], body[at + 3]]) & 0x3fff;
-        if len < 4 || at + len > body.len() {
-            return None;
-        }
-        if k == kind {
-            return Some(body[at + 4..at + len].to_vec());
-        }
-        at += (len + 3) & !3;
-    }
-    None
 }
 
 fn encode_element(m: &mut Msg, e: &Element, with_data: bool) -> Result<(), NetlinkError> {
