@@ -135,8 +135,11 @@ fn ip_of(kind: u16, payload: &[u8]) -> Option<IpAddr> {
     }
 }
 
+/// An address and port.
+type Endpoint = (IpAddr, u16);
+
 /// (source, destination, protocol) of a CTA_TUPLE_* attribute.
-fn tuple(body: &[u8]) -> Option<((IpAddr, u16), (IpAddr, u16), u8)> {
+fn tuple(body: &[u8]) -> Option<(Endpoint, Endpoint, u8)> {
     let ip = find_attr(body, CTA_TUPLE_IP)?;
     let mut src = None;
     let mut dst = None;
