@@ -1,8 +1,10 @@
 //! A minimal HTTP/1 server: accept connections on a listener and answer
 //! each request with a handler. Used for the agent's `/healthz` and
 //! `/metrics` and for the echo workload. Owns sockets, nothing else.
-//! Bounded: at most [`Limits::max_connections`] at once (more are closed
-//! as they arrive), and a connection that does not send a whole request
+//! Bounded: at most [`Limits::max_connections`] at once and
+//! [`Limits::max_per_client`] from one client address (more are closed as
+//! they arrive, so one hostile pod cannot take every slot from a load
+//! balancer's health probe), and a connection that does not send a whole request
 //! head within [`Limits::header_timeout`] (a slow-header client, or an
 //! idle keep-alive connection) is closed.
 
@@ -45,6 +47,7 @@ pub struct Peer {
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     pub max_connections: usize,
+    pub max_per_client: usize,
     /// For the request head, counted from when the server waits for it
     /// (so it is also the keep-alive idle timeout).
     pub header_timeout: Duration,
@@ -55,6 +58,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 256,
+            max_per_client: 16,
             header_timeout: Duration::from_secs(5),
         }
     }
@@ -79,6 +83,8 @@ where
 {
     let handler = Arc::new(handler);
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let per_client: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>> =
+        Arc::default();
     loop {
         let (stream, remote) = match listener.accept().await {
             Ok(s) => s,
@@ -87,6 +93,10 @@ where
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
+        };
+        let Some(client) = ClientSlot::take(&per_client, remote.ip(), limits.max_per_client) else {
+            tracing::debug!(%remote, "connection refused: too many from this client");
+            continue;
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             // Over the cap: closed at once, so it costs one accept.
@@ -98,7 +108,7 @@ where
         let peer = Peer { remote, local };
         let handler = handler.clone();
         tokio::spawn(async move {
-            let _slot = slot;
+            let _slot = (slot, client);
             let service = service_fn(move |req| {
                 let handler = handler.clone();
                 async move { Ok::<_, Infallible>(handler(req, peer).await) }
@@ -113,6 +123,44 @@ where
                 tracing::debug!(error = %e, %remote, "connection ended with an error");
             }
         });
+    }
+}
+
+/// One connection counted against its client address; uncounted on drop.
+struct ClientSlot {
+    counts: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    ip: std::net::IpAddr,
+}
+
+impl ClientSlot {
+    fn take(
+        counts: &Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+        ip: std::net::IpAddr,
+        max: usize,
+    ) -> Option<ClientSlot> {
+        // The map holds plain counts: usable even after a panic elsewhere.
+        let mut m = counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(ip).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot {
+            counts: counts.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut m = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -148,9 +196,48 @@ mod tests {
     }
 
     #[test]
+    fn one_client_cannot_take_every_slot() {
+        let (addr, _rt) = start(Limits {
+            max_connections: 64,
+            max_per_client: 4,
+            header_timeout: Duration::from_secs(30),
+        });
+        // 127.0.0.1 holds its four; 127.0.0.2 still gets in.
+        let _held: Vec<_> = (0..8)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!get(addr).unwrap_or_default().contains("200 OK"));
+        let other = std::net::SocketAddr::new("127.0.0.2".parse().unwrap(), 0);
+        let s = get_from(other, addr);
+        assert!(s.contains("200 OK"), "{s:?}");
+    }
+
+    /// A GET from a chosen local address (the server sees another client).
+    fn get_from(local: SocketAddr, to: SocketAddr) -> String {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let sock = tokio::net::TcpSocket::new_v4().unwrap();
+            sock.bind(local).unwrap();
+            let mut c = sock.connect(to).await.unwrap();
+            c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut out = String::new();
+            let _ = tokio::time::timeout(Duration::from_secs(2), c.read_to_string(&mut out)).await;
+            out
+        })
+    }
+
+    #[test]
     fn a_slow_header_client_is_closed_after_the_header_timeout() {
         let (addr, _rt) = start(Limits {
             max_connections: 8,
+            max_per_client: 8,
             header_timeout: Duration::from_millis(300),
         });
         let mut c = std::net::TcpStream::connect(addr).unwrap();
@@ -176,6 +263,7 @@ mod tests {
     fn connections_over_the_cap_are_closed_and_the_server_answers_again_once_they_go() {
         let (addr, _rt) = start(Limits {
             max_connections: 4,
+            max_per_client: 4,
             header_timeout: Duration::from_secs(30),
         });
         let held: Vec<_> = (0..4)
