@@ -226,9 +226,14 @@ impl ManifestSource {
 
     fn reload(&mut self, path: &Path, affected: &mut BTreeSet<ObjectKey>) {
         let label = path.display().to_string();
-        let text = match std::fs::read(path).map(String::from_utf8) {
-            Ok(Ok(text)) => text,
-            Ok(Err(_)) => return self.file_failed(path, &label, "is not UTF-8 text".into()),
+        // A file a writer still has open is left as it was: its close
+        // brings it back here, complete.
+        let text = match ferry_sys::read_unless_being_written(path) {
+            Ok(None) => return,
+            Ok(Some(bytes)) => match String::from_utf8(bytes) {
+                Ok(text) => text,
+                Err(_) => return self.file_failed(path, &label, "is not UTF-8 text".into()),
+            },
             Err(e) => return self.file_failed(path, &label, format!("cannot read: {e}")),
         };
         let hash = hash_of(text.as_bytes());

@@ -5,6 +5,7 @@
 //! netfilter netlink socket. Nothing here knows what the programs or the
 //! messages mean.
 
+mod files;
 mod lock;
 pub mod netlink;
 pub mod netns;
@@ -12,6 +13,7 @@ mod process;
 pub mod testing;
 mod tools;
 
+pub use files::read_unless_being_written;
 pub use lock::{LockError, NodeLock};
 pub use process::{Tool, ToolError, ToolOutput};
 pub use tools::{MissingProgram, PROGRAMS, Program, find_in_path, package_of, require};

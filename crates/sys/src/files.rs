@@ -1,0 +1,85 @@
+//! Reading a file only when nobody is writing it. A read lease
+//! (`F_SETLEASE`, `F_RDLCK`) is granted only while no process has the
+//! file open for writing, and while it is held no writer can open it: the
+//! read cannot see a half-written file, however the writer's events and
+//! ours interleave. The lease lasts as long as one read.
+
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::Once;
+
+/// The file's bytes, or `None` while a writer has it open (its close will
+/// tell the watcher to read it again). Where leases are not available (a
+/// file system without them, a file another user owns without
+/// CAP_LEASE), the file is read as it is.
+pub fn read_unless_being_written(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    ignore_lease_breaks();
+    let mut file = std::fs::File::open(path)?;
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on a descriptor this function owns, with integer
+    // arguments only.
+    let leased = unsafe { nix::libc::fcntl(fd, nix::libc::F_SETLEASE, nix::libc::F_RDLCK) };
+    if leased != 0 {
+        let err = std::io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(nix::libc::EAGAIN) | Some(nix::libc::EBUSY) => return Ok(None),
+            // No leases here: read as it is.
+            _ => {}
+        }
+    }
+    let mut bytes = Vec::new();
+    let read = file.read_to_end(&mut bytes);
+    if leased == 0 {
+        // SAFETY: as above; releasing the lease this function took.
+        unsafe { nix::libc::fcntl(fd, nix::libc::F_SETLEASE, nix::libc::F_UNLCK) };
+    }
+    read?;
+    Ok(Some(bytes))
+}
+
+/// A writer opening a leased file makes the kernel signal the holder
+/// (SIGIO, whose default action ends the process). The lease is let go
+/// right after the read, so the signal carries nothing to act on.
+fn ignore_lease_breaks() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: setting a signal to SIG_IGN installs no handler code.
+        unsafe {
+            let _ = nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGIO,
+                nix::sys::signal::SigHandler::SigIgn,
+            );
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    #[test]
+    fn a_file_open_for_writing_is_not_read_and_a_closed_one_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.yaml");
+        std::fs::write(&path, "complete\n").unwrap();
+        assert_eq!(
+            read_unless_being_written(&path).unwrap().as_deref(),
+            Some(&b"complete\n"[..])
+        );
+        let mut w = std::fs::File::create(&path).unwrap();
+        w.write_all(b"half").unwrap();
+        assert_eq!(
+            read_unless_being_written(&path).unwrap(),
+            None,
+            "being written"
+        );
+        drop(w);
+        assert_eq!(
+            read_unless_being_written(&path).unwrap().as_deref(),
+            Some(&b"half"[..])
+        );
+    }
+}
