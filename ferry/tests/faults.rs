@@ -474,7 +474,7 @@ fn a_manifest_rewritten_in_place_a_thousand_times_never_loses_an_object() {
     let file = std::path::Path::new("/run/ferry/labs/e2einplace/manifests/zz-in-place.yaml");
     let version = |i: u32| {
         let mut y = String::from(
-            "apiVersion: v1\nkind: Service\nmetadata: {name: stable, namespace: shop}\nspec:\n  clusterIP: 172.16.40.40\n  ports: [{port: 80, targetPort: 8080}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: stable-1, namespace: shop, labels: {kubernetes.io/service-name: stable}}\naddressType: IPv4\nports: [{port: 8080}]\nendpoints:\n"
+            "apiVersion: v1\nkind: Service\nmetadata: {name: stable, namespace: shop}\nspec:\n  clusterIP: 172.16.40.40\n  ports: [{port: 80, targetPort: 8080}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: stable-1, namespace: shop, labels: {kubernetes.io/service-name: stable}}\naddressType: IPv4\nports: [{port: 8080}]\nendpoints:\n",
         );
         for ip in &pods {
             y.push_str(&format!("- {{addresses: [{ip}]}}\n"));

@@ -625,7 +625,25 @@ impl ScratchNs {
                 .unwrap()
                 .success()
         );
+        // As on any node: loopback up (the agents bind 127.0.0.1).
+        assert!(
+            std::process::Command::new("ip")
+                .args(["-n", name, "link", "set", "lo", "up"])
+                .status()
+                .unwrap()
+                .success()
+        );
         ScratchNs(name)
+    }
+
+    /// What `cmd` prints, whether it succeeded or not.
+    fn output_even_failed(&self, cmd: &[&str]) -> String {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", self.0])
+            .args(cmd)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// What `cmd` prints; a listing that fails fails the test, so "the
@@ -671,7 +689,13 @@ impl ScratchNs {
                     "--metrics-bind-address",
                     "127.0.0.1:10249",
                 ])
-                .stderr(std::process::Stdio::null())
+                .stderr(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(dir.join("agent.log"))
+                        .unwrap(),
+                )
                 .spawn()
                 .unwrap(),
         )
@@ -695,8 +719,8 @@ impl ScratchNs {
             // Generous: iptables-restore waits for the xtables lock, which
             // is one for the whole machine and other tests hold it.
             assert!(
-                start.elapsed() < Duration::from_secs(15),
-                "{what}: not within 15 s"
+                start.elapsed() < Duration::from_secs(30),
+                "{what}: not within 30 s; the agents' logs in this test's directory say why"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -708,6 +732,21 @@ impl Drop for ScratchNs {
         let _ = std::process::Command::new("ip")
             .args(["netns", "del", self.0])
             .output();
+    }
+}
+
+/// Prints a log file when the test fails.
+struct PrintOnPanic(std::path::PathBuf);
+
+impl Drop for PrintOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- {}:\n{}",
+                self.0.display(),
+                std::fs::read_to_string(&self.0).unwrap_or_default()
+            );
+        }
     }
 }
 
@@ -778,7 +817,6 @@ fn a_second_agent_on_a_node_is_refused_and_the_first_keeps_serving() {
         return;
     }
     let ns = ScratchNs::new("ferry-test-second");
-    ns.output(&["ip", "link", "set", "lo", "up"]);
     let dir = tempfile::tempdir().unwrap();
     let first = ns.agent(Mode::Nftables, dir.path());
     ns.wait_for("the first agent's rules", |ns| ns.has_rules(Mode::Nftables));
@@ -819,7 +857,6 @@ fn health_says_503_and_why_while_syncs_fail_and_the_synced_version_waits_for_suc
         return;
     }
     let ns = ScratchNs::new("ferry-test-health");
-    ns.output(&["ip", "link", "set", "lo", "up"]);
     let dir = tempfile::tempdir().unwrap();
     let bin = tempfile::tempdir().unwrap();
     let flag = bin.path().join("fail");
@@ -862,7 +899,8 @@ fn health_says_503_and_why_while_syncs_fail_and_the_synced_version_waits_for_suc
             .unwrap(),
     );
     let health = |ns: &ScratchNs| -> (u16, serde_json::Value) {
-        let out = ns.output(&[
+        // Not `output`: refused while the agent starts is an answer here.
+        let out = ns.output_even_failed(&[
             "curl",
             "-s",
             "-m",
@@ -920,6 +958,7 @@ fn switching_modes_removes_the_other_modes_rules() {
     }
     let ns = ScratchNs::new("ferry-test-switch");
     let dir = tempfile::tempdir().unwrap();
+    let _log = PrintOnPanic(dir.path().join("agent.log"));
     let mut before: Option<Mode> = None;
     for mode in [Mode::Iptables, Mode::Nftables, Mode::Iptables] {
         let agent = ns.agent(mode, dir.path());

@@ -48,7 +48,11 @@ fn started_programs() -> BTreeSet<(String, String)> {
                 out.insert((prog.to_string(), name.clone()));
             }
         }
-        for pat in ["\"-c\", \"0\", \"", "\"exec\", ns, \""] {
+        for pat in [
+            "\"-c\", \"0\", \"",
+            "\"exec\", ns, \"",
+            "\"exec\", &ns.0, \"",
+        ] {
             for (i, _) in text.match_indices(pat) {
                 let rest = &text[i + pat.len()..];
                 let prog = &rest[..rest.find('"').unwrap()];

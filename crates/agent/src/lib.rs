@@ -203,7 +203,7 @@ pub fn required_programs(config: &Config) -> Vec<String> {
 pub const NODE_LOCK: &str = "ferry-agent";
 
 /// Runs the agent until the process is stopped.
-pub async fn run(config: Config) -> Result<(), AgentError> {
+pub async fn run(mut config: Config) -> Result<(), AgentError> {
     // One agent per node, before anything else: a second one must not
     // touch the first one's rules or ports. An agent that programs
     // nothing (no proxy, no DNS) only reads and serves health, and takes
@@ -214,7 +214,10 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
         None
     };
     ferry_sys::require(required_programs(&config).iter().map(String::as_str))?;
-    limits::raise_nofile();
+    let nofile = limits::raise_nofile();
+    if let Some(dns) = config.dns.as_mut() {
+        limits::fit_dns_caps(&mut dns.server, nofile);
+    }
     // Ports next, so that a port in use stops the agent before it
     // changes anything in the kernel.
     let healthz = tokio::net::TcpListener::bind(config.healthz_bind)
