@@ -951,6 +951,78 @@ fn health_says_503_and_why_while_syncs_fail_and_the_synced_version_waits_for_suc
     }
 }
 
+/// --min-sync-period lives in the proxy component, as kube-proxy's sync
+/// runner lives in its proxier: a burst within the period is programmed
+/// once, its last change included.
+#[test]
+fn min_sync_period_merges_a_burst_and_keeps_the_last_change() {
+    if !can_run() {
+        return;
+    }
+    let ns = ScratchNs::new("ferry-test-minsync");
+    let dir = tempfile::tempdir().unwrap();
+    let svc = |name: &str, rv: u32, ip: &str| {
+        std::fs::write(
+            dir.path().join(format!("{name}.yaml")),
+            format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default, resourceVersion: \"{rv}\"}}\nspec: {{clusterIP: {ip}, ports: [{{port: 80}}]}}\n"
+            ),
+        )
+        .unwrap();
+    };
+    svc("a", 1, "10.96.0.1");
+    let _agent = KillOnDrop(
+        std::process::Command::new("ip")
+            .args(["netns", "exec", ns.0, env!("CARGO_BIN_EXE_ferry"), "agent"])
+            .args([
+                "--node",
+                "n1",
+                "--dns-addresses",
+                "none",
+                "--min-sync-period",
+                "2s",
+            ])
+            .arg("--source")
+            .arg(format!("manifests:{}", dir.path().display()))
+            .args(["--healthz-bind-address", "127.0.0.1:10256"])
+            .args(["--metrics-bind-address", "127.0.0.1:10249"])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let synced = |ns: &ScratchNs| {
+        let out =
+            ns.output_even_failed(&["curl", "-s", "-m", "1", "http://127.0.0.1:10256/healthz"]);
+        serde_json::from_str::<serde_json::Value>(&out)
+            .ok()
+            .and_then(|v| v["syncedResourceVersion"].as_u64())
+    };
+    ns.wait_for("the agent up with a programmed", |ns| synced(ns) == Some(1));
+    // The first change goes through at once (nothing synced within the period).
+    svc("b", 2, "10.96.0.2");
+    ns.wait_for("b programmed at once", |ns| synced(ns) == Some(2));
+    // A burst right after waits for the period, and its last change is kept.
+    svc("c", 3, "10.96.0.3");
+    std::thread::sleep(Duration::from_millis(100));
+    svc("d", 4, "10.96.0.4");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        synced(&ns),
+        Some(2),
+        "changes within the period are held back"
+    );
+    let rules = ns.output(&["nft", "list", "table", "ip", "ferry"]);
+    assert!(!rules.contains("10.96.0.4"), "not in the kernel yet");
+    ns.wait_for("the burst, last change included, after the period", |ns| {
+        synced(ns) == Some(4)
+    });
+    let rules = ns.output(&["nft", "list", "table", "ip", "ferry"]);
+    assert!(
+        rules.contains("10.96.0.3") && rules.contains("10.96.0.4"),
+        "{rules}"
+    );
+}
+
 #[test]
 fn switching_modes_removes_the_other_modes_rules() {
     if !can_run() {

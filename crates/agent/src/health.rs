@@ -6,8 +6,8 @@
 //! it to decide where to send traffic. The body says when the rules were
 //! last updated and, when unhealthy, why.
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use ferry_model::{Kind, Object};
 
@@ -15,114 +15,17 @@ use ferry_httpd::{Peer, Request, StatusCode, respond};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::Published;
+use ferry_proxy::component::SyncHealth;
+
+use crate::{Progress, Published};
 
 fn rfc3339(t: SystemTime) -> String {
     let secs = t
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    // Civil date from days since the epoch (Howard Hinnant's algorithm).
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// The proxy's sync health, as kube-proxy's proxier health server keeps
-/// it: when the rules were last programmed, the oldest change still
-/// waiting, and the error of the last sync if it failed.
-#[derive(Debug, Default)]
-pub(crate) struct SyncHealth {
-    inner: Mutex<SyncState>,
-}
-
-#[derive(Debug, Default)]
-struct SyncState {
-    last_updated: Option<SystemTime>,
-    oldest_queued: Option<Instant>,
-    last_error: Option<String>,
-}
-
-/// What `/healthz` says of the proxy.
-#[derive(Debug, PartialEq)]
-pub(crate) struct Verdict {
-    pub healthy: bool,
-    pub synced_once: bool,
-    pub last_updated: Option<SystemTime>,
-    pub reason: Option<String>,
-}
-
-impl SyncHealth {
-    fn with<T>(&self, f: impl FnOnce(&mut SyncState) -> T) -> T {
-        // A poisoned lock only means a panic elsewhere mid-update; the
-        // fields are plain values, still usable.
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut g)
-    }
-
-    /// A change arrived that is not programmed yet.
-    pub(crate) fn queued(&self) {
-        self.with(|s| {
-            s.oldest_queued.get_or_insert_with(Instant::now);
-        });
-    }
-
-    /// Everything received so far is programmed.
-    pub(crate) fn synced(&self) {
-        self.with(|s| {
-            s.last_updated = Some(SystemTime::now());
-            s.oldest_queued = None;
-            s.last_error = None;
-        });
-    }
-
-    /// A sync failed; what it was to program stays queued.
-    pub(crate) fn failed(&self, error: String) {
-        self.with(|s| {
-            s.oldest_queued.get_or_insert_with(Instant::now);
-            s.last_error = Some(error);
-        });
-    }
-
-    pub(crate) fn failing(&self) -> bool {
-        self.with(|s| s.last_error.is_some())
-    }
-
-    pub(crate) fn verdict(&self, timeout: Duration) -> Verdict {
-        self.with(|s| {
-            let waited = s.oldest_queued.map(|t| t.elapsed());
-            let reason = if let Some(e) = &s.last_error {
-                Some(format!("the last sync failed: {e}"))
-            } else {
-                waited.filter(|w| *w >= timeout).map(|w| {
-                    format!(
-                        "a change has waited {:.1}s to be programmed (limit {}s)",
-                        w.as_secs_f64(),
-                        timeout.as_secs()
-                    )
-                })
-            };
-            Verdict {
-                healthy: reason.is_none(),
-                synced_once: s.last_updated.is_some(),
-                last_updated: s.last_updated,
-                reason,
-            }
-        })
-    }
+    k8s_openapi::jiff::Timestamp::new(i64::try_from(secs).unwrap_or(i64::MAX), 0)
+        .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)
+        .to_string()
 }
 
 /// Whether this node may receive load-balancer traffic: false while its
@@ -146,37 +49,51 @@ fn node_eligible(published: &Published, node: &str) -> bool {
         })
 }
 
-pub(crate) async fn serve(
-    listener: TcpListener,
-    node: String,
-    state: watch::Receiver<Published>,
-    health: std::sync::Arc<SyncHealth>,
-    timeout: Duration,
-) {
+/// What the health endpoints read.
+pub(crate) struct Context {
+    pub node: String,
+    pub state: watch::Receiver<Published>,
+    /// The proxy's sync health; `None` when the agent runs no proxy.
+    pub proxy: Option<Arc<SyncHealth>>,
+    pub timeout: Duration,
+    pub progress: Arc<Progress>,
+}
+
+/// `/healthz`: the proxy's sync health and `nodeEligible`, as kube-proxy
+/// (load balancers probe it; a DNS fault must not take the node out of
+/// rotation). `/livez`: the proxy's sync health. `/readyz`: every enabled
+/// component has applied a state, and the proxy is healthy.
+pub(crate) async fn serve(listener: TcpListener, ctx: Context) {
+    let ctx = Arc::new(ctx);
     ferry_httpd::serve(listener, move |req: Request<_>, _peer: Peer| {
-        let published = state.borrow().clone();
-        let node = node.clone();
-        let verdict = health.verdict(timeout);
+        let ctx = ctx.clone();
+        let published = ctx.state.borrow().clone();
         async move {
             let path = req.uri().path();
-            let eligible = node_eligible(&published, &node);
+            let verdict = ctx.proxy.as_ref().map(|h| h.verdict(ctx.timeout));
+            let (healthy, reason, last_updated) = match &verdict {
+                Some(v) => (v.healthy, v.reason.clone(), v.last_updated),
+                None => (true, None, Some(published.at)),
+            };
+            let eligible = node_eligible(&published, &ctx.node);
+            let waiting = ctx.progress.waiting();
             let mut body = serde_json::json!({
-                "lastUpdated": verdict.last_updated.map(rfc3339),
+                "lastUpdated": last_updated.map(rfc3339),
                 "currentTime": rfc3339(SystemTime::now()),
                 "nodeEligible": eligible,
-                "nodeName": node,
+                "nodeName": ctx.node,
                 "stateVersion": published.snapshot.state.version(),
                 "objects": published.snapshot.state.len(),
                 "manifestErrors": published.snapshot.errors.len(),
-                "syncedResourceVersion": published.synced_resource_version,
+                "syncedResourceVersion": ctx.progress.synced_resource_version(),
             });
             let (ok, why) = match path {
                 "/healthz" if !eligible => (false, Some("the node is being deleted".to_string())),
-                "/readyz" if !verdict.synced_once => (
+                "/readyz" if !waiting.is_empty() => (
                     false,
-                    Some("the rules have not been programmed yet".to_string()),
+                    Some(format!("not programmed yet: {}", waiting.join(", "))),
                 ),
-                _ => (verdict.healthy, verdict.reason.clone()),
+                _ => (healthy, reason),
             };
             if let Some(why) = why {
                 body["reason"] = why.into();
@@ -206,33 +123,6 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-
-    /// kube-proxy's health timeout: twice its default sync period of 30 s.
-    const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(60);
-
-    #[test]
-    fn a_failed_sync_is_unhealthy_at_once_and_a_waiting_change_after_the_timeout() {
-        let h = SyncHealth::default();
-        assert!(!h.verdict(DEFAULT_HEALTH_TIMEOUT).synced_once);
-        h.synced();
-        assert!(h.verdict(DEFAULT_HEALTH_TIMEOUT).healthy);
-        h.queued();
-        assert!(
-            h.verdict(DEFAULT_HEALTH_TIMEOUT).healthy,
-            "queued, within the timeout"
-        );
-        assert!(
-            !h.verdict(Duration::ZERO).healthy,
-            "queued past the timeout"
-        );
-        h.synced();
-        h.failed("iptables-restore: line 3 failed".into());
-        let v = h.verdict(DEFAULT_HEALTH_TIMEOUT);
-        assert!(!v.healthy);
-        assert!(v.reason.unwrap().contains("line 3 failed"));
-        h.synced();
-        assert!(h.verdict(Duration::ZERO).healthy);
-    }
 
     #[test]
     fn timestamps_are_rfc3339_utc() {

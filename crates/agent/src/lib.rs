@@ -1,51 +1,31 @@
-//! `ferry agent`: runs on every node. It keeps one watch of the cluster
-//! (today: the manifests source) and publishes each new state to the
-//! data-plane components (proxy, DNS, ingress and overlay plug in here),
-//! and serves kube-proxy-style health (`/healthz`, `/readyz`, `/livez` on
-//! 10256) and Prometheus metrics (`/metrics` on 10249).
+//! `ferry agent`: runs on every node. It hosts the data-plane components
+//! (the service proxy and cluster DNS now; ingress and overlay plug in the
+//! same way): it starts one source ([`Feed`]), gives every enabled
+//! component a [`ferry_source::Follower`] of it and a thread or runtime of
+//! its own, and collects what each reports as applied. It serves
+//! kube-proxy-style health (`/healthz` the proxy's sync health and
+//! `nodeEligible`, `/readyz` every component, on 10256) and Prometheus
+//! metrics (`/metrics` on 10249).
 
 mod health;
-mod healthcheck;
 mod limits;
 mod metrics;
 mod nodelocal;
-mod proxy;
+mod progress;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-/// How often the agent looks for changes when none arrive (and checks
-/// that nobody else changed its rules, at the backend's own period).
-const IDLE_PERIOD: Duration = Duration::from_secs(1);
-
-use ferry_proxy::iptables::{Flavor, IptablesBackend};
-use ferry_proxy::nft::NftBackend;
-use ferry_proxy::{Backend, Family};
-use ferry_source::{ManifestWatcher, Snapshot, SourceError};
+use ferry_proxy::Family;
+use ferry_proxy::component::{self as proxy, ProxyConfig};
+use ferry_proxy::iptables::Flavor;
+pub use ferry_source::SourceSpec;
+use ferry_source::{Feed, FeedOptions, Snapshot, SourceError};
 use tokio::sync::watch;
 
-/// Where the agent reads the cluster from.
-#[derive(Clone, Debug)]
-pub enum SourceSpec {
-    /// `manifests:DIR`: files watched on disk (the lab writes these).
-    Manifests(PathBuf),
-}
-
-impl FromStr for SourceSpec {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.split_once(':') {
-            Some(("manifests", path)) if !path.is_empty() => Ok(SourceSpec::Manifests(path.into())),
-            _ => Err(format!(
-                "{s:?}: expected manifests:DIR (the Kubernetes API source is not built yet)"
-            )),
-        }
-    }
-}
+pub use progress::Progress;
 
 /// Which service proxy the agent runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,8 +62,30 @@ impl FromStr for ProxyMode {
     }
 }
 
+/// The components an agent can run (`--components`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Component {
+    Proxy,
+    Dns,
+}
+
+impl FromStr for Component {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "proxy" => Ok(Component::Proxy),
+            "dns" => Ok(Component::Dns),
+            other => Err(format!("{other:?}: components are proxy and dns")),
+        }
+    }
+}
+
 pub struct Config {
     pub node: String,
+    /// Which components run (the proxy also needs a proxy mode other than
+    /// `none`, DNS also needs addresses).
+    pub components: Vec<Component>,
     pub source: SourceSpec,
     pub proxy_mode: ProxyMode,
     /// Which iptables binaries iptables mode runs.
@@ -128,6 +130,8 @@ pub enum AgentError {
     Source(#[from] SourceError),
     #[error("cluster DNS: {0}")]
     Dns(#[from] ferry_dns::DnsError),
+    #[error("cannot start the {0} component: {1}")]
+    Component(&'static str, String),
     #[error("cannot watch for signals: {source}")]
     Signal {
         #[source]
@@ -142,37 +146,12 @@ pub enum AgentError {
     },
 }
 
-/// What the agent publishes after every source update.
+/// What the agent publishes after every source update (the health
+/// endpoint reads it).
 #[derive(Clone)]
 pub struct Published {
     pub snapshot: Arc<Snapshot>,
     pub at: SystemTime,
-    /// The highest `metadata.resourceVersion` this node has programmed
-    /// (all components in step with it).
-    pub synced_resource_version: u64,
-}
-
-/// The highest numeric resourceVersion among the objects a snapshot changed
-/// (all objects for the first one).
-fn max_resource_version(snapshot: &Snapshot, first: bool) -> u64 {
-    let rv = |o: &ferry_model::Object| {
-        o.metadata()
-            .resource_version
-            .as_deref()
-            .and_then(|v| v.parse::<u64>().ok())
-    };
-    if first {
-        snapshot.state.objects().filter_map(rv).max().unwrap_or(0)
-    } else {
-        snapshot
-            .changes
-            .objects
-            .iter()
-            .filter_map(|k| snapshot.state.get(k))
-            .filter_map(rv)
-            .max()
-            .unwrap_or(0)
-    }
 }
 
 /// The external programs this configuration runs; the agent refuses to
@@ -202,8 +181,24 @@ pub fn required_programs(config: &Config) -> Vec<String> {
 /// The name of the per-network-namespace lock every agent takes first.
 pub const NODE_LOCK: &str = "ferry-agent";
 
+impl Config {
+    fn runs_proxy(&self) -> bool {
+        self.components.contains(&Component::Proxy) && self.proxy_mode != ProxyMode::None
+    }
+
+    fn runs_dns(&self) -> bool {
+        self.components.contains(&Component::Dns) && self.dns.is_some()
+    }
+}
+
 /// Runs the agent until the process is stopped.
 pub async fn run(mut config: Config) -> Result<(), AgentError> {
+    if !config.runs_proxy() {
+        config.proxy_mode = ProxyMode::None;
+    }
+    if !config.runs_dns() {
+        config.dns = None;
+    }
     // One agent per node, before anything else: a second one must not
     // touch the first one's rules or ports. An agent that programs
     // nothing (no proxy, no DNS) only reads and serves health, and takes
@@ -220,196 +215,85 @@ pub async fn run(mut config: Config) -> Result<(), AgentError> {
     }
     // Ports next, so that a port in use stops the agent before it
     // changes anything in the kernel.
-    let healthz = tokio::net::TcpListener::bind(config.healthz_bind)
-        .await
-        .map_err(|source| AgentError::Bind {
-            addr: config.healthz_bind,
-            what: "healthz",
-            source,
-        })?;
-    let metrics_listener = tokio::net::TcpListener::bind(config.metrics_bind)
-        .await
-        .map_err(|source| AgentError::Bind {
-            addr: config.metrics_bind,
-            what: "metrics",
-            source,
-        })?;
-    let SourceSpec::Manifests(dir) = &config.source;
+    let healthz = bind(config.healthz_bind, "healthz").await?;
+    let metrics_listener = bind(config.metrics_bind, "metrics").await?;
     // Watching starts before the first read, so a change made while the
-    // first state is being programmed is not lost.
-    let options = ferry_model::ValidationOptions {
-        service_node_port_range: config.service_node_port_range,
-    };
-    let (mut watcher, first) = ManifestWatcher::open_with(
-        std::slice::from_ref(dir),
-        false,
-        Duration::from_millis(10),
-        options,
+    // components start is not lost.
+    let feed = Feed::start(
+        &config.source,
+        FeedOptions {
+            validation: ferry_model::ValidationOptions {
+                service_node_port_range: config.service_node_port_range,
+            },
+            recursive: false,
+        },
     )?;
-    let mut logged_errors = std::collections::BTreeSet::new();
-    log_new_errors(&mut logged_errors, &first);
     let metrics = Arc::new(metrics::Metrics::new(config.proxy_mode));
-    metrics.observe(&first);
-    let health_ports: healthcheck::Wanted = Default::default();
-    // One proxy per IP family, each with its own table (`ip ferry`, `ip6 ferry`).
-    let mut proxies: Vec<proxy::Proxy> = Vec::new();
-    remove_other_modes(config.proxy_mode, config.iptables_flavor);
+    let progress = Arc::new(Progress::default());
+    let mut proxy_health = None;
     if config.proxy_mode != ProxyMode::None {
-        for family in [Family::V4, Family::V6] {
-            let ports = (family == Family::V4).then(|| health_ports.clone());
-            let backend: Box<dyn Backend> = match config.proxy_mode {
-                ProxyMode::Iptables => {
-                    Box::new(IptablesBackend::new(family, config.iptables_flavor))
-                }
-                _ => Box::new(NftBackend::new(family)),
-            };
-            proxies.push(proxy::Proxy::new(
-                backend,
-                family,
-                &config.node,
-                config.cluster_cidrs.clone(),
-                metrics.clone(),
-                ports,
-            ));
-        }
+        let handle = metrics
+            .with_registry(|r| {
+                proxy::start(
+                    ProxyConfig {
+                        node: config.node.clone(),
+                        mode: match config.proxy_mode {
+                            ProxyMode::Iptables => proxy::Mode::Iptables,
+                            _ => proxy::Mode::Nftables,
+                        },
+                        iptables_flavor: config.iptables_flavor,
+                        cluster_cidrs: config.cluster_cidrs.clone(),
+                        min_sync_period: config.min_sync_period,
+                        health_timeout: config.health_timeout,
+                    },
+                    feed.follow(),
+                    r,
+                )
+            })
+            .map_err(|e| AgentError::Component("proxy", e.to_string()))?;
+        tokio::spawn(handle.health_check_ports());
+        progress.add("proxy", handle.applied.clone());
+        proxy_health = Some(handle.health.clone());
     }
-    let sync_health = Arc::new(health::SyncHealth::default());
-    sync_health.queued();
-    // The highest resourceVersion received, and the highest programmed:
-    // the second advances only when every proxy synced.
-    let mut received = max_resource_version(&first, true);
-    let mut synced = 0;
-    match sync_all(&mut proxies, &first) {
-        Ok(()) => {
-            sync_health.synced();
-            synced = received;
-        }
-        Err(e) => sync_health.failed(e),
+    if let Some(dns) = &config.dns
+        && let Some(applied) = start_dns(dns, &metrics, &feed)?
+    {
+        progress.add("dns", applied);
     }
+    // The agent's own follower: logs, source metrics, the resourceVersion
+    // of each state version, and what the health endpoint reads.
+    let first = feed.latest();
     let (tx, rx) = watch::channel(Published {
-        snapshot: Arc::new(first),
+        snapshot: first,
         at: SystemTime::now(),
-        synced_resource_version: synced,
     });
-
-    if let Some(dns) = &config.dns {
-        start_dns(dns, &metrics, rx.clone())?;
-    }
     tokio::spawn(health::serve(
         healthz,
-        config.node.clone(),
-        rx.clone(),
-        sync_health.clone(),
-        config.health_timeout,
-    ));
-    tokio::spawn(healthcheck::run(
-        health_ports,
-        sync_health.clone(),
-        config.health_timeout,
+        health::Context {
+            node: config.node.clone(),
+            state: rx,
+            proxy: proxy_health,
+            timeout: config.health_timeout,
+            progress: progress.clone(),
+        },
     ));
     tokio::spawn(metrics::serve(metrics_listener, metrics.clone()));
     tracing::info!(node = %config.node, healthz = %config.healthz_bind, metrics = %config.metrics_bind, "agent started");
-
-    // The watcher blocks on file events; it gets a thread of its own.
-    let loop_metrics = metrics.clone();
-    let min_sync_period = config.min_sync_period;
-    let first_published = rx.borrow().snapshot.clone();
-    let check_period = proxies
-        .iter()
-        .map(proxy::Proxy::check_period)
-        .min()
-        .unwrap_or(IDLE_PERIOD);
-    let handle = tokio::task::spawn_blocking(move || {
-        // Changes that arrived within the minimum sync period wait here,
-        // merged, so a burst costs one sync and the last change is never lost.
-        let mut pending: Option<Snapshot> = None;
-        let mut latest: Option<Arc<Snapshot>> = Some(first_published);
-        // None: nothing synced in the loop yet, so the first change goes at once.
-        let mut last_sync: Option<Instant> = None;
-        let mut last_check = Instant::now();
-        loop {
-            let wait = match &pending {
-                Some(_) => min_sync_period
-                    .saturating_sub(last_sync.map_or(min_sync_period, |t| t.elapsed())),
-                None => IDLE_PERIOD,
-            };
-            match watcher.next(wait) {
-                Some(Ok(snapshot)) => {
-                    sync_health.queued();
-                    received = received.max(max_resource_version(&snapshot, false));
-                    log_new_errors(&mut logged_errors, &snapshot);
-                    loop_metrics.observe(&snapshot);
-                    pending = Some(match pending.take() {
-                        Some(mut earlier) => {
-                            earlier.changes.merge(snapshot.changes);
-                            Snapshot {
-                                changes: earlier.changes,
-                                ..snapshot
-                            }
-                        }
-                        None => snapshot,
-                    });
-                }
-                Some(Err(e)) => tracing::warn!(error = %e, "source error"),
-                None => {}
-            }
-            if pending.is_some() && last_sync.is_none_or(|t| t.elapsed() >= min_sync_period) {
-                let Some(snapshot) = pending.take() else {
-                    continue;
-                };
-                match sync_all(&mut proxies, &snapshot) {
-                    Ok(()) => {
-                        sync_health.synced();
-                        synced = received;
-                    }
-                    Err(e) => sync_health.failed(e),
-                }
-                last_sync = Some(Instant::now());
-                if !snapshot.changes.is_empty() {
-                    tracing::debug!("{}", snapshot.changes.summary());
-                }
-                let snapshot = Arc::new(snapshot);
-                latest = Some(snapshot.clone());
-                if tx
-                    .send(Published {
-                        snapshot,
-                        at: SystemTime::now(),
-                        synced_resource_version: synced,
-                    })
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            if pending.is_none()
-                && last_check.elapsed() >= check_period
-                && let Some(snap) = &latest
+    let mut follower = feed.follow();
+    let watcher = tokio::spawn(async move {
+        let mut logged_errors = std::collections::BTreeSet::new();
+        while let Some(snapshot) = follower.next().await {
+            log_new_errors(&mut logged_errors, &snapshot);
+            metrics.observe(&snapshot);
+            progress.record(&snapshot);
+            if tx
+                .send(Published {
+                    snapshot,
+                    at: SystemTime::now(),
+                })
+                .is_err()
             {
-                last_check = Instant::now();
-                // Every proxy is checked, even after one failed.
-                let errors: Vec<String> = proxies
-                    .iter_mut()
-                    .filter_map(|p| p.check_table(snap).err())
-                    .collect();
-                let checked = if errors.is_empty() {
-                    Ok(())
-                } else {
-                    Err(errors.join("; "))
-                };
-                match checked {
-                    // A sync that failed earlier went through on retry.
-                    Ok(()) if sync_health.failing() => {
-                        sync_health.synced();
-                        synced = received;
-                        let _ = tx.send(Published {
-                            snapshot: snap.clone(),
-                            at: SystemTime::now(),
-                            synced_resource_version: synced,
-                        });
-                    }
-                    Ok(()) => {}
-                    Err(e) => sync_health.failed(e),
-                }
+                return;
             }
         }
     });
@@ -419,11 +303,18 @@ pub async fn run(mut config: Config) -> Result<(), AgentError> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|source| AgentError::Signal { source })?;
     tokio::select! {
-        _ = handle => {}
+        _ = watcher => {}
         _ = term.recv() => stopping("SIGTERM", config.dns.as_ref()),
         _ = tokio::signal::ctrl_c() => stopping("SIGINT", config.dns.as_ref()),
     }
+    drop(feed);
     Ok(())
+}
+
+async fn bind(addr: SocketAddr, what: &'static str) -> Result<tokio::net::TcpListener, AgentError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| AgentError::Bind { addr, what, source })
 }
 
 /// What the agent undoes when it is told to stop.
@@ -450,30 +341,20 @@ fn stopping(signal: &str, dns: Option<&DnsConfig>) {
     }
 }
 
-/// Programs `snapshot` in every proxy (each IP family); all errors, joined.
-fn sync_all(proxies: &mut [proxy::Proxy], snapshot: &Snapshot) -> Result<(), String> {
-    let errors: Vec<String> = proxies
-        .iter_mut()
-        .filter_map(|p| p.on_snapshot(snapshot).err())
-        .collect();
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors.join("; "))
-    }
-}
-
 /// Node-local DNS: the addresses on the dummy interface with NOTRACK,
-/// then the server on each of them, following every published state.
+/// then the server on each of them, on a runtime of its own (a DNS flood
+/// must not hold up the proxy's syncs or the health endpoints), following
+/// the source. The state version it has indexed, or `None` when DNS is off
+/// on this node.
 fn start_dns(
     dns: &DnsConfig,
     metrics: &metrics::Metrics,
-    rx: watch::Receiver<Published>,
-) -> Result<(), AgentError> {
+    feed: &Feed,
+) -> Result<Option<watch::Receiver<Option<u64>>>, AgentError> {
     if let Err(e) = nodelocal::setup(&dns.addresses) {
         // Without the addresses there is nothing to bind; the proxy goes on.
         tracing::error!(error = %e, "node-local DNS not set up; cluster DNS is off on this node");
-        return Ok(());
+        return Ok(None);
     }
     let server = metrics.with_registry(|r| ferry_dns::Server::new(dns.server.clone(), r))?;
     let mut listeners = Vec::new();
@@ -484,25 +365,65 @@ fn start_dns(
             // already on the node): the proxy goes on without ferry's DNS.
             Err(e) => {
                 tracing::error!(error = %e, "cluster DNS is off on this node");
-                return Ok(());
+                return Ok(None);
             }
         }
     }
-    server.serve(listeners)?;
-    if let Some(addr) = dns.health_bind {
-        let listener = std::net::TcpListener::bind(addr)
-            .and_then(|l| l.set_nonblocking(true).map(|()| l))
-            .and_then(tokio::net::TcpListener::from_std)
-            .map_err(|source| AgentError::Bind {
-                addr,
-                what: "DNS health",
-                source,
-            })?;
-        tokio::spawn(ferry_dns::serve_health(listener, server.clone()));
+    let health = match dns.health_bind {
+        Some(addr) => Some(
+            std::net::TcpListener::bind(addr)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .map_err(|source| AgentError::Bind {
+                    addr,
+                    what: "DNS health",
+                    source,
+                })?,
+        ),
+        None => None,
+    };
+    let (applied_tx, applied) = watch::channel(None::<u64>);
+    let mut follower = feed.follow();
+    let (started_tx, started) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("dns".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = started_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                if let Err(e) = server.serve(listeners) {
+                    let _ = started_tx.send(Err(e.to_string()));
+                    return;
+                }
+                if let Some(listener) =
+                    health.and_then(|l| tokio::net::TcpListener::from_std(l).ok())
+                {
+                    tokio::spawn(ferry_dns::serve_health(listener, server.clone()));
+                }
+                let _ = started_tx.send(Ok(()));
+                while let Some(snapshot) = follower.next().await {
+                    let s = server.clone();
+                    let state = snapshot.state.clone();
+                    let _ = tokio::task::spawn_blocking(move || s.update(&state)).await;
+                    applied_tx.send_replace(Some(snapshot.state.version()));
+                }
+            });
+        })
+        .map_err(|e| AgentError::Component("dns", e.to_string()))?;
+    match started.recv() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(AgentError::Component("dns", e)),
+        Err(_) => return Err(AgentError::Component("dns", "its thread ended".into())),
     }
-    server.follow(rx, |p: &Published| p.snapshot.state.clone());
     tracing::info!(addresses = ?dns.addresses, zones = ?dns.server.zones, upstreams = ?dns.server.upstreams, "cluster DNS serving");
-    Ok(())
+    Ok(Some(applied))
 }
 
 /// `ferry agent --cleanup`: removes everything either proxy mode
@@ -520,50 +441,13 @@ pub fn cleanup(flavor: Flavor) -> Result<Vec<String>, String> {
         )),
         Err(e) => errors.push(e.to_string()),
     }
-    match NftBackend::cleanup() {
-        Ok(()) => done.push("ferry's nftables tables (ip ferry, ip6 ferry)".to_string()),
-        Err(e) => errors.push(e.to_string()),
-    }
-    for family in [Family::V4, Family::V6] {
-        match IptablesBackend::cleanup(family, flavor, None) {
-            Ok(0) => {}
-            Ok(n) => done.push(format!(
-                "{n} iptables chains and jumps ({})",
-                flavor.binary(family, "")
-            )),
-            Err(e) => errors.push(e.to_string()),
-        }
-    }
+    let (proxy_done, proxy_errors) = proxy::cleanup(flavor);
+    done.extend(proxy_done);
+    errors.extend(proxy_errors);
     if errors.is_empty() {
         Ok(done)
     } else {
         Err(errors.join("; "))
-    }
-}
-
-/// Switching modes: the rules of the mode not in use are removed, as
-/// kube-proxy does at start. The iptables chains are looked for first
-/// (one `iptables-save` per family) so a node that never ran iptables mode
-/// pays almost nothing.
-fn remove_other_modes(mode: ProxyMode, flavor: Flavor) {
-    // With no proxy of ours (`none`), another one owns the node's rules.
-    if mode == ProxyMode::Iptables
-        && let Err(e) = NftBackend::cleanup()
-    {
-        tracing::warn!(error = %e, "could not remove ferry's nftables tables");
-    }
-    if mode == ProxyMode::Nftables {
-        for family in [Family::V4, Family::V6] {
-            if !IptablesBackend::present(family, flavor) {
-                continue;
-            }
-            match IptablesBackend::cleanup(family, flavor, None) {
-                Ok(n) => {
-                    tracing::info!(removed = n, family = ?family, "removed iptables-mode rules left by an earlier mode")
-                }
-                Err(e) => tracing::warn!(error = %e, "could not remove iptables-mode rules"),
-            }
-        }
     }
 }
 

@@ -1,5 +1,6 @@
-//! Prometheus metrics on `/metrics` (10249). Names follow kube-proxy where
-//! an equivalent exists; the source's own are prefixed `ferry_source_`.
+//! Prometheus metrics on `/metrics` (10249): one registry, in which each
+//! component registers its own (the proxy's under kube-proxy's names, DNS
+//! under CoreDNS's); the source's are here, prefixed `ferry_source_`.
 
 use std::sync::Mutex;
 
@@ -7,9 +8,7 @@ use ferry_httpd::{Peer, Request, StatusCode, respond};
 use ferry_source::Snapshot;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
@@ -21,14 +20,6 @@ pub(crate) struct Metrics {
     errors: Gauge,
     updates: Counter,
     proxy_mode: crate::ProxyMode,
-    sync_duration: Histogram,
-    sync_full: Histogram,
-    sync_partial: Histogram,
-    programming: Histogram,
-    last_sync: Gauge<f64, std::sync::atomic::AtomicU64>,
-    sync_failures: Family<Vec<(String, String)>, Counter>,
-    /// ServicePorts with more endpoints than nftables mode programs.
-    pub(crate) endpoints_over_limit: Family<Vec<(String, String)>, Gauge>,
 }
 
 impl Metrics {
@@ -64,50 +55,7 @@ impl Metrics {
             "Cluster state updates received",
             updates.clone(),
         );
-        let buckets = || Histogram::new(exponential_buckets(0.0001, 2.0, 18));
-        let (sync_duration, sync_full, sync_partial, programming) =
-            (buckets(), buckets(), buckets(), buckets());
-        let last_sync = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
-        let sync_failures = Family::<Vec<(String, String)>, Counter>::default();
-        // kube-proxy's names, so existing dashboards and alerts keep working.
-        registry.register(
-            "kubeproxy_sync_proxy_rules_duration_seconds",
-            "SyncProxyRules latency in seconds",
-            sync_duration.clone(),
-        );
-        registry.register(
-            "kubeproxy_sync_full_proxy_rules_duration_seconds",
-            "SyncProxyRules latency in seconds for full resyncs",
-            sync_full.clone(),
-        );
-        registry.register(
-            "kubeproxy_sync_partial_proxy_rules_duration_seconds",
-            "SyncProxyRules latency in seconds for partial resyncs",
-            sync_partial.clone(),
-        );
-        registry.register(
-            "kubeproxy_network_programming_duration_seconds",
-            "From a change arriving at the agent to the rules being programmed",
-            programming.clone(),
-        );
-        registry.register(
-            "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
-            "The last time proxy rules were successfully synced",
-            last_sync.clone(),
-        );
-        registry.register(
-            "kubeproxy_sync_proxy_rules_failures",
-            "Failed proxy rule syncs (nft transactions refused)",
-            sync_failures.clone(),
-        );
-        let endpoints_over_limit = Family::<Vec<(String, String)>, Gauge>::default();
-        registry.register(
-            "ferry_proxy_service_ports_over_endpoint_limit",
-            "ServicePorts with more endpoints than nftables mode uses (4095); only the first 4095 in the plan's order get traffic",
-            endpoints_over_limit.clone(),
-        );
         Metrics {
-            endpoints_over_limit,
             registry: Mutex::new(registry),
             version,
             objects,
@@ -115,12 +63,6 @@ impl Metrics {
             errors,
             updates,
             proxy_mode,
-            sync_duration,
-            sync_full,
-            sync_partial,
-            programming,
-            last_sync,
-            sync_failures,
         }
     }
 
@@ -139,27 +81,6 @@ impl Metrics {
         self.services.set(s.state.services().count() as i64);
         self.errors.set(s.errors.len() as i64);
         self.updates.inc();
-    }
-
-    pub(crate) fn proxy_synced(&self, stats: &ferry_proxy::SyncStats, since: std::time::Instant) {
-        let secs = stats.took.as_secs_f64();
-        self.sync_duration.observe(secs);
-        if stats.full {
-            self.sync_full.observe(secs);
-        } else {
-            self.sync_partial.observe(secs);
-        }
-        self.programming.observe(since.elapsed().as_secs_f64());
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
-        self.last_sync.set(now);
-    }
-
-    pub(crate) fn proxy_failed(&self, mode: &'static str) {
-        self.sync_failures
-            .get_or_create(&vec![("mode".into(), mode.into())])
-            .inc();
     }
 
     fn render(&self) -> String {

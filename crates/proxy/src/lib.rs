@@ -5,6 +5,7 @@
 //! no endpoints). Backends (nftables, iptables) turn a plan into kernel
 //! state; the plan knows nothing of them.
 
+pub mod component;
 pub mod conntrack;
 pub mod iptables;
 pub mod nft;

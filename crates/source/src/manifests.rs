@@ -15,8 +15,8 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 
 use ferry_model::{
-    ChangeSet, ClusterState, FieldError, Kind, ManifestError, NodePortClaims, Object, ObjectDesc,
-    ObjectKey, Update, ValidationOptions, decode_with,
+    ClusterState, FieldError, Kind, ManifestError, NodePortClaims, Object, ObjectDesc, ObjectKey,
+    Update, ValidationOptions, decode_with,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +29,8 @@ pub enum SourceError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot start the source's thread: {0}")]
+    Thread(String),
     #[error("cannot watch {path}: {source}")]
     Watch {
         path: PathBuf,
@@ -37,16 +39,7 @@ pub enum SourceError {
     },
 }
 
-/// One version of the state, what changed to reach it, and every error the
-/// source currently knows of.
-#[derive(Clone, Debug)]
-pub struct Snapshot {
-    pub state: ClusterState,
-    pub changes: ChangeSet,
-    pub errors: Vec<ManifestError>,
-    /// Objects of kinds the data plane does not read (Deployments, ...).
-    pub skipped: Vec<ObjectDesc>,
-}
+pub use crate::snapshot::Snapshot;
 
 #[derive(Default)]
 struct FileEntry {
@@ -216,11 +209,6 @@ impl ManifestSource {
             state: self.state.clone(),
             changes,
             errors: self.errors(),
-            skipped: self
-                .files
-                .values()
-                .flat_map(|f| f.skipped.iter().cloned())
-                .collect(),
         }
     }
 
@@ -320,6 +308,14 @@ impl ManifestSource {
     fn winner(&self, key: &ObjectKey) -> Option<&Object> {
         let first = self.owners.get(key)?.first()?;
         self.files.get(first)?.objects.get(key)
+    }
+
+    /// Objects of kinds the data plane does not read (Deployments, ...).
+    pub fn skipped(&self) -> Vec<ObjectDesc> {
+        self.files
+            .values()
+            .flat_map(|f| f.skipped.iter().cloned())
+            .collect()
     }
 
     /// Every current error: per-file errors, objects defined in more than

@@ -11,6 +11,11 @@ pub struct Args {
     /// This node's name (as in the Node objects).
     #[arg(long, required_unless_present = "cleanup", default_value = "")]
     node: String,
+    /// Which components run, comma-separated: proxy, dns (each on its own
+    /// thread; the proxy also needs a --proxy-mode other than none, DNS
+    /// also needs --dns-addresses other than none).
+    #[arg(long, value_delimiter = ',', default_value = "proxy,dns")]
+    components: Vec<ferry_agent::Component>,
     /// Where the cluster comes from: manifests:DIR.
     #[arg(
         long,
@@ -93,6 +98,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .context("starting the async runtime")?;
     let result = runtime.block_on(ferry_agent::run(Config {
         node: args.node,
+        components: args.components,
         source: args.source,
         proxy_mode: args.proxy_mode,
         iptables_flavor: args.iptables_flavor,

@@ -5,12 +5,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
-use ferry_agent::SourceSpec;
 use ferry_dns::{Config, Listener, PodMode, Server};
-use ferry_source::{ManifestSource, ManifestWatcher};
+use ferry_source::{Feed, FeedOptions, SourceSpec};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -81,9 +79,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let SourceSpec::Manifests(dir) = &args.source;
-    let (source, first) = ManifestSource::open(std::slice::from_ref(dir), false)
-        .with_context(|| format!("reading {}", dir.display()))?;
+    let feed = Feed::start(&args.source, FeedOptions::default())
+        .with_context(|| format!("reading {}", args.source))?;
+    let first = feed.latest();
     for e in &first.errors {
         eprintln!("warning: {e}");
     }
@@ -107,32 +105,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             )
         }
     );
-    let mut watcher = ManifestWatcher::new(source, Duration::from_millis(20))?;
-    let follower = server.clone();
-    std::thread::Builder::new()
-        .name("dns-source".into())
-        .spawn(move || {
-            loop {
-                match watcher.next(Duration::from_secs(3600)) {
-                    Some(Ok(snap)) => {
-                        for e in &snap.errors {
-                            eprintln!("warning: {e}");
-                        }
-                        follower.update(&snap.state);
-                        println!(
-                            "ferry dns: updated: {} services, {} names",
-                            snap.state.services().count(),
-                            follower.names()
-                        );
-                    }
-                    Some(Err(e)) => eprintln!("warning: source: {e}"),
-                    None => {}
-                }
-            }
-        })
-        .context("starting the source thread")?;
+    let mut follower = feed.follow();
+    // The first state is indexed already.
+    let _ = follower.try_next();
+    let updater = server.clone();
     runtime.block_on(async {
         server.serve(listeners)?;
+        tokio::spawn(async move {
+            while let Some(snap) = follower.next().await {
+                for e in &snap.errors {
+                    eprintln!("warning: {e}");
+                }
+                let s = updater.clone();
+                let state = snap.state.clone();
+                let _ = tokio::task::spawn_blocking(move || s.update(&state)).await;
+                println!(
+                    "ferry dns: updated: {} services, {} names",
+                    snap.state.services().count(),
+                    updater.names()
+                );
+            }
+        });
         if let Some(addr) = args.metrics {
             let l = tokio::net::TcpListener::bind(addr)
                 .await

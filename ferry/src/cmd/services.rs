@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ferry_model::{ClusterState, Endpoint, ServicePortView, ServiceType, ServiceView};
-use ferry_source::{ManifestSource, ManifestWatcher};
+use ferry_source::{Feed, FeedOptions};
 use serde::Serialize;
 
 #[derive(clap::Args)]
@@ -38,8 +38,18 @@ struct ServiceJson<'a> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let (source, snap) =
-        ManifestSource::open(&args.paths, args.recursive).context("cannot read manifests")?;
+    let feed = Feed::manifests(
+        &args.paths,
+        FeedOptions {
+            recursive: args.recursive,
+            ..FeedOptions::default()
+        },
+    )
+    .context("cannot read manifests")?;
+    let mut follower = feed.follow();
+    let Some(snap) = follower.try_next() else {
+        anyhow::bail!("the source published no state");
+    };
     for e in &snap.errors {
         tracing::warn!("{e}");
     }
@@ -47,7 +57,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !args.watch {
         return Ok(ExitCode::SUCCESS);
     }
-    let mut watcher = ManifestWatcher::new(source, Duration::from_millis(20))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .context("starting the async runtime")?;
     let deadline = args
         .watch_for
         .map(|s| std::time::Instant::now() + Duration::from_secs(s));
@@ -59,10 +72,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         if wait.is_zero() {
             return Ok(ExitCode::SUCCESS);
         }
-        let Some(snap) = watcher.next(wait) else {
+        let Ok(next) =
+            runtime.block_on(async { tokio::time::timeout(wait, follower.next()).await })
+        else {
             continue;
         };
-        let snap = snap?;
+        let Some(snap) = next else {
+            return Ok(ExitCode::SUCCESS);
+        };
         for e in &snap.errors {
             tracing::warn!("{e}");
         }

@@ -18,7 +18,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let (_, snap) =
+    let (source, snap) =
         ManifestSource::open(&args.paths, args.recursive).context("cannot read manifests")?;
     for e in &snap.errors {
         println!("{e}");
@@ -28,7 +28,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         *kinds.entry(o.kind().to_string()).or_default() += 1;
     }
     let mut skipped: BTreeMap<&str, usize> = BTreeMap::new();
-    for s in &snap.skipped {
+    let skipped_objects = source.skipped();
+    for s in &skipped_objects {
         *skipped.entry(s.kind.as_str()).or_default() += 1;
     }
     let list = |m: &mut dyn Iterator<Item = (String, usize)>| {

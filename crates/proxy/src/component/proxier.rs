@@ -1,17 +1,18 @@
-//! The service proxy component of the agent: keeps the proxy plan in step
-//! with each new cluster state (replanning only the ServicePorts a change
-//! set names) and hands the differences to the backend of the proxy
-//! mode (nftables or iptables).
+//! One IP family's proxier: keeps the proxy plan in step with each new
+//! cluster state (replanning only the ServicePorts a change set names),
+//! hands the differences to the backend of the proxy mode (nftables or
+//! iptables), cleans stale UDP flows, and keeps the health-check node
+//! ports' view of local endpoints.
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::{Backend, Family, NodeContext, ProxyPlan, plan};
 use ferry_model::{Kind, Object};
-use ferry_proxy::{Backend, Family, NodeContext, ProxyPlan, plan};
 use ferry_source::Snapshot;
 use ipnet::IpNet;
 
-use crate::metrics::Metrics;
+use super::metrics::ProxyMetrics as Metrics;
 
 pub(crate) struct Proxy {
     node: String,
@@ -24,10 +25,10 @@ pub(crate) struct Proxy {
     /// When the first change not yet programmed arrived (for network programming latency).
     pending_since: Option<Instant>,
     /// Only the IPv4 proxy serves health-check node ports (on 0.0.0.0).
-    health_ports: Option<crate::healthcheck::Wanted>,
+    health_ports: Option<super::healthcheck::Wanted>,
     family: Family,
     /// Opened at the first UDP cleanup.
-    conntrack: Option<ferry_proxy::conntrack::Conntrack>,
+    conntrack: Option<crate::conntrack::Conntrack>,
     /// ServicePorts over nftables mode's endpoint limit (logged once each).
     over_limit: std::collections::BTreeSet<ferry_model::ServicePortName>,
 }
@@ -72,7 +73,7 @@ impl Proxy {
         node: &str,
         fixed_cidrs: Vec<IpNet>,
         metrics: Arc<Metrics>,
-        health_ports: Option<crate::healthcheck::Wanted>,
+        health_ports: Option<super::healthcheck::Wanted>,
     ) -> Self {
         Proxy {
             node: node.to_string(),
@@ -109,7 +110,7 @@ impl Proxy {
         let mut changed_names: Vec<ferry_model::ServicePortName> = Vec::new();
         let mut udp_before: Vec<(
             ferry_model::ServicePortName,
-            Option<Arc<ferry_proxy::ServicePlan>>,
+            Option<Arc<crate::ServicePlan>>,
         )> = Vec::new();
         let result = if in_step {
             for name in snapshot
@@ -134,10 +135,10 @@ impl Proxy {
                 self.version = Some(snapshot.state.version());
                 self.metrics
                     .proxy_synced(&stats, self.pending_since.take().unwrap_or(arrived));
-                let stale: Vec<ferry_proxy::conntrack::StaleFlows> = udp_before
+                let stale: Vec<crate::conntrack::StaleFlows> = udp_before
                     .iter()
                     .map(|(name, before)| {
-                        ferry_proxy::conntrack::stale_flows(
+                        crate::conntrack::stale_flows(
                             before.as_deref(),
                             self.plan.services.get(name).map(AsRef::as_ref),
                         )
@@ -183,12 +184,12 @@ impl Proxy {
     }
 
     /// Deletes the stale UDP flows of this sync: one dump and one batch.
-    fn clean_conntrack(&mut self, stale: &[ferry_proxy::conntrack::StaleFlows]) {
+    fn clean_conntrack(&mut self, stale: &[crate::conntrack::StaleFlows]) {
         if stale.is_empty() {
             return;
         }
         if self.conntrack.is_none() {
-            match ferry_proxy::conntrack::Conntrack::open(self.family) {
+            match crate::conntrack::Conntrack::open(self.family) {
                 Ok(c) => self.conntrack = Some(c),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot open conntrack; stale UDP flows stay until they time out");
@@ -220,8 +221,8 @@ impl Proxy {
         if self.backend.mode() != "nftables" {
             return;
         }
-        let limit = ferry_proxy::nft::ruleset::MAX_ENDPOINTS as usize;
-        let over = |p: &ferry_proxy::ServicePlan| {
+        let limit = crate::nft::ruleset::MAX_ENDPOINTS as usize;
+        let over = |p: &crate::ServicePlan| {
             p.cluster_endpoints.len().max(p.external_endpoints.len()) > limit
         };
         let names: Vec<ferry_model::ServicePortName> = if full {
@@ -298,7 +299,7 @@ impl Proxy {
             return;
         };
         if full {
-            *wanted = crate::healthcheck::wanted_from(&self.plan);
+            *wanted = super::healthcheck::wanted_from(&self.plan);
             return;
         }
         for name in changed {

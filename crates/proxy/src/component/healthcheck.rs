@@ -8,8 +8,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::ProxyPlan;
 use ferry_httpd::{Peer, Request, StatusCode, respond};
-use ferry_proxy::ProxyPlan;
 use tokio::task::JoinHandle;
 
 /// Port -> (namespace/name, local endpoints).
@@ -38,7 +38,7 @@ pub(crate) fn wanted_from(plan: &ProxyPlan) -> BTreeMap<u16, (String, String, us
 /// to a minute, and logged once until it binds.
 pub(crate) async fn run(
     wanted: Wanted,
-    health: std::sync::Arc<crate::health::SyncHealth>,
+    health: std::sync::Arc<super::health::SyncHealth>,
     health_timeout: Duration,
 ) {
     let mut running: BTreeMap<u16, JoinHandle<()>> = BTreeMap::new();

@@ -1,0 +1,111 @@
+//! What each component has applied, and what that means for the node: the
+//! components report the state version they programmed; the agent maps
+//! state versions to the objects' `metadata.resourceVersion` (the lab and
+//! the API server give one) as it follows the source, so the node can say
+//! which resourceVersion every enabled component has reached.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use ferry_model::Object;
+use ferry_source::Snapshot;
+use tokio::sync::watch;
+
+/// A component's name and the state version it reports as applied.
+type Report = (&'static str, watch::Receiver<Option<u64>>);
+
+/// The components' reports, and resourceVersions by state version.
+#[derive(Default)]
+pub struct Progress {
+    components: Mutex<Vec<Report>>,
+    /// State version -> the highest resourceVersion in that state.
+    versions: Mutex<BTreeMap<u64, u64>>,
+}
+
+fn resource_version(o: &Object) -> Option<u64> {
+    o.metadata().resource_version.as_deref()?.parse().ok()
+}
+
+impl Progress {
+    /// A component reporting the state version it applied.
+    pub(crate) fn add(&self, name: &'static str, applied: watch::Receiver<Option<u64>>) {
+        self.lock_components().push((name, applied));
+    }
+
+    fn lock_components(&self) -> std::sync::MutexGuard<'_, Vec<Report>> {
+        // Plain data: usable after a panic elsewhere.
+        self.components.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_versions(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, u64>> {
+        self.versions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes the highest resourceVersion of a state the source published
+    /// (from its changed objects; all objects for the first one).
+    pub(crate) fn record(&self, snapshot: &Snapshot) {
+        let mut versions = self.lock_versions();
+        let before = versions.values().next_back().copied();
+        let changed = match before {
+            None => snapshot.state.objects().filter_map(resource_version).max(),
+            Some(_) => snapshot
+                .changes
+                .objects
+                .iter()
+                .filter_map(|k| snapshot.state.get(k))
+                .filter_map(resource_version)
+                .max(),
+        };
+        let rv = before.into_iter().chain(changed).max().unwrap_or(0);
+        versions.insert(snapshot.state.version(), rv);
+        // Keep what a component may still report: versions from the
+        // oldest one any component has applied.
+        if let Some(oldest) = self.applied_min()
+            && let Some(&floor) = versions.range(..=oldest).next_back().map(|(k, _)| k)
+        {
+            versions.retain(|v, _| *v >= floor);
+        }
+    }
+
+    /// The state version every component has applied (`None` before all
+    /// of them applied one).
+    fn applied_min(&self) -> Option<u64> {
+        let components = self.lock_components();
+        let mut min: Option<u64> = None;
+        for (_, rx) in components.iter() {
+            let v = (*rx.borrow())?;
+            min = Some(min.map_or(v, |m: u64| m.min(v)));
+        }
+        min
+    }
+
+    /// Every component has applied a state.
+    pub fn ready(&self) -> bool {
+        self.lock_components()
+            .iter()
+            .all(|(_, rx)| rx.borrow().is_some())
+    }
+
+    /// The components that have not applied a state yet.
+    pub fn waiting(&self) -> Vec<&'static str> {
+        self.lock_components()
+            .iter()
+            .filter(|(_, rx)| rx.borrow().is_none())
+            .map(|(n, _)| *n)
+            .collect()
+    }
+
+    /// The highest resourceVersion every component has programmed.
+    pub fn synced_resource_version(&self) -> u64 {
+        let versions = self.lock_versions();
+        let Some(min) = self.applied_min() else {
+            // No components: everything read is "applied".
+            return if self.lock_components().is_empty() {
+                versions.values().next_back().copied().unwrap_or(0)
+            } else {
+                0
+            };
+        };
+        versions.range(..=min).next_back().map_or(0, |(_, rv)| *rv)
+    }
+}

@@ -1,0 +1,142 @@
+//! The one contract between a source and its consumers. A source runs on
+//! a thread of its own and publishes every new [`Snapshot`] into a watch
+//! channel ([`Feed`]); each consumer holds a [`Follower`], awaits the next
+//! state, and gets the changes since the state *it* last saw: exactly the
+//! source's change set when it kept up, the full diff of the two states
+//! when it lagged and missed versions. Nothing blocks on a poll.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_model::{ChangeSet, ClusterState, ValidationOptions};
+use tokio::sync::watch;
+
+use crate::manifests::{Snapshot, SourceError};
+use crate::spec::SourceSpec;
+use crate::watch::ManifestWatcher;
+
+/// A running source; dropping every [`Follower`] and the feed stops it.
+pub struct Feed {
+    rx: watch::Receiver<Arc<Snapshot>>,
+}
+
+/// How a source reads what it reads.
+#[derive(Clone, Debug, Default)]
+pub struct FeedOptions {
+    /// Validation as an API server with these flags would do it.
+    pub validation: ValidationOptions,
+    /// Manifests: read directories recursively.
+    pub recursive: bool,
+}
+
+/// Debounce of the manifests watcher: a burst of file events (a writer
+/// replacing many files) becomes one snapshot.
+const DEBOUNCE: Duration = Duration::from_millis(10);
+
+impl Feed {
+    /// Starts `spec`: the first state is read before this returns (errors
+    /// such as a missing directory are returned here), later ones arrive
+    /// on the followers. Watching starts before the first read, so no
+    /// change made meanwhile is lost.
+    pub fn start(spec: &SourceSpec, options: FeedOptions) -> Result<Feed, SourceError> {
+        match spec {
+            SourceSpec::Manifests(dir) => Feed::manifests(std::slice::from_ref(dir), options),
+        }
+    }
+
+    /// A manifests source over several files or directories (as `ferry
+    /// services` and `kubectl apply -f` take them).
+    pub fn manifests(
+        paths: &[std::path::PathBuf],
+        options: FeedOptions,
+    ) -> Result<Feed, SourceError> {
+        let (mut watcher, first) =
+            ManifestWatcher::open_with(paths, options.recursive, DEBOUNCE, options.validation)?;
+        let (tx, rx) = watch::channel(Arc::new(first));
+        std::thread::Builder::new()
+            .name("source".into())
+            .spawn(move || {
+                while !tx.is_closed() {
+                    match watcher.next(Duration::from_secs(1)) {
+                        Some(Ok(snapshot)) => {
+                            let _ = tx.send(Arc::new(snapshot));
+                        }
+                        Some(Err(e)) => tracing::warn!(error = %e, "source error"),
+                        None => {}
+                    }
+                }
+            })
+            .map_err(|e| SourceError::Thread(e.to_string()))?;
+        Ok(Feed { rx })
+    }
+
+    /// A feed of fixed snapshots pushed by the caller (tests, benchmarks).
+    pub fn manual(first: Snapshot) -> (watch::Sender<Arc<Snapshot>>, Feed) {
+        let (tx, rx) = watch::channel(Arc::new(first));
+        (tx, Feed { rx })
+    }
+
+    /// The newest snapshot.
+    pub fn latest(&self) -> Arc<Snapshot> {
+        self.rx.borrow().clone()
+    }
+
+    /// A new consumer; its first [`Follower::next`] returns the newest
+    /// state with every object in the change set.
+    pub fn follow(&self) -> Follower {
+        let mut rx = self.rx.clone();
+        rx.mark_changed();
+        Follower { rx, seen: None }
+    }
+}
+
+/// One consumer's view of a [`Feed`].
+pub struct Follower {
+    rx: watch::Receiver<Arc<Snapshot>>,
+    seen: Option<ClusterState>,
+}
+
+impl Follower {
+    /// Waits for a state newer than the last one returned; `None` once the
+    /// source has stopped. The change set is relative to that last state.
+    pub async fn next(&mut self) -> Option<Arc<Snapshot>> {
+        self.rx.changed().await.ok()?;
+        Some(self.take())
+    }
+
+    /// The newer state if there is one, without waiting.
+    pub fn try_next(&mut self) -> Option<Arc<Snapshot>> {
+        if self.rx.has_changed().unwrap_or(false) {
+            Some(self.take())
+        } else {
+            None
+        }
+    }
+
+    fn take(&mut self) -> Arc<Snapshot> {
+        let latest = self.rx.borrow_and_update().clone();
+        let out = match &self.seen {
+            Some(seen) if seen.version() == latest.changes.from_version => latest,
+            Some(seen) if seen.version() == latest.state.version() => Arc::new(Snapshot {
+                changes: ChangeSet {
+                    from_version: seen.version(),
+                    to_version: seen.version(),
+                    ..ChangeSet::default()
+                },
+                ..(*latest).clone()
+            }),
+            // Missed versions (or the first state): the diff says exactly
+            // what differs from what this consumer has.
+            seen => {
+                let empty = ClusterState::new();
+                let from = seen.as_ref().unwrap_or(&empty);
+                Arc::new(Snapshot {
+                    changes: from.diff(&latest.state),
+                    ..(*latest).clone()
+                })
+            }
+        };
+        self.seen = Some(out.state.clone());
+        out
+    }
+}
