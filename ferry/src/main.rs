@@ -2,7 +2,6 @@
 //! each subcommand to its module under `cmd/`. No logic of its own.
 
 mod cmd;
-mod synth;
 
 use std::process::ExitCode;
 

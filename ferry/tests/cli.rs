@@ -185,3 +185,68 @@ fn services_watch_prints_what_changed_after_an_edit() {
     );
     assert!(seen.iter().any(|l| l.contains("8080/TCP")), "{seen:?}");
 }
+
+#[test]
+fn every_bench_subcommand_explains_its_flags() {
+    for (what, flag) in [
+        ("model", "--update-sizes"),
+        ("lab", "--sizes"),
+        ("proxy", "--max-predicted-s"),
+        ("dns", "--seconds"),
+    ] {
+        let (code, out, err) = run(&["bench", what, "--help"]);
+        assert_eq!(code, 0, "bench {what} --help: {err}");
+        assert!(
+            out.contains(flag),
+            "bench {what} --help lacks {flag}:\n{out}"
+        );
+    }
+    let (code, out, _) = run(&["bench", "--help"]);
+    assert_eq!(code, 0);
+    for what in ["model", "lab", "proxy", "dns"] {
+        assert!(out.contains(what), "bench --help lacks {what}:\n{out}");
+    }
+    assert!(!out.contains("child"), "hidden children shown:\n{out}");
+}
+
+#[test]
+fn bench_model_at_its_smallest_prints_the_load_and_update_tables() {
+    let (code, out, err) = run(&[
+        "bench",
+        "model",
+        "--services",
+        "10",
+        "--endpoints",
+        "2",
+        "--runs",
+        "1",
+        "--update-sizes",
+        "10,20",
+        "--updates",
+        "10",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("ferry bench model  ("), "{out}");
+    assert!(
+        out.contains("Load from YAML: 10 services x 2 endpoints = 20 objects"),
+        "{out}"
+    );
+    for step in [
+        "read + parse + validate",
+        "normalize (ClusterState)",
+        "total",
+        "peak RSS",
+    ] {
+        assert!(out.contains(step), "{step} missing:\n{out}");
+    }
+    let rows: Vec<&str> = out
+        .lines()
+        .filter(|l| l.trim_start().starts_with("10 ") || l.trim_start().starts_with("20 "))
+        .collect();
+    assert_eq!(rows.len(), 2, "one update row per size:\n{out}");
+    assert!(rows.iter().all(|r| r.matches("µs").count() == 4), "{out}");
+    assert!(
+        out.contains("slice update p50, largest / smallest cluster:"),
+        "{out}"
+    );
+}

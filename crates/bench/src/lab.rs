@@ -1,11 +1,24 @@
 //! `ferry bench lab`: how long `lab up` takes for a small and a large
 //! cluster, how long `lab down` takes, and how much memory an idle agent
-//! uses. Runs the real commands (as a user would) in a lab named `bench`.
+//! uses. Runs the real commands (as a user would) in a lab named `bench`;
+//! reads its `status.json` and the agents' `/proc` entries.
 
-use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
+
+use crate::child;
+use crate::memory::rss_mib;
+use crate::stats::median;
+
+/// What `ferry bench lab` measures.
+#[derive(Clone, Debug)]
+pub struct LabOptions {
+    /// Runs per size (the median is reported).
+    pub runs: usize,
+    /// Sizes as NODESxPODS.
+    pub sizes: Vec<String>,
+}
 
 const LAB: &str = "bench";
 
@@ -16,42 +29,14 @@ fn manifest(pods: usize) -> String {
 }
 
 fn ferry(args: &[&str]) -> anyhow::Result<Duration> {
-    let exe = std::env::current_exe().context("locating the ferry binary")?;
     let start = Instant::now();
-    let out = Command::new(exe)
-        .args(args)
-        .output()
-        .context("running ferry")?;
-    let took = start.elapsed();
-    if !out.status.success() {
-        bail!(
-            "ferry {} failed:\n{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(took)
+    child::ferry(args).with_context(|| format!("ferry {}", args.join(" ")))?;
+    Ok(start.elapsed())
 }
 
-pub(crate) fn rss_mib(pid: u64) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb / 1024.0)
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-pub fn run(runs: usize, sizes: &[String]) -> anyhow::Result<ExitCode> {
+/// Runs the benchmark and prints its table.
+pub fn run(options: LabOptions) -> anyhow::Result<()> {
+    let LabOptions { runs, sizes } = options;
     let dir = tempfile::tempdir().context("creating a scratch directory")?;
     println!(
         "ferry bench lab  (median of {runs} runs; each run is `ferry lab up` until ready, a 2 s idle pause, `ferry lab down`)"
@@ -61,7 +46,7 @@ pub fn run(runs: usize, sizes: &[String]) -> anyhow::Result<ExitCode> {
         "  {:>6}  {:>5}  {:>10}  {:>10}  {:>16}  {:>15}",
         "nodes", "pods", "lab up", "lab down", "idle agent RSS", "echo pod RSS"
     );
-    for size in sizes {
+    for size in &sizes {
         let (nodes, pods) = size
             .split_once('x')
             .and_then(|(n, p)| Some((n.parse::<u32>().ok()?, p.parse::<usize>().ok()?)))
@@ -115,17 +100,9 @@ pub fn run(runs: usize, sizes: &[String]) -> anyhow::Result<ExitCode> {
             pods,
             median(&mut ups),
             median(&mut downs),
-            if agent_rss.is_empty() {
-                f64::NAN
-            } else {
-                median(&mut agent_rss)
-            },
-            if pod_rss.is_empty() {
-                f64::NAN
-            } else {
-                median(&mut pod_rss)
-            },
+            median(&mut agent_rss),
+            median(&mut pod_rss),
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

@@ -1,0 +1,30 @@
+//! ferry's benchmarks, each printing a table on stdout (progress on
+//! stderr): `model` (loading and updating the cluster model), `proxy`
+//! (nftables and iptables modes side by side in scratch namespaces), `dns`
+//! (dnsperf against `ferry dns`, nsd, knot and unbound) and `lab` (`lab
+//! up`/`lab down` and idle memory).
+//!
+//! The binary parses the command line into the plain option structs here
+//! and calls one function per subcommand. Benchmarks that need a fresh
+//! process (for its peak memory) or the real commands run the ferry binary
+//! itself (`std::env::current_exe`) with its own command lines: `ferry
+//! bench model-load-child`, `ferry bench proxy-child`, `ferry dns`, `ferry
+//! lab up|down`; the binary routes the two hidden children back here.
+//!
+//! May touch: processes (the ferry binary, dnsperf and the DNS servers,
+//! `ip`, `nft`, `iptables`), network namespaces named `ferry-bench-*`, a
+//! lab named `bench`, temporary directories, `/proc`.
+
+mod child;
+mod dns;
+mod lab;
+mod memory;
+mod model;
+mod proxy;
+mod stats;
+mod synth;
+
+pub use dns::{DnsOptions, run as dns};
+pub use lab::{LabOptions, run as lab};
+pub use model::{ModelOptions, load_child as model_load_child, run as model};
+pub use proxy::{ProxyOptions, child as proxy_child, run as proxy};
