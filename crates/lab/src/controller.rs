@@ -20,13 +20,13 @@ use ferry_model::k8s_openapi::jiff::Timestamp;
 use ferry_model::{Kind, NamespacedName, Object, ObjectKey, decode};
 
 use crate::names::LabNames;
-use crate::netns::NsThread;
 use crate::plan::{self, Allocation, Counters, Inputs, NodeInfo, PodInfo, Settings};
 use crate::probe::{self, Check};
 use crate::protocol::{Request, Response};
 use crate::status::{LabStatus, NodeStatus, OutsideStatus, PodStatus, PortStatus, ServiceStatus};
 use crate::write::ManifestWriter;
 use crate::{LabError, net, runtime};
+use ferry_sys::netns::NsThread;
 
 pub struct ControllerArgs {
     pub lab: String,
@@ -259,6 +259,13 @@ fn wall_clock() -> Timestamp {
     Timestamp::new(d.as_secs() as i64, 0).unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
+fn start_ns_thread(ns: &str) -> Result<NsThread, LabError> {
+    NsThread::start(ns).map_err(|e| LabError::Command {
+        command: format!("setns /run/netns/{ns}"),
+        message: e.to_string(),
+    })
+}
+
 /// How long the control socket waits for a client's request line.
 const CONTROL_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -314,7 +321,7 @@ impl Controller {
             self.settings.outside_ip(),
             self.settings.node_cidr,
         )?;
-        let outside = NsThread::start(&self.names.outside_ns())?;
+        let outside = start_ns_thread(&self.names.outside_ns())?;
         let (checks, wake) = (self.lb_checks.clone(), self.events_tx.clone());
         outside.run(move || lb_checker(checks, wake));
         self._outside_thread = Some(outside);
@@ -699,7 +706,7 @@ impl Controller {
                 agent_synced: std::sync::atomic::AtomicU64::new(0),
                 stop: AtomicBool::new(false),
             });
-            let thread = NsThread::start(&ns)?;
+            let thread = start_ns_thread(&ns)?;
             let (s, ip, wake) = (shared.clone(), node.ip, self.events_tx.clone());
             thread.run(move || prober(s, ip, wake));
             self.node_rt.insert(

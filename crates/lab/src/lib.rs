@@ -5,7 +5,7 @@
 //!
 //! - [`plan`]: the control plane, pure.
 //! - `net`: namespaces, links, addresses and routes (the only place that runs `ip`).
-//! - `netns`: threads that live inside a namespace (probes, health checks).
+//! - probes and health checks run on `ferry_sys::netns::NsThread`s inside node namespaces.
 //! - `controller`: the daemon that owns a running lab.
 //! - `client`: what the `ferry lab ...` commands do.
 
@@ -14,7 +14,6 @@ pub mod client;
 mod controller;
 pub mod names;
 mod net;
-mod netns;
 pub mod plan;
 mod probe;
 mod protocol;

@@ -1,7 +1,7 @@
 //! Readiness probes as kubelet runs them: `httpGet` (any 2xx/3xx answer
 //! within the timeout is success; User-Agent `kube-probe/...`) and
 //! `tcpSocket` (the connection opens). Plain blocking sockets; these run on
-//! a node's [`crate::netns::NsThread`].
+//! a node's `ferry_sys::netns::NsThread`.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};

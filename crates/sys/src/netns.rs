@@ -1,9 +1,13 @@
-//! Entering a network namespace: `in_netns` runs a closure on a
-//! short-lived thread that has joined `/run/netns/NAME`, so that sockets it
-//! opens belong to that namespace for their whole life while the caller's
-//! threads stay where they are. The one place ferry calls setns for that.
+//! Entering a network namespace, the one place ferry calls setns:
+//! `in_netns` runs a closure on a short-lived thread that has joined
+//! `/run/netns/NAME` (sockets it opens belong to that namespace for their
+//! whole life, while the caller's threads stay where they are), and
+//! `NsThread` keeps such a thread alive to run jobs one after another (the
+//! lab's probes connect from a node's namespace, as kubelet would).
 
 use std::os::fd::AsFd;
+use std::sync::mpsc::{Sender, channel};
+use std::thread::JoinHandle;
 
 /// Runs `f` on a thread inside network namespace `name` and returns what
 /// it returns.
@@ -19,4 +23,61 @@ pub fn in_netns<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> std::io::R
         .join()
         .unwrap_or_else(|_| Err(std::io::Error::other("the setns thread panicked")))
     })
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A thread switched into one network namespace, running jobs in order
+/// until dropped (dropping waits for the job under way).
+pub struct NsThread {
+    jobs: Option<Sender<Job>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl NsThread {
+    /// Starts a thread inside network namespace `name`.
+    pub fn start(name: &str) -> std::io::Result<NsThread> {
+        let target = std::fs::File::open(format!("/run/netns/{name}"))?;
+        let (tx, rx) = channel::<Job>();
+        let (ready_tx, ready_rx) = channel();
+        let handle = std::thread::Builder::new()
+            .name(format!("netns-{name}"))
+            .spawn(move || {
+                // setns changes only this thread's network namespace.
+                let entered =
+                    nix::sched::setns(target.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET);
+                let ok = entered.is_ok();
+                let _ = ready_tx.send(entered);
+                if !ok {
+                    return;
+                }
+                for job in rx {
+                    job();
+                }
+            })?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(NsThread {
+                jobs: Some(tx),
+                handle: Some(handle),
+            }),
+            Ok(Err(e)) => Err(std::io::Error::from_raw_os_error(e as i32)),
+            Err(_) => Err(std::io::Error::other("the namespace thread ended")),
+        }
+    }
+
+    /// Queues a job; false if the thread is gone.
+    pub fn run(&self, job: impl FnOnce() + Send + 'static) -> bool {
+        self.jobs
+            .as_ref()
+            .is_some_and(|j| j.send(Box::new(job)).is_ok())
+    }
+}
+
+impl Drop for NsThread {
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
 }
