@@ -30,20 +30,6 @@ pub struct ManifestWatcher {
 }
 
 impl ManifestWatcher {
-    /// Starts watching the source's roots. Single files are watched through
-    /// their directory, so editors that replace a file by renaming still count.
-    /// Changes made between the source's reading and this call are missed:
-    /// prefer [`ManifestWatcher::open`].
-    pub fn new(source: ManifestSource, debounce: Duration) -> Result<Self, SourceError> {
-        let (watcher, events) = watch(source.roots(), source.recursive())?;
-        Ok(Self {
-            source,
-            events,
-            debounce,
-            _watcher: watcher,
-        })
-    }
-
     /// Starts watching `paths`, then reads them: no change is lost between
     /// the first snapshot and the first [`ManifestWatcher::next`].
     pub fn open(

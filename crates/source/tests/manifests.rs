@@ -216,8 +216,12 @@ fn an_object_in_two_files_uses_the_first_and_reports_the_second() {
 fn the_watcher_sees_a_new_file_and_a_deleted_one() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "a.yaml", &svc("a", 80));
-    let (src, _) = ManifestSource::open(&[dir.path().to_path_buf()], false).unwrap();
-    let mut w = ManifestWatcher::new(src, Duration::from_millis(10)).unwrap();
+    let (mut w, _) = ManifestWatcher::open(
+        &[dir.path().to_path_buf()],
+        false,
+        Duration::from_millis(10),
+    )
+    .unwrap();
 
     // Write atomically, as the lab does: a hidden temporary file, then rename.
     let tmp = write(dir.path(), ".b.yaml.tmp", &svc("b", 90));
@@ -253,8 +257,8 @@ fn the_watcher_sees_a_new_file_and_a_deleted_one() {
 fn a_watched_single_file_is_followed_through_editor_style_replacement() {
     let dir = tempfile::tempdir().unwrap();
     let a = write(dir.path(), "a.yaml", &svc("a", 80));
-    let (src, _) = ManifestSource::open(std::slice::from_ref(&a), false).unwrap();
-    let mut w = ManifestWatcher::new(src, Duration::from_millis(10)).unwrap();
+    let (mut w, _) =
+        ManifestWatcher::open(std::slice::from_ref(&a), false, Duration::from_millis(10)).unwrap();
     write(dir.path(), "other.yaml", &svc("other", 1));
     let tmp = write(dir.path(), "a.yaml.swp", &svc("a", 81));
     std::fs::rename(&tmp, &a).unwrap();

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use ferry_proxy::nft::NftBackend;
 use ferry_proxy::{Family, plan};
-use ferry_source::{ManifestSource, ManifestWatcher};
+use ferry_source::ManifestWatcher;
 
 use super::child::ctx;
 use super::scratch::ROUTER;
@@ -34,13 +34,13 @@ pub(super) fn end_to_end(services: usize, runs: usize) -> anyhow::Result<Vec<f64
         synth::service(services, 80).to_json()?,
     )?;
     write_slice(0)?;
-    let (source, first) = ManifestSource::open(&[dir.path().to_path_buf()], false)?;
+    let (mut watcher, first) =
+        ManifestWatcher::open(&[dir.path().to_path_buf()], false, Duration::from_millis(1))?;
     let c = ctx();
     let cidrs = vec!["10.128.0.0/9".parse()?];
     let mut p = plan(&first.state, &c);
     let mut backend = NftBackend::in_netns(ROUTER, Family::V4);
     backend.full_sync(&p, &cidrs)?;
-    let mut watcher = ManifestWatcher::new(source, Duration::from_millis(1))?;
     let mut out = Vec::new();
     for k in 1..=runs {
         let t = Instant::now();
