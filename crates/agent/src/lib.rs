@@ -303,7 +303,10 @@ pub async fn run(mut config: Config) -> Result<(), AgentError> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|source| AgentError::Signal { source })?;
     tokio::select! {
-        _ = watcher => {}
+        _ = watcher => {
+            stopping("the source ended", config.dns.as_ref());
+            return Err(AgentError::Component("source", "it stopped publishing".into()));
+        }
         _ = term.recv() => stopping("SIGTERM", config.dns.as_ref()),
         _ = tokio::signal::ctrl_c() => stopping("SIGINT", config.dns.as_ref()),
     }
@@ -320,9 +323,15 @@ async fn bind(addr: SocketAddr, what: &'static str) -> Result<tokio::net::TcpLis
 /// What the agent undoes when it is told to stop.
 fn stopping(signal: &str, dns: Option<&DnsConfig>) {
     tracing::info!(signal, "stopping; the proxy rules stay in place");
-    let Some(dns) = dns else {
-        return;
-    };
+    if let Some(dns) = dns {
+        give_back(dns);
+    }
+}
+
+/// Gives the node-local addresses that have a Service behind them (the
+/// cluster DNS ClusterIP) back to the proxy: they and their NOTRACK go, so
+/// queries reach the Service's endpoints while ferry's DNS is not there.
+fn give_back(dns: &DnsConfig) {
     let give_up = nodelocal::given_up_at_stop(&dns.addresses);
     if give_up.is_empty() {
         return;
@@ -351,24 +360,8 @@ fn start_dns(
     metrics: &metrics::Metrics,
     feed: &Feed,
 ) -> Result<Option<watch::Receiver<Option<u64>>>, AgentError> {
-    if let Err(e) = nodelocal::setup(&dns.addresses) {
-        // Without the addresses there is nothing to bind; the proxy goes on.
-        tracing::error!(error = %e, "node-local DNS not set up; cluster DNS is off on this node");
-        return Ok(None);
-    }
-    let server = metrics.with_registry(|r| ferry_dns::Server::new(dns.server.clone(), r))?;
-    let mut listeners = Vec::new();
-    for ip in &dns.addresses {
-        match ferry_dns::Listener::bind(SocketAddr::new(*ip, 53)) {
-            Ok(l) => listeners.extend(l),
-            // Another DNS server may own the address (a NodeLocal DNSCache
-            // already on the node): the proxy goes on without ferry's DNS.
-            Err(e) => {
-                tracing::error!(error = %e, "cluster DNS is off on this node");
-                return Ok(None);
-            }
-        }
-    }
+    // The health port first: a port in use must stop us before the
+    // node's DNS addresses are taken.
     let health = match dns.health_bind {
         Some(addr) => Some(
             std::net::TcpListener::bind(addr)
@@ -381,6 +374,32 @@ fn start_dns(
         ),
         None => None,
     };
+    if let Err(e) = nodelocal::setup(&dns.addresses) {
+        // Without the addresses there is nothing to bind; the proxy goes on.
+        tracing::error!(error = %e, "node-local DNS not set up; cluster DNS is off on this node");
+        give_back(dns);
+        return Ok(None);
+    }
+    let server = match metrics.with_registry(|r| ferry_dns::Server::new(dns.server.clone(), r)) {
+        Ok(s) => s,
+        Err(e) => {
+            give_back(dns);
+            return Err(e.into());
+        }
+    };
+    let mut listeners = Vec::new();
+    for ip in &dns.addresses {
+        match ferry_dns::Listener::bind(SocketAddr::new(*ip, 53)) {
+            Ok(l) => listeners.extend(l),
+            // Another DNS server may own the address (a NodeLocal DNSCache
+            // already on the node): the proxy goes on without ferry's DNS.
+            Err(e) => {
+                tracing::error!(error = %e, "cluster DNS is off on this node");
+                give_back(dns);
+                return Ok(None);
+            }
+        }
+    }
     let (applied_tx, applied) = watch::channel(None::<u64>);
     let mut follower = feed.follow();
     let (started_tx, started) = std::sync::mpsc::channel();
@@ -416,11 +435,18 @@ fn start_dns(
                 }
             });
         })
-        .map_err(|e| AgentError::Component("dns", e.to_string()))?;
-    match started.recv() {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(AgentError::Component("dns", e)),
-        Err(_) => return Err(AgentError::Component("dns", "its thread ended".into())),
+        .map_err(|e| {
+            give_back(dns);
+            AgentError::Component("dns", e.to_string())
+        })?;
+    let failed = match started.recv() {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e),
+        Err(_) => Some("its thread ended".to_string()),
+    };
+    if let Some(e) = failed {
+        give_back(dns);
+        return Err(AgentError::Component("dns", e));
     }
     tracing::info!(addresses = ?dns.addresses, zones = ?dns.server.zones, upstreams = ?dns.server.upstreams, "cluster DNS serving");
     Ok(Some(applied))

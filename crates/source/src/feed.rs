@@ -57,11 +57,18 @@ impl Feed {
             .name("source".into())
             .spawn(move || {
                 while !tx.is_closed() {
+                    let asked = std::time::Instant::now();
                     match watcher.next(Duration::from_secs(1)) {
                         Some(Ok(snapshot)) => {
                             let _ = tx.send(Arc::new(snapshot));
                         }
                         Some(Err(e)) => tracing::warn!(error = %e, "source error"),
+                        // Nothing, and at once: the file watcher is gone.
+                        // Stopping tells every follower (`next` is None).
+                        None if asked.elapsed() < Duration::from_millis(500) => {
+                            tracing::error!("the file watcher stopped; the source ends");
+                            return;
+                        }
                         None => {}
                     }
                 }
@@ -106,11 +113,13 @@ impl Follower {
 
     /// The newer state if there is one, without waiting.
     pub fn try_next(&mut self) -> Option<Arc<Snapshot>> {
-        if self.rx.has_changed().unwrap_or(false) {
-            Some(self.take())
-        } else {
-            None
-        }
+        // After the source ended, a last state not yet seen still counts.
+        let unseen = self.rx.has_changed().unwrap_or_else(|_| {
+            self.seen
+                .as_ref()
+                .is_none_or(|s| s.version() != self.rx.borrow().state.version())
+        });
+        unseen.then(|| self.take())
     }
 
     fn take(&mut self) -> Arc<Snapshot> {

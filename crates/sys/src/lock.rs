@@ -15,6 +15,18 @@ pub struct NodeLock {
     _listener: UnixListener,
 }
 
+impl Drop for NodeLock {
+    fn drop(&mut self) {
+        // Wakes the accepting thread (its accept fails), which then drops
+        // its copy: the name is free when both copies are closed.
+        use std::os::fd::AsRawFd;
+        let _ = nix::sys::socket::shutdown(
+            self._listener.as_raw_fd(),
+            nix::sys::socket::Shutdown::Both,
+        );
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error(
@@ -34,17 +46,49 @@ pub enum LockError {
 }
 
 impl NodeLock {
-    /// Takes the lock `name` (ferry's agent uses `ferry-agent`).
+    /// Takes the lock `name` (ferry's agent uses `ferry-agent`). A holder
+    /// that is going away (its socket refuses connections) is waited for
+    /// up to a second.
     pub fn acquire(name: &str) -> Result<NodeLock, LockError> {
+        let mut tries = 0;
+        loop {
+            match Self::try_acquire(name) {
+                Err(LockError::HeldUnknown { .. }) if tries < 20 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn try_acquire(name: &str) -> Result<NodeLock, LockError> {
         let addr =
             SocketAddr::from_abstract_name(name.as_bytes()).map_err(|source| LockError::Io {
                 name: name.to_string(),
                 source,
             })?;
         match UnixListener::bind_addr(&addr) {
-            Ok(listener) => Ok(NodeLock {
-                _listener: listener,
-            }),
+            Ok(listener) => {
+                // Accept and drop whoever asks (a second agent reads our
+                // PID from the connection's credentials), so the queue
+                // never fills and a later asker never blocks.
+                if let Ok(l) = listener.try_clone() {
+                    let _ = std::thread::Builder::new()
+                        .name("node-lock".into())
+                        .spawn(move || {
+                            for c in l.incoming() {
+                                if c.is_err() {
+                                    // Shut down by NodeLock's drop.
+                                    return;
+                                }
+                            }
+                        });
+                }
+                Ok(NodeLock {
+                    _listener: listener,
+                })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
                 Err(match UnixStream::connect_addr(&addr) {
                     Ok(stream) => match getsockopt(&stream, PeerCredentials) {

@@ -87,7 +87,9 @@ impl NfSocket {
         while !pending.is_empty() {
             let n = self.recv(&mut buf).map_err(|e| (0, e))?;
             for (kind, seq, payload) in messages(&buf[..n]) {
-                if kind == NLMSG_ERROR {
+                // Answers to earlier requests (left by an aborted batch)
+                // are not this batch's.
+                if kind == NLMSG_ERROR && pending.contains(&seq) {
                     pending.remove(&seq);
                     if let Err(e) = error_code(payload)
                         && !e.raw_os_error().is_some_and(&tolerate)
@@ -103,9 +105,21 @@ impl NfSocket {
     /// Sends one request and collects the payloads of its answers (after
     /// the netlink header) until DONE or an acknowledgement.
     pub fn request(&self, msg: Vec<u8>, seq: u32) -> std::io::Result<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        self.request_each(msg, seq, |payload| out.push(payload.to_vec()))?;
+        Ok(out)
+    }
+
+    /// Sends one request and hands each answer's payload to `each` as it
+    /// arrives (a large dump is never held whole).
+    pub fn request_each(
+        &self,
+        msg: Vec<u8>,
+        seq: u32,
+        mut each: impl FnMut(&[u8]),
+    ) -> std::io::Result<()> {
         self.send(&msg)?;
         let mut buf = vec![0u8; 64 * 1024];
-        let mut out = Vec::new();
         loop {
             let n = self.recv(&mut buf)?;
             for (kind, got, payload) in messages(&buf[..n]) {
@@ -113,9 +127,9 @@ impl NfSocket {
                     continue;
                 }
                 match kind {
-                    NLMSG_DONE => return Ok(out),
-                    NLMSG_ERROR => return error_code(payload).map(|()| out),
-                    _ => out.push(payload.to_vec()),
+                    NLMSG_DONE => return Ok(()),
+                    NLMSG_ERROR => return error_code(payload),
+                    _ => each(payload),
                 }
             }
         }

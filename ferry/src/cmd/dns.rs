@@ -81,7 +81,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .context("starting the async runtime")?;
     let feed = Feed::start(&args.source, FeedOptions::default())
         .with_context(|| format!("reading {}", args.source))?;
-    let first = feed.latest();
+    let mut follower = feed.follow();
+    // The follower's first state: a change made meanwhile comes next.
+    let first = follower
+        .try_next()
+        .context("the source published no state")?;
     for e in &first.errors {
         eprintln!("warning: {e}");
     }
@@ -105,9 +109,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             )
         }
     );
-    let mut follower = feed.follow();
-    // The first state is indexed already.
-    let _ = follower.try_next();
     let updater = server.clone();
     runtime.block_on(async {
         server.serve(listeners)?;

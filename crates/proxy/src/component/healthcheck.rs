@@ -90,7 +90,9 @@ pub(crate) async fn run(
                                     "localEndpoints": local,
                                     "serviceProxyHealthy": proxy_healthy,
                                 });
-                                let status = if local > 0 {
+                                // As kube-proxy: traffic only to a node with a
+                                // local endpoint and a healthy proxy.
+                                let status = if local > 0 && proxy_healthy {
                                     StatusCode::OK
                                 } else {
                                     StatusCode::SERVICE_UNAVAILABLE

@@ -81,8 +81,15 @@ pub fn start(
     let metrics = Arc::new(metrics::ProxyMetrics::register(registry));
     remove_other_mode(config.mode, config.iptables_flavor);
     let health_ports: healthcheck::Wanted = Default::default();
+    // A node booted without IPv6 runs single-stack, as kube-proxy falls
+    // back to: a family the kernel lacks would fail every sync forever.
+    let ipv6 = std::path::Path::new("/proc/net/if_inet6").exists();
+    if !ipv6 {
+        tracing::info!("IPv6 is disabled on this node: IPv4 only");
+    }
     let mut proxies: Vec<proxier::Proxy> = [Family::V4, Family::V6]
         .into_iter()
+        .filter(|f| *f == Family::V4 || ipv6)
         .map(|family| {
             let backend: Box<dyn Backend> = match config.mode {
                 Mode::Iptables => Box::new(IptablesBackend::new(family, config.iptables_flavor)),

@@ -165,7 +165,8 @@ impl Proxy {
                 match self.backend.full_sync(&self.plan, &cidrs) {
                     Ok(stats) => {
                         self.version = Some(snapshot.state.version());
-                        self.metrics.proxy_synced(&stats, arrived);
+                        self.metrics
+                            .proxy_synced(&stats, self.pending_since.take().unwrap_or(arrived));
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "full reload failed too; retrying at the next check or change");

@@ -27,8 +27,10 @@ const CTA_PROTO_SRC_PORT: u16 = 2;
 const CTA_PROTO_DST_PORT: u16 = 3;
 const IPPROTO_UDP: u8 = 17;
 const ENOENT: i32 = 2;
-/// Deletes sent in one write.
-const BATCH_BYTES: usize = 64 * 1024;
+/// Deletes sent in one write: each is acknowledged, and the acknowledgements
+/// of one write must fit the socket's receive buffer (about 208 KiB by
+/// default, roughly 1 KiB of accounting each).
+const BATCH: usize = 128;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConntrackError {
@@ -89,7 +91,7 @@ impl Conntrack {
             let seq = self.socket.next_seq();
             batch.extend(encode_delete(f, seq, af(self.family)));
             seqs.push(seq);
-            if batch.len() >= BATCH_BYTES || i + 1 == flows.len() {
+            if seqs.len() >= BATCH || i + 1 == flows.len() {
                 self.socket.send(&batch)?;
                 self.socket
                     .wait_acks(&seqs, |errno| errno == ENOENT)
