@@ -468,3 +468,45 @@ fn encode_element(m: &mut Msg, e: &Element, with_data: bool) -> Result<(), Netli
     m.nest_end(el);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bound(ip: &str, interval_end: bool) -> RawElement {
+        let ip: std::net::Ipv4Addr = ip.parse().unwrap();
+        RawElement {
+            key: ip.octets().to_vec(),
+            interval_end,
+            ..RawElement::default()
+        }
+    }
+
+    #[test]
+    fn interval_bounds_pair_up_into_prefixes_in_any_order() {
+        // As the kernel may list them: newest first, with the end marker
+        // before the first range, and two ranges that touch.
+        let raw = [
+            bound("10.1.0.0", true),
+            bound("10.0.128.0", false),
+            bound("0.0.0.0", true),
+            bound("10.0.128.0", true),
+            bound("10.0.0.0", false),
+            bound("192.169.0.0", true),
+            bound("192.168.0.0", false),
+            // A range to the end of the address space has no end element.
+            bound("224.0.0.0", false),
+        ];
+        let got = decode_elements(Family::V4, Set::ClusterCidrs, &raw).unwrap();
+        let want: Vec<Element> = [
+            "10.0.0.0/17",
+            "10.0.128.0/17",
+            "192.168.0.0/16",
+            "224.0.0.0/3",
+        ]
+        .iter()
+        .map(|n| Element::new(Set::ClusterCidrs, Key::Net(n.parse().unwrap()), None))
+        .collect();
+        assert_eq!(got, want);
+    }
+}

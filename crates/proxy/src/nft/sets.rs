@@ -654,6 +654,17 @@ mod tests {
     }
 
     #[test]
+    fn every_set_is_declared_in_the_table_by_its_definition() {
+        let table = crate::nft::ruleset::table(Family::V4, &[1], &[600]);
+        for set in Set::FIXED.into_iter().chain([Set::AffinitySlots(600)]) {
+            assert!(
+                table.contains(&format!("\t{}\n", set.declaration())),
+                "{set:?}"
+            );
+        }
+    }
+
+    #[test]
     fn a_prefix_is_recovered_from_its_bounds() {
         let n: IpNet = "10.244.0.0/16".parse().unwrap();
         assert_eq!(prefix(n.network(), n.broadcast()), Some(n));
