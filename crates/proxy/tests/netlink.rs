@@ -8,9 +8,10 @@ use std::process::Command;
 
 use common::{Ns, root};
 
-use ferry_proxy::nft::elements::Element;
+use ferry_model::Protocol;
 use ferry_proxy::nft::netlink::Netlink;
 use ferry_proxy::nft::ruleset;
+use ferry_proxy::nft::sets::{Data, Element, Key, Set};
 
 fn nft(ns: &str, text: &str) -> String {
     let out = Command::new("ip")
@@ -54,12 +55,12 @@ fn list(ns: &str, set: &str) -> String {
     )
 }
 
-fn el(set: &'static str, key: &str, value: Option<&str>) -> Element {
-    Element {
-        set,
-        key: key.into(),
-        value: value.map(str::to_string),
-    }
+fn ip(s: &str) -> std::net::IpAddr {
+    s.parse().unwrap()
+}
+
+fn el(set: Set, key: Key, data: Option<Data>) -> Element {
+    Element::new(set, key, data)
 }
 
 #[test]
@@ -73,16 +74,44 @@ fn netlink_deletes_what_nft_added_and_nft_sees_what_netlink_added() {
         &ruleset::table(ferry_proxy::Family::V4, &[1, 2], &[600]),
     );
     let samples = [
-        el("no_endpoints", "172.16.0.10 . tcp . 80", None),
-        el("no_endpoint_node_ports", "tcp . 30000", None),
-        el("cluster_ips", "172.16.0.11 . udp . 53", Some("0x1002")),
-        el("node_ports", "sctp . 30001", Some("0x2001")),
-        el("endpoints", "0x1002 . 1", Some("10.244.0.5 . 5353")),
-        el("hairpin", "10.244.0.5 . 10.244.0.5", None),
-        el("cluster_slots", "0x1002", None),
-        el("affinity_600", "0x1002", None),
-        el("firewall_keys", "172.19.0.1 . tcp . 80", None),
-        el("pick", "0x2", Some("goto pick_2")),
+        el(
+            Set::NoEndpoints,
+            Key::Service(ip("172.16.0.10"), Protocol::Tcp, 80),
+            None,
+        ),
+        el(
+            Set::NoEndpointNodePorts,
+            Key::NodePort(Protocol::Tcp, 30000),
+            None,
+        ),
+        el(
+            Set::ClusterIps,
+            Key::Service(ip("172.16.0.11"), Protocol::Udp, 53),
+            Some(Data::Mark(0x1002)),
+        ),
+        el(
+            Set::NodePorts,
+            Key::NodePort(Protocol::Sctp, 30001),
+            Some(Data::Mark(0x2001)),
+        ),
+        el(
+            Set::Endpoints,
+            Key::Endpoint(0x1002, 1),
+            Some(Data::Endpoint(ip("10.244.0.5"), 5353)),
+        ),
+        el(
+            Set::Hairpin,
+            Key::Pair(ip("10.244.0.5"), ip("10.244.0.5")),
+            None,
+        ),
+        el(Set::ClusterSlots, Key::Mark(0x1002), None),
+        el(Set::AffinitySlots(600), Key::Mark(0x1002), None),
+        el(
+            Set::FirewallKeys,
+            Key::Service(ip("172.19.0.1"), Protocol::Tcp, 80),
+            None,
+        ),
+        el(Set::Pick, Key::Mark(2), Some(Data::GotoPick(2))),
     ];
     let mut nl = Netlink::open_in(&ns.0, ferry_proxy::Family::V4).unwrap();
     // nft adds, netlink deletes.
@@ -98,13 +127,13 @@ fn netlink_deletes_what_nft_added_and_nft_sees_what_netlink_added() {
     nl.apply("ferry", &samples, &[])
         .unwrap_or_else(|e| panic!("netlink could not delete what nft added: {e}"));
     for e in &samples {
+        let set = e.set.name();
+        let key = e.text(false);
         assert!(
-            !list(&ns.0, e.set).contains(e.key.split(" . ").next().unwrap())
-                || e.set == "pick"
-                || e.set.starts_with("affinity"),
-            "{} still has {}",
-            e.set,
-            e.key
+            !list(&ns.0, &set).contains(key.split(" . ").next().unwrap())
+                || set == "pick"
+                || set.starts_with("affinity"),
+            "{set} still has {key}",
         );
     }
     // netlink adds, nft lists them as it would have written them.
@@ -146,8 +175,12 @@ fn table_checks_see_deletes_flushes_and_missing_elements() {
         let mut nl = Netlink::open_in(&name, ferry_proxy::Family::V4).unwrap();
         let handle = nl.table_handle("ferry").unwrap();
         let rules = nl.rule_count("ferry").unwrap();
-        let canary = nl.has_element("ferry", &el("canary", "0x5", None)).unwrap();
-        let absent = nl.has_element("ferry", &el("canary", "0x6", None)).unwrap();
+        let canary = nl
+            .has_element("ferry", &el(Set::Canary, Key::Mark(0x5), None))
+            .unwrap();
+        let absent = nl
+            .has_element("ferry", &el(Set::Canary, Key::Mark(0x6), None))
+            .unwrap();
         tx.send((handle, rules, canary, absent)).unwrap();
     });
     let (handle, rules, canary, absent) = rx

@@ -6,30 +6,17 @@
 //!
 //! Pure.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use ferry_model::{Protocol, ServicePortName};
+#[cfg(test)]
+use ferry_model::Protocol;
+use ferry_model::ServicePortName;
 
 use super::ruleset::{COUNT_BITS, MAX_ENDPOINTS};
+pub use super::sets::{Data, Element, Key, Set};
 use crate::plan::{PlannedEndpoint, ServicePlan};
-
-/// One element: the set or map it is in, its key, and (for maps) its value,
-/// all in nft syntax.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Element {
-    pub set: &'static str,
-    pub key: String,
-    pub value: Option<String>,
-}
-
-fn proto(p: Protocol) -> &'static str {
-    match p {
-        Protocol::Tcp => "tcp",
-        Protocol::Udp => "udp",
-        Protocol::Sctp => "sctp",
-    }
-}
 
 /// Which traffic of a ServicePort a slot serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -104,22 +91,6 @@ fn slot(id: u32, n: usize) -> u32 {
     (id << COUNT_BITS) | (n as u32).min(MAX_ENDPOINTS)
 }
 
-fn el(set: &'static str, key: String, value: Option<String>) -> Element {
-    Element { set, key, value }
-}
-
-/// The set of slots whose clients stick for `timeout` seconds: one set
-/// (and one postrouting rule) per distinct timeout in use. Names are
-/// interned: there are few distinct timeouts, and each is named once.
-pub fn affinity_set(timeout: u32) -> &'static str {
-    use std::sync::Mutex;
-    static NAMES: Mutex<BTreeMap<u32, &'static str>> = Mutex::new(BTreeMap::new());
-    let mut names = NAMES.lock().unwrap_or_else(|p| p.into_inner());
-    names
-        .entry(timeout)
-        .or_insert_with(|| Box::leak(format!("affinity_{timeout}").into_boxed_str()))
-}
-
 /// Session affinity in effect: asked for, and IPv4 (see `ruleset::table`).
 fn affinity(p: &ServicePlan) -> Option<u32> {
     p.affinity_timeout
@@ -136,42 +107,43 @@ fn generation(p: &ServicePlan, endpoints: &[PlannedEndpoint]) -> u64 {
     h.finish()
 }
 
-fn endpoint_elements(out: &mut BTreeSet<Element>, mark: u32, endpoints: &[PlannedEndpoint]) {
+fn endpoint_elements(out: &mut Vec<Element>, mark: u32, endpoints: &[PlannedEndpoint]) {
     for (i, e) in endpoints.iter().take(MAX_ENDPOINTS as usize).enumerate() {
-        out.insert(el(
-            "endpoints",
-            format!("{mark:#x} . {i}"),
-            Some(format!("{} . {}", e.ip, e.port)),
+        out.push(Element::new(
+            Set::Endpoints,
+            Key::Endpoint(mark, i as u32),
+            Some(Data::Endpoint(e.ip, e.port)),
         ));
-        out.insert(el("hairpin", format!("{} . {}", e.ip, e.ip), None));
+        out.push(Element::new(Set::Hairpin, Key::Pair(e.ip, e.ip), None));
     }
-    let n = endpoints.len().min(MAX_ENDPOINTS as usize);
-    out.insert(el(
-        "pick",
-        format!("{n:#x}"),
-        Some(format!("goto pick_{n}")),
+    let n = endpoints.len().min(MAX_ENDPOINTS as usize) as u32;
+    out.push(Element::new(
+        Set::Pick,
+        Key::Mark(n),
+        Some(Data::GotoPick(n)),
     ));
 }
 
-/// The elements one ServicePort needs in the table of its plan's IP family.
-pub fn contribution(p: &ServicePlan, ids: &mut SlotIds) -> BTreeSet<Element> {
-    let mut out = BTreeSet::new();
-    let pr = proto(p.protocol);
-    // The plan holds the addresses of its IP family only.
-    let v4 = |ips: &[IpAddr]| -> Vec<IpAddr> { ips.to_vec() };
+fn set(set: Set, key: Key) -> Element {
+    Element::new(set, key, None)
+}
+
+/// The elements one ServicePort needs in the table of its plan's IP
+/// family, sorted and without duplicates.
+pub fn contribution(p: &ServicePlan, ids: &mut SlotIds) -> Vec<Element> {
+    let mut out = Vec::new();
+    let pr = p.protocol;
     let mut used = Vec::new();
+    // The plan holds the addresses of its IP family only.
     for ip in &p.cluster_ips {
-        out.insert(el("cluster_addresses", ip.to_string(), None));
+        out.push(set(Set::ClusterAddresses, Key::Addr(*ip)));
     }
-    let cluster_keys: Vec<String> = v4(&p.cluster_ips)
-        .iter()
-        .map(|ip| format!("{ip} . {pr} . {}", p.port))
-        .collect();
+    let service = |ip: &IpAddr| Key::Service(*ip, pr, p.port);
     if p.cluster_endpoints.is_empty() {
-        for k in &cluster_keys {
-            out.insert(el("no_endpoints", k.clone(), None));
+        for ip in &p.cluster_ips {
+            out.push(set(Set::NoEndpoints, service(ip)));
         }
-    } else if !cluster_keys.is_empty() {
+    } else if !p.cluster_ips.is_empty() {
         let g = generation(p, &p.cluster_endpoints);
         used.push((Path::Cluster, g));
         let mark = slot(
@@ -179,41 +151,43 @@ pub fn contribution(p: &ServicePlan, ids: &mut SlotIds) -> BTreeSet<Element> {
             p.cluster_endpoints.len(),
         );
         if let Some(t) = affinity(p) {
-            out.insert(el(affinity_set(t), format!("{mark:#x}"), None));
+            out.push(set(Set::AffinitySlots(t), Key::Mark(mark)));
         }
-        for k in &cluster_keys {
-            out.insert(el("cluster_ips", k.clone(), Some(format!("{mark:#x}"))));
+        for ip in &p.cluster_ips {
+            out.push(Element::new(
+                Set::ClusterIps,
+                service(ip),
+                Some(Data::Mark(mark)),
+            ));
         }
-        out.insert(el("cluster_slots", format!("{mark:#x}"), None));
+        out.push(set(Set::ClusterSlots, Key::Mark(mark)));
         endpoint_elements(&mut out, mark, &p.cluster_endpoints);
     }
     if !p.source_ranges.is_empty() {
-        for ip in v4(&p.load_balancer_ips) {
-            let k = format!("{ip} . {pr} . {}", p.port);
-            for r in p.source_ranges.iter() {
-                out.insert(el("firewall_allow", format!("{k} . {r}"), None));
+        for ip in &p.load_balancer_ips {
+            for r in &p.source_ranges {
+                out.push(set(
+                    Set::FirewallAllow,
+                    Key::Allowed(*ip, pr, p.port, r.trunc()),
+                ));
             }
-            out.insert(el("firewall_keys", k, None));
+            out.push(set(Set::FirewallKeys, service(ip)));
         }
     }
     if p.is_external() {
-        let ext_keys: Vec<String> = v4(&p.external_ips)
-            .into_iter()
-            .chain(v4(&p.load_balancer_ips))
-            .map(|ip| format!("{ip} . {pr} . {}", p.port))
-            .collect();
-        let np_key = p.node_port.map(|np| format!("{pr} . {np}"));
+        let external = || p.external_ips.iter().chain(&p.load_balancer_ips);
+        let node_port = p.node_port.map(|np| Key::NodePort(pr, np));
         if p.external_endpoints.is_empty() {
             let (ips, ports) = if p.external_local {
-                ("drop_external", "drop_node_ports")
+                (Set::DropExternal, Set::DropNodePorts)
             } else {
-                ("no_endpoints", "no_endpoint_node_ports")
+                (Set::NoEndpoints, Set::NoEndpointNodePorts)
             };
-            for k in ext_keys {
-                out.insert(el(ips, k, None));
+            for ip in external() {
+                out.push(set(ips, service(ip)));
             }
-            if let Some(k) = np_key {
-                out.insert(el(ports, k, None));
+            if let Some(k) = node_port {
+                out.push(set(ports, k));
             }
         } else {
             let g = generation(p, &p.external_endpoints);
@@ -223,27 +197,87 @@ pub fn contribution(p: &ServicePlan, ids: &mut SlotIds) -> BTreeSet<Element> {
                 p.external_endpoints.len(),
             );
             if let Some(t) = affinity(p) {
-                out.insert(el(affinity_set(t), format!("{mark:#x}"), None));
+                out.push(set(Set::AffinitySlots(t), Key::Mark(mark)));
             }
-            let m = Some(format!("{mark:#x}"));
-            for k in &ext_keys {
-                out.insert(el("external_ips", k.clone(), m.clone()));
+            let m = Some(Data::Mark(mark));
+            for ip in external() {
+                out.push(Element::new(Set::ExternalIps, service(ip), m));
             }
-            if let Some(k) = np_key {
-                out.insert(el("node_ports", k, m.clone()));
+            if let Some(k) = node_port {
+                out.push(Element::new(Set::NodePorts, k, m));
             }
             let policy = if p.external_local {
-                "keep_client_slots"
+                Set::KeepClientSlots
             } else {
-                "masquerade_slots"
+                Set::MasqueradeSlots
             };
-            out.insert(el(policy, format!("{mark:#x}"), None));
+            out.push(set(policy, Key::Mark(mark)));
             endpoint_elements(&mut out, mark, &p.external_endpoints);
         }
     }
     ids.release_unused(&p.name, &used);
+    out.sort_unstable();
+    out.dedup();
     out
 }
+
+/// The values one key is wanted with, each with its number of owners.
+/// Nearly every key has one owner and one value, kept inline.
+#[derive(Debug)]
+enum Wanted {
+    One(Option<Data>, u32),
+    Many(BTreeMap<Option<Data>, u32>),
+}
+
+impl Wanted {
+    /// The value the kernel should hold: the smallest wanted.
+    fn winner(&self) -> Option<Data> {
+        match self {
+            Wanted::One(v, _) => *v,
+            Wanted::Many(m) => m.keys().next().copied().flatten(),
+        }
+    }
+
+    fn add(&mut self, value: Option<Data>) {
+        match self {
+            Wanted::One(v, refs) if *v == value => *refs += 1,
+            Wanted::One(v, refs) => {
+                *self = Wanted::Many(BTreeMap::from([(*v, *refs), (value, 1)]));
+            }
+            Wanted::Many(m) => *m.entry(value).or_default() += 1,
+        }
+    }
+
+    /// Drops one owner of `value`; true when nobody wants the key any more.
+    fn remove(&mut self, value: Option<Data>) -> bool {
+        match self {
+            Wanted::One(v, refs) => {
+                if *v == value {
+                    *refs -= 1;
+                }
+                *refs == 0
+            }
+            Wanted::Many(m) => {
+                if let Some(refs) = m.get_mut(&value) {
+                    *refs -= 1;
+                    if *refs == 0 {
+                        m.remove(&value);
+                    }
+                }
+                if m.len() == 1
+                    && let Some((v, refs)) = m.pop_first()
+                {
+                    *self = Wanted::One(v, refs);
+                    return false;
+                }
+                m.is_empty()
+            }
+        }
+    }
+}
+
+/// What the kernel holds for a key: nothing, or an element with this data.
+type Held = Option<Option<Data>>;
 
 /// Who wants which element, and what the kernel holds. Several ServicePorts
 /// may want the same key (hairpin pairs, pick verdicts, and, with odd input,
@@ -252,11 +286,14 @@ pub fn contribution(p: &ServicePlan, ids: &mut SlotIds) -> BTreeSet<Element> {
 /// is worked out per key from what the kernel had before to the winner
 /// now, so that one transaction never deletes what is not there or adds a
 /// key twice.
+///
+/// The kernel holds the winner of every key, except for keys replaced
+/// since the last [`Applied::take_delta`]: for those, `pending` keeps what
+/// the kernel held before.
 #[derive(Debug, Default)]
 pub struct Applied {
-    wanted: BTreeMap<&'static str, BTreeMap<String, BTreeMap<Option<String>, u32>>>,
-    kernel: BTreeMap<&'static str, BTreeMap<String, Option<String>>>,
-    touched: BTreeSet<(&'static str, String)>,
+    wanted: BTreeMap<Set, BTreeMap<Key, Wanted>>,
+    pending: BTreeMap<(Set, Key), Held>,
 }
 
 /// Element changes for one transaction: deletes first, then adds.
@@ -273,109 +310,104 @@ impl Delta {
 }
 
 impl Applied {
-    /// Replaces one owner's elements by others; [`Applied::take_delta`]
-    /// then says what the kernel must change.
-    pub fn replace(&mut self, old: &BTreeSet<Element>, new: &BTreeSet<Element>) {
-        for e in old.difference(new) {
+    fn winner(&self, set: Set, key: &Key) -> Held {
+        self.wanted.get(&set)?.get(key).map(Wanted::winner)
+    }
+
+    fn touch(&mut self, set: Set, key: Key) {
+        if !self.pending.contains_key(&(set, key)) {
+            let held = self.winner(set, &key);
+            self.pending.insert((set, key), held);
+        }
+    }
+
+    /// Replaces one owner's elements by others (both sorted, as
+    /// [`contribution`] makes them); [`Applied::take_delta`] then says what
+    /// the kernel must change.
+    pub fn replace(&mut self, old: &[Element], new: &[Element]) {
+        for e in old.iter().filter(|e| new.binary_search(e).is_err()) {
+            self.touch(e.set, e.key);
+            if let Some(keys) = self.wanted.get_mut(&e.set)
+                && let Some(w) = keys.get_mut(&e.key)
+                && w.remove(e.data)
+            {
+                keys.remove(&e.key);
+            }
+        }
+        for e in new.iter().filter(|e| old.binary_search(e).is_err()) {
+            self.touch(e.set, e.key);
             let keys = self.wanted.entry(e.set).or_default();
-            if let Some(values) = keys.get_mut(&e.key) {
-                if let Some(refs) = values.get_mut(&e.value) {
-                    *refs -= 1;
-                    if *refs == 0 {
-                        values.remove(&e.value);
-                    }
-                }
-                if values.is_empty() {
-                    keys.remove(&e.key);
+            match keys.get_mut(&e.key) {
+                Some(w) => w.add(e.data),
+                None => {
+                    keys.insert(e.key, Wanted::One(e.data, 1));
                 }
             }
-            self.touched.insert((e.set, e.key.clone()));
-        }
-        for e in new.difference(old) {
-            *self
-                .wanted
-                .entry(e.set)
-                .or_default()
-                .entry(e.key.clone())
-                .or_default()
-                .entry(e.value.clone())
-                .or_default() += 1;
-            self.touched.insert((e.set, e.key.clone()));
         }
     }
 
     /// The kernel changes for everything replaced since the last call.
     pub fn take_delta(&mut self) -> Delta {
         let mut delta = Delta::default();
-        for (set, key) in std::mem::take(&mut self.touched) {
-            let winner = self
-                .wanted
-                .get(set)
-                .and_then(|k| k.get(&key))
-                .and_then(|v| v.keys().next().cloned());
-            let programmed = self.kernel.get(set).and_then(|k| k.get(&key)).cloned();
-            if winner == programmed {
+        for ((set, key), held) in std::mem::take(&mut self.pending) {
+            let winner = self.winner(set, &key);
+            if winner == held {
                 continue;
             }
-            let kernel = self.kernel.entry(set).or_default();
-            if let Some(old) = programmed {
-                delta.delete.push(Element {
-                    set,
-                    key: key.clone(),
-                    value: old,
-                });
-                kernel.remove(&key);
+            if let Some(old) = held {
+                delta.delete.push(Element::new(set, key, old));
             }
-            if let Some(value) = winner {
-                delta.add.push(Element {
-                    set,
-                    key: key.clone(),
-                    value: value.clone(),
-                });
-                kernel.insert(key, value);
+            if let Some(data) = winner {
+                delta.add.push(Element::new(set, key, data));
             }
         }
         delta
     }
 
+    /// How many elements the kernel holds.
     pub fn len(&self) -> usize {
-        self.kernel.values().map(BTreeMap::len).sum()
+        let wanted: usize = self.wanted.values().map(BTreeMap::len).sum();
+        let pending = self.pending.iter().map(|((set, key), held)| {
+            i64::from(held.is_some()) - i64::from(self.winner(*set, key).is_some())
+        });
+        (wanted as i64 + pending.sum::<i64>()) as usize
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Every element the kernel holds, as a full sync adds them.
-    pub fn all(&self) -> Vec<Element> {
-        self.kernel
-            .iter()
-            .flat_map(|(set, elems)| {
-                elems.iter().map(|(key, value)| Element {
-                    set,
-                    key: key.clone(),
-                    value: value.clone(),
-                })
-            })
-            .collect()
+    /// Every element the kernel holds once the last delta is applied, set
+    /// by set.
+    pub fn all(&self) -> impl Iterator<Item = Element> + '_ {
+        self.wanted.iter().flat_map(|(set, keys)| {
+            keys.iter()
+                .map(|(key, w)| Element::new(*set, *key, w.winner()))
+        })
     }
 
     /// Session-affinity timeouts in use (each needs its set and rule).
     pub fn affinity_timeouts(&self) -> Vec<u32> {
-        self.kernel
+        self.wanted
             .iter()
-            .filter(|(_, elems)| !elems.is_empty())
-            .filter_map(|(set, _)| set.strip_prefix("affinity_")?.parse().ok())
+            .filter(|(_, keys)| !keys.is_empty())
+            .filter_map(|(set, _)| match set {
+                Set::AffinitySlots(t) => Some(*t),
+                _ => None,
+            })
             .collect()
     }
 
     /// Endpoint counts that need a pick chain.
     pub fn pick_counts(&self) -> Vec<u32> {
-        self.kernel
-            .get("pick")
+        self.wanted
+            .get(&Set::Pick)
             .into_iter()
-            .flat_map(|s| s.keys())
-            .filter_map(|k| u32::from_str_radix(k.trim_start_matches("0x"), 16).ok())
+            .flat_map(|keys| keys.keys())
+            .filter_map(|k| match k {
+                Key::Mark(n) => Some(*n),
+                _ => None,
+            })
             .collect()
     }
 }
@@ -383,73 +415,101 @@ impl Applied {
 /// nft commands for a delta; deletes come first so a changed value can be re-added.
 pub fn render(delta: &Delta, family: &str, table: &str) -> String {
     let mut s = String::new();
-    let mut group = |verb: &str, elems: &[Element], with_value: bool| {
-        let mut by_set: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-        for e in elems {
-            let text = match (&e.value, with_value) {
-                (Some(v), true) => format!("{} : {v}", e.key),
-                _ => e.key.clone(),
-            };
-            by_set.entry(e.set).or_default().push(text);
-        }
-        for (set, items) in by_set {
-            for chunk in items.chunks(4096) {
-                s.push_str(&format!(
-                    "{verb} element {family} {table} {set} {{ {} }}\n",
-                    chunk.join(", ")
-                ));
-            }
-        }
-    };
-    group("delete", &delta.delete, false);
-    group("add", &delta.add, true);
+    render_into(
+        &mut s,
+        "delete",
+        delta.delete.iter().copied(),
+        family,
+        table,
+    );
+    render_into(&mut s, "add", delta.add.iter().copied(), family, table);
     s
+}
+
+/// Appends `verb element` commands for `elements` (keys only for deletes),
+/// grouped by set.
+pub fn render_into(
+    s: &mut String,
+    verb: &str,
+    elements: impl IntoIterator<Item = Element>,
+    family: &str,
+    table: &str,
+) {
+    let with_data = verb != "delete";
+    let mut by_set: BTreeMap<Cow<'static, str>, Vec<String>> = BTreeMap::new();
+    for e in elements {
+        by_set
+            .entry(e.set.name())
+            .or_default()
+            .push(e.text(with_data));
+    }
+    for (set, items) in by_set {
+        for chunk in items.chunks(4096) {
+            s.push_str(&format!(
+                "{verb} element {family} {table} {set} {{ {} }}\n",
+                chunk.join(", ")
+            ));
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn set(items: &[(&'static str, &str, Option<&str>)]) -> BTreeSet<Element> {
-        items
-            .iter()
-            .map(|(s, k, v)| Element {
-                set: s,
-                key: k.to_string(),
-                value: v.map(str::to_string),
-            })
-            .collect()
+    fn hairpin(ip: &str) -> Element {
+        let ip: IpAddr = ip.parse().unwrap();
+        Element::new(Set::Hairpin, Key::Pair(ip, ip), None)
+    }
+
+    fn external(mark: u32) -> Element {
+        Element::new(
+            Set::ExternalIps,
+            Key::Service("1.2.3.4".parse().unwrap(), Protocol::Tcp, 80),
+            Some(Data::Mark(mark)),
+        )
     }
 
     #[test]
     fn a_key_two_owners_want_stays_until_both_let_go() {
         let mut a = Applied::default();
-        let x = set(&[("hairpin", "10.0.0.1 . 10.0.0.1", None)]);
-        a.replace(&BTreeSet::new(), &x);
-        a.replace(&BTreeSet::new(), &x);
+        let x = [hairpin("10.0.0.1")];
+        a.replace(&[], &x);
+        a.replace(&[], &x);
         assert_eq!(a.take_delta().add.len(), 1, "added once");
-        a.replace(&x, &BTreeSet::new());
+        a.replace(&x, &[]);
         assert!(a.take_delta().is_empty(), "still wanted by the other owner");
-        a.replace(&x, &BTreeSet::new());
+        a.replace(&x, &[]);
         assert_eq!(a.take_delta().delete.len(), 1);
+        assert!(a.is_empty());
     }
 
     #[test]
     fn conflicting_values_for_one_key_resolve_without_losing_an_owner() {
         let mut a = Applied::default();
-        let one = set(&[("external_ips", "1.2.3.4 . tcp . 80", Some("0x1001"))]);
-        let two = set(&[("external_ips", "1.2.3.4 . tcp . 80", Some("0x2001"))]);
+        let one = [external(0x1001)];
+        let two = [external(0x2001)];
         // Both in one batch: one add of the winner, no delete of what is not there.
-        a.replace(&BTreeSet::new(), &two);
-        a.replace(&BTreeSet::new(), &one);
+        a.replace(&[], &two);
+        a.replace(&[], &one);
         let d = a.take_delta();
         assert!(d.delete.is_empty());
-        assert_eq!(d.add, one.iter().cloned().collect::<Vec<_>>());
+        assert_eq!(d.add, one.to_vec());
         // The winner goes: the other owner's value takes its place.
-        a.replace(&one, &BTreeSet::new());
+        a.replace(&one, &[]);
         let d = a.take_delta();
         assert_eq!(d.delete.len(), 1);
-        assert_eq!(d.add, two.iter().cloned().collect::<Vec<_>>());
+        assert_eq!(d.add, two.to_vec());
         assert_eq!(a.len(), 1);
+    }
+
+    #[test]
+    fn elements_take_little_memory() {
+        // Hundreds of thousands of them at 20k Services.
+        assert!(
+            std::mem::size_of::<Element>() <= 72,
+            "{}",
+            std::mem::size_of::<Element>()
+        );
     }
 }

@@ -30,8 +30,11 @@
 //!    without endpoints and drop external traffic of Local-policy Services
 //!    with no endpoint on this node.
 //!
+//! The sets and maps are declared from their definitions in `sets.rs`.
+//!
 //! Pure: produces nft text.
 
+use super::sets::Set;
 use crate::plan::Family;
 
 /// Endpoint counts up to this are in the low bits of a slot mark.
@@ -66,26 +69,7 @@ fn table_v4(pick_counts: &[u32], affinity_timeouts: &[u32]) -> String {
     s.push_str(&format!(
         r#"table ip {TABLE} {{
 	comment "ferry service proxy: managed by ferry agent, do not edit"
-	map cluster_ips {{ type ipv4_addr . inet_proto . inet_service : mark; }}
-	map external_ips {{ type ipv4_addr . inet_proto . inet_service : mark; }}
-	map node_ports {{ type inet_proto . inet_service : mark; }}
-	map endpoints {{ typeof meta mark . numgen random mod 1 : ip daddr . th dport; }}
-	map pick {{ type mark : verdict; }}
-	set no_endpoints {{ type ipv4_addr . inet_proto . inet_service; }}
-	set cluster_addresses {{ type ipv4_addr; }}
-	set no_endpoint_node_ports {{ type inet_proto . inet_service; }}
-	set drop_external {{ type ipv4_addr . inet_proto . inet_service; }}
-	set drop_node_ports {{ type inet_proto . inet_service; }}
-	set hairpin {{ type ipv4_addr . ipv4_addr; }}
-	set cluster_cidrs {{ type ipv4_addr; flags interval; }}
-	set firewall_keys {{ type ipv4_addr . inet_proto . inet_service; }}
-	set firewall_allow {{ type ipv4_addr . inet_proto . inet_service . ipv4_addr; flags interval; }}
-	set masquerade_slots {{ type mark; }}
-	set keep_client_slots {{ type mark; }}
-	set cluster_slots {{ type mark; }}
-	set canary {{ type mark; comment "one element, checked to notice the table being flushed from outside"; }}
-	map affinity {{ typeof ip saddr . meta mark : ip daddr . th dport; flags dynamic,timeout; }}
-{affinity_sets}
+{declarations}{affinity_sets}
 	chain services {{
 		meta mark set ip daddr . meta l4proto . th dport map @cluster_ips jump dispatch
 		meta mark set ip daddr . meta l4proto . th dport map @external_ips jump dispatch
@@ -142,9 +126,13 @@ fn table_v4(pick_counts: &[u32], affinity_timeouts: &[u32]) -> String {
 	}}
 "#,
         mask = MAX_ENDPOINTS,
+        declarations = Set::FIXED
+            .iter()
+            .map(|s| format!("\t{}\n", s.declaration()))
+            .collect::<String>(),
         affinity_sets = affinity_timeouts
             .iter()
-            .map(|t| format!("\tset affinity_{t} {{ type mark; }}\n"))
+            .map(|t| format!("\t{}\n", Set::AffinitySlots(*t).declaration()))
             .collect::<String>(),
         affinity_rules = affinity_timeouts
             .iter()

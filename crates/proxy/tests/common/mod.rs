@@ -6,6 +6,8 @@
 
 use std::process::Command;
 
+pub mod plans;
+
 /// True when running as root; panics under CI when not.
 pub fn root() -> bool {
     ferry_sys::testing::root_or_skip("the proxy's kernel tests")
