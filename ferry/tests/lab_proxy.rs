@@ -663,39 +663,40 @@ impl ScratchNs {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `ferry agent` in this namespace, following `dir`, health on
+    /// 127.0.0.1:`health` and metrics on `health - 7` (10256 and 10249 by
+    /// default), its stderr appended to `dir/agent.log`; callers add flags.
+    fn agent_command(&self, dir: &std::path::Path, health: u16) -> std::process::Command {
+        let mut c = std::process::Command::new("ip");
+        c.args([
+            "netns",
+            "exec",
+            self.0,
+            env!("CARGO_BIN_EXE_ferry"),
+            "agent",
+        ])
+        .args(["--node", "n1"])
+        .arg("--source")
+        .arg(format!("manifests:{}", dir.display()))
+        .arg("--healthz-bind-address")
+        .arg(format!("127.0.0.1:{health}"))
+        .arg("--metrics-bind-address")
+        .arg(format!("127.0.0.1:{}", health - 7))
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("agent.log"))
+                .unwrap(),
+        );
+        c
+    }
+
     /// An agent of `mode` with an empty cluster, killed on drop.
     fn agent(&self, mode: Mode, dir: &std::path::Path) -> KillOnDrop {
-        let source = format!("manifests:{}", dir.display());
         KillOnDrop(
-            std::process::Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    self.0,
-                    env!("CARGO_BIN_EXE_ferry"),
-                    "agent",
-                ])
-                .args([
-                    "--node",
-                    "n1",
-                    "--source",
-                    &source,
-                    "--proxy-mode",
-                    mode.as_str(),
-                ])
-                .args([
-                    "--healthz-bind-address",
-                    "127.0.0.1:10256",
-                    "--metrics-bind-address",
-                    "127.0.0.1:10249",
-                ])
-                .stderr(
-                    std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(dir.join("agent.log"))
-                        .unwrap(),
-                )
+            self.agent_command(dir, 10256)
+                .args(["--proxy-mode", mode.as_str()])
                 .spawn()
                 .unwrap(),
         )
@@ -822,13 +823,10 @@ fn a_second_agent_on_a_node_is_refused_and_the_first_keeps_serving() {
     ns.wait_for("the first agent's rules", |ns| ns.has_rules(Mode::Nftables));
     let started = Instant::now();
     // Other ports, so only the lock can stop it.
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", ns.0, env!("CARGO_BIN_EXE_ferry"), "agent"])
-        .args(["--node", "n1", "--proxy-mode", "iptables"])
-        .arg("--source")
-        .arg(format!("manifests:{}", dir.path().display()))
-        .args(["--healthz-bind-address", "127.0.0.1:20256"])
-        .args(["--metrics-bind-address", "127.0.0.1:20249"])
+    let out = ns
+        .agent_command(dir.path(), 20256)
+        .args(["--proxy-mode", "iptables"])
+        .stderr(std::process::Stdio::piped())
         .output()
         .unwrap();
     assert!(
@@ -879,22 +877,9 @@ fn health_says_503_and_why_while_syncs_fail_and_the_synced_version_waits_for_suc
         std::env::var("PATH").unwrap()
     );
     let _agent = KillOnDrop(
-        std::process::Command::new("ip")
-            .args(["netns", "exec", ns.0, env!("CARGO_BIN_EXE_ferry"), "agent"])
-            .args([
-                "--node",
-                "n1",
-                "--proxy-mode",
-                "iptables",
-                "--dns-addresses",
-                "none",
-            ])
-            .arg("--source")
-            .arg(format!("manifests:{}", dir.path().display()))
-            .args(["--healthz-bind-address", "127.0.0.1:10256"])
-            .args(["--metrics-bind-address", "127.0.0.1:10249"])
+        ns.agent_command(dir.path(), 10256)
+            .args(["--proxy-mode", "iptables", "--dns-addresses", "none"])
             .env("PATH", path)
-            .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap(),
     );
@@ -972,21 +957,8 @@ fn min_sync_period_merges_a_burst_and_keeps_the_last_change() {
     };
     svc("a", 1, "10.96.0.1");
     let _agent = KillOnDrop(
-        std::process::Command::new("ip")
-            .args(["netns", "exec", ns.0, env!("CARGO_BIN_EXE_ferry"), "agent"])
-            .args([
-                "--node",
-                "n1",
-                "--dns-addresses",
-                "none",
-                "--min-sync-period",
-                "2s",
-            ])
-            .arg("--source")
-            .arg(format!("manifests:{}", dir.path().display()))
-            .args(["--healthz-bind-address", "127.0.0.1:10256"])
-            .args(["--metrics-bind-address", "127.0.0.1:10249"])
-            .stderr(std::process::Stdio::null())
+        ns.agent_command(dir.path(), 10256)
+            .args(["--dns-addresses", "none", "--min-sync-period", "2s"])
             .spawn()
             .unwrap(),
     );
