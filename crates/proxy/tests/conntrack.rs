@@ -90,6 +90,7 @@ fn only_the_services_flows_to_the_gone_endpoint_are_deleted_in_one_batch() {
         node_port: Some(30053),
         gone_endpoints: [("10.0.0.1".parse().unwrap(), 5353)].into(),
         all: false,
+        keep_only: None,
     };
     let mut ct = Conntrack::open_in(&ns.0, Family::V4).unwrap();
     assert_eq!(ct.udp_flows().unwrap().len(), 5);
@@ -117,4 +118,21 @@ fn only_the_services_flows_to_the_gone_endpoint_are_deleted_in_one_batch() {
     let left = listed(&ns);
     assert!(!left.contains("sport=40006"), "{left}");
     assert!(left.contains("sport=40003"), "{left}");
+    // After a full sync, only flows to current endpoints stay: 40003 goes
+    // to 10.0.0.2, which is no longer one.
+    let full = ferry_proxy::conntrack::StaleFlows {
+        service: [("10.96.0.10".parse().unwrap(), 53)].into(),
+        keep_only: Some([("10.0.0.3".parse().unwrap(), 5353)].into()),
+        ..StaleFlows::default()
+    };
+    insert(
+        &ns,
+        ("10.0.9.3", 40007, "10.96.0.10", 53),
+        ("10.0.0.3", 5353),
+    );
+    assert_eq!(ct.clean(&[full], &|_| false).unwrap(), 1);
+    let left = listed(&ns);
+    assert!(!left.contains("sport=40003"), "{left}");
+    assert!(left.contains("sport=40007"), "{left}");
+    assert!(left.contains("sport=40004"), "direct flows stay: {left}");
 }

@@ -135,16 +135,20 @@ impl Proxy {
                 self.version = Some(snapshot.state.version());
                 self.metrics
                     .proxy_synced(&stats, self.pending_since.take().unwrap_or(arrived));
-                let stale: Vec<crate::conntrack::StaleFlows> = udp_before
-                    .iter()
-                    .map(|(name, before)| {
-                        crate::conntrack::stale_flows(
-                            before.as_deref(),
-                            self.plan.services.get(name).map(AsRef::as_ref),
-                        )
-                    })
-                    .filter(|s| !s.is_empty())
-                    .collect();
+                let stale: Vec<crate::conntrack::StaleFlows> = if in_step {
+                    udp_before
+                        .iter()
+                        .map(|(name, before)| {
+                            crate::conntrack::stale_flows(
+                                before.as_deref(),
+                                self.plan.services.get(name).map(AsRef::as_ref),
+                            )
+                        })
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                } else {
+                    self.reconcile_udp()
+                };
                 self.clean_conntrack(&stale);
                 if stats.full || stats.added + stats.deleted > 0 {
                     tracing::info!(
@@ -167,6 +171,8 @@ impl Proxy {
                         self.version = Some(snapshot.state.version());
                         self.metrics
                             .proxy_synced(&stats, self.pending_since.take().unwrap_or(arrived));
+                        let stale = self.reconcile_udp();
+                        self.clean_conntrack(&stale);
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "full reload failed too; retrying at the next check or change");
@@ -182,6 +188,17 @@ impl Proxy {
         self.update_health_ports(changed_names, full);
         self.ctx = Some(ctx);
         Ok(())
+    }
+
+    /// After a full sync: every UDP Service's flows that do not go to a
+    /// current endpoint.
+    fn reconcile_udp(&self) -> Vec<crate::conntrack::StaleFlows> {
+        self.plan
+            .services
+            .values()
+            .filter(|p| p.protocol == ferry_model::Protocol::Udp)
+            .map(|p| crate::conntrack::reconcile(p))
+            .collect()
     }
 
     /// Deletes the stale UDP flows of this sync: one dump and one batch.

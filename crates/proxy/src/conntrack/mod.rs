@@ -10,4 +10,4 @@ mod netlink;
 mod stale;
 
 pub use netlink::{Conntrack, ConntrackError};
-pub use stale::{Flow, StaleFlows, stale_flows};
+pub use stale::{Flow, StaleFlows, reconcile, stale_flows};

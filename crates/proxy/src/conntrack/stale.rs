@@ -24,6 +24,10 @@ pub struct StaleFlows {
     /// The Service had no endpoint before: every flow to it was rejected
     /// and never DNATed, so all of them go.
     pub all: bool,
+    /// After a full sync: every flow to the Service whose reply does not
+    /// come from one of these endpoints goes (it was DNATed to an endpoint
+    /// that is gone, or rejected before there was one).
+    pub keep_only: Option<BTreeSet<(IpAddr, u16)>>,
 }
 
 /// One UDP conntrack entry, as the kernel reports it.
@@ -39,7 +43,7 @@ pub struct Flow {
 
 impl StaleFlows {
     pub fn is_empty(&self) -> bool {
-        !self.all && self.gone_endpoints.is_empty()
+        !self.all && self.gone_endpoints.is_empty() && self.keep_only.is_none()
     }
 
     /// Whether `flow` is one of these; `local` says whether an address is
@@ -47,7 +51,13 @@ impl StaleFlows {
     pub fn matches(&self, flow: &Flow, local: &dyn Fn(&IpAddr) -> bool) -> bool {
         let to_service = self.service.contains(&flow.orig_dst)
             || (self.node_port == Some(flow.orig_dst.1) && local(&flow.orig_dst.0));
-        to_service && (self.all || self.gone_endpoints.contains(&flow.reply_src))
+        to_service
+            && (self.all
+                || self.gone_endpoints.contains(&flow.reply_src)
+                || self
+                    .keep_only
+                    .as_ref()
+                    .is_some_and(|keep| !keep.contains(&flow.reply_src)))
     }
 }
 
@@ -88,6 +98,26 @@ pub fn stale_flows(before: Option<&ServicePlan>, after: Option<&ServicePlan>) ->
         node_port,
         gone_endpoints: old.difference(&new).copied().collect(),
         all: old.is_empty() && !new.is_empty(),
+        keep_only: None,
+    }
+}
+
+/// After a full sync (at start, after a failure, when out of step), what
+/// came before is not known: every UDP flow to a Service that does not go
+/// to one of its current endpoints is stale, as kube-proxy reconciles.
+pub fn reconcile(plan: &ServicePlan) -> StaleFlows {
+    StaleFlows {
+        keep_only: Some(endpoints(Some(plan))),
+        ..stale_flows(None, Some(plan))
+    }
+    .without_history()
+}
+
+impl StaleFlows {
+    fn without_history(mut self) -> Self {
+        self.all = false;
+        self.gone_endpoints.clear();
+        self
     }
 }
 
@@ -165,6 +195,25 @@ mod tests {
         assert!(!s.matches(&flow(("10.96.0.10", 53), ("10.0.0.3", 5353)), &local));
         // The NodePort number on another host.
         assert!(!s.matches(&flow(("192.0.2.7", 30053), ("10.0.0.1", 5353)), &local));
+    }
+
+    #[test]
+    fn a_full_sync_keeps_only_flows_to_current_endpoints() {
+        let s = reconcile(&plan(&["10.0.0.2"]));
+        let ip = |a: &str| a.parse::<IpAddr>().unwrap();
+        let flow = |reply: &str| Flow {
+            orig_src: (ip("10.0.9.9"), 40000),
+            orig_dst: (ip("10.96.0.10"), 53),
+            reply_src: (ip(reply), if reply == "10.96.0.10" { 53 } else { 5353 }),
+            id: None,
+            zone: None,
+        };
+        assert!(
+            !s.matches(&flow("10.0.0.2"), &|_| false),
+            "a current endpoint"
+        );
+        assert!(s.matches(&flow("10.0.0.1"), &|_| false), "a gone endpoint");
+        assert!(s.matches(&flow("10.96.0.10"), &|_| false), "never DNATed");
     }
 
     #[test]
