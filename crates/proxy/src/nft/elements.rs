@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use ferry_model::Protocol;
 use ferry_model::ServicePortName;
 
-use super::ruleset::{COUNT_BITS, MAX_ENDPOINTS};
+use super::ruleset::{COUNT_BITS, MASQUERADE_BIT, MAX_ENDPOINTS};
 pub use super::sets::{Data, Element, Key, Set};
 use crate::plan::{PlannedEndpoint, ServicePlan};
 
@@ -84,11 +84,22 @@ impl SlotIds {
     }
 }
 
-/// Slot ids fit in the mark above the endpoint count.
-const MAX_ID: u32 = (1 << (32 - COUNT_BITS)) - 1;
+/// Slot ids fit in the mark above the endpoint count, around the
+/// masquerade bit (ARCHITECTURE.md, "Settled between issues").
+const MAX_ID: u32 = (1 << (32 - COUNT_BITS - 1)) - 1;
 
-fn slot(id: u32, n: usize) -> u32 {
-    (id << COUNT_BITS) | (n as u32).min(MAX_ENDPOINTS)
+/// The bits below the masquerade bit that an id uses.
+const ID_LOW_BITS: u32 = MASQUERADE_BIT.trailing_zeros() - COUNT_BITS;
+
+/// A slot mark: the endpoint count in the low 12 bits, the id in the
+/// bits above, skipping the masquerade bit 0x4000 so that only the
+/// masquerade decision ever sets it.
+pub(crate) fn slot(id: u32, n: usize) -> u32 {
+    let low = id & ((1 << ID_LOW_BITS) - 1);
+    let high = id >> ID_LOW_BITS;
+    (high << (MASQUERADE_BIT.trailing_zeros() + 1))
+        | (low << COUNT_BITS)
+        | (n as u32).min(MAX_ENDPOINTS)
 }
 
 /// Session affinity in effect: asked for, and IPv4 (see `ruleset::table`).
@@ -455,6 +466,17 @@ pub fn render_into(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn slots_never_use_the_masquerade_bit_and_stay_distinct() {
+        let mut seen = std::collections::BTreeSet::new();
+        for id in (0..2_000).chain(super::MAX_ID - 2_000..=super::MAX_ID) {
+            let s = super::slot(id, 3);
+            assert_eq!(s & super::MASQUERADE_BIT, 0, "id {id}");
+            assert_eq!(s & 0xfff, 3);
+            assert!(seen.insert(s), "id {id} collides");
+        }
+    }
+
     use super::*;
 
     fn hairpin(ip: &str) -> Element {

@@ -7,7 +7,9 @@
 //! How a new connection to a Service is handled:
 //! 1. `services` looks the destination up in `cluster_ips`, `external_ips`
 //!    or (for local addresses) `node_ports`; a hit sets the packet mark to
-//!    the Service's *slot*: `id << 12 | N`, N = endpoints to choose from.
+//!    the Service's *slot*: N (endpoints to choose from) in the low 12
+//!    bits, the slot id above them, skipping bit 0x4000 (the masquerade
+//!    bit every component reads, as kube-proxy and flannel do).
 //! 2. `dispatch` jumps on N (the low 12 bits) to `pick_N`, one static chain
 //!    per endpoint count in use (created once, never per Service).
 //! 3. `pick_N` DNATs to `endpoints[mark . numgen random mod N]`.
@@ -15,7 +17,9 @@
 //!    traffic, external traffic of `externalTrafficPolicy: Cluster`, and
 //!    ClusterIP traffic from outside the cluster CIDRs; external traffic
 //!    of Local-policy Services keeps its client IP. External and cluster
-//!    traffic of a ServicePort use different slots for this reason.
+//!    traffic of a ServicePort use different slots for this reason. What
+//!    it masquerades it also marks with 0x4000, so another component's
+//!    masquerade (the overlay's, flannel's) can leave it alone.
 //! 5. `sessionAffinity: ClientIP`: postrouting records client . slot ->
 //!    endpoint in the `affinity` map (with the Service's timeout);
 //!    `dispatch` first DNATs a known client to its recorded endpoint.
@@ -39,6 +43,11 @@ use crate::plan::Family;
 
 /// Endpoint counts up to this are in the low bits of a slot mark.
 pub const COUNT_BITS: u32 = 12;
+
+/// "Masquerade this packet", as kube-proxy's KUBE-MARK-MASQ sets it and
+/// flannel's postrouting reads it: slots never use it; the postrouting
+/// rules that masquerade set it.
+pub const MASQUERADE_BIT: u32 = 0x4000;
 pub const MAX_ENDPOINTS: u32 = (1 << COUNT_BITS) - 1;
 
 pub const TABLE: &str = "ferry";
@@ -93,10 +102,10 @@ fn table_v4(pick_counts: &[u32], affinity_timeouts: &[u32]) -> String {
 
 	chain nat_postrouting {{
 		type nat hook postrouting priority srcnat; policy accept;
-{affinity_rules}		ct status dnat ip saddr . ip daddr @hairpin masquerade
-		ct status dnat meta mark @masquerade_slots masquerade
+{affinity_rules}		ct status dnat ip saddr . ip daddr @hairpin meta mark set meta mark | 0x{masq:x} masquerade
+		ct status dnat meta mark @masquerade_slots meta mark set meta mark | 0x{masq:x} masquerade
 		ct status dnat meta mark @keep_client_slots return
-		ct status dnat meta mark @cluster_slots ip saddr != @cluster_cidrs masquerade
+		ct status dnat meta mark @cluster_slots ip saddr != @cluster_cidrs meta mark set meta mark | 0x{masq:x} masquerade
 	}}
 
 	chain filter_prerouting {{
@@ -126,6 +135,7 @@ fn table_v4(pick_counts: &[u32], affinity_timeouts: &[u32]) -> String {
 	}}
 "#,
         mask = MAX_ENDPOINTS,
+        masq = MASQUERADE_BIT,
         declarations = Set::FIXED
             .iter()
             .map(|s| format!("\t{}\n", s.declaration()))
