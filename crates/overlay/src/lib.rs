@@ -6,11 +6,12 @@
 //! `subnet.env`. The stores (etcd, Kubernetes Node, a file), the netlink
 //! backends and the CNI plugin plug in on top (see ARCHITECTURE.md).
 //!
-//! Pure: no I/O.
+//! Pure, but for `store`'s file store.
 
 pub mod alloc;
 pub mod config;
 pub mod lease;
+pub mod store;
 pub mod subnet_env;
 
 pub use alloc::{AllocError, choose_subnet};
