@@ -13,6 +13,7 @@ pub mod config;
 pub mod lease;
 pub mod store;
 pub mod subnet_env;
+pub mod vxlan;
 
 pub use alloc::{AllocError, choose_subnet};
 pub use config::{BackendConfig, ConfigError, NetworkConfig};

@@ -1,0 +1,244 @@
+//! The VXLAN backend, as flannel programs it, over netlink (no `ip`
+//! commands): a device `flannel.<VNI>` (learning off, the kernel's port
+//! 8472 unless configured, MTU of the underlay minus 50, a MAC the caller
+//! keeps stable across restarts, the node subnet's network address as a
+//! /32), and for each remote lease one permanent neighbour (the remote
+//! subnet's network address -> the remote VTEP MAC), one FDB entry (that
+//! MAC -> the remote node's public IP) and one onlink route (the remote
+//! subnet via its network address on the device). The only place the
+//! overlay changes the kernel.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use futures_util::TryStreamExt;
+use ipnet::Ipv4Net;
+use rtnetlink::packet_route::neighbour::{NeighbourFlags, NeighbourState};
+use rtnetlink::{Handle, LinkUnspec, LinkVxlan, RouteMessageBuilder};
+
+use crate::lease::Lease;
+
+/// VXLAN's encapsulation overhead (flannel's `encapOverhead`).
+pub const ENCAP_OVERHEAD: u32 = 50;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VxlanError {
+    #[error("netlink: {what}: {source}")]
+    Netlink {
+        what: String,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    #[error("lease {subnet}: {why}")]
+    Lease { subnet: Ipv4Net, why: String },
+}
+
+fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> VxlanError {
+    let what = what.into();
+    move |source| VxlanError::Netlink { what, source }
+}
+
+/// This node's VXLAN device.
+#[derive(Clone, Debug)]
+pub struct VxlanDevice {
+    pub name: String,
+    pub index: u32,
+    pub mac: [u8; 6],
+}
+
+/// What the device is made from.
+#[derive(Clone, Debug)]
+pub struct DeviceSpec {
+    pub vni: u32,
+    pub port: u16,
+    /// The underlay interface and this node's public IP on it.
+    pub underlay_index: u32,
+    pub local_ip: Ipv4Addr,
+    pub underlay_mtu: u32,
+    pub mac: [u8; 6],
+    /// This node's subnet.
+    pub subnet: Ipv4Net,
+}
+
+/// `aa:bb:cc:dd:ee:ff` -> bytes.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut out {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+/// Bytes -> `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// The index of interface `name` in the handle's namespace, if it exists.
+pub async fn link_index(handle: &Handle, name: &str) -> Result<Option<u32>, VxlanError> {
+    let mut links = handle.link().get().match_name(name.to_string()).execute();
+    match links.try_next().await {
+        Ok(Some(link)) => Ok(Some(link.header.index)),
+        Ok(None) => Ok(None),
+        // No such device.
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -19 => Ok(None),
+        Err(e) => Err(nl(format!("looking up {name}"))(e)),
+    }
+}
+
+/// Makes (or reuses) `flannel.<VNI>`, gives it the subnet's network
+/// address as a /32 and brings it up.
+pub async fn ensure_device(handle: &Handle, spec: &DeviceSpec) -> Result<VxlanDevice, VxlanError> {
+    let name = format!("flannel.{}", spec.vni);
+    let index = match link_index(handle, &name).await? {
+        Some(i) => i,
+        None => {
+            let msg = LinkVxlan::new(&name, spec.vni)
+                .dev(spec.underlay_index)
+                .port(spec.port)
+                .local(spec.local_ip)
+                .learning(false)
+                .address(spec.mac.to_vec())
+                .mtu(spec.underlay_mtu.saturating_sub(ENCAP_OVERHEAD))
+                .build();
+            handle
+                .link()
+                .add(msg)
+                .execute()
+                .await
+                .map_err(nl(format!("creating {name}")))?;
+            link_index(handle, &name)
+                .await?
+                .ok_or_else(|| VxlanError::Lease {
+                    subnet: spec.subnet,
+                    why: format!("{name} vanished right after it was made"),
+                })?
+        }
+    };
+    handle
+        .address()
+        .add(index, IpAddr::V4(spec.subnet.network()), 32)
+        .replace()
+        .execute()
+        .await
+        .map_err(nl(format!("the address of {name}")))?;
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await
+        .map_err(nl(format!("bringing {name} up")))?;
+    Ok(VxlanDevice {
+        name,
+        index,
+        mac: spec.mac,
+    })
+}
+
+fn peer_mac(lease: &Lease) -> Result<[u8; 6], VxlanError> {
+    lease
+        .attrs
+        .backend_data
+        .as_ref()
+        .and_then(|d| parse_mac(&d.vtep_mac))
+        .ok_or_else(|| VxlanError::Lease {
+            subnet: lease.subnet,
+            why: "no VtepMAC in its BackendData".into(),
+        })
+}
+
+fn route(dev: &VxlanDevice, subnet: Ipv4Net) -> rtnetlink::packet_route::route::RouteMessage {
+    RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(subnet.network(), subnet.prefix_len())
+        .gateway(subnet.network())
+        .output_interface(dev.index)
+        .onlink()
+        .build()
+}
+
+/// The neighbour, FDB entry and route for a remote lease (replacing
+/// whatever was there).
+pub async fn add_peer(handle: &Handle, dev: &VxlanDevice, lease: &Lease) -> Result<(), VxlanError> {
+    let mac = peer_mac(lease)?;
+    let gw = IpAddr::V4(lease.subnet.network());
+    handle
+        .neighbours()
+        .add(dev.index, gw)
+        .link_layer_address(&mac)
+        .state(NeighbourState::Permanent)
+        .replace()
+        .execute()
+        .await
+        .map_err(nl(format!("the neighbour of {}", lease.subnet)))?;
+    handle
+        .neighbours()
+        .add_bridge(dev.index, &mac)
+        .destination(IpAddr::V4(lease.attrs.public_ip))
+        .flags(NeighbourFlags::Own)
+        .state(NeighbourState::Permanent)
+        .replace()
+        .execute()
+        .await
+        .map_err(nl(format!("the FDB entry of {}", lease.subnet)))?;
+    handle
+        .route()
+        .add(route(dev, lease.subnet))
+        .replace()
+        .execute()
+        .await
+        .map_err(nl(format!("the route to {}", lease.subnet)))?;
+    Ok(())
+}
+
+/// Removes a remote lease's route, neighbour and FDB entry (already gone
+/// is fine).
+pub async fn remove_peer(
+    handle: &Handle,
+    dev: &VxlanDevice,
+    lease: &Lease,
+) -> Result<(), VxlanError> {
+    let gone = |r: Result<(), rtnetlink::Error>, what: String| match r {
+        Err(rtnetlink::Error::NetlinkError(e)) if matches!(e.raw_code(), -2 | -3) => Ok(()),
+        other => other.map_err(nl(what)),
+    };
+    gone(
+        handle.route().del(route(dev, lease.subnet)).execute().await,
+        format!("deleting the route to {}", lease.subnet),
+    )?;
+    let mac = peer_mac(lease)?;
+    let mut neigh = handle
+        .neighbours()
+        .add(dev.index, IpAddr::V4(lease.subnet.network()));
+    let neigh = neigh.message_mut().clone();
+    gone(
+        handle.neighbours().del(neigh).execute().await,
+        format!("deleting the neighbour of {}", lease.subnet),
+    )?;
+    let mut fdb = handle
+        .neighbours()
+        .add_bridge(dev.index, &mac)
+        .destination(IpAddr::V4(lease.attrs.public_ip))
+        .flags(NeighbourFlags::Own);
+    let fdb = fdb.message_mut().clone();
+    gone(
+        handle.neighbours().del(fdb).execute().await,
+        format!("deleting the FDB entry of {}", lease.subnet),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_round_trip() {
+        let m = parse_mac("12:c6:65:89:b4:e3").unwrap();
+        assert_eq!(format_mac(&m), "12:c6:65:89:b4:e3");
+        assert!(parse_mac("12:c6:65:89:b4").is_none());
+        assert!(parse_mac("12:c6:65:89:b4:e3:00").is_none());
+        assert!(parse_mac("zz:c6:65:89:b4:e3").is_none());
+    }
+}
