@@ -11,6 +11,7 @@
 pub mod alloc;
 pub mod config;
 pub mod lease;
+pub mod masquerade;
 pub mod store;
 pub mod subnet_env;
 pub mod vxlan;

@@ -81,6 +81,39 @@ fn program(ns: &str, own: &Lease, mac: [u8; 6], peer: &Lease) {
     .unwrap();
 }
 
+/// Connects from 10.60.1.1 in `a` to `to` served in `b`; what `b` saw.
+fn client_seen_by(a: &Ns, b: &Ns, to: &str) -> String {
+    let to: std::net::SocketAddr = to.parse().unwrap();
+    let listener = ferry_sys::netns::in_netns(b.0, move || std::net::TcpListener::bind(to))
+        .unwrap()
+        .unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut c, peer) = listener.accept().unwrap();
+        c.write_all(peer.ip().to_string().as_bytes()).unwrap();
+    });
+    let seen = ferry_sys::netns::in_netns(a.0, move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            use tokio::io::AsyncReadExt;
+            let sock = tokio::net::TcpSocket::new_v4().unwrap();
+            sock.bind("10.60.1.1:0".parse().unwrap()).unwrap();
+            let mut c = tokio::time::timeout(Duration::from_secs(3), sock.connect(to))
+                .await
+                .expect("connect in time")
+                .unwrap();
+            let mut out = String::new();
+            c.read_to_string(&mut out).await.unwrap();
+            out
+        })
+    })
+    .unwrap();
+    server.join().unwrap();
+    seen
+}
+
 #[test]
 fn two_nodes_reach_each_others_subnet_through_flannel_1() {
     if !ferry_sys::testing::root_or_skip("the overlay's kernel tests") {
@@ -163,6 +196,26 @@ fn two_nodes_reach_each_others_subnet_through_flannel_1() {
         "the client is node A's flannel.1 address"
     );
     let _: Ipv4Addr = seen.parse().unwrap();
+
+    // Masquerade: pod traffic leaving the pod network takes the node's
+    // address; pod to pod keeps its own.
+    ip(&["-n", a.0, "addr", "add", "10.60.1.1/32", "dev", "lo"]);
+    ferry_overlay::masquerade::apply(
+        "10.60.0.0/16".parse().unwrap(),
+        "10.60.1.0/24".parse().unwrap(),
+        Some(a.0),
+    )
+    .unwrap();
+    assert_eq!(
+        client_seen_by(&a, &b, "192.168.250.2:7071"),
+        "192.168.250.1",
+        "masqueraded"
+    );
+    assert_eq!(
+        client_seen_by(&a, &b, "10.60.2.1:7072"),
+        "10.60.1.1",
+        "pod to pod"
+    );
 
     // The peer goes: its route goes.
     ferry_sys::netns::in_netns(a.0, move || {
