@@ -10,6 +10,7 @@
 
 pub mod alloc;
 pub mod config;
+pub mod kube;
 pub mod lease;
 pub mod masquerade;
 pub mod store;
