@@ -427,11 +427,22 @@ fn start_dns(
                     tokio::spawn(ferry_dns::serve_health(listener, server.clone()));
                 }
                 let _ = started_tx.send(Ok(()));
+                // The first state is indexed whole; after it, each change
+                // set is relative to the state the index holds.
+                let mut first = true;
                 while let Some(snapshot) = follower.next().await {
                     let s = server.clone();
-                    let state = snapshot.state.clone();
-                    let _ = tokio::task::spawn_blocking(move || s.update(&state)).await;
-                    applied_tx.send_replace(Some(snapshot.state.version()));
+                    let version = snapshot.state.version();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        if first {
+                            s.update(&snapshot.state);
+                        } else {
+                            s.apply(&snapshot.state, &snapshot.changes);
+                        }
+                    })
+                    .await;
+                    first = false;
+                    applied_tx.send_replace(Some(version));
                 }
             });
         })

@@ -4,26 +4,25 @@
 //! index exactly when it exists (NOERROR, maybe NODATA); a cluster name not
 //! in it is NXDOMAIN, which is how CoreDNS's kubernetes plugin decides.
 //!
+//! The index follows change sets: each name keeps the parts its sources
+//! gave it (`contrib`), so a change re-derives only the sources the change
+//! set names, re-encodes only the names whose parts changed (and the names
+//! that read them: SRV and NS additionals, CNAMEs inside the zones), and
+//! shares everything else with the previous version through persistent
+//! maps. [`Index::apply`] returns a new version; the old one stays whole
+//! for the queries still reading it.
+//!
 //! Pure: no I/O, no clocks (the SOA serial is passed in).
 
-use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
-use ferry_model::{ClusterState, Kind, Object, ServiceType, ServiceView};
+use ferry_model::{ChangeSet, ClusterState, Kind};
 
-use crate::names::{dashed, reverse};
-use crate::wire::{
-    self, QNAME, TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_NS, TYPE_PTR, TYPE_SOA, TYPE_SRV, TYPE_TXT,
-    encode_name,
-};
+use crate::contrib::{Ctx, Exposed, Part, Source, allowed, contribute, namespace_of};
+use crate::encode::{self, Parts};
+use crate::wire::{self, TYPE_SOA, encode_name};
 use crate::{Config, PodMode};
-
-/// The schema version of the Kubernetes DNS specification ferry follows.
-const SCHEMA_VERSION: &str = "1.1.0";
-/// CoreDNS hard-codes this TTL for `dns-version`.
-const SCHEMA_TTL: u32 = 28800;
-/// How many CNAMEs inside the cluster zones are followed.
-const MAX_CHAIN: usize = 8;
 
 /// One configured zone.
 #[derive(Clone, Debug)]
@@ -47,6 +46,7 @@ impl Zone {
 }
 
 /// One RRset of a name, ready to copy into an answer.
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) struct RrSet {
     pub rtype: u16,
     pub answer: Box<[u8]>,
@@ -56,6 +56,7 @@ pub(crate) struct RrSet {
 }
 
 /// A name's CNAME (ExternalName Services).
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Cname {
     /// The CNAME record, owner = the question name.
     pub rr: Box<[u8]>,
@@ -63,7 +64,7 @@ pub(crate) struct Cname {
     pub outside: Option<Box<[u8]>>,
 }
 
-#[derive(Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Node {
     pub sets: Box<[RrSet]>,
     pub cname: Option<Cname>,
@@ -75,20 +76,39 @@ impl Node {
     }
 }
 
+/// A name in wire form, lowercase; cheap to clone, as persistent maps do.
+type Name = Arc<[u8]>;
+
+/// One name: what queries read, and what it was made from.
+struct Slot {
+    node: Node,
+    /// Never empty: a name with no part does not exist.
+    parts: Vec<(Source, Arc<Part>)>,
+    /// Other names whose records `node` holds.
+    reads: Box<[Name]>,
+}
+
+#[derive(Clone)]
 pub(crate) struct Index {
-    names: HashMap<Box<[u8]>, Node>,
+    names: imbl::HashMap<Name, Arc<Slot>>,
+    /// For each name, the other names whose nodes hold its records.
+    readers: imbl::HashMap<Name, Arc<[Name]>>,
+    /// Existing namespaces (lowercase), with how many objects make them exist.
+    namespaces: imbl::HashMap<Box<[u8]>, u32>,
+    /// Existing namespaces whose names are served.
+    exposed: Exposed,
+    /// The state this version was built from.
+    state: ClusterState,
     /// SOA RDATA per zone (config order); the owner is written per answer.
-    soa: Vec<Box<[u8]>>,
+    soa: Arc<[Box<[u8]>]>,
     soa_ttl: u32,
     ttl: u32,
     pods: PodMode,
-    /// Namespaces whose names are served (lowercase).
-    exposed: HashSet<Box<[u8]>>,
 }
 
 impl Index {
     pub fn get(&self, name: &[u8]) -> Option<&Node> {
-        self.names.get(name)
+        self.names.get(name).map(|s| &s.node)
     }
 
     pub fn len(&self) -> usize {
@@ -111,71 +131,249 @@ impl Index {
         self.exposed.contains(ns)
     }
 
+    /// The state version this index was built from.
+    pub fn version(&self) -> u64 {
+        self.state.version()
+    }
+
+    /// The state this index was built from.
+    pub fn state(&self) -> &ClusterState {
+        &self.state
+    }
+
     /// Builds the index of `state` for `config`'s zones.
     pub fn build(state: &ClusterState, config: &Config, zones: &[Zone], serial: u32) -> Index {
-        let mut b = Builder {
-            names: HashMap::new(),
+        let mut index = Index {
+            names: imbl::HashMap::new(),
+            readers: imbl::HashMap::new(),
+            namespaces: imbl::HashMap::new(),
+            exposed: Exposed::new(),
+            state: state.clone(),
+            soa: soa(zones, serial, config.ttl),
+            soa_ttl: config.ttl.min(300),
             ttl: config.ttl,
+            pods: config.pods,
         };
-        let exposed = exposed_namespaces(state, config);
-        let ttl = config.ttl;
-        for (zi, zone) in zones.iter().enumerate() {
-            b.zone_apex(zone, config, ttl);
-            for ns in &exposed {
-                b.touch(&format!("{ns}.svc.{}", zone.dotted));
-                if config.pods != PodMode::Disabled {
-                    b.touch(&format!("{ns}.pod.{}", zone.dotted));
+        for kind in [Kind::Namespace, Kind::Service, Kind::Pod] {
+            for o in state.objects_of(kind) {
+                if let Some(ns) = namespace_of(o) {
+                    *index.namespaces.entry(ns).or_default() += 1;
                 }
-            }
-            for svc in state.services() {
-                if exposed.contains(svc.name.namespace.as_ref()) {
-                    b.service(svc, zone, zi == 0, ttl);
-                }
-            }
-            if config.pods == PodMode::Verified {
-                b.pods(state, &exposed, zone, ttl);
             }
         }
-        let soa = zones
-            .iter()
-            .map(|z| soa_rdata(z, serial, ttl).into_boxed_slice())
-            .collect();
-        let names = b.finish(zones);
-        Index {
-            names,
-            soa,
-            soa_ttl: ttl.min(300),
-            ttl,
-            pods: config.pods,
-            exposed: exposed
-                .iter()
-                .map(|n| n.to_ascii_lowercase().into_bytes().into_boxed_slice())
-                .collect(),
+        let mut sources = BTreeSet::from([Source::Zones]);
+        for ns in index.namespaces.keys() {
+            if allowed(config, ns) {
+                index.exposed.insert(ns.clone());
+                sources.insert(Source::Namespace(ns.clone()));
+            }
+        }
+        sources.extend(state.services().map(|s| Source::Service(s.name.clone())));
+        if config.pods == PodMode::Verified {
+            sources.extend(
+                state
+                    .objects_of(Kind::Pod)
+                    .map(|o| Source::Pod(o.key().name)),
+            );
+        }
+        let ctx = Ctx { config, zones };
+        index.change(&sources, None, &ctx);
+        index
+    }
+
+    /// The index of `state`, given `changes` from the state this index was
+    /// built from. Returns the new version and how many names it re-encoded;
+    /// `self` is untouched.
+    pub fn apply(
+        &self,
+        state: &ClusterState,
+        changes: &ChangeSet,
+        config: &Config,
+        zones: &[Zone],
+        serial: u32,
+    ) -> (Index, usize) {
+        let mut next = self.clone();
+        next.state = state.clone();
+        next.soa = soa(zones, serial, config.ttl);
+        let verified = config.pods == PodMode::Verified;
+        let mut sources = BTreeSet::new();
+        let mut counted = BTreeSet::new();
+        for key in &changes.objects {
+            if !matches!(key.kind, Kind::Namespace | Kind::Service | Kind::Pod) {
+                continue;
+            }
+            let old = self.state.get(key).and_then(namespace_of);
+            let new = state.get(key).and_then(namespace_of);
+            if old != new {
+                if let Some(ns) = old {
+                    next.count(&ns, false);
+                    counted.insert(ns);
+                }
+                if let Some(ns) = new {
+                    next.count(&ns, true);
+                    counted.insert(ns);
+                }
+            }
+            if key.kind == Kind::Pod && verified {
+                sources.insert(Source::Pod(key.name.clone()));
+            }
+        }
+        for ns in counted {
+            let now = next.namespaces.contains_key(&ns) && allowed(config, &ns);
+            if now == self.exposed.contains(&ns) {
+                continue;
+            }
+            if now {
+                next.exposed.insert(ns.clone());
+            } else {
+                next.exposed.remove(&ns);
+            }
+            // Only the namespace's own names follow: a Service or Pod in
+            // it makes it exist, so their exposure cannot change while
+            // they do not (a Service named in another case than its
+            // namespace's lowercase name is never served either way).
+            sources.insert(Source::Namespace(ns));
+        }
+        sources.extend(changes.services.iter().cloned().map(Source::Service));
+        let ctx = Ctx { config, zones };
+        let encoded = next.change(&sources, Some((&self.state, &self.exposed)), &ctx);
+        (next, encoded)
+    }
+
+    fn count(&mut self, ns: &[u8], up: bool) {
+        let n = self.namespaces.get(ns).copied().unwrap_or(0);
+        let n = if up { n + 1 } else { n.saturating_sub(1) };
+        if n == 0 {
+            self.namespaces.remove(ns);
+        } else {
+            self.namespaces.insert(ns.into(), n);
+        }
+    }
+
+    /// Re-derives `sources` (their parts in `old`, the state and exposed
+    /// namespaces before, or none for a new index, against those in
+    /// `self.state`) and re-encodes every name whose parts changed, with
+    /// the names that read it. Returns how many names were encoded.
+    fn change(
+        &mut self,
+        sources: &BTreeSet<Source>,
+        old: Option<(&ClusterState, &Exposed)>,
+        ctx: &Ctx<'_>,
+    ) -> usize {
+        // The new parts of every name whose parts change.
+        let mut staged = Staged::new();
+        for source in sources {
+            let before = old
+                .map(|(state, exposed)| contribute(source, state, exposed, ctx))
+                .unwrap_or_default();
+            let after = contribute(source, &self.state, &self.exposed, ctx);
+            for name in before.keys() {
+                if !after.contains_key(name) {
+                    let parts = stage(&mut staged, &self.names, name);
+                    if let Ok(i) = parts.binary_search_by(|(s, _)| s.cmp(source)) {
+                        parts.remove(i);
+                    }
+                }
+            }
+            for (name, part) in after {
+                if before.get(&name) == Some(&part) {
+                    continue;
+                }
+                let parts = stage(&mut staged, &self.names, &name);
+                match parts.binary_search_by(|(s, _)| s.cmp(source)) {
+                    Ok(i) => parts[i].1 = Arc::new(part),
+                    Err(i) => parts.insert(i, (source.clone(), Arc::new(part))),
+                }
+            }
+        }
+        let mut dirty: BTreeSet<Name> = staged.keys().cloned().collect();
+        for name in staged.keys() {
+            if let Some(r) = self.readers.get(name) {
+                dirty.extend(r.iter().cloned());
+            }
+        }
+        let lookup = |name: &[u8]| -> Option<&Parts> {
+            match staged.get(name) {
+                Some(p) => Some(p).filter(|p| !p.is_empty()).map(|p| &p[..]),
+                None => self.names.get(name).map(|s| &s.parts[..]),
+            }
+        };
+        let mut slots = Vec::with_capacity(dirty.len());
+        for name in &dirty {
+            let slot = lookup(name).map(|parts| {
+                let (node, reads) = encode::node(name, parts, ctx.config.ttl, ctx.zones, &lookup);
+                Slot {
+                    node,
+                    parts: parts.to_vec(),
+                    reads: reads.into_iter().map(Name::from).collect(),
+                }
+            });
+            slots.push(slot);
+        }
+        let encoded = dirty.len();
+        for (name, slot) in dirty.into_iter().zip(slots) {
+            let before = self.names.get(&name).map(|s| s.reads.clone());
+            let after = slot.as_ref().map(|s| s.reads.clone());
+            self.reread(
+                &name,
+                before.as_deref().unwrap_or(&[]),
+                after.as_deref().unwrap_or(&[]),
+            );
+            match slot {
+                Some(s) => {
+                    self.names.insert(name, Arc::new(s));
+                }
+                None => {
+                    self.names.remove(&name);
+                }
+            }
+        }
+        encoded
+    }
+
+    /// Records that `reader` now reads `after` instead of `before`.
+    fn reread(&mut self, reader: &Name, before: &[Name], after: &[Name]) {
+        for t in before.iter().filter(|t| !after.contains(t)) {
+            let Some(rs) = self.readers.get(t) else {
+                continue;
+            };
+            let rest: Vec<Name> = rs.iter().filter(|r| *r != reader).cloned().collect();
+            if rest.is_empty() {
+                self.readers.remove(t);
+            } else {
+                self.readers.insert(t.clone(), rest.into());
+            }
+        }
+        for t in after.iter().filter(|t| !before.contains(t)) {
+            let mut rs: Vec<Name> = self.readers.get(t).map(|r| r.to_vec()).unwrap_or_default();
+            rs.push(reader.clone());
+            self.readers.insert(t.clone(), rs.into());
         }
     }
 }
 
-/// Namespaces that exist (a Namespace object, or a Service or Pod in them:
-/// the manifests source does not require Namespace objects) and that the
-/// configuration exposes.
-fn exposed_namespaces(state: &ClusterState, config: &Config) -> HashSet<String> {
-    let mut out = HashSet::new();
-    for o in state.objects_of(Kind::Namespace) {
-        if let Some(n) = &o.metadata().name {
-            out.insert(n.to_ascii_lowercase());
-        }
+type Staged = HashMap<Name, Vec<(Source, Arc<Part>)>>;
+
+/// The staged parts of `name`, starting from its parts in `names`.
+fn stage<'s>(
+    staged: &'s mut Staged,
+    names: &imbl::HashMap<Name, Arc<Slot>>,
+    name: &[u8],
+) -> &'s mut Vec<(Source, Arc<Part>)> {
+    if !staged.contains_key(name) {
+        let parts = names.get(name).map(|s| s.parts.clone()).unwrap_or_default();
+        staged.insert(name.into(), parts);
     }
-    for kind in [Kind::Service, Kind::Pod] {
-        for o in state.objects_of(kind) {
-            if let Some(n) = &o.metadata().namespace {
-                out.insert(n.to_ascii_lowercase());
-            }
-        }
-    }
-    if let Some(allowed) = &config.namespaces {
-        out.retain(|n| allowed.iter().any(|a| a.eq_ignore_ascii_case(n)));
-    }
-    out
+    staged
+        .get_mut(name)
+        .unwrap_or_else(|| unreachable!("inserted above"))
+}
+
+fn soa(zones: &[Zone], serial: u32, ttl: u32) -> Arc<[Box<[u8]>]> {
+    zones
+        .iter()
+        .map(|z| soa_rdata(z, serial, ttl).into_boxed_slice())
+        .collect()
 }
 
 fn soa_rdata(zone: &Zone, serial: u32, ttl: u32) -> Vec<u8> {
@@ -187,377 +385,10 @@ fn soa_rdata(zone: &Zone, serial: u32, ttl: u32) -> Vec<u8> {
     r
 }
 
-fn address_rr(ip: IpAddr) -> (u16, Vec<u8>) {
-    match ip {
-        IpAddr::V4(v4) => (TYPE_A, v4.octets().to_vec()),
-        IpAddr::V6(v6) => (TYPE_AAAA, v6.octets().to_vec()),
-    }
-}
-
-fn srv_rdata(weight: u16, port: u16, target: &[u8]) -> Vec<u8> {
-    let mut r = Vec::with_capacity(6 + target.len());
-    r.extend_from_slice(&0u16.to_be_bytes());
-    r.extend_from_slice(&weight.to_be_bytes());
-    r.extend_from_slice(&port.to_be_bytes());
-    r.extend_from_slice(target);
-    r
-}
-
-/// CoreDNS's SRV weight: 100 split evenly over the records of one priority,
-/// counted before identical records are merged.
-fn srv_weight(records: usize) -> u16 {
-    (100 / records.max(1)).max(1) as u16
-}
-
-struct Rec {
-    rtype: u16,
-    ttl: u32,
-    rdata: Vec<u8>,
-}
-
-#[derive(Default)]
-struct BNode {
-    recs: Vec<Rec>,
-    cname: Option<Vec<u8>>,
-    /// Additional records for the apex NS answer (glue).
-    glue: bool,
-}
-
-struct Builder {
-    names: HashMap<Vec<u8>, BNode>,
-    ttl: u32,
-}
-
-impl Builder {
-    fn node(&mut self, name: &[u8]) -> &mut BNode {
-        if !self.names.contains_key(name) {
-            self.names.insert(name.to_vec(), BNode::default());
-        }
-        self.names
-            .get_mut(name)
-            .unwrap_or_else(|| unreachable!("inserted above"))
-    }
-
-    /// Makes `name` exist without records (NODATA for every type).
-    fn touch(&mut self, name: &str) {
-        if let Some(w) = encode_name(name) {
-            self.node(&w);
-        }
-    }
-
-    fn add(&mut self, name: &[u8], rtype: u16, ttl: u32, rdata: Vec<u8>) {
-        self.node(name).recs.push(Rec { rtype, ttl, rdata });
-    }
-
-    fn zone_apex(&mut self, zone: &Zone, config: &Config, ttl: u32) {
-        let ns = encode_name(&format!("ns.dns.{}", zone.dotted)).unwrap_or_else(|| vec![0]);
-        let apex = self.node(&zone.wire);
-        apex.recs.push(Rec {
-            rtype: TYPE_NS,
-            ttl,
-            rdata: ns.clone(),
-        });
-        apex.glue = true;
-        for ip in &config.nameserver_ips {
-            let (t, r) = address_rr(*ip);
-            self.add(&ns, t, ttl, r);
-        }
-        self.node(&ns);
-        if let Some(v) = encode_name(&format!("dns-version.{}", zone.dotted)) {
-            let mut txt = vec![SCHEMA_VERSION.len() as u8];
-            txt.extend_from_slice(SCHEMA_VERSION.as_bytes());
-            self.add(&v, TYPE_TXT, SCHEMA_TTL, txt);
-        }
-        self.touch(&format!("svc.{}", zone.dotted));
-        self.touch(&format!("pod.{}", zone.dotted));
-    }
-
-    fn service(&mut self, svc: &ServiceView, zone: &Zone, primary: bool, ttl: u32) {
-        let fqdn = format!(
-            "{}.{}.svc.{}",
-            svc.name.name, svc.name.namespace, zone.dotted
-        );
-        let Some(name) = encode_name(&fqdn) else {
-            return;
-        };
-        if svc.service_type == ServiceType::ExternalName {
-            let Some(target) = svc.external_name.as_deref() else {
-                return;
-            };
-            // CoreDNS does not serve an ExternalName that is an IP address.
-            if target.trim_end_matches('.').parse::<IpAddr>().is_ok() {
-                return;
-            }
-            if let Some(t) = encode_name(target) {
-                self.node(&name).cname = Some(t);
-            }
-            return;
-        }
-        let ready: Vec<_> = svc
-            .addresses
-            .iter()
-            .filter(|a| a.ready || svc.publish_not_ready_addresses)
-            .map(|a| {
-                let label = a
-                    .hostname
-                    .as_deref()
-                    .map(str::to_ascii_lowercase)
-                    .unwrap_or_else(|| dashed(a.ip));
-                (a.ip, encode_name(&format!("{label}.{fqdn}")))
-            })
-            .filter_map(|(ip, n)| Some((ip, n?)))
-            .collect();
-        // Endpoint names (and their reverse names) exist for every service kind.
-        for (ip, ep_name) in &ready {
-            let (t, r) = address_rr(*ip);
-            self.add(ep_name, t, ttl, r);
-            if primary && let Some(rev) = encode_name(&reverse(*ip)) {
-                self.add(&rev, TYPE_PTR, ttl, ep_name.clone());
-            }
-        }
-        if svc.headless {
-            // Spec 2.4: no ready endpoints means NXDOMAIN for the service name.
-            if ready.is_empty() {
-                return;
-            }
-            let ports: Vec<_> = svc.endpoint_ports.iter().collect();
-            let bare_weight = srv_weight(ready.len() * ports.len());
-            for (ip, ep_name) in &ready {
-                let (t, r) = address_rr(*ip);
-                self.add(&name, t, ttl, r);
-                for p in &ports {
-                    let srv = srv_rdata(bare_weight, p.port, ep_name);
-                    self.add(&name, TYPE_SRV, ttl, srv);
-                }
-            }
-            for p in ports.iter().filter(|p| !p.name.is_empty()) {
-                let same = ports
-                    .iter()
-                    .filter(|q| q.name == p.name && q.protocol == p.protocol)
-                    .count();
-                let Some(pname) = encode_name(&format!(
-                    "_{}._{}.{fqdn}",
-                    p.name.to_ascii_lowercase(),
-                    p.protocol.as_str().to_ascii_lowercase()
-                )) else {
-                    continue;
-                };
-                let w = srv_weight(ready.len() * same);
-                for (ip, ep_name) in &ready {
-                    let (t, r) = address_rr(*ip);
-                    self.add(&pname, t, ttl, r);
-                    self.add(&pname, TYPE_SRV, ttl, srv_rdata(w, p.port, ep_name));
-                }
-            }
-            return;
-        }
-        let node = self.node(&name);
-        for ip in &svc.cluster_ips {
-            let (t, r) = address_rr(*ip);
-            node.recs.push(Rec {
-                rtype: t,
-                ttl,
-                rdata: r,
-            });
-        }
-        let ips = svc.cluster_ips.len().max(1);
-        let bare_weight = srv_weight(svc.ports.len() * ips);
-        for p in &svc.ports {
-            for _ in 0..ips {
-                let srv = srv_rdata(bare_weight, p.port, &name);
-                self.add(&name, TYPE_SRV, ttl, srv);
-            }
-        }
-        for p in svc.ports.iter().filter(|p| !p.name.is_empty()) {
-            let Some(pname) = encode_name(&format!(
-                "_{}._{}.{fqdn}",
-                p.name.to_ascii_lowercase(),
-                p.protocol.as_str().to_ascii_lowercase()
-            )) else {
-                continue;
-            };
-            for ip in &svc.cluster_ips {
-                let (t, r) = address_rr(*ip);
-                self.add(&pname, t, ttl, r);
-            }
-            self.add(
-                &pname,
-                TYPE_SRV,
-                ttl,
-                srv_rdata(srv_weight(ips), p.port, &name),
-            );
-        }
-        if primary {
-            for ip in &svc.cluster_ips {
-                if let Some(rev) = encode_name(&reverse(*ip)) {
-                    self.add(&rev, TYPE_PTR, ttl, name.clone());
-                }
-            }
-        }
-    }
-
-    fn pods(&mut self, state: &ClusterState, exposed: &HashSet<String>, zone: &Zone, ttl: u32) {
-        for o in state.objects_of(Kind::Pod) {
-            let Object::Pod(pod) = o else { continue };
-            let Some(ns) = pod.metadata.namespace.as_deref() else {
-                continue;
-            };
-            let ns = ns.to_ascii_lowercase();
-            if !exposed.contains(&ns) {
-                continue;
-            }
-            let Some(status) = &pod.status else { continue };
-            let ips = status
-                .pod_ips
-                .iter()
-                .flatten()
-                .map(|p| p.ip.as_str())
-                .chain(status.pod_ip.as_deref());
-            for ip in ips.filter_map(|s| s.parse::<IpAddr>().ok()) {
-                if let Some(n) = encode_name(&format!("{}.{ns}.pod.{}", dashed(ip), zone.dotted)) {
-                    let (t, r) = address_rr(ip);
-                    self.add(&n, t, ttl, r);
-                }
-            }
-        }
-    }
-
-    /// Encodes every name's RRsets, resolves CNAMEs inside the zones and
-    /// adds the additional records of SRV and NS answers.
-    fn finish(mut self, zones: &[Zone]) -> HashMap<Box<[u8]>, Node> {
-        for n in self.names.values_mut() {
-            n.recs
-                .sort_by(|a, b| (a.rtype, &a.rdata).cmp(&(b.rtype, &b.rdata)));
-            n.recs
-                .dedup_by(|a, b| a.rtype == b.rtype && a.rdata == b.rdata);
-        }
-        let in_zone = |t: &[u8]| zones.iter().any(|z| t.ends_with(&z.wire));
-        let mut out = HashMap::with_capacity(self.names.len());
-        for (name, n) in &self.names {
-            let mut sets = Vec::new();
-            let mut cname = None;
-            if let Some(target) = &n.cname {
-                let mut rr = Vec::new();
-                wire::push_rr(&mut rr, &QNAME, TYPE_CNAME, self.ttl, target);
-                if in_zone(target) {
-                    sets = self.chased(&rr, target);
-                    cname = Some(Cname {
-                        rr: rr.into_boxed_slice(),
-                        outside: None,
-                    });
-                } else {
-                    cname = Some(Cname {
-                        rr: rr.into_boxed_slice(),
-                        outside: Some(target.clone().into_boxed_slice()),
-                    });
-                }
-            } else {
-                let mut i = 0;
-                while i < n.recs.len() {
-                    let rtype = n.recs[i].rtype;
-                    let end = i + n.recs[i..].iter().take_while(|r| r.rtype == rtype).count();
-                    let group = &n.recs[i..end];
-                    let mut answer = Vec::new();
-                    for r in group {
-                        wire::push_rr(&mut answer, &QNAME, rtype, r.ttl, &r.rdata);
-                    }
-                    let (additional, ar) = match rtype {
-                        TYPE_SRV => self.addresses_of(group.iter().map(|r| &r.rdata[6..])),
-                        TYPE_NS if n.glue => self.addresses_of(group.iter().map(|r| &r.rdata[..])),
-                        _ => (Vec::new(), 0),
-                    };
-                    sets.push(RrSet {
-                        rtype,
-                        answer: answer.into_boxed_slice(),
-                        an: group.len() as u16,
-                        additional: additional.into_boxed_slice(),
-                        ar,
-                    });
-                    i = end;
-                }
-            }
-            out.insert(
-                name.clone().into_boxed_slice(),
-                Node {
-                    sets: sets.into_boxed_slice(),
-                    cname,
-                },
-            );
-        }
-        out
-    }
-
-    /// The RRsets of a CNAME whose target is inside the zones: the CNAME
-    /// followed by the target's records (owner written out in full).
-    fn chased(&self, cname_rr: &[u8], target: &[u8]) -> Vec<RrSet> {
-        let mut chain = cname_rr.to_vec();
-        let mut links = 1u16;
-        let mut target = target.to_vec();
-        for _ in 0..MAX_CHAIN {
-            let Some(t) = self.names.get(&target) else {
-                break;
-            };
-            match &t.cname {
-                Some(next) => {
-                    wire::push_rr(&mut chain, &target, TYPE_CNAME, self.ttl, next);
-                    links += 1;
-                    target = next.clone();
-                }
-                None => {
-                    let mut sets: Vec<RrSet> = Vec::new();
-                    for r in &t.recs {
-                        let pos = match sets.iter().position(|s| s.rtype == r.rtype) {
-                            Some(p) => p,
-                            None => {
-                                sets.push(RrSet {
-                                    rtype: r.rtype,
-                                    answer: chain.clone().into_boxed_slice(),
-                                    an: links,
-                                    additional: Box::default(),
-                                    ar: 0,
-                                });
-                                sets.len() - 1
-                            }
-                        };
-                        let mut answer = sets[pos].answer.to_vec();
-                        wire::push_rr(&mut answer, &target, r.rtype, r.ttl, &r.rdata);
-                        sets[pos].answer = answer.into_boxed_slice();
-                        sets[pos].an += 1;
-                    }
-                    return sets;
-                }
-            }
-        }
-        Vec::new()
-    }
-
-    /// A and AAAA records of `targets`, owner written out, each target once.
-    fn addresses_of<'a>(&self, targets: impl Iterator<Item = &'a [u8]>) -> (Vec<u8>, u16) {
-        let mut out = Vec::new();
-        let mut n = 0;
-        let mut seen: Vec<&[u8]> = Vec::new();
-        for t in targets {
-            if seen.contains(&t) {
-                continue;
-            }
-            seen.push(t);
-            let Some(node) = self.names.get(t) else {
-                continue;
-            };
-            for r in node
-                .recs
-                .iter()
-                .filter(|r| matches!(r.rtype, TYPE_A | TYPE_AAAA))
-            {
-                wire::push_rr(&mut out, t, r.rtype, r.ttl, &r.rdata);
-                n += 1;
-            }
-        }
-        (out, n)
-    }
-}
-
 /// The SOA record for a negative answer or the apex, owner given.
 pub(crate) fn push_soa(out: &mut Vec<u8>, owner: &[u8], rdata: &[u8], ttl: u32) {
     wire::push_rr(out, owner, TYPE_SOA, ttl, rdata);
 }
+
+#[cfg(test)]
+mod tests;

@@ -13,15 +13,20 @@
 //! let listeners = ferry_dns::Listener::bind("127.0.0.1:5353".parse().unwrap())?;
 //! server.serve(listeners)?;
 //! server.update(&state);
+//! // and for each later state: server.apply(&state, &changes);
 //! # Ok(()) }
 //! ```
 //!
-//! Rooms: `wire` (the DNS format, by hand), `index` (state → names, pure),
-//! `answer` (query → answer, pure), `cache`, `upstream` (forwarding sockets),
+//! Rooms: `wire` (the DNS format, by hand), `index` (state → names,
+//! following change sets, pure), `contrib` (what each Service, Pod or
+//! namespace gives a name, pure), `encode` (a name's records → answer
+//! bytes, pure), `answer` (query → answer, pure), `cache`, `upstream` (forwarding sockets),
 //! `server` (the serving loops), `metrics`, `http` (health and metrics).
 
 mod answer;
 mod cache;
+mod contrib;
+mod encode;
 mod http;
 mod index;
 mod metrics;
@@ -35,7 +40,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use ferry_model::ClusterState;
+use ferry_model::{ChangeSet, ClusterState};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -252,17 +257,58 @@ impl Server {
     /// Rebuilds the name index from `state` and swaps it in; queries in
     /// flight finish on the old one. Blocking work (about 0.1 s at 20k
     /// Services): call it from a blocking thread, or use [`Server::follow`].
+    /// For the first state, and whenever the change set is not known.
     pub fn update(&self, state: &ClusterState) {
+        let _writer = self.shared.writer.lock();
         let start = Instant::now();
-        let serial = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as u32);
-        let index = index::Index::build(state, &self.shared.config, &self.shared.zones, serial);
+        let index = index::Index::build(state, &self.shared.config, &self.shared.zones, serial());
         let m = &self.shared.metrics;
         m.index_names.set(index.len() as i64);
         m.index_builds.inc();
         m.index_build_micros.set(start.elapsed().as_micros() as i64);
         tracing::debug!(names = index.len(), took = ?start.elapsed(), "DNS index rebuilt");
+        self.shared.index.store(Some(Arc::new(index)));
+    }
+
+    /// Moves the index to `state`, where `changes` is what changed since
+    /// the state it holds (a `Follower`'s change set): only the names of
+    /// the objects `changes` names are derived again, everything else is
+    /// shared with the current index, and the new one is swapped in whole.
+    /// With no index yet, or a change set that does not start at the
+    /// indexed state's version, the changes are found by a full diff.
+    pub fn apply(&self, state: &ClusterState, changes: &ChangeSet) {
+        let _writer = self.shared.writer.lock();
+        let Some(current) = self.shared.index.load_full() else {
+            drop(_writer);
+            return self.update(state);
+        };
+        let start = Instant::now();
+        let diff;
+        let changes =
+            if changes.from_version == current.version() && changes.to_version == state.version() {
+                changes
+            } else {
+                tracing::debug!(
+                    indexed = current.version(),
+                    from = changes.from_version,
+                    "DNS change set does not start at the indexed state; diffing"
+                );
+                diff = current.state().diff(state);
+                &diff
+            };
+        let (index, encoded) = current.apply(
+            state,
+            changes,
+            &self.shared.config,
+            &self.shared.zones,
+            serial(),
+        );
+        let m = &self.shared.metrics;
+        m.index_names.set(index.len() as i64);
+        m.index_changes.inc();
+        m.index_change_micros
+            .set(start.elapsed().as_micros() as i64);
+        tracing::debug!(names = index.len(), encoded, took = ?start.elapsed(), "DNS index changed");
         self.shared.index.store(Some(Arc::new(index)));
     }
 
@@ -296,6 +342,13 @@ impl Server {
     pub fn names(&self) -> usize {
         self.shared.index.load().as_ref().map_or(0, |i| i.len())
     }
+}
+
+/// The SOA serial: the time of the change, in seconds.
+fn serial() -> u32 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as u32)
 }
 
 impl Server {

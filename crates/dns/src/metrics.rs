@@ -56,6 +56,8 @@ pub(crate) struct Metrics {
     pub index_names: Gauge,
     pub index_builds: Counter,
     pub index_build_micros: Gauge,
+    pub index_changes: Counter,
+    pub index_change_micros: Gauge,
 }
 
 impl Metrics {
@@ -104,6 +106,8 @@ impl Metrics {
             index_names: Gauge::default(),
             index_builds: Counter::default(),
             index_build_micros: Gauge::default(),
+            index_changes: Counter::default(),
+            index_change_micros: Gauge::default(),
         };
         r.register(
             "cache_hits",
@@ -154,6 +158,16 @@ impl Metrics {
             "index_build_last_microseconds",
             "Duration of the last index rebuild",
             m.index_build_micros.clone(),
+        );
+        r.register(
+            "index_changes",
+            "Change sets applied to the index without a rebuild",
+            m.index_changes.clone(),
+        );
+        r.register(
+            "index_change_last_microseconds",
+            "Duration of the last change applied to the index",
+            m.index_change_micros.clone(),
         );
         m
     }

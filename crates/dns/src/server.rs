@@ -31,6 +31,8 @@ pub(crate) struct Shared {
     pub config: Config,
     pub zones: Vec<Zone>,
     pub index: ArcSwapOption<Index>,
+    /// Held while a new index is made, so no change is made twice or lost.
+    pub writer: Mutex<()>,
     pub cache: Mutex<Cache>,
     pub metrics: Metrics,
     /// One permit per forwarded query in flight (`max_forwards`).
@@ -67,6 +69,7 @@ impl Shared {
             config,
             zones,
             index: ArcSwapOption::empty(),
+            writer: Mutex::new(()),
             cache: Mutex::new(cache),
             metrics,
             started: Instant::now(),

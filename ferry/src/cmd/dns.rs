@@ -118,8 +118,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     eprintln!("warning: {e}");
                 }
                 let s = updater.clone();
-                let state = snap.state.clone();
-                let _ = tokio::task::spawn_blocking(move || s.update(&state)).await;
+                let (state, changes) = (snap.state.clone(), snap.changes.clone());
+                let _ = tokio::task::spawn_blocking(move || s.apply(&state, &changes)).await;
                 println!(
                     "ferry dns: updated: {} services, {} names",
                     snap.state.services().count(),
