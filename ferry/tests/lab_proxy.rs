@@ -995,6 +995,52 @@ fn min_sync_period_merges_a_burst_and_keeps_the_last_change() {
     );
 }
 
+/// nftables mode numbers at most 4,095 endpoints per ServicePort: beyond
+/// that it says so, in the log and in a metric, and still serves.
+#[test]
+fn more_endpoints_than_nftables_mode_uses_are_counted_and_the_service_still_served() {
+    if !can_run() {
+        return;
+    }
+    let ns = ScratchNs::new("ferry-test-4095");
+    let dir = tempfile::tempdir().unwrap();
+    let mut y = String::from(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: big, namespace: default}\nspec: {clusterIP: 10.96.7.7, ports: [{port: 80}]}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: big-1, namespace: default, labels: {kubernetes.io/service-name: big}}\naddressType: IPv4\nports: [{port: 80}]\nendpoints:\n",
+    );
+    for i in 0..4_100u32 {
+        y.push_str(&format!(
+            "- {{addresses: [10.1.{}.{}]}}\n",
+            i / 250,
+            1 + i % 250
+        ));
+    }
+    std::fs::write(dir.path().join("big.yaml"), y).unwrap();
+    let _agent = KillOnDrop(
+        ns.agent_command(dir.path(), 10256)
+            .args(["--dns-addresses", "none"])
+            .spawn()
+            .unwrap(),
+    );
+    let over = |ns: &ScratchNs| {
+        ns.output_even_failed(&["curl", "-s", "-m", "1", "http://127.0.0.1:10249/metrics"])
+            .lines()
+            .any(|l| {
+                l.starts_with("ferry_proxy_service_ports_over_endpoint_limit{ip_family=\"IPv4\"} 1")
+            })
+    };
+    ns.wait_for("the over-limit gauge at 1", over);
+    let rules = ns.output(&["nft", "list", "table", "ip", "ferry"]);
+    assert!(rules.contains("10.96.7.7"), "the Service is programmed");
+    let log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap();
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("more endpoints than nftables mode uses"))
+            .count(),
+        1,
+        "logged once: {log}"
+    );
+}
+
 #[test]
 fn switching_modes_removes_the_other_modes_rules() {
     if !can_run() {

@@ -39,3 +39,27 @@ pub fn have_or_skip(tool: &str) -> bool {
     }
     found
 }
+
+#[cfg(test)]
+mod tests {
+    // Each nextest test runs in its own process: setting CI here touches
+    // no other test.
+    #[test]
+    fn ci_means_set_and_not_zero_or_false() {
+        for (value, ci) in [
+            ("true", true),
+            ("1", true),
+            ("yes", true),
+            ("", false),
+            ("0", false),
+            ("false", false),
+        ] {
+            // SAFETY: single-threaded at this point of this test process.
+            unsafe { std::env::set_var("CI", value) };
+            assert_eq!(super::in_ci(), ci, "CI={value:?}");
+        }
+        // SAFETY: as above.
+        unsafe { std::env::remove_var("CI") };
+        assert!(!super::in_ci());
+    }
+}
