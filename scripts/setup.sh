@@ -4,11 +4,56 @@
 # second run is quick) and cargo tools. Safe to run again.
 set -euo pipefail
 
-# System packages: every program ferry starts is in scripts/tools.txt with
-# its package (one list; a test checks the code against it), plus what
-# the build and tests need besides.
-here="$(dirname "$0")"
-mapfile -t listed < <(grep -v '^#' "$here/tools.txt" | awk 'NF >= 2 {print $2}' | sort -u)
+# Every program ferry starts, with the Debian package that installs it and
+# who starts it: the one list. The agent checks its programs against it at
+# start (crates/sys/src/tools.rs reads this block), and a test fails when
+# the code starts a program that is not here. Columns: program, package,
+# who starts it.
+TOOLS=$(cat <<'TOOLS'
+ip                        iproute2          agent lab
+nft                       nftables          agent
+iptables                  iptables          agent
+iptables-save             iptables          agent
+iptables-restore          iptables          agent
+ip6tables                 iptables          agent
+ip6tables-save            iptables          agent
+ip6tables-restore         iptables          agent
+iptables-nft              iptables          agent
+iptables-nft-save         iptables          agent
+iptables-nft-restore      iptables          agent
+ip6tables-nft             iptables          agent
+ip6tables-nft-save        iptables          agent
+ip6tables-nft-restore     iptables          agent
+iptables-legacy           iptables          agent
+iptables-legacy-save      iptables          agent
+iptables-legacy-restore   iptables          agent
+ip6tables-legacy          iptables          agent
+ip6tables-legacy-save     iptables          agent
+ip6tables-legacy-restore  iptables          agent
+conntrack                 conntrack         tests
+sysctl                    procps            lab
+setsid                    util-linux        lab
+taskset                   util-linux        bench
+curl                      curl              lab-pods tests
+bash                      bash              lab-pods tests
+sh                        dash              tests
+python3                   python3           tests
+dig                       bind9-dnsutils    bench tests
+getent                    libc-bin          tests
+dnsperf                   dnsperf           bench
+unbound                   unbound           bench tests
+nsd                       nsd               bench
+knotd                     knot              bench
+kill                      procps            tests
+pgrep                     procps            tests
+pkill                     procps            tests
+sleep                     coreutils         tests
+setpriv                   util-linux        tests
+bridge                    iproute2          tests
+TOOLS
+)
+mapfile -t listed < <(printf '%s\n' "$TOOLS" | awk 'NF >= 2 {print $2}' | sort -u)
+# What the build and tests need besides.
 packages=("${listed[@]}" iproute2 procps util-linux)
 
 missing=()

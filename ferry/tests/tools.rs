@@ -1,5 +1,5 @@
 //! The programs ferry starts and the set-up that installs them are one
-//! list (`scripts/tools.txt`): these tests fail when code starts a program
+//! list (the TOOLS block of `scripts/setup.sh`): these tests fail when code starts a program
 //! the list does not name, when set-up stops reading the list, and when a
 //! missing program is not named with its package. The lab test needs root.
 
@@ -82,7 +82,7 @@ fn every_program_the_code_starts_is_in_the_setup_list() {
         .collect();
     assert!(
         missing.is_empty(),
-        "started by the code but not in scripts/tools.txt (so a fresh machine lacks them): {missing:?}"
+        "started by the code but not in setup.sh's TOOLS list (so a fresh machine lacks them): {missing:?}"
     );
     // The iptables binaries are built from the flavor and family.
     use ferry_proxy::Family;
@@ -93,7 +93,7 @@ fn every_program_the_code_starts_is_in_the_setup_list() {
                 let b = flavor.binary(family, suffix);
                 assert!(
                     listed.contains(b.as_str()),
-                    "{b} is not in scripts/tools.txt"
+                    "{b} is not in setup.sh's TOOLS list"
                 );
             }
         }
@@ -104,8 +104,8 @@ fn every_program_the_code_starts_is_in_the_setup_list() {
 fn setup_installs_the_package_of_every_listed_program() {
     let setup = std::fs::read_to_string(repo().join("scripts/setup.sh")).unwrap();
     assert!(
-        setup.contains("tools.txt"),
-        "scripts/setup.sh installs the packages of scripts/tools.txt"
+        setup.contains("<<'TOOLS'") && setup.contains("\"${listed[@]}\""),
+        "scripts/setup.sh installs the packages of its TOOLS list"
     );
     for p in ferry_sys::PROGRAMS.iter() {
         assert!(!p.package.is_empty(), "{} has a package", p.name);

@@ -1,4 +1,5 @@
-//! The programs ferry starts, read from `scripts/tools.txt` (the same list
+//! The programs ferry starts, read from the TOOLS block of
+//! `scripts/setup.sh` (the same list
 //! `scripts/setup.sh` installs), and the start-up check that names the
 //! Debian package of a missing one. Pure apart from looking at `PATH`.
 
@@ -14,10 +15,20 @@ pub struct Program {
     pub used_by: Vec<String>,
 }
 
-const LIST: &str = include_str!("../../../scripts/tools.txt");
+const SETUP: &str = include_str!("../../../scripts/setup.sh");
 
-/// Every program ferry starts, in the order of `scripts/tools.txt`.
-pub static PROGRAMS: LazyLock<Vec<Program>> = LazyLock::new(|| parse(LIST));
+/// Every program ferry starts, in the order of setup.sh's TOOLS block.
+pub static PROGRAMS: LazyLock<Vec<Program>> = LazyLock::new(|| parse(tools_block(SETUP)));
+
+/// The lines between `<<'TOOLS'` and the closing `TOOLS`.
+fn tools_block(setup: &str) -> &str {
+    let Some(start) = setup.find("<<'TOOLS'\n") else {
+        return "";
+    };
+    let body = &setup[start + "<<'TOOLS'\n".len()..];
+    let end = body.find("\nTOOLS\n").unwrap_or(body.len());
+    &body[..end]
+}
 
 fn parse(text: &str) -> Vec<Program> {
     text.lines()
