@@ -47,7 +47,7 @@ enum Command {
     /// A multi-node cluster made of network namespaces on this machine.
     Lab(cmd::lab::Args),
     /// Run the node agent (normally started by the lab or a DaemonSet).
-    Agent(cmd::agent::Args),
+    Agent(Box<cmd::agent::Args>),
     /// The lab workload: answer HTTP, TCP and UDP with who this pod is and who asked.
     Echo(cmd::echo::Args),
     /// Control the echo server of this pod (run it inside a pod).
@@ -99,7 +99,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => cmd::validate::run(args),
         Command::Services(args) => cmd::services::run(args),
         Command::Lab(args) => cmd::lab::run(args),
-        Command::Agent(args) => cmd::agent::run(args),
+        Command::Agent(args) => cmd::agent::run(*args),
         Command::Echo(args) => cmd::echo::run(args),
         Command::EchoCtl(args) => cmd::echo::ctl(args),
         Command::Dns(args) => cmd::dns::run(args),

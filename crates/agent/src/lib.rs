@@ -67,6 +67,8 @@ impl FromStr for ProxyMode {
 pub enum Component {
     Proxy,
     Dns,
+    /// The pod network (flanneld's part): lease, VXLAN or host-gw, masquerade.
+    Overlay,
 }
 
 impl FromStr for Component {
@@ -76,7 +78,8 @@ impl FromStr for Component {
         match s {
             "proxy" => Ok(Component::Proxy),
             "dns" => Ok(Component::Dns),
-            other => Err(format!("{other:?}: components are proxy and dns")),
+            "overlay" => Ok(Component::Overlay),
+            other => Err(format!("{other:?}: components are proxy, dns and overlay")),
         }
     }
 }
@@ -106,6 +109,8 @@ pub struct Config {
     pub metrics_bind: SocketAddr,
     /// Node-local cluster DNS; None: off.
     pub dns: Option<DnsConfig>,
+    /// The pod network; None: off (another CNI network runs on the node).
+    pub overlay: Option<ferry_overlay::component::OverlayConfig>,
 }
 
 /// Cluster DNS served by the agent on this node.
@@ -173,6 +178,9 @@ pub fn required_programs(config: &Config) -> Vec<String> {
     if config.dns.is_some() {
         out.extend(["ip".into(), "nft".into()]);
     }
+    if config.overlay.as_ref().is_some_and(|o| o.ip_masq) {
+        out.push("nft".into());
+    }
     out.sort();
     out.dedup();
     out
@@ -189,6 +197,10 @@ impl Config {
     fn runs_dns(&self) -> bool {
         self.components.contains(&Component::Dns) && self.dns.is_some()
     }
+
+    fn runs_overlay(&self) -> bool {
+        self.components.contains(&Component::Overlay) && self.overlay.is_some()
+    }
 }
 
 /// Runs the agent until the process is stopped.
@@ -199,15 +211,20 @@ pub async fn run(mut config: Config) -> Result<(), AgentError> {
     if !config.runs_dns() {
         config.dns = None;
     }
+    if !config.runs_overlay() {
+        config.overlay = None;
+    }
     // One agent per node, before anything else: a second one must not
     // touch the first one's rules or ports. An agent that programs
     // nothing (no proxy, no DNS) only reads and serves health, and takes
     // no lock.
-    let _lock = if config.proxy_mode != ProxyMode::None || config.dns.is_some() {
-        Some(ferry_sys::NodeLock::acquire(NODE_LOCK)?)
-    } else {
-        None
-    };
+    let _lock =
+        if config.proxy_mode != ProxyMode::None || config.dns.is_some() || config.overlay.is_some()
+        {
+            Some(ferry_sys::NodeLock::acquire(NODE_LOCK)?)
+        } else {
+            None
+        };
     ferry_sys::require(required_programs(&config).iter().map(String::as_str))?;
     let nofile = limits::raise_nofile();
     if let Some(dns) = config.dns.as_mut() {
@@ -230,6 +247,13 @@ pub async fn run(mut config: Config) -> Result<(), AgentError> {
     )?;
     let metrics = Arc::new(metrics::Metrics::new(config.proxy_mode));
     let progress = Arc::new(Progress::default());
+    // The pod network first: pods on this node need their subnet (and
+    // subnet.env) before anything else makes sense.
+    if let Some(overlay) = config.overlay.clone() {
+        let handle = ferry_overlay::component::start(overlay, feed.follow())
+            .map_err(|e| AgentError::Component("overlay", e.to_string()))?;
+        progress.add("overlay", handle.applied.clone());
+    }
     let mut proxy_health = None;
     if config.proxy_mode != ProxyMode::None {
         let handle = metrics

@@ -647,7 +647,6 @@ impl Controller {
 
     fn reconcile_nodes(&mut self) -> Result<(), LabError> {
         let wanted = plan::desired_nodes(&self.inputs, &self.settings, &self.nodes)?;
-        let mut changed = false;
         for old in self.nodes.clone() {
             if !wanted.iter().any(|n| n.name == old.name) {
                 tracing::info!(node = %old.name, "removing node");
@@ -667,9 +666,17 @@ impl Controller {
                     }
                 }
                 net::delete_node(&self.names, &old.name)?;
-                changed = true;
+                // As the node controller deletes a removed Node (and flannel's
+                // lease goes with it): the other nodes drop its routes.
+                if let Err(e) = self.leases().delete(old.pod_cidr) {
+                    tracing::warn!(node = %old.name, error = %e, "cannot delete the node's lease");
+                }
             }
         }
+        // The pod network's config, before any agent reads it.
+        self.leases()
+            .put_config(&plan::overlay_config(&wanted, &self.settings))
+            .map_err(|e| LabError::Plan(format!("the pod network's config: {e}")))?;
         for node in &wanted {
             if let Some(rt) = self.node_rt.get_mut(&node.name) {
                 // A crashed agent is started again, as kubelet restarts a DaemonSet pod.
@@ -719,13 +726,23 @@ impl Controller {
                     _thread: thread,
                 },
             );
-            changed = true;
         }
         self.nodes = wanted;
-        if changed {
-            net::set_routes(&self.names, &self.nodes)?;
-        }
         Ok(())
+    }
+
+    fn leases(&self) -> ferry_overlay::store::FileStore {
+        ferry_overlay::store::FileStore::new(&self.names.leases_dir())
+    }
+
+    /// The pods' MTU: the VXLAN device's (the node network's 1500 less
+    /// the encapsulation), or the node network's for host-gw.
+    fn pod_mtu(&self) -> u32 {
+        if self.settings.backend == "host-gw" {
+            1500
+        } else {
+            1500 - ferry_overlay::vxlan::ENCAP_OVERHEAD
+        }
     }
 
     fn spawn_agent(&self, node: &NodeInfo) -> Result<Child, LabError> {
@@ -748,6 +765,14 @@ impl Controller {
                 format!("{}:10249", node.ip),
                 "--proxy-mode".into(),
                 self.settings.proxy_mode.clone(),
+                // The pod network: every node's agent runs the overlay with
+                // the lab's lease store (a directory: one machine).
+                "--components".into(),
+                "proxy,dns,overlay".into(),
+                "--lease-store".into(),
+                format!("file:{}", self.names.leases_dir().display()),
+                "--subnet-file".into(),
+                self.names.subnet_file(&node.name).display().to_string(),
                 // No --cluster-cidr: the agent takes the pod network from
                 // the Nodes' podCIDRs, which the lab writes for every node
                 // (its own or one from the lab's pod range), so pod traffic
@@ -784,6 +809,7 @@ impl Controller {
                 pod.id,
                 &node,
                 ip,
+                self.pod_mtu(),
                 &resolv_conf(&pod.name.namespace),
             )?;
             self.names.pod_ns(pod.id)

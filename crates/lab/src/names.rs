@@ -79,6 +79,16 @@ impl LabNames {
         self.state_dir().join("logs")
     }
 
+    /// The pod network's lease store (the agents' `--lease-store file:DIR`).
+    pub fn leases_dir(&self) -> PathBuf {
+        self.state_dir().join("leases")
+    }
+
+    /// A node's flannel-style subnet.env (its agent writes it).
+    pub fn subnet_file(&self, node: &str) -> PathBuf {
+        self.state_dir().join("nodes").join(node).join("subnet.env")
+    }
+
     pub fn pods_dir(&self) -> PathBuf {
         self.state_dir().join("pods")
     }

@@ -174,32 +174,19 @@ pub(crate) fn create_node(
     sysctl(&ns, "net.ipv4.ip_forward=1")
 }
 
-/// host-gw: every node routes each other node's pod CIDR via that node's IP.
-pub(crate) fn set_routes(names: &LabNames, nodes: &[NodeInfo]) -> Result<(), LabError> {
-    for node in nodes {
-        let routes: String = nodes
-            .iter()
-            .filter(|o| o.name != node.name)
-            .map(|o| format!("route replace {} via {} dev eth0\n", o.pod_cidr, o.ip))
-            .collect();
-        if !routes.is_empty() {
-            batch(&names.node_ns(&node.name), &routes)?;
-        }
-    }
-    Ok(())
-}
-
 pub(crate) fn delete_node(names: &LabNames, node: &str) -> Result<(), LabError> {
     ns_del(&names.node_ns(node))
 }
 
 /// A pod's network: its namespace, `eth0` on the node's `cni0` (hairpin on,
-/// as kubelet sets it), its IP and the default route via the bridge.
+/// as kubelet sets it), its IP, the pod network's MTU (the VXLAN device's,
+/// or cross-node TCP stalls) and the default route via the bridge.
 pub(crate) fn create_pod(
     names: &LabNames,
     id: u32,
     node: &NodeInfo,
     ip: Ipv4Addr,
+    mtu: u32,
     resolv_conf: &str,
 ) -> Result<(), LabError> {
     let ns = names.pod_ns(id);
@@ -210,13 +197,13 @@ pub(crate) fn create_pod(
     batch(
         &node_ns,
         &format!(
-            "link set {port} master cni0\nlink set {port} type bridge_slave hairpin on\nlink set {port} up\n"
+            "link set {port} mtu {mtu}\nlink set {port} master cni0\nlink set {port} type bridge_slave hairpin on\nlink set {port} up\n"
         ),
     )?;
     batch(
         &ns,
         &format!(
-            "addr add {ip}/{} dev eth0\nlink set eth0 up\nroute add default via {} dev eth0\n",
+            "addr add {ip}/{} dev eth0\nlink set eth0 mtu {mtu}\nlink set eth0 up\nroute add default via {} dev eth0\n",
             node.pod_cidr.prefix_len(),
             node.gateway()
         ),

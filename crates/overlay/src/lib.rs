@@ -1,20 +1,26 @@
 //! The pod network, flannel-compatible: every node leases a subnet of the
 //! cluster's pod network and the overlay carries pod traffic between the
-//! subnets (VXLAN or host routes). This crate starts with the pure part a
-//! ferry node and a flannel node must agree on byte for byte: the network
-//! config, the lease keys and values, how a subnet is chosen, and
-//! `subnet.env`. The stores (etcd, Kubernetes Node, a file), the netlink
-//! backends and the CNI plugin plug in on top (see ARCHITECTURE.md).
+//! subnets (VXLAN or host routes).
 //!
-//! Pure, but for `store`'s file store.
+//! - Pure, what a ferry node and a flannel node must agree on byte for
+//!   byte: `config` (the network config), `lease` (keys and values),
+//!   `alloc` (which subnet), `subnet_env`, `kube` (Node annotations), and
+//!   `peers` (which route to each other subnet).
+//! - Files: `store` (the lease stores behind one trait, and taking a lease).
+//! - Kernel: `underlay` (interface, public IP, plain routes), `vxlan`
+//!   (device, neighbours, FDB, routes), `masquerade` (nftables).
+//! - `component`: all of it as an agent component, following the source.
 
 pub mod alloc;
+pub mod component;
 pub mod config;
 pub mod kube;
 pub mod lease;
 pub mod masquerade;
+pub mod peers;
 pub mod store;
 pub mod subnet_env;
+pub mod underlay;
 pub mod vxlan;
 
 pub use alloc::{AllocError, choose_subnet};

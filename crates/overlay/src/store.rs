@@ -126,6 +126,30 @@ impl FileStore {
         }
     }
 
+    /// Deletes a subnet's lease (a node removed from the cluster); gone
+    /// already is fine.
+    pub fn delete(&self, subnet: Ipv4Net) -> Result<(), StoreError> {
+        let path = self.subnets().join(subnet_key(subnet));
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Self::io(&path)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes the network config (flannel's JSON), as an administrator
+    /// puts it in etcd before the first node starts.
+    pub fn put_config(&self, json: &str) -> Result<(), StoreError> {
+        std::fs::create_dir_all(&self.dir).map_err(Self::io(&self.dir))?;
+        let path = self.dir.join("config");
+        NetworkConfig::parse(json).map_err(|source| StoreError::Config {
+            path: path.clone(),
+            source,
+        })?;
+        let tmp = self.dir.join(".config.tmp");
+        std::fs::write(&tmp, json).map_err(Self::io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(Self::io(&path))
+    }
+
     fn subnets(&self) -> PathBuf {
         self.dir.join("subnets")
     }

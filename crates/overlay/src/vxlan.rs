@@ -59,6 +59,19 @@ pub struct DeviceSpec {
     pub subnet: Ipv4Net,
 }
 
+/// The device's MAC for a node and VNI: the same after every restart (a
+/// peer's FDB entry and neighbour stay right without a new lease), locally
+/// administered and unicast. flannel keeps its MAC by keeping the device;
+/// ferry derives it, so a recreated device keeps it too.
+pub fn stable_mac(node: &str, vni: u32) -> [u8; 6] {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("ferry-vtep/{node}/{vni}"));
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&digest[..6]);
+    mac[0] = (mac[0] & 0xfe) | 0x02;
+    mac
+}
+
 /// `aa:bb:cc:dd:ee:ff` -> bytes.
 pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     let mut out = [0u8; 6];
@@ -232,6 +245,15 @@ pub async fn remove_peer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stable_macs_are_unicast_local_and_differ_by_node() {
+        let a = stable_mac("node-1", 1);
+        assert_eq!(a, stable_mac("node-1", 1));
+        assert_ne!(a, stable_mac("node-2", 1));
+        assert_ne!(a, stable_mac("node-1", 2));
+        assert_eq!(a[0] & 0x03, 0x02, "{}", format_mac(&a));
+    }
 
     #[test]
     fn macs_round_trip() {

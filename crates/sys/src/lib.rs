@@ -36,3 +36,18 @@ pub fn local_addresses() -> std::collections::BTreeSet<std::net::IpAddr> {
         })
         .collect()
 }
+
+/// The IPv4 addresses of this network namespace's interfaces with their
+/// prefix lengths, by interface name, in the kernel's order.
+pub fn interface_ipv4_addresses() -> Vec<(String, std::net::Ipv4Addr, u8)> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    addrs
+        .filter_map(|a| {
+            let ip = a.address?.as_sockaddr_in()?.ip();
+            let mask = a.netmask?.as_sockaddr_in()?.ip();
+            Some((a.interface_name, ip, u32::from(mask).leading_ones() as u8))
+        })
+        .collect()
+}

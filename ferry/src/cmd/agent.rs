@@ -11,9 +11,10 @@ pub struct Args {
     /// This node's name (as in the Node objects).
     #[arg(long, required_unless_present = "cleanup", default_value = "")]
     node: String,
-    /// Which components run, comma-separated: proxy, dns (each on its own
-    /// thread; the proxy also needs a --proxy-mode other than none, DNS
-    /// also needs --dns-addresses other than none).
+    /// Which components run, comma-separated: proxy, dns, overlay (each on
+    /// its own thread; the proxy also needs a --proxy-mode other than none,
+    /// DNS also needs --dns-addresses other than none, the overlay a
+    /// --lease-store).
     #[arg(long, value_delimiter = ',', default_value = "proxy,dns")]
     components: Vec<ferry_agent::Component>,
     /// Where the cluster comes from: manifests:DIR.
@@ -76,6 +77,25 @@ pub struct Args {
     /// Cluster DNS `/health` and `/ready` (CoreDNS serves them on 8080 and 8181); off by default.
     #[arg(long)]
     dns_health_bind_address: Option<SocketAddr>,
+    /// The overlay's lease store: file:DIR (a directory shared by the
+    /// nodes of one machine; its `config` is flannel's network config).
+    #[arg(long)]
+    lease_store: Option<ferry_overlay::component::StoreSpec>,
+    /// The interface that reaches the other nodes, by name or address, as
+    /// flanneld's --iface. Default: the default route's.
+    #[arg(long)]
+    iface: Option<String>,
+    /// The address other nodes send pod traffic to, as flanneld's --public-ip.
+    /// Default: the --iface address.
+    #[arg(long)]
+    public_ip: Option<std::net::Ipv4Addr>,
+    /// Where the node's subnet is written for CNI plugins (flannel's file and format).
+    #[arg(long, default_value = "/run/flannel/subnet.env")]
+    subnet_file: std::path::PathBuf,
+    /// Masquerade pod traffic leaving the pod network, as flanneld's
+    /// --ip-masq (which every flannel manifest sets).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    ip_masq: bool,
     /// Remove everything the proxy installed, then exit.
     #[arg(long)]
     cleanup: bool,
@@ -92,6 +112,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let dns = dns_config(&args)?;
+    let overlay = args
+        .lease_store
+        .clone()
+        .map(|store| ferry_overlay::component::OverlayConfig {
+            node: args.node.clone(),
+            store,
+            iface: args.iface.clone(),
+            public_ip: args.public_ip,
+            subnet_file: args.subnet_file.clone(),
+            ip_masq: args.ip_masq,
+            poll: std::time::Duration::from_secs(1),
+        });
+    if args.components.contains(&ferry_agent::Component::Overlay) && overlay.is_none() {
+        anyhow::bail!("--components overlay needs --lease-store (e.g. file:/var/lib/ferry/leases)");
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -109,6 +144,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         service_node_port_range: args.service_node_port_range,
         metrics_bind: args.metrics_bind_address,
         dns,
+        overlay,
     }));
     // The source loop runs on a blocking thread that never returns by
     // itself; every kernel change it makes is one atomic transaction, so

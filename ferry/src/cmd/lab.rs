@@ -86,6 +86,9 @@ struct UpArgs {
     /// The agents' service proxy: nftables or iptables.
     #[arg(long, default_value = "nftables", value_parser = ["nftables", "iptables"])]
     proxy_mode: String,
+    /// The pod network's backend (every agent runs the overlay): vxlan or host-gw.
+    #[arg(long, default_value = "vxlan", value_parser = ["vxlan", "host-gw"])]
+    backend: String,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -99,6 +102,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 lb_pool: up.lb_pool,
                 default_nodes: up.nodes,
                 proxy_mode: up.proxy_mode,
+                backend: up.backend,
                 ..Settings::default()
             };
             let start = std::time::Instant::now();

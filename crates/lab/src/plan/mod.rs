@@ -18,7 +18,7 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 pub use alloc::{Allocation, allocate};
-pub use nodes::desired_nodes;
+pub use nodes::{desired_nodes, overlay_config, pod_network};
 pub use pods::{Counters, Hint, PodChanges, hints_from_slices, plan_pods};
 pub use render::{MANAGED_BY, MANAGER, World, render};
 
@@ -42,6 +42,13 @@ pub struct Settings {
     /// The agents' `--proxy-mode` (nftables or iptables).
     #[serde(default = "default_proxy_mode")]
     pub proxy_mode: String,
+    /// The pod network's backend (the agents' overlay): vxlan or host-gw.
+    #[serde(default = "default_backend")]
+    pub backend: String,
+}
+
+fn default_backend() -> String {
+    "vxlan".into()
 }
 
 fn default_proxy_mode() -> String {
@@ -59,6 +66,7 @@ impl Default for Settings {
             node_port_max: 32767,
             default_nodes: 2,
             proxy_mode: default_proxy_mode(),
+            backend: default_backend(),
         }
     }
 }

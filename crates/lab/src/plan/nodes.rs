@@ -100,3 +100,35 @@ pub fn desired_nodes(
     }
     Ok(out)
 }
+
+/// The pod network the overlay's config names: the smallest network
+/// holding every node's podCIDR, widened to a /16 when narrower (flannel's
+/// usual Network), so that nodes added later fit.
+pub fn pod_network(nodes: &[NodeInfo], settings: &Settings) -> Ipv4Net {
+    let Some(first) = nodes.first() else {
+        return settings.cluster_cidr;
+    };
+    let mut net = first.pod_cidr.trunc();
+    while !nodes.iter().all(|n| net.contains(&n.pod_cidr)) && net.prefix_len() > 0 {
+        net = Ipv4Net::new(net.network(), net.prefix_len() - 1).map_or(net, |n| n.trunc());
+    }
+    if net.prefix_len() > 16 {
+        net = Ipv4Net::new(net.network(), 16).map_or(net, |n| n.trunc());
+    }
+    net
+}
+
+/// flannel's network config for the lab's leases (the file store's `config`).
+pub fn overlay_config(nodes: &[NodeInfo], settings: &Settings) -> String {
+    let subnet_len = nodes
+        .iter()
+        .map(|n| n.pod_cidr.prefix_len())
+        .max()
+        .unwrap_or(24);
+    serde_json::json!({
+        "Network": pod_network(nodes, settings).to_string(),
+        "SubnetLen": subnet_len,
+        "Backend": {"Type": settings.backend},
+    })
+    .to_string()
+}

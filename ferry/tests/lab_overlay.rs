@@ -1,0 +1,275 @@
+//! The pod network in the lab: every agent runs the overlay (a lease from
+//! the lab's file store, flannel.1 or host-gw routes, masquerade), and pod
+//! traffic between nodes crosses it. Real namespaces, devices and traffic;
+//! root needed (fails under CI=true, skips otherwise).
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+fn ip_in(ns: &str, args: &[&str]) -> String {
+    let out = Command::new("ip")
+        .args(["-n", ns])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ip -n {ns} {args:?}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn node_ns(lab: &Lab, node: &str) -> String {
+    format!("ferry.{}.node.{node}", lab.name)
+}
+
+fn pod_ip(lab: &Lab, name: &str) -> String {
+    lab.pods(name)[0]["ip"].as_str().unwrap().to_string()
+}
+
+/// Sends `bytes` to a pod's TCP echo port from `from` and counts what
+/// comes back (both ways at once, so full-size segments cross the tunnel).
+fn echo_bulk(lab: &Lab, from: &str, to_ip: &str, bytes: usize) -> String {
+    let script = format!(
+        "import socket, threading\n\
+         s = socket.create_connection(('{to_ip}', 9000), timeout=10)\n\
+         f = s.makefile('rb')\n\
+         f.readline()\n\
+         threading.Thread(target=lambda: s.sendall(b'a' * {bytes})).start()\n\
+         got = 0\n\
+         while got < {bytes}:\n\
+         \x20   chunk = f.read1(65536)\n\
+         \x20   if not chunk: break\n\
+         \x20   got += len(chunk)\n\
+         print(got)\n"
+    );
+    lab.exec_ok(from, &["python3", "-c", &script])
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn pods_on_different_nodes_talk_through_flannel_1_as_flannel_programs_it() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::up("e2evx", &[&fixture("lab-three-nodes.yaml")], &[]);
+    let (a, b) = (pod_ip(&lab, "a"), pod_ip(&lab, "b"));
+    let n1 = node_ns(&lab, "node-1");
+    let node2_ip = lab.node_ip("node-2");
+
+    // The device, as flannel makes it.
+    let link = ip_in(&n1, &["-d", "link", "show", "flannel.1"]);
+    for want in ["vxlan id 1", "dstport 8472", "nolearning", "mtu 1450"] {
+        assert!(link.contains(want), "{want}: {link}");
+    }
+    // The route, neighbour and FDB entry for node-2's subnet.
+    let routes = ip_in(&n1, &["route", "show", "10.30.2.0/24"]);
+    assert!(
+        routes.contains("via 10.30.2.0 dev flannel.1") && routes.contains("onlink"),
+        "{routes}"
+    );
+    let neigh = ip_in(&n1, &["neigh", "show", "dev", "flannel.1"]);
+    let fdb = Command::new("bridge")
+        .args(["-n", &n1, "fdb", "show", "dev", "flannel.1"])
+        .output()
+        .unwrap();
+    let fdb = String::from_utf8_lossy(&fdb.stdout).into_owned();
+    // node-2's lease in the store names its public IP and VTEP MAC, and the
+    // MAC is the one on node-2's device.
+    let lease: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(format!(
+            "/run/ferry/labs/{}/leases/subnets/10.30.2.0-24",
+            lab.name
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(lease["PublicIP"], node2_ip.as_str(), "{lease}");
+    assert_eq!(lease["BackendType"], "vxlan", "{lease}");
+    let mac = lease["BackendData"]["VtepMAC"].as_str().unwrap();
+    let link2 = ip_in(&node_ns(&lab, "node-2"), &["link", "show", "flannel.1"]);
+    assert!(
+        link2.contains(mac),
+        "node-2's device has the leased MAC {mac}: {link2}"
+    );
+    assert!(
+        neigh.contains(&format!("10.30.2.0 lladdr {mac} PERMANENT")),
+        "{neigh}"
+    );
+    assert!(
+        fdb.contains(&format!("{mac} dst {node2_ip} self permanent")),
+        "{fdb}"
+    );
+    // subnet.env in flannel's format.
+    let env = std::fs::read_to_string(format!(
+        "/run/ferry/labs/{}/nodes/node-1/subnet.env",
+        lab.name
+    ))
+    .unwrap();
+    assert!(
+        env.contains("FLANNEL_SUBNET=10.30.1.1/24") && env.contains("FLANNEL_MTU=1450"),
+        "{env}"
+    );
+    assert!(env.contains("FLANNEL_NETWORK=10.30.0.0/16"), "{env}");
+
+    // Pod to pod across nodes keeps the client's address, and a bulk
+    // transfer both ways completes (the pods' MTU fits the tunnel).
+    let answer = json(&lab.exec_ok(
+        "pod/net/a",
+        &["curl", "-sS", "-m", "3", &format!("http://{b}:8080/")],
+    ));
+    assert_eq!(answer["node"], "node-2");
+    assert!(
+        answer["client"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{a}:")),
+        "{answer}"
+    );
+    let pod_link = lab.exec_ok("pod/net/a", &["ip", "link", "show", "eth0"]);
+    assert!(pod_link.contains("mtu 1450"), "{pod_link}");
+    assert_eq!(echo_bulk(&lab, "pod/net/a", &b, 2_000_000), "2000000");
+
+    // The packets really cross the tunnel: its counters moved.
+    let stats = ip_in(&n1, &["-s", "link", "show", "flannel.1"]);
+    let tx_bytes: u64 = stats
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("TX:"))
+        .nth(1)
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        tx_bytes > 2_000_000,
+        "flannel.1 sent {tx_bytes} bytes: {stats}"
+    );
+}
+
+#[test]
+fn pod_traffic_leaving_the_pod_network_is_masqueraded_to_the_node() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::up("e2emq", &[&fixture("lab-three-nodes.yaml")], &[]);
+    let status = lab.status();
+    let outside_ip = status["outside"]["ip"].as_str().unwrap().to_string();
+    // An echo server in the outside namespace, for a few seconds.
+    let mut server = ferry()
+        .args(["lab", "exec", "--lab", &lab.name, "outside", "--"])
+        .args([
+            "timeout",
+            "20",
+            env!("CARGO_BIN_EXE_ferry"),
+            "echo",
+            "--port",
+            "8099",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _kill = Kill(&mut server);
+    let url = format!("http://{outside_ip}:8099/");
+    let mut answer = String::new();
+    for _ in 0..50 {
+        let out = lab.exec("pod/net/a", &["curl", "-sS", "-m", "2", &url]);
+        if out.status.success() {
+            answer = String::from_utf8_lossy(&out.stdout).into_owned();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let answer = json(&answer);
+    let node1 = lab.node_ip("node-1");
+    assert!(
+        answer["client"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{node1}:")),
+        "pod to outside leaves as its node, as flannel's --ip-masq does: {answer}"
+    );
+}
+
+#[test]
+fn host_gw_routes_pod_subnets_via_the_node_ips() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::up(
+        "e2ehg",
+        &[&fixture("lab-three-nodes.yaml")],
+        &["--backend", "host-gw"],
+    );
+    let n1 = node_ns(&lab, "node-1");
+    let routes = ip_in(&n1, &["route", "show", "10.30.3.0/24"]);
+    let node3_ip = lab.node_ip("node-3");
+    assert!(
+        routes.contains(&format!("via {node3_ip} dev eth0")),
+        "{routes}"
+    );
+    let links = ip_in(&n1, &["link", "show"]);
+    assert!(!links.contains("flannel."), "no VXLAN device: {links}");
+    let env = std::fs::read_to_string(format!(
+        "/run/ferry/labs/{}/nodes/node-1/subnet.env",
+        lab.name
+    ))
+    .unwrap();
+    assert!(env.contains("FLANNEL_MTU=1500"), "{env}");
+    let (a, c) = (pod_ip(&lab, "a"), pod_ip(&lab, "c"));
+    let answer = json(&lab.exec_ok(
+        "pod/net/a",
+        &["curl", "-sS", "-m", "3", &format!("http://{c}:8080/")],
+    ));
+    assert_eq!(answer["node"], "node-3");
+    assert!(
+        answer["client"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{a}:")),
+        "{answer}"
+    );
+    assert_eq!(echo_bulk(&lab, "pod/net/a", &c, 1_000_000), "1000000");
+}
+
+#[test]
+fn a_removed_node_loses_its_lease_and_the_others_drop_its_routes() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::up("e2erm", &[&fixture("lab-three-nodes.yaml")], &[]);
+    let n1 = node_ns(&lab, "node-1");
+    let lease = format!("/run/ferry/labs/{}/leases/subnets/10.30.3.0-24", lab.name);
+    assert!(std::path::Path::new(&lease).exists());
+    assert!(ip_in(&n1, &["route", "show", "10.30.3.0/24"]).contains("flannel.1"));
+    lab.ok(&["delete", "node/node-3"]);
+    lab.wait("node-3's lease deleted", Duration::from_secs(10), |_| {
+        !std::path::Path::new(&lease).exists()
+    });
+    lab.wait(
+        "node-1 drops the route to node-3's subnet",
+        Duration::from_secs(10),
+        |_| {
+            ip_in(&n1, &["route", "show", "10.30.3.0/24"])
+                .trim()
+                .is_empty()
+        },
+    );
+    let neigh = ip_in(&n1, &["neigh", "show", "dev", "flannel.1"]);
+    assert!(!neigh.contains("10.30.3.0"), "{neigh}");
+    // The rest of the pod network is untouched.
+    let b = pod_ip(&lab, "b");
+    let answer = json(&lab.exec_ok(
+        "pod/net/a",
+        &["curl", "-sS", "-m", "3", &format!("http://{b}:8080/")],
+    ));
+    assert_eq!(answer["node"], "node-2");
+}
