@@ -147,12 +147,16 @@ fn pods_on_different_nodes_talk_through_flannel_1_as_flannel_programs_it() {
     );
 }
 
-#[test]
-fn pod_traffic_leaving_the_pod_network_is_masqueraded_to_the_node() {
+both_modes!(pod_traffic_leaving_the_pod_network_is_masqueraded_to_the_node);
+
+/// With either proxy mode beside it (the proxy's own masquerade mark,
+/// 0x4000, is left alone; the rest of the decisions are in lab_proxy's
+/// tests, which all run on this pod network).
+fn pod_traffic_leaving_the_pod_network_is_masqueraded_to_the_node(mode: Mode) {
     if !can_run() {
         return;
     }
-    let lab = Lab::up("e2emq", &[&fixture("lab-three-nodes.yaml")], &[]);
+    let lab = Lab::up_in(mode, "e2emq", &[&fixture("lab-three-nodes.yaml")], &[]);
     let status = lab.status();
     let outside_ip = status["outside"]["ip"].as_str().unwrap().to_string();
     // An echo server in the outside namespace, for a few seconds.
@@ -272,4 +276,44 @@ fn a_removed_node_loses_its_lease_and_the_others_drop_its_routes() {
         &["curl", "-sS", "-m", "3", &format!("http://{b}:8080/")],
     ));
     assert_eq!(answer["node"], "node-2");
+}
+
+#[test]
+fn pods_still_cross_nodes_when_the_forward_policy_is_drop() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::up("e2efw", &[&fixture("lab-three-nodes.yaml")], &[]);
+    // As Docker leaves a node: FORWARD drops by default.
+    for node in ["node-1", "node-2"] {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &node_ns(&lab, node)])
+            .args(["iptables-nft", "-w", "5", "-P", "FORWARD", "DROP"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let b = pod_ip(&lab, "b");
+    let url = format!("http://{b}:8080/");
+    lab.wait(
+        "pod a reaches pod b across nodes despite the DROP policy",
+        Duration::from_secs(15),
+        |lab| {
+            lab.exec("pod/net/a", &["curl", "-sS", "-m", "1", &url])
+                .status
+                .success()
+        },
+    );
+    let save = Command::new("ip")
+        .args(["netns", "exec", &node_ns(&lab, "node-1")])
+        .args(["iptables-nft-save", "-t", "filter"])
+        .output()
+        .unwrap();
+    let save = String::from_utf8_lossy(&save.stdout);
+    assert!(save.contains(":FORWARD DROP"), "{save}");
+    assert!(save.contains("-A FORWARD -j FERRY-POD-FORWARD"), "{save}");
+    assert!(
+        save.contains("-A FERRY-POD-FORWARD -s 10.30.0.0/16"),
+        "{save}"
+    );
 }

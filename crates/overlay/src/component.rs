@@ -169,7 +169,11 @@ struct Node {
     programmed: BTreeMap<Ipv4Net, PeerRoute>,
     renewed: Instant,
     reported_skips: Vec<(Ipv4Net, String)>,
+    forward_checked: Option<Instant>,
 }
+
+/// How often the iptables FORWARD policy is looked at again (flannel: 5 s).
+const FORWARD_CHECK: Duration = Duration::from_secs(5);
 
 async fn set_up(
     config: OverlayConfig,
@@ -254,6 +258,7 @@ async fn set_up(
         programmed: BTreeMap::new(),
         renewed: Instant::now(),
         reported_skips: Vec::new(),
+        forward_checked: None,
     })
 }
 
@@ -271,6 +276,19 @@ fn random_below(n: usize) -> usize {
 impl Node {
     /// Reads the leases and programs the difference.
     async fn sync(&mut self, handle: &Handle) -> Result<(), OverlayError> {
+        if self
+            .forward_checked
+            .is_none_or(|at| at.elapsed() >= FORWARD_CHECK)
+        {
+            self.forward_checked = Some(Instant::now());
+            match crate::forward::ensure(self.network.network) {
+                Ok(backends) if !backends.is_empty() => {
+                    tracing::debug!(?backends, "pod network forwarded despite a DROP policy")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "cannot accept the pod network in FORWARD"),
+            }
+        }
         let leases = self.store.leases()?;
         let own_held = leases
             .iter()

@@ -8,12 +8,14 @@
 //!   `peers` (which route to each other subnet).
 //! - Files: `store` (the lease stores behind one trait, and taking a lease).
 //! - Kernel: `underlay` (interface, public IP, plain routes), `vxlan`
-//!   (device, neighbours, FDB, routes), `masquerade` (nftables).
+//!   (device, neighbours, FDB, routes), `masquerade` (nftables),
+//!   `forward` (iptables FORWARD accept where the policy is DROP).
 //! - `component`: all of it as an agent component, following the source.
 
 pub mod alloc;
 pub mod component;
 pub mod config;
+pub mod forward;
 pub mod kube;
 pub mod lease;
 pub mod masquerade;
