@@ -1,0 +1,232 @@
+//! The API server's part of the lab: the user's objects (`lab up`'s files,
+//! `lab apply`, `lab delete`, `lab scale`), checked whole before they are
+//! taken, saved to the state directory, and the control socket that
+//! receives the requests.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixListener;
+use std::sync::mpsc::channel;
+use std::time::Duration;
+
+use ferry_model::{Kind, NamespacedName, Object, ObjectKey, decode};
+
+use super::{Controller, Event};
+use crate::LabError;
+use crate::plan::{self, Inputs};
+use crate::protocol::{Request, Response};
+
+/// How long the control socket waits for a client's request line.
+pub(super) const CONTROL_READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Controller {
+    pub(super) fn load_inputs(&mut self) -> Result<(), LabError> {
+        let dir = self.names.input_dir();
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .map_err(LabError::io(&dir))?
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        files.sort();
+        for f in files {
+            let text = std::fs::read_to_string(&f).map_err(LabError::io(&f))?;
+            let d = decode(&f.display().to_string(), &text);
+            if let Some(e) = d.errors.first() {
+                return Err(LabError::Rejected(e.to_string()));
+            }
+            for o in d.objects {
+                self.inputs.insert(o.object.key(), o.object);
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn listen(&self) -> Result<(), LabError> {
+        let path = self.names.socket();
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).map_err(LabError::io(&path))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(LabError::io(&path))?;
+        }
+        let tx = self.events_tx.clone();
+        std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || {
+                for stream in listener.incoming().flatten() {
+                    if let Err(why) = crate::protocol::check_peer(&stream) {
+                        tracing::warn!("control socket: {why}");
+                        continue;
+                    }
+                    // A client that sends nothing must not block the
+                    // next one for long.
+                    let _ = stream.set_read_timeout(Some(CONTROL_READ_TIMEOUT));
+                    let _ = stream.set_write_timeout(Some(CONTROL_READ_TIMEOUT));
+                    let mut line = String::new();
+                    if BufReader::new(&stream).read_line(&mut line).is_err() {
+                        continue;
+                    }
+                    let answer = match serde_json::from_str::<Request>(&line) {
+                        Ok(req) => {
+                            let (rtx, rrx) = channel();
+                            if tx.send(Event::Request(req, rtx)).is_err() {
+                                return;
+                            }
+                            rrx.recv().unwrap_or_else(|_| {
+                                Response::Rejected(vec!["the controller stopped".into()])
+                            })
+                        }
+                        Err(e) => Response::Rejected(vec![format!("bad request: {e}")]),
+                    };
+                    let mut out = serde_json::to_string(&answer).unwrap_or_default();
+                    out.push('\n');
+                    let _ = (&stream).write_all(out.as_bytes());
+                }
+            })
+            .map_err(LabError::io(&path))?;
+        Ok(())
+    }
+
+    /// Checks a candidate set of inputs the way `lab apply` must: it is
+    /// taken whole or not at all.
+    pub(super) fn check(
+        &self,
+        candidate: &Inputs,
+        touched: &[ObjectKey],
+    ) -> Result<(), Vec<String>> {
+        let mut errors = Vec::new();
+        if let Err(e) = plan::desired_nodes(candidate, &self.settings, &self.nodes) {
+            errors.push(e.to_string());
+        }
+        let (_, alloc_errors) = plan::allocate(candidate, &self.allocations, &self.settings);
+        for (svc, why) in alloc_errors {
+            if touched
+                .iter()
+                .any(|k| k.kind == Kind::Service && k.name == svc)
+            {
+                errors.push(format!("Service {svc}: {why}"));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    pub(super) fn handle(&mut self, req: Request) -> Response {
+        match req {
+            Request::Apply { files } => {
+                let mut errors = Vec::new();
+                let mut objects = Vec::new();
+                for (label, text) in &files {
+                    let d = decode(label, text);
+                    errors.extend(d.errors.iter().map(ToString::to_string));
+                    objects.extend(d.objects.into_iter().map(|o| o.object));
+                }
+                if !errors.is_empty() {
+                    return Response::Rejected(errors);
+                }
+                let mut candidate = self.inputs.clone();
+                let (mut created, mut configured, mut unchanged) = (0, 0, 0);
+                let touched: Vec<ObjectKey> = objects.iter().map(Object::key).collect();
+                for o in objects {
+                    match candidate.insert(o.key(), o.clone()) {
+                        None => created += 1,
+                        Some(old) if old == o => unchanged += 1,
+                        Some(_) => configured += 1,
+                    }
+                }
+                if let Err(errors) = self.check(&candidate, &touched) {
+                    return Response::Rejected(errors);
+                }
+                self.inputs = candidate;
+                self.save_inputs();
+                Response::Ok(format!(
+                    "{created} created, {configured} configured, {unchanged} unchanged"
+                ))
+            }
+            Request::Delete {
+                kind,
+                namespace,
+                name,
+            } => self.delete(&kind, &namespace, &name),
+            Request::Scale {
+                kind,
+                namespace,
+                name,
+                replicas,
+            } => {
+                if replicas < 0 {
+                    return Response::Rejected(vec![format!(
+                        "replicas {replicas} must be 0 or more"
+                    )]);
+                }
+                let kind = match kind.to_ascii_lowercase().as_str() {
+                    "deployment" | "deployments" | "deploy" => Kind::Deployment,
+                    "replicaset" | "replicasets" | "rs" => Kind::ReplicaSet,
+                    other => {
+                        return Response::Rejected(vec![format!(
+                            "cannot scale {other:?}: use deployment/NS/NAME or replicaset/NS/NAME"
+                        )]);
+                    }
+                };
+                let key = ObjectKey::new(kind, namespace.as_str(), name.as_str());
+                match self.inputs.get_mut(&key) {
+                    Some(Object::Deployment(d)) => {
+                        std::sync::Arc::make_mut(d).spec.replicas = Some(replicas)
+                    }
+                    Some(Object::ReplicaSet(r)) => {
+                        std::sync::Arc::make_mut(r).spec.replicas = Some(replicas)
+                    }
+                    _ => return Response::Rejected(vec![format!("{key} not found")]),
+                }
+                self.save_inputs();
+                Response::Ok(format!("{key} scaled to {replicas}"))
+            }
+            Request::Stop => Response::Ok(String::new()),
+        }
+    }
+
+    pub(super) fn delete(&mut self, kind: &str, namespace: &str, name: &str) -> Response {
+        let Some(kind) = Kind::ALL.iter().copied().find(|k| {
+            k.as_str().eq_ignore_ascii_case(kind)
+                || format!("{}s", k.as_str()).eq_ignore_ascii_case(kind)
+        }) else {
+            return Response::Rejected(vec![format!("unknown kind {kind:?}")]);
+        };
+        let namespace = if kind.namespaced() { namespace } else { "" };
+        let key = ObjectKey::new(kind, namespace, name);
+        if self.inputs.remove(&key).is_some() {
+            self.save_inputs();
+            return Response::Ok(format!("{key} deleted"));
+        }
+        // A pod made by a Deployment or ReplicaSet: it terminates, and its owner replaces it.
+        let pod = NamespacedName::new(namespace, name);
+        if kind == Kind::Pod
+            && let Some(p) = self.pods.get_mut(&pod)
+        {
+            if p.deleting.is_none() {
+                let grace =
+                    p.spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64 * 1000;
+                p.deleting = Some((self.start.elapsed().as_millis() as u64, grace));
+            }
+            return Response::Ok(format!("Pod {pod} deleted (terminating)"));
+        }
+        Response::Rejected(vec![format!("{key} not found")])
+    }
+
+    pub(super) fn save_inputs(&self) {
+        let items: Vec<serde_json::Value> = self
+            .inputs
+            .values()
+            .filter_map(|o| o.to_json().ok())
+            .filter_map(|j| serde_json::from_slice(&j).ok())
+            .collect();
+        let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items});
+        let path = self.names.state_dir().join("inputs.json");
+        if let Err(e) = std::fs::write(&path, list.to_string()) {
+            tracing::warn!(error = %e, "cannot save {}", path.display());
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! The status writer: `status.json` for `ferry lab status`, the tests and
+//! `lab up`'s wait: the phase (Ready once every agent is healthy and has
+//! programmed the latest manifests and every pod has settled), nodes,
+//! pods, services and errors.
+
+use std::process::Child;
+use std::sync::atomic::Ordering;
+
+use ferry_model::Object;
+
+use super::Controller;
+use super::kubelet::target_of;
+use crate::plan::PodInfo;
+use crate::status::{LabStatus, NodeStatus, OutsideStatus, PodStatus, PortStatus, ServiceStatus};
+
+impl Controller {
+    pub(super) fn phase(&self) -> (&'static str, String) {
+        let agents_up = self
+            .node_rt
+            .values()
+            .filter(|rt| rt.shared.agent_healthy.load(Ordering::Relaxed))
+            .count();
+        let live: Vec<&PodInfo> = self.pods.values().filter(|p| !p.terminating()).collect();
+        let started = live.iter().filter(|p| p.started).count();
+        let settled = live
+            .iter()
+            .filter(|p| {
+                p.started
+                    && (p.ready
+                        || target_of(p).is_none()
+                        || self.node_rt.get(&p.node).is_some_and(|rt| {
+                            rt.shared
+                                .results
+                                .lock()
+                                .map(|r| r.get(&p.name).is_some_and(|(_, known)| *known))
+                                .unwrap_or(false)
+                        }))
+            })
+            .count();
+        let ready = live.iter().filter(|p| p.ready).count();
+        let message = format!(
+            "{agents_up}/{} agents healthy, {started}/{} pods started, {ready} ready",
+            self.node_rt.len(),
+            live.len()
+        );
+        let generation = self.writer.generation();
+        let programmed = self
+            .node_rt
+            .values()
+            .all(|rt| rt.shared.agent_synced.load(Ordering::Relaxed) >= generation);
+        let done = agents_up == self.node_rt.len() && settled == live.len() && programmed;
+        (if done { "Ready" } else { "Starting" }, message)
+    }
+
+    pub(super) fn write_status(&mut self, phase: &str, message: &str) {
+        let status = LabStatus {
+            lab: self.names.lab.clone(),
+            phase: phase.into(),
+            message: message.into(),
+            controller_pid: std::process::id(),
+            state_dir: self.names.state_dir().display().to_string(),
+            nodes: self
+                .nodes
+                .iter()
+                .map(|n| {
+                    let rt = self.node_rt.get(&n.name);
+                    NodeStatus {
+                        name: n.name.clone(),
+                        ip: n.ip.to_string(),
+                        pod_cidr: n.pod_cidr.to_string(),
+                        netns: self.names.node_ns(&n.name),
+                        agent_pid: rt.and_then(|r| r.agent.as_ref()).map(Child::id),
+                        agent_healthy: rt
+                            .is_some_and(|r| r.shared.agent_healthy.load(Ordering::Relaxed)),
+                        agent_restarts: rt.map_or(0, |r| r.restarts),
+                        agent_error: rt
+                            .filter(|r| !r.shared.agent_healthy.load(Ordering::Relaxed))
+                            .and_then(|r| {
+                                let log =
+                                    self.names.logs_dir().join(format!("agent-{}.log", n.name));
+                                let last = crate::status::last_error_line(&log);
+                                match (&r.last_exit, last) {
+                                    (Some(exit), Some(line)) => {
+                                        Some(format!("exited ({exit}): {line}"))
+                                    }
+                                    (Some(exit), None) => Some(format!("exited ({exit})")),
+                                    (None, line) => line,
+                                }
+                            }),
+                    }
+                })
+                .collect(),
+            pods: self
+                .pods
+                .values()
+                .map(|p| PodStatus {
+                    namespace: p.name.namespace.to_string(),
+                    name: p.name.name.to_string(),
+                    node: p.node.clone(),
+                    ip: p.ip.to_string(),
+                    ready: p.ready && !p.terminating(),
+                    terminating: p.terminating(),
+                    started: p.started,
+                    host_network: p.host_network,
+                    netns: if p.host_network {
+                        self.names.node_ns(&p.node)
+                    } else {
+                        self.names.pod_ns(p.id)
+                    },
+                    pid: self.procs.get(&p.name).map(Child::id),
+                })
+                .collect(),
+            services: self.services_status(),
+            outside: OutsideStatus {
+                netns: self.names.outside_ns(),
+                ip: self.settings.outside_ip().to_string(),
+            },
+            errors: self.errors.clone(),
+        };
+        let json = serde_json::to_string_pretty(&status).unwrap_or_default();
+        if json == self.last_status {
+            return;
+        }
+        let path = self.names.status_file();
+        let tmp = path.with_extension("json.tmp");
+        if std::fs::write(&tmp, &json)
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .is_ok()
+        {
+            self.last_status = json;
+        }
+    }
+
+    pub(super) fn services_status(&self) -> Vec<ServiceStatus> {
+        self.inputs
+            .values()
+            .filter_map(|o| match o {
+                Object::Service(s) => Some((o.key().name, s)),
+                _ => None,
+            })
+            .map(|(key, s)| {
+                let spec = s.spec.clone().unwrap_or_default();
+                let a = self.allocations.get(&key);
+                let selected: Vec<String> = self
+                    .pods
+                    .values()
+                    .filter(|p| {
+                        p.name.namespace == key.namespace
+                            && ferry_model::service_selects(spec.selector.as_ref(), &p.labels)
+                    })
+                    .map(|p| p.ip.to_string())
+                    .collect();
+                ServiceStatus {
+                    namespace: key.namespace.to_string(),
+                    name: key.name.to_string(),
+                    type_: spec.type_.clone().unwrap_or_else(|| "ClusterIP".into()),
+                    cluster_ip: if spec.cluster_ip.as_deref() == Some("None") {
+                        Some("None".into())
+                    } else {
+                        a.and_then(|a| a.cluster_ip).map(|ip| ip.to_string())
+                    },
+                    ports: spec
+                        .ports
+                        .iter()
+                        .flatten()
+                        .map(|p| {
+                            let protocol = p.protocol.clone().unwrap_or_else(|| "TCP".into());
+                            PortStatus {
+                                name: p.name.clone().unwrap_or_default(),
+                                port: u16::try_from(p.port).unwrap_or(0),
+                                node_port: a.and_then(|a| {
+                                    a.node_ports.get(&format!("{}/{protocol}", p.port)).copied()
+                                }),
+                                protocol,
+                            }
+                        })
+                        .collect(),
+                    load_balancer_ips: a
+                        .and_then(|a| a.lb_ip)
+                        .map(|ip| vec![ip.to_string()])
+                        .unwrap_or_default(),
+                    endpoints: selected,
+                }
+            })
+            .collect()
+    }
+}
