@@ -50,14 +50,21 @@ pkill                     procps            tests
 sleep                     coreutils         tests
 setpriv                   util-linux        tests
 bridge                    iproute2          tests
+kubectl                   kubernetes-client tests
 TOOLS
 )
-mapfile -t listed < <(printf '%s\n' "$TOOLS" | awk 'NF >= 2 {print $2}' | sort -u)
-# What the build and tests need besides.
-packages=("${listed[@]}" iproute2 procps util-linux)
+# The package of every listed program that is not on PATH yet (a program
+# already installed some other way, such as kubectl from Google's apt
+# repository, is not installed again: its Debian package would conflict).
+mapfile -t listed < <(printf '%s\n' "$TOOLS" | awk 'NF >= 2 {print $1, $2}' |
+  while read -r program package; do
+    command -v "$program" >/dev/null 2>&1 || echo "$package"
+  done | sort -u)
+# What the build and tests need besides (checked as packages).
+extra=(iproute2 procps util-linux)
 
-missing=()
-for p in "${packages[@]}"; do
+missing=("${listed[@]}")
+for p in "${extra[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then

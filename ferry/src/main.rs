@@ -57,6 +57,8 @@ enum Command {
     Dns(cmd::dns::Args),
     /// Run a benchmark and print a table of figures.
     Bench(cmd::bench::Args),
+    /// Serve a manifests directory as a Kubernetes API server (list, watch, discovery).
+    Apiserver(cmd::apiserver::Args),
 }
 
 fn init_logging(format: LogFormat) {
@@ -104,6 +106,7 @@ fn main() -> ExitCode {
         Command::EchoCtl(args) => cmd::echo::ctl(args),
         Command::Dns(args) => cmd::dns::run(args),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::Apiserver(args) => cmd::apiserver::run(args),
     };
     match result {
         Ok(code) => code,

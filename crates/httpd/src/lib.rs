@@ -16,12 +16,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
+pub use hyper::body::Incoming;
 pub use hyper::{Request, Response, StatusCode, header};
 
 pub type Body = Full<Bytes>;
@@ -75,11 +75,14 @@ where
 
 /// Serves `listener` until the task is dropped. Each connection runs on
 /// its own task; a failing connection is logged at debug level and costs
-/// nothing else.
-pub async fn serve_with<H, F>(listener: TcpListener, limits: Limits, handler: H)
+/// nothing else. Any response body type: [`Body`] for whole answers, a
+/// streaming one (such as [`ChannelBody`]) for long-lived responses.
+pub async fn serve_with<H, F, B>(listener: TcpListener, limits: Limits, handler: H)
 where
     H: Fn(Request<Incoming>, Peer) -> F + Send + Sync + 'static,
-    F: Future<Output = Response<Body>> + Send + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let handler = Arc::new(handler);
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
@@ -125,6 +128,37 @@ where
         });
     }
 }
+
+/// A response body fed chunk by chunk from a channel (a watch stream);
+/// it ends when every sender is dropped.
+pub struct ChannelBody {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+}
+
+impl ChannelBody {
+    /// A body and the sender that feeds it, holding up to `depth` chunks.
+    pub fn channel(depth: usize) -> (tokio::sync::mpsc::Sender<Bytes>, ChannelBody) {
+        let (tx, rx) = tokio::sync::mpsc::channel(depth);
+        (tx, ChannelBody { rx })
+    }
+}
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
+/// Either a whole body or a streamed one, for servers that answer both ways.
+pub type EitherBody = http_body_util::Either<Body, ChannelBody>;
 
 /// One connection counted against its client address; uncounted on drop.
 struct ClientSlot {

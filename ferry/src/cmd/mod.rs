@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod agent;
+pub mod apiserver;
 pub mod bench;
 pub mod dns;
 pub mod echo;
