@@ -403,3 +403,63 @@ fn the_lab_state_is_root_only_and_a_silent_control_client_blocks_nothing() {
         started.elapsed()
     );
 }
+
+#[test]
+fn the_lab_serves_its_cluster_through_an_api_server_that_kubectl_reads() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::up("e2eapi", &[&fixture("lab-basic.yaml")], &[]);
+    let status = lab.status();
+    assert_eq!(
+        status["api_server"]["netns"],
+        format!("ferry.{}.cp", lab.name)
+    );
+    let pods = kubectl(&lab, &["get", "pods", "-n", "shop", "-o", "name"]);
+    let mut expected: Vec<String> = lab.status()["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["namespace"] == "shop")
+        .map(|p| format!("pod/{}", p["name"].as_str().unwrap()))
+        .collect();
+    expected.sort();
+    let mut got: Vec<String> = pods.lines().map(str::to_string).collect();
+    got.sort();
+    assert_eq!(got, expected);
+    // A change made through the lab reaches the API: scaling adds pods.
+    lab.ok(&["scale", "deployment/shop/web", "5"]);
+    lab.wait(
+        "5 web pods through kubectl",
+        Duration::from_secs(15),
+        |lab| {
+            kubectl(
+                lab,
+                &["get", "pods", "-n", "shop", "-l", "app=web", "-o", "name"],
+            )
+            .lines()
+            .count()
+                == 5
+        },
+    );
+    let slice: serde_json::Value = serde_json::from_str(&kubectl(
+        &lab,
+        &["get", "endpointslices", "-n", "shop", "-o", "json"],
+    ))
+    .unwrap();
+    assert_eq!(
+        slice["items"][0]["metadata"]["labels"]["kubernetes.io/service-name"],
+        "web"
+    );
+}
+
+/// `ferry lab kubectl --lab NAME ARGS...` (kubectl in the outside namespace).
+fn kubectl(lab: &Lab, args: &[&str]) -> String {
+    let out = ferry()
+        .args(["lab", "kubectl", "--lab", &lab.name])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "kubectl {args:?}:\n{}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -115,7 +115,10 @@ fn save_patches(path: &PathBuf, patches: &BTreeMap<ObjectKey, Value>) {
 
 /// Runs the server until the task is dropped.
 pub async fn run(config: Config) -> Result<(), ServerError> {
-    let feed = Feed::manifests(std::slice::from_ref(&config.manifests), FeedOptions::default())?;
+    let feed = Feed::manifests(
+        std::slice::from_ref(&config.manifests),
+        FeedOptions::default(),
+    )?;
     let mut store = Store::new(config.max_events);
     store.set_time(now());
     store.sync(&feed.latest().state, None);

@@ -53,6 +53,21 @@ impl LabNames {
         format!("ferry.{}.outside", self.lab)
     }
 
+    /// The control plane (the lab's API server) on the node network.
+    pub fn control_plane_ns(&self) -> String {
+        format!("ferry.{}.cp", self.lab)
+    }
+
+    /// A kubeconfig for the lab's API server (usable from lab namespaces).
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.state_dir().join("kubeconfig")
+    }
+
+    /// Writes made through the lab's API (Node annotations, Ingress status).
+    pub fn api_patches(&self) -> PathBuf {
+        self.state_dir().join("api-patches.json")
+    }
+
     pub fn node_ns(&self, node: &str) -> String {
         format!("ferry.{}.node.{node}", self.lab)
     }

@@ -147,6 +147,17 @@ pub(crate) fn create_outside(
     sysctl(&ns, "net.ipv4.fib_multipath_hash_policy=1")
 }
 
+/// The control plane's namespace on the node network (the lab's API server).
+pub(crate) fn create_control_plane(
+    names: &LabNames,
+    ip: Ipv4Addr,
+    node_cidr: Ipv4Net,
+) -> Result<(), LabError> {
+    let ns = names.control_plane_ns();
+    ns_add(&ns)?;
+    plug_into_switch(names, &ns, "cp", ip, node_cidr.prefix_len())
+}
+
 /// A node: uplink to the switch, the `cni0` pod bridge, forwarding on.
 pub(crate) fn create_node(
     names: &LabNames,

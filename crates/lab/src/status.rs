@@ -16,8 +16,20 @@ pub struct LabStatus {
     pub pods: Vec<PodStatus>,
     pub services: Vec<ServiceStatus>,
     pub outside: OutsideStatus,
+    /// The lab's Kubernetes API server.
+    #[serde(default)]
+    pub api_server: ApiServerStatus,
     /// Problems the control plane currently has (unschedulable pods, allocation errors).
     pub errors: Vec<String>,
+}
+
+/// Where the lab's API server listens (reachable from the lab's namespaces only).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ApiServerStatus {
+    pub url: String,
+    pub kubeconfig: String,
+    pub netns: String,
+    pub pid: Option<u32>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

@@ -26,9 +26,13 @@ pub struct Args {
     /// Seconds between BOOKMARK events on idle watches that allow them.
     #[arg(long, default_value_t = 10)]
     bookmark_seconds: u64,
+    /// The lab this server belongs to (set by the lab so that it can find its processes).
+    #[arg(long)]
+    lab: Option<String>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let _ = args.lab;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

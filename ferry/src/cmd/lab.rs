@@ -45,6 +45,12 @@ enum LabCommand {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Run kubectl against the lab's API server (from the outside client's
+    /// namespace, with the lab's kubeconfig), e.g. `ferry lab kubectl get pods -A`.
+    Kubectl {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Show nodes, pods, services and agent health.
     Status {
         #[arg(long)]
@@ -151,6 +157,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let status = client::exec_command(&lab, &target, &command)?
                 .status()
                 .context("running the command")?;
+            return Ok(ExitCode::from(
+                u8::try_from(status.code().unwrap_or(1)).unwrap_or(1),
+            ));
+        }
+        LabCommand::Kubectl { args } => {
+            let status = client::status(&lab)?;
+            let mut command = vec![
+                "kubectl".to_string(),
+                "--kubeconfig".to_string(),
+                status.api_server.kubeconfig.clone(),
+            ];
+            command.extend(args);
+            let status = client::exec_command(&lab, "outside", &command)?
+                .status()
+                .context("running kubectl")?;
             return Ok(ExitCode::from(
                 u8::try_from(status.code().unwrap_or(1)).unwrap_or(1),
             ));

@@ -11,9 +11,12 @@ use std::time::Duration;
 use ferry_model::{Kind, NamespacedName, Object, ObjectKey, decode};
 
 use super::{Controller, Event};
-use crate::LabError;
+
+/// The lab API server's port (plain HTTP, inside the lab only).
+pub(super) const API_PORT: u16 = 6443;
 use crate::plan::{self, Inputs};
 use crate::protocol::{Request, Response};
+use crate::{LabError, net, runtime};
 
 /// How long the control socket waits for a client's request line.
 pub(super) const CONTROL_READ_TIMEOUT: Duration = Duration::from_secs(2);
@@ -228,5 +231,41 @@ impl Controller {
         if let Err(e) = std::fs::write(&path, list.to_string()) {
             tracing::warn!(error = %e, "cannot save {}", path.display());
         }
+    }
+
+    /// The lab's API server: a process of its own in the control-plane
+    /// namespace on the node network (never the root namespace), serving
+    /// the manifests this controller writes, with a kubeconfig for it.
+    pub(super) fn start_api_server(&mut self) -> Result<(), LabError> {
+        let ip = self.settings.api_server_ip();
+        net::create_control_plane(&self.names, ip, self.settings.node_cidr)?;
+        let manifests = self.names.manifests_dir();
+        std::fs::create_dir_all(&manifests).map_err(LabError::io(&manifests))?;
+        let log = self.names.logs_dir().join("apiserver.log");
+        let url = format!("http://{ip}:{API_PORT}");
+        let child = runtime::spawn_in(
+            &self.names.control_plane_ns(),
+            &[
+                "apiserver".into(),
+                "--manifests".into(),
+                manifests.display().to_string(),
+                "--listen".into(),
+                format!("{ip}:{API_PORT}"),
+                "--patches-file".into(),
+                self.names.api_patches().display().to_string(),
+                "--lab".into(),
+                self.names.lab.clone(),
+            ],
+            &log,
+        )?;
+        self.api_server = Some(child);
+        let kubeconfig = self.names.kubeconfig();
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: {lab}\n  cluster: {{server: \"{url}\"}}\ncontexts:\n- name: {lab}\n  context: {{cluster: {lab}, user: {lab}}}\ncurrent-context: {lab}\nusers:\n- name: {lab}\n  user: {{}}\n",
+            lab = self.names.lab
+        );
+        std::fs::write(&kubeconfig, text).map_err(LabError::io(&kubeconfig))?;
+        tracing::info!(%url, "API server started");
+        Ok(())
     }
 }

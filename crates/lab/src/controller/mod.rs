@@ -72,6 +72,8 @@ struct Controller {
     /// The cloud load balancer's health checks, run from the outside namespace.
     lb_checks: Arc<LbChecks>,
     _outside_thread: Option<NsThread>,
+    /// The lab's API server process (in the control-plane namespace).
+    api_server: Option<Child>,
 }
 
 fn wall_clock() -> Timestamp {
@@ -117,6 +119,7 @@ pub fn run_controller(args: ControllerArgs) -> Result<(), LabError> {
         lb_routes: BTreeMap::new(),
         lb_checks: Arc::new(LbChecks::default()),
         _outside_thread: None,
+        api_server: None,
     };
     let result = c.run(events);
     if let Err(e) = &result {
@@ -144,6 +147,7 @@ impl Controller {
         let (checks, wake) = (self.lb_checks.clone(), self.events_tx.clone());
         outside.run(move || lb_checker(checks, wake));
         self._outside_thread = Some(outside);
+        self.start_api_server()?;
         self.listen()?;
         self.reconcile()?;
         loop {
@@ -267,6 +271,7 @@ impl Controller {
         }
         let mut children: Vec<Child> = std::mem::take(&mut self.procs).into_values().collect();
         children.extend(self.node_rt.values_mut().filter_map(|rt| rt.agent.take()));
+        children.extend(self.api_server.take());
         for c in &mut children {
             let _ = c.kill();
         }
@@ -286,6 +291,7 @@ impl Controller {
         self.node_rt.clear();
         namespaces.extend(self.nodes.iter().map(|n| self.names.node_ns(&n.name)));
         namespaces.push(self.names.outside_ns());
+        namespaces.push(self.names.control_plane_ns());
         namespaces.push(self.names.switch_ns());
         if let Err(e) = net::ns_del_many(&namespaces) {
             tracing::warn!(error = %e, "some namespaces could not be deleted");

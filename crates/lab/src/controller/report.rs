@@ -11,7 +11,9 @@ use ferry_model::Object;
 use super::Controller;
 use super::kubelet::target_of;
 use crate::plan::PodInfo;
-use crate::status::{LabStatus, NodeStatus, OutsideStatus, PodStatus, PortStatus, ServiceStatus};
+use crate::status::{
+    ApiServerStatus, LabStatus, NodeStatus, OutsideStatus, PodStatus, PortStatus, ServiceStatus,
+};
 
 impl Controller {
     pub(super) fn phase(&self) -> (&'static str, String) {
@@ -111,6 +113,16 @@ impl Controller {
                 })
                 .collect(),
             services: self.services_status(),
+            api_server: ApiServerStatus {
+                url: format!(
+                    "http://{}:{}",
+                    self.settings.api_server_ip(),
+                    super::api::API_PORT
+                ),
+                kubeconfig: self.names.kubeconfig().display().to_string(),
+                netns: self.names.control_plane_ns(),
+                pid: self.api_server.as_ref().map(Child::id),
+            },
             outside: OutsideStatus {
                 netns: self.names.outside_ns(),
                 ip: self.settings.outside_ip().to_string(),

@@ -76,6 +76,11 @@ impl Settings {
     pub fn outside_ip(&self) -> Ipv4Addr {
         nth(self.node_cidr, 2)
     }
+
+    /// The lab API server's address on the node network.
+    pub fn api_server_ip(&self) -> Ipv4Addr {
+        nth(self.node_cidr, 3)
+    }
 }
 
 /// The n-th address of a network (0 is the network address).
