@@ -317,3 +317,46 @@ fn pods_still_cross_nodes_when_the_forward_policy_is_drop() {
         "{save}"
     );
 }
+
+#[test]
+fn agent_cleanup_removes_the_pod_networks_device_and_rules() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::up("e2ecl", &[&fixture("lab-three-nodes.yaml")], &[]);
+    let n1 = node_ns(&lab, "node-1");
+    // The agent is stopped first, or it would put everything back.
+    let pid = lab.status()["nodes"][0]["agent_pid"].as_u64().unwrap();
+    let _ = Command::new("kill")
+        .args(["-STOP", &pid.to_string()])
+        .output();
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &n1,
+            env!("CARGO_BIN_EXE_ferry"),
+            "agent",
+            "--cleanup",
+        ])
+        .output()
+        .unwrap();
+    let _ = Command::new("kill")
+        .args(["-CONT", &pid.to_string()])
+        .output();
+    assert!(out.status.success(), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("flannel.1"), "{said}");
+    assert!(said.contains("ferry-overlay"), "{said}");
+    let links = ip_in(&n1, &["link", "show"]);
+    assert!(!links.contains("flannel.1"), "{links}");
+    let tables = Command::new("ip")
+        .args(["netns", "exec", &n1, "nft", "list", "tables"])
+        .output()
+        .unwrap();
+    assert!(
+        !text(&tables).contains("ferry-overlay"),
+        "{}",
+        text(&tables)
+    );
+}

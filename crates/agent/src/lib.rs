@@ -505,6 +505,9 @@ pub fn cleanup(flavor: Flavor) -> Result<Vec<String>, String> {
     let (proxy_done, proxy_errors) = proxy::cleanup(flavor);
     done.extend(proxy_done);
     errors.extend(proxy_errors);
+    let (overlay_done, overlay_errors) = ferry_overlay::component::cleanup();
+    done.extend(overlay_done);
+    errors.extend(overlay_errors);
     if errors.is_empty() {
         Ok(done)
     } else {

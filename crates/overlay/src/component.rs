@@ -474,3 +474,44 @@ pub fn start(config: OverlayConfig, mut follower: Follower) -> Result<OverlayHan
         .map_err(|e| OverlayError::Thread(e.to_string()))?;
     Ok(OverlayHandle { applied })
 }
+
+/// `ferry agent --cleanup`: removes the overlay's VXLAN devices
+/// (`flannel.*`), its masquerade table and its FORWARD chain; says what
+/// it removed and what failed.
+pub fn cleanup() -> (Vec<String>, Vec<String>) {
+    let (mut done, mut errors) = (Vec::new(), Vec::new());
+    match ferry_sys::Tool::new("ip")
+        .args(["-o", "link", "show", "type", "vxlan"])
+        .run()
+    {
+        Ok(out) => {
+            for name in out
+                .stdout
+                .lines()
+                .filter_map(|l| l.split(": ").nth(1))
+                .map(|n| n.split('@').next().unwrap_or(n))
+                .filter(|n| n.starts_with("flannel."))
+            {
+                match ferry_sys::Tool::new("ip").args(["link", "del", name]).run() {
+                    Ok(_) => done.push(format!("the pod network's device {name}")),
+                    Err(e) => errors.push(e.to_string()),
+                }
+            }
+        }
+        Err(e) => errors.push(e.to_string()),
+    }
+    match crate::masquerade::remove() {
+        Ok(true) => done.push(format!("nftables table ip {}", crate::masquerade::TABLE)),
+        Ok(false) => {}
+        Err(e) => errors.push(e.to_string()),
+    }
+    match crate::forward::remove() {
+        Ok(backends) => done.extend(
+            backends
+                .into_iter()
+                .map(|b| format!("{b} chain {}", crate::forward::CHAIN)),
+        ),
+        Err(e) => errors.push(e.to_string()),
+    }
+    (done, errors)
+}

@@ -65,6 +65,36 @@ pub fn ensure(cluster_cidr: Ipv4Net) -> Result<Vec<&'static str>, ToolError> {
     Ok(programmed)
 }
 
+/// Removes the chain and its jump from every backend that has them;
+/// returns the backends it cleaned.
+pub fn remove() -> Result<Vec<&'static str>, ToolError> {
+    let mut cleaned = Vec::new();
+    for flavor in FLAVORS {
+        let Ok(save) = Tool::new(format!("{flavor}-save"))
+            .args(["-t", "filter"])
+            .run()
+        else {
+            continue;
+        };
+        if !save.stdout.contains(&format!(":{CHAIN} ")) {
+            continue;
+        }
+        while Tool::new(flavor)
+            .args(["-w", "5", "-t", "filter", "-D", "FORWARD", "-j", CHAIN])
+            .run()
+            .is_ok()
+        {}
+        Tool::new(flavor)
+            .args(["-w", "5", "-t", "filter", "-F", CHAIN])
+            .run()?;
+        Tool::new(flavor)
+            .args(["-w", "5", "-t", "filter", "-X", CHAIN])
+            .run()?;
+        cleaned.push(flavor);
+    }
+    Ok(cleaned)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -54,6 +54,24 @@ pub fn apply(
         .map(drop)
 }
 
+/// Deletes the table (here) if it exists; true when it did.
+pub fn remove() -> Result<bool, ferry_sys::ToolError> {
+    let listed = ferry_sys::Tool::new("nft")
+        .args(["list", "tables", "ip"])
+        .run()?;
+    if !listed
+        .stdout
+        .lines()
+        .any(|l| l.trim() == format!("table ip {TABLE}"))
+    {
+        return Ok(false);
+    }
+    ferry_sys::Tool::new("nft")
+        .args(["delete", "table", "ip", TABLE])
+        .run()?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
