@@ -57,6 +57,12 @@ enum Command {
     Dns(cmd::dns::Args),
     /// Run a benchmark and print a table of figures.
     Bench(cmd::bench::Args),
+    /// The CNI plugin (CNI_* environment, network config on stdin).
+    ///
+    /// Runtimes exec `$CNI_PATH/ferry` with no arguments: `ferry` alone
+    /// with CNI_COMMAND set does the same, so a symlink
+    /// `/opt/cni/bin/ferry -> ferry` installs it.
+    Cni(cmd::cni::Args),
 }
 
 fn init_logging(format: LogFormat) {
@@ -74,6 +80,11 @@ fn init_logging(format: LogFormat) {
 }
 
 fn main() -> ExitCode {
+    if cmd::cni::invoked_as_plugin() {
+        // No logging set-up: stdout belongs to the runtime, and the
+        // plugin reports through its result.
+        return cmd::cni::run(cmd::cni::Args {}).unwrap_or(ExitCode::FAILURE);
+    }
     let cli = Cli::parse();
     let only_prints = match &cli.command {
         Command::Validate(_) | Command::Services(_) => true,
@@ -104,6 +115,7 @@ fn main() -> ExitCode {
         Command::EchoCtl(args) => cmd::echo::ctl(args),
         Command::Dns(args) => cmd::dns::run(args),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::Cni(args) => cmd::cni::run(args),
     };
     match result {
         Ok(code) => code,

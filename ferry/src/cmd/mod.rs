@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod bench;
+pub mod cni;
 pub mod dns;
 pub mod echo;
 pub mod lab;
