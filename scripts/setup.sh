@@ -53,8 +53,10 @@ bridge                    iproute2          tests
 TOOLS
 )
 mapfile -t listed < <(printf '%s\n' "$TOOLS" | awk 'NF >= 2 {print $2}' | sort -u)
-# What the build and tests need besides.
-packages=("${listed[@]}" iproute2 procps util-linux)
+# What the build and tests need besides. containernetworking-plugins: the
+# reference CNI plugins in /usr/lib/cni (not on PATH, so not in TOOLS);
+# the CNI tests chain Debian's portmap after `ferry cni`.
+packages=("${listed[@]}" iproute2 procps util-linux containernetworking-plugins)
 
 missing=()
 for p in "${packages[@]}"; do
