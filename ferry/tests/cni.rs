@@ -61,6 +61,16 @@ struct Out {
     stderr: String,
 }
 
+impl From<ferry_sys::ToolOutput> for Out {
+    fn from(out: ferry_sys::ToolOutput) -> Out {
+        Out {
+            ok: out.status.success(),
+            json: serde_json::from_str(out.stdout.trim()).unwrap_or(Value::Null),
+            stderr: format!("{}{}", out.stdout, out.stderr),
+        }
+    }
+}
+
 impl Node {
     fn new(subnet: &str) -> Node {
         let dir = tempfile::tempdir().unwrap();
@@ -117,12 +127,7 @@ impl Node {
         if let Some((ns, id)) = pod {
             tool = tool.env("CNI_CONTAINERID", id).env("CNI_NETNS", ns.path());
         }
-        let out = tool.output().unwrap();
-        Out {
-            ok: out.status.success(),
-            json: serde_json::from_str(out.stdout.trim()).unwrap_or(Value::Null),
-            stderr: format!("{}{}", out.stdout, out.stderr),
-        }
+        tool.output().unwrap().into()
     }
 
     fn ferry(&self, command: &str, pod: Option<(&Ns, &str)>, conf: &Value) -> Out {
@@ -475,7 +480,7 @@ fn status_is_ready_only_with_a_readable_subnet_file() {
 
 /// The plugin with only a CNI environment and stdin (no namespace needed).
 fn plain(program: &Path, command: &str, stdin: &str) -> Out {
-    let out = Tool::new(program.display().to_string())
+    Tool::new(program.display().to_string())
         .env("CNI_COMMAND", command)
         .env("CNI_CONTAINERID", "c1")
         .env("CNI_NETNS", "/run/netns/none-such")
@@ -483,12 +488,8 @@ fn plain(program: &Path, command: &str, stdin: &str) -> Out {
         .env("CNI_PATH", "/opt/cni/bin")
         .stdin(stdin.to_string())
         .output()
-        .unwrap();
-    Out {
-        ok: out.status.success(),
-        json: serde_json::from_str(out.stdout.trim()).unwrap_or(Value::Null),
-        stderr: format!("{}{}", out.stdout, out.stderr),
-    }
+        .unwrap()
+        .into()
 }
 
 #[test]

@@ -131,20 +131,35 @@ pub async fn ensure_bridge(handle: &Handle, name: &str, gateway: Ipv4Net) -> Res
                 .index
         }
     };
+    address_up(handle, index, name, gateway).await?;
+    Ok(index)
+}
+
+/// Gives interface `index` the address (replacing it if present) and
+/// brings it up.
+async fn address_up(
+    handle: &Handle,
+    index: u32,
+    name: &str,
+    address: Ipv4Net,
+) -> Result<(), CniError> {
     handle
         .address()
-        .add(index, IpAddr::V4(gateway.addr()), gateway.prefix_len())
+        .add(index, IpAddr::V4(address.addr()), address.prefix_len())
         .replace()
         .execute()
         .await
-        .map_err(kernel(format!("the gateway address {gateway} on {name}")))?;
+        .map_err(kernel(format!("the address {address} on {name}")))?;
+    up(handle, index, name).await
+}
+
+async fn up(handle: &Handle, index: u32, name: &str) -> Result<(), CniError> {
     handle
         .link()
         .set(LinkUnspec::new_with_index(index).up().build())
         .execute()
         .await
-        .map_err(kernel(format!("bringing {name} up")))?;
-    Ok(index)
+        .map_err(kernel(format!("bringing {name} up")))
 }
 
 /// Deletes interface `name` if it exists.
@@ -254,19 +269,7 @@ pub async fn configure_pod(
         .execute()
         .await
         .map_err(kernel(format!("renaming {temp} to {ifname}")))?;
-    handle
-        .link()
-        .set(LinkUnspec::new_with_index(index).up().build())
-        .execute()
-        .await
-        .map_err(kernel(format!("bringing {ifname} up")))?;
-    handle
-        .address()
-        .add(index, IpAddr::V4(address.addr()), address.prefix_len())
-        .replace()
-        .execute()
-        .await
-        .map_err(kernel(format!("the address {address} on {ifname}")))?;
+    address_up(handle, index, ifname, address).await?;
     for dst in routes {
         let route = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(dst.network(), dst.prefix_len())
@@ -282,12 +285,7 @@ pub async fn configure_pod(
             .map_err(kernel(format!("the route to {dst} via {gateway}")))?;
     }
     if let Some(lo) = get(handle, "lo").await? {
-        handle
-            .link()
-            .set(LinkUnspec::new_with_index(lo.header.index).up().build())
-            .execute()
-            .await
-            .map_err(kernel("bringing lo up"))?;
+        up(handle, lo.header.index, "lo").await?;
     }
     describe(handle, ifname)
         .await?
