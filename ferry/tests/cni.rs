@@ -609,3 +609,32 @@ fn chained_with_debian_portmap_a_host_port_reaches_the_pod() {
     assert!(out.ok, "{}", out.stderr);
     assert!(node.allocated().is_empty());
 }
+
+#[test]
+fn without_is_default_gateway_only_the_cluster_network_goes_via_the_gateway() {
+    if !root() {
+        return;
+    }
+    let node = Node::new("10.244.1.1/24");
+    let pod = Ns::new("ng");
+    let conf = node.conf("0.3.1", json!({"isDefaultGateway": false, "mtu": 1300}));
+    let out = node.ferry("ADD", Some((&pod, "ctr-ng")), &conf);
+    assert!(out.ok, "{}", out.stderr);
+    assert_eq!(out.json["ips"][0]["version"], "4", "0.3.1's result shape");
+    assert_eq!(out.json["routes"][0]["dst"], "10.244.0.0/16");
+    let routes: Value = serde_json::from_str(&pod.ip(&["-j", "route"])).unwrap();
+    let dsts: Vec<&str> = routes
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["dst"].as_str())
+        .collect();
+    assert!(!dsts.contains(&"default"), "{routes}");
+    assert!(dsts.contains(&"10.244.0.0/16"), "{routes}");
+    let link: Value =
+        serde_json::from_str(&pod.ip(&["-j", "link", "show", "dev", "eth0"])).unwrap();
+    assert_eq!(
+        link[0]["mtu"], 1300,
+        "the config's mtu wins over FLANNEL_MTU"
+    );
+}

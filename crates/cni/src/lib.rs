@@ -14,10 +14,11 @@
 //! `isDefaultGateway` default true; `mtu` default FLANNEL_MTU, since a
 //! pod MTU above the VXLAN device's stalls cross-node TCP). Versions
 //! 0.3.0 to 1.1.0. `conflist` renders the `10-ferry.conflist` the agent
-//! installs (ferry, then portmap).
+//! installs (ferry, then portmap) and `install` writes it into
+//! `/etc/cni/net.d`.
 //!
 //! Rooms: `env`, `config`, `version`, `error`, `result`, `range`, `names`,
-//! `conflist` are pure; `ipam` touches files; `link` the kernel; `plugin`
+//! `conflist` are pure; `ipam` and `install` touch files; `link` the kernel; `plugin`
 //! runs the commands. `run` is the whole plugin: environment and stdin
 //! in, stdout and exit status out.
 
@@ -25,6 +26,7 @@ pub mod config;
 pub mod conflist;
 pub mod env;
 pub mod error;
+pub mod install;
 pub mod ipam;
 mod link;
 pub mod names;
@@ -41,6 +43,7 @@ pub use config::NetConf;
 pub use conflist::{CONFLIST_FILE, Conflist};
 pub use env::{Command, Invocation};
 pub use error::{CniError, Code};
+pub use install::{InstallError, install};
 
 /// What the plugin prints and how it exits.
 #[derive(Debug)]
