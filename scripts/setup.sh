@@ -61,7 +61,10 @@ mapfile -t listed < <(printf '%s\n' "$TOOLS" | awk 'NF >= 2 {print $1, $2}' |
     command -v "$program" >/dev/null 2>&1 || echo "$package"
   done | sort -u)
 # What the build and tests need besides (checked as packages).
-extra=(iproute2 procps util-linux)
+# containernetworking-plugins: the reference CNI plugins in /usr/lib/cni
+# (not on PATH, so not in TOOLS); the CNI tests chain Debian's portmap
+# after `ferry cni`.
+extra=(iproute2 procps util-linux containernetworking-plugins)
 
 missing=("${listed[@]}")
 for p in "${extra[@]}"; do

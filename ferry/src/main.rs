@@ -59,6 +59,12 @@ enum Command {
     Bench(cmd::bench::Args),
     /// Serve a manifests directory as a Kubernetes API server (list, watch, discovery).
     Apiserver(cmd::apiserver::Args),
+    /// The CNI plugin (CNI_* environment, network config on stdin).
+    ///
+    /// Runtimes exec `$CNI_PATH/ferry` with no arguments: `ferry` alone
+    /// with CNI_COMMAND set does the same, so a symlink
+    /// `/opt/cni/bin/ferry -> ferry` installs it.
+    Cni(cmd::cni::Args),
 }
 
 fn init_logging(format: LogFormat) {
@@ -76,6 +82,11 @@ fn init_logging(format: LogFormat) {
 }
 
 fn main() -> ExitCode {
+    if cmd::cni::invoked_as_plugin() {
+        // No logging set-up: stdout belongs to the runtime, and the
+        // plugin reports through its result.
+        return cmd::cni::run(cmd::cni::Args {}).unwrap_or(ExitCode::FAILURE);
+    }
     let cli = Cli::parse();
     let only_prints = match &cli.command {
         Command::Validate(_) | Command::Services(_) => true,
@@ -107,6 +118,7 @@ fn main() -> ExitCode {
         Command::Dns(args) => cmd::dns::run(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::Apiserver(args) => cmd::apiserver::run(args),
+        Command::Cni(args) => cmd::cni::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,7 +1,8 @@
 //! Entering a network namespace, the one place ferry calls setns:
 //! `in_netns` runs a closure on a short-lived thread that has joined
 //! `/run/netns/NAME` (sockets it opens belong to that namespace for their
-//! whole life, while the caller's threads stay where they are), and
+//! whole life, while the caller's threads stay where they are; or
+//! `in_netns_path` for any namespace file, as CNI names them), and
 //! `NsThread` keeps such a thread alive to run jobs one after another (the
 //! lab's probes connect from a node's namespace, as kubelet would).
 
@@ -12,7 +13,16 @@ use std::thread::JoinHandle;
 /// Runs `f` on a thread inside network namespace `name` and returns what
 /// it returns.
 pub fn in_netns<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> std::io::Result<T> {
-    let target = std::fs::File::open(format!("/run/netns/{name}"))?;
+    in_netns_path(std::path::Path::new(&format!("/run/netns/{name}")), f)
+}
+
+/// `in_netns` for a namespace named by its path (`/run/netns/NAME`,
+/// `/proc/PID/ns/net`), as CNI's CNI_NETNS names it.
+pub fn in_netns_path<T: Send>(
+    path: &std::path::Path,
+    f: impl FnOnce() -> T + Send,
+) -> std::io::Result<T> {
+    let target = std::fs::File::open(path)?;
     std::thread::scope(|s| {
         s.spawn(|| {
             // setns changes only this short-lived thread's namespace.

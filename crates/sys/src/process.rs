@@ -1,4 +1,4 @@
-//! Running one external program: optional stdin, an optional network
+//! Running one external program: optional stdin and environment, an optional network
 //! namespace (`ip netns exec NS`), a deadline after which it is killed, and
 //! its stdout and stderr always collected. The child is always waited for
 //! (no zombies), and a failed write to its stdin (EPIPE: it exited early)
@@ -23,6 +23,7 @@ pub struct Tool {
     program: String,
     args: Vec<String>,
     netns: Option<String>,
+    envs: Vec<(String, String)>,
     stdin: Option<Vec<u8>>,
     timeout: Duration,
 }
@@ -71,6 +72,7 @@ impl Tool {
             program: program.into(),
             args: Vec::new(),
             netns: None,
+            envs: Vec::new(),
             stdin: None,
             timeout: DEFAULT_TIMEOUT,
         }
@@ -93,6 +95,13 @@ impl Tool {
     /// Runs it inside network namespace `ns` (through `ip netns exec`).
     pub fn netns(mut self, ns: Option<&str>) -> Self {
         self.netns = ns.map(str::to_string);
+        self
+    }
+
+    /// Sets an environment variable for it (CNI plugins take their call
+    /// this way); `ip netns exec` passes the environment on.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.envs.push((key.into(), value.into()));
         self
     }
 
@@ -144,6 +153,7 @@ impl Tool {
             None => Command::new(&self.program),
         };
         cmd.args(&self.args)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(if self.stdin.is_some() {
                 Stdio::piped()
             } else {

@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod apiserver;
 pub mod bench;
+pub mod cni;
 pub mod dns;
 pub mod echo;
 pub mod lab;
