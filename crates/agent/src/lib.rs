@@ -111,6 +111,17 @@ pub struct Config {
     pub dns: Option<DnsConfig>,
     /// The pod network; None: off (another CNI network runs on the node).
     pub overlay: Option<ferry_overlay::component::OverlayConfig>,
+    /// Where the overlay installs its CNI conflist (`/etc/cni/net.d`), and
+    /// the plugin's IPAM directory; None: not installed.
+    pub cni: Option<CniInstall>,
+}
+
+/// The CNI conflist the agent installs with the overlay, as flannel's
+/// DaemonSet installs its own.
+#[derive(Clone, Debug)]
+pub struct CniInstall {
+    pub conf_dir: std::path::PathBuf,
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 /// Cluster DNS served by the agent on this node.
@@ -250,9 +261,25 @@ pub async fn run(mut config: Config) -> Result<(), AgentError> {
     // The pod network first: pods on this node need their subnet (and
     // subnet.env) before anything else makes sense.
     if let Some(overlay) = config.overlay.clone() {
+        let subnet_file = overlay.subnet_file.clone();
         let handle = ferry_overlay::component::start(overlay, feed.follow())
             .map_err(|e| AgentError::Component("overlay", e.to_string()))?;
         progress.add("overlay", handle.applied.clone());
+        if let Some(cni) = &config.cni {
+            // Until the lease is taken the plugin answers "try again
+            // later" (it reads subnet.env), as flannel's does.
+            let conflist = ferry_cni::Conflist {
+                name: String::new(),
+                subnet_file: Some(subnet_file),
+                data_dir: cni.data_dir.clone(),
+            };
+            match ferry_cni::install(&cni.conf_dir, &conflist) {
+                Ok(_) => {
+                    tracing::info!(dir = %cni.conf_dir.display(), file = ferry_cni::CONFLIST_FILE, "CNI conflist installed")
+                }
+                Err(e) => return Err(AgentError::Component("overlay", e.to_string())),
+            }
+        }
     }
     let mut proxy_health = None;
     if config.proxy_mode != ProxyMode::None {

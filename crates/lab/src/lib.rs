@@ -11,6 +11,7 @@
 
 mod cleanup;
 pub mod client;
+mod cni;
 mod controller;
 pub mod names;
 mod net;

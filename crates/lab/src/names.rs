@@ -99,9 +99,24 @@ impl LabNames {
         self.state_dir().join("leases")
     }
 
+    /// A node's own files (what lives under /run, /etc/cni and /var/lib/cni on a real node).
+    pub fn node_dir(&self, node: &str) -> PathBuf {
+        self.state_dir().join("nodes").join(node)
+    }
+
     /// A node's flannel-style subnet.env (its agent writes it).
     pub fn subnet_file(&self, node: &str) -> PathBuf {
-        self.state_dir().join("nodes").join(node).join("subnet.env")
+        self.node_dir(node).join("subnet.env")
+    }
+
+    /// A node's CNI config directory (its agent installs the conflist: /etc/cni/net.d).
+    pub fn cni_conf_dir(&self, node: &str) -> PathBuf {
+        self.node_dir(node).join("net.d")
+    }
+
+    /// A node's CNI IPAM state (/var/lib/cni/networks).
+    pub fn cni_data_dir(&self, node: &str) -> PathBuf {
+        self.node_dir(node).join("ipam")
     }
 
     pub fn pods_dir(&self) -> PathBuf {

@@ -158,7 +158,8 @@ pub(crate) fn create_control_plane(
     plug_into_switch(names, &ns, "cp", ip, node_cidr.prefix_len())
 }
 
-/// A node: uplink to the switch, the `cni0` pod bridge, forwarding on.
+/// A node: uplink to the switch, forwarding on. Its pod bridge (`cni0`)
+/// is the CNI plugin's, made at the first pod.
 pub(crate) fn create_node(
     names: &LabNames,
     node: &NodeInfo,
@@ -174,14 +175,7 @@ pub(crate) fn create_node(
         node.ip,
         node_cidr.prefix_len(),
     )?;
-    batch(
-        &ns,
-        &format!(
-            "link add cni0 type bridge\naddr add {}/{} dev cni0\nlink set cni0 up\nroute add default via {gateway} dev eth0\n",
-            node.gateway(),
-            node.pod_cidr.prefix_len()
-        ),
-    )?;
+    batch(&ns, &format!("route add default via {gateway} dev eth0\n"))?;
     sysctl(&ns, "net.ipv4.ip_forward=1")
 }
 
@@ -189,36 +183,11 @@ pub(crate) fn delete_node(names: &LabNames, node: &str) -> Result<(), LabError> 
     ns_del(&names.node_ns(node))
 }
 
-/// A pod's network: its namespace, `eth0` on the node's `cni0` (hairpin on,
-/// as kubelet sets it), its IP, the pod network's MTU (the VXLAN device's,
-/// or cross-node TCP stalls) and the default route via the bridge.
-pub(crate) fn create_pod(
-    names: &LabNames,
-    id: u32,
-    node: &NodeInfo,
-    ip: Ipv4Addr,
-    mtu: u32,
-    resolv_conf: &str,
-) -> Result<(), LabError> {
+/// A pod's sandbox: its namespace and its resolv.conf (bind-mounted by
+/// `ip netns exec`), before the CNI plugin gives it its network.
+pub(crate) fn create_pod_ns(names: &LabNames, id: u32, resolv_conf: &str) -> Result<(), LabError> {
     let ns = names.pod_ns(id);
-    let node_ns = names.node_ns(&node.name);
-    let port = names::pod_port(id);
     ns_add(&ns)?;
-    veth(&ns, "eth0", &node_ns, &port)?;
-    batch(
-        &node_ns,
-        &format!(
-            "link set {port} mtu {mtu}\nlink set {port} master cni0\nlink set {port} type bridge_slave hairpin on\nlink set {port} up\n"
-        ),
-    )?;
-    batch(
-        &ns,
-        &format!(
-            "addr add {ip}/{} dev eth0\nlink set eth0 mtu {mtu}\nlink set eth0 up\nroute add default via {} dev eth0\n",
-            node.pod_cidr.prefix_len(),
-            node.gateway()
-        ),
-    )?;
     let etc = names::etc_netns(&ns);
     std::fs::create_dir_all(&etc).map_err(LabError::io(&etc))?;
     let file = etc.join("resolv.conf");

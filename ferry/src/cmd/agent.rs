@@ -92,6 +92,15 @@ pub struct Args {
     /// Where the node's subnet is written for CNI plugins (flannel's file and format).
     #[arg(long, default_value = "/run/flannel/subnet.env")]
     subnet_file: std::path::PathBuf,
+    /// Install the CNI conflist (`10-ferry.conflist`: ferry, then portmap)
+    /// here when the overlay runs, as flannel's DaemonSet installs its own,
+    /// e.g. /etc/cni/net.d.
+    #[arg(long)]
+    cni_conf_dir: Option<std::path::PathBuf>,
+    /// The CNI plugin's IPAM state directory written into the conflist
+    /// (default: the plugin's, /var/lib/cni/networks).
+    #[arg(long)]
+    cni_data_dir: Option<std::path::PathBuf>,
     /// Masquerade pod traffic leaving the pod network, as flanneld's
     /// --ip-masq (which every flannel manifest sets).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
@@ -145,6 +154,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         metrics_bind: args.metrics_bind_address,
         dns,
         overlay,
+        cni: args
+            .cni_conf_dir
+            .clone()
+            .map(|conf_dir| ferry_agent::CniInstall {
+                conf_dir,
+                data_dir: args.cni_data_dir.clone(),
+            }),
     }));
     // The source loop runs on a blocking thread that never returns by
     // itself; every kernel change it makes is one atomic transaction, so

@@ -274,13 +274,31 @@ impl Controller {
         ferry_overlay::store::FileStore::new(&self.names.leases_dir())
     }
 
-    /// The pods' MTU: the VXLAN device's (the node network's 1500 less
-    /// the encapsulation), or the node network's for host-gw.
-    pub(super) fn pod_mtu(&self) -> u32 {
-        if self.settings.backend == "host-gw" {
-            1500
-        } else {
-            1500 - ferry_overlay::vxlan::ENCAP_OVERHEAD
+    /// The node's CNI runtime: its conflist (installed by its agent) and
+    /// the plugin directories.
+    pub(super) fn cni(&self, node: &str) -> Result<crate::cni::Runtime, LabError> {
+        Ok(crate::cni::Runtime {
+            conflist: self.names.cni_conf_dir(node).join(ferry_cni::CONFLIST_FILE),
+            bin_dirs: vec![
+                crate::cni::bin_dir(&self.names.state_dir())?,
+                crate::cni::REFERENCE_PLUGINS.into(),
+            ],
+        })
+    }
+
+    /// A pod's CNI call: its node, sandbox, names and planned address.
+    pub(super) fn attachment<'a>(
+        &self,
+        pod: &'a PodInfo,
+        ip: std::net::Ipv4Addr,
+    ) -> crate::cni::Attachment<'a> {
+        crate::cni::Attachment {
+            node_ns: self.names.node_ns(&pod.node),
+            container_id: format!("{}-pod-{}", self.names.lab, pod.id),
+            netns_path: format!("/run/netns/{}", self.names.pod_ns(pod.id)),
+            pod_namespace: &pod.name.namespace,
+            pod_name: &pod.name.name,
+            ip,
         }
     }
 
@@ -312,6 +330,11 @@ impl Controller {
                 format!("file:{}", self.names.leases_dir().display()),
                 "--subnet-file".into(),
                 self.names.subnet_file(&node.name).display().to_string(),
+                // The node's CNI config, as flannel's DaemonSet installs it.
+                "--cni-conf-dir".into(),
+                self.names.cni_conf_dir(&node.name).display().to_string(),
+                "--cni-data-dir".into(),
+                self.names.cni_data_dir(&node.name).display().to_string(),
                 // No --cluster-cidr: the agent takes the pod network from
                 // the Nodes' podCIDRs, which the lab writes for every node
                 // (its own or one from the lab's pod range), so pod traffic
@@ -343,14 +366,15 @@ impl Controller {
             let IpAddr::V4(ip) = pod.ip else {
                 return Err(LabError::Plan(format!("{} is not an IPv4 address", pod.ip)));
             };
-            net::create_pod(
-                &self.names,
-                pod.id,
-                &node,
-                ip,
-                self.pod_mtu(),
-                &resolv_conf(&pod.name.namespace),
-            )?;
+            net::create_pod_ns(&self.names, pod.id, &resolv_conf(&pod.name.namespace))?;
+            // The network, as kubelet gets it: the node's CNI chain.
+            let result = self.cni(&node.name)?.add(&self.attachment(pod, ip))?;
+            let got = crate::cni::result_ip(&result);
+            if got.as_deref() != Some(ip.to_string().as_str()) {
+                return Err(LabError::Plan(format!(
+                    "the CNI plugin gave {got:?}, the lab planned {ip}"
+                )));
+            }
             self.names.pod_ns(pod.id)
         };
         let mut ports: Vec<String> = Vec::new();
@@ -421,6 +445,14 @@ impl Controller {
             runtime::stop(&mut child);
         }
         let _ = std::fs::remove_file(self.names.pods_dir().join(format!("{}.started", pod.id)));
+        if !pod.host_network
+            && let IpAddr::V4(ip) = pod.ip
+            && let Err(e) = self
+                .cni(&pod.node)
+                .and_then(|rt| rt.del(&self.attachment(&pod, ip)))
+        {
+            tracing::warn!(pod = %name, error = %e, "CNI DEL failed");
+        }
         if !pod.host_network
             && let Err(e) = net::delete_pod(&self.names, pod.id)
         {

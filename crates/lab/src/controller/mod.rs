@@ -226,7 +226,14 @@ impl Controller {
         }
         for pod in changes.create {
             if let Err(e) = self.create_pod(&pod) {
-                tracing::error!(pod = %pod.name, error = %e, "cannot create pod");
+                let text = e.to_string();
+                // The node's network not set up yet (its agent has no lease
+                // yet): kubelet waits too, and tries again.
+                if text.contains("code 11") || text.contains("network plugin not ready") {
+                    tracing::info!(pod = %pod.name, node = %pod.node, "waiting for the node's pod network: {text}");
+                } else {
+                    tracing::error!(pod = %pod.name, error = %e, "cannot create pod");
+                }
                 self.errors.push(format!("Pod {}: {e}", pod.name));
                 let _ = net::delete_pod(&self.names, pod.id);
                 continue;
