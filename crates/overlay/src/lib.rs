@@ -6,10 +6,12 @@
 //! `subnet.env`. The stores (etcd, Kubernetes Node, a file), the netlink
 //! backends and the CNI plugin plug in on top (see ARCHITECTURE.md).
 //!
-//! Pure, but for `store`'s file store.
+//! Pure, but for `store`'s file store, `etcd` (sockets) and `vxlan`
+//! (netlink).
 
 pub mod alloc;
 pub mod config;
+pub mod etcd;
 pub mod kube;
 pub mod lease;
 pub mod masquerade;
