@@ -50,6 +50,8 @@ pkill                     procps            tests
 sleep                     coreutils         tests
 setpriv                   util-linux        tests
 bridge                    iproute2          tests
+etcd                      etcd-server       tests lab
+etcdctl                   etcd-client       tests lab
 TOOLS
 )
 mapfile -t listed < <(printf '%s\n' "$TOOLS" | awk 'NF >= 2 {print $2}' | sort -u)

@@ -268,7 +268,11 @@ impl Client {
     }
 
     pub(crate) fn get(&self, key: &str) -> Result<RangeResponse, EtcdError> {
-        self.call("get", "/v3/kv/range", &json!({ "key": b64(key.as_bytes()) }))
+        self.call(
+            "get",
+            "/v3/kv/range",
+            &json!({ "key": b64(key.as_bytes()) }),
+        )
     }
 
     pub(crate) fn get_prefix(&self, prefix: &str) -> Result<RangeResponse, EtcdError> {
@@ -473,7 +477,10 @@ mod tests {
 
     #[test]
     fn a_prefix_range_ends_after_the_last_key_with_the_prefix() {
-        assert_eq!(prefix_end(b"/coreos.com/network/subnets/"), b"/coreos.com/network/subnets0");
+        assert_eq!(
+            prefix_end(b"/coreos.com/network/subnets/"),
+            b"/coreos.com/network/subnets0"
+        );
         assert_eq!(prefix_end(b"a\xff"), b"b");
     }
 

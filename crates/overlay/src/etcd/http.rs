@@ -216,9 +216,7 @@ pub(crate) fn post_streaming(
             continue;
         };
         let value = value.trim();
-        if name.eq_ignore_ascii_case("transfer-encoding")
-            && value.eq_ignore_ascii_case("chunked")
-        {
+        if name.eq_ignore_ascii_case("transfer-encoding") && value.eq_ignore_ascii_case("chunked") {
             stream.decoder.framing = Framing::Chunked;
         } else if name.eq_ignore_ascii_case("content-length")
             && stream.decoder.framing != Framing::Chunked
