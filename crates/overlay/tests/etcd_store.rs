@@ -10,11 +10,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ferry_overlay::Lease;
 use ferry_overlay::etcd::{EtcdOptions, EtcdStore, LeaseEvent, PeerFollower};
 use ferry_overlay::store::{LEASE_TTL, LeaseStore, StoreError, acquire};
-use ferry_overlay::{BackendData, Lease, LeaseAttrs};
 use ferry_sys::Tool;
 use ferry_sys::testing::have_or_skip;
+
+mod common;
+use common::attrs;
 
 /// One etcd member, gone when dropped.
 struct Etcd {
@@ -129,23 +132,26 @@ fn read_back(etcd: &Etcd, key: &str) -> Option<(String, u64)> {
     Some((String::from_utf8(value).unwrap(), remaining))
 }
 
+/// The lease keys under the default prefix, as etcdctl lists them.
+fn lease_keys(etcd: &Etcd) -> Vec<String> {
+    let out = ctl(
+        etcd,
+        &[
+            "get",
+            "--prefix",
+            "--keys-only",
+            "/coreos.com/network/subnets/",
+        ],
+    );
+    out.split_whitespace().map(str::to_string).collect()
+}
+
 fn options(etcd: &Etcd) -> EtcdOptions {
     EtcdOptions::new(vec![etcd.url.clone()])
 }
 
 fn store(etcd: &Etcd) -> EtcdStore {
     EtcdStore::new(&options(etcd)).unwrap()
-}
-
-fn attrs(i: u8) -> LeaseAttrs {
-    LeaseAttrs {
-        public_ip: Ipv4Addr::new(172, 18, 0, 10 + i),
-        backend_type: "vxlan".into(),
-        backend_data: Some(BackendData {
-            vni: 1,
-            vtep_mac: format!("02:00:00:00:00:{i:02x}"),
-        }),
-    }
 }
 
 fn lease(subnet: &str, i: u8) -> Lease {
@@ -189,19 +195,8 @@ fn a_config_written_by_etcdctl_is_read_and_acquire_writes_what_flannel_writes() 
     // The same node again: its own lease, renewed, not a second one.
     let again = acquire(&s, &attrs(1), None, None, |_| 9).unwrap();
     assert_eq!(again.subnet, mine.subnet);
-    let keys = ctl(
-        &etcd,
-        &[
-            "get",
-            "--prefix",
-            "--keys-only",
-            "/coreos.com/network/subnets/",
-        ],
-    );
-    assert_eq!(
-        keys.split_whitespace().collect::<Vec<_>>(),
-        vec![key.as_str()]
-    );
+    let keys = lease_keys(&etcd);
+    assert_eq!(keys, vec![key.as_str()]);
 }
 
 #[test]
@@ -302,16 +297,8 @@ fn racing_nodes_never_share_a_subnet_and_a_full_network_is_a_clear_error() {
         assert!(f.contains("no free subnet left in 10.70.0.0/27"), "{f}");
     }
     // etcd agrees: seven keys, each holding one node's value.
-    let keys = ctl(
-        &etcd,
-        &[
-            "get",
-            "--prefix",
-            "--keys-only",
-            "/coreos.com/network/subnets/",
-        ],
-    );
-    assert_eq!(keys.split_whitespace().count(), 7, "{keys}");
+    let keys = lease_keys(&etcd);
+    assert_eq!(keys.len(), 7, "{keys:?}");
 }
 
 #[test]
@@ -473,6 +460,14 @@ fn a_compacted_revision_leads_to_a_relist_not_an_error() {
     );
 }
 
+/// The error `call` ends with, which must come within `limit`.
+fn error_within(limit: Duration, call: impl FnOnce() -> Result<(), StoreError>) -> String {
+    let start = Instant::now();
+    let e = call().unwrap_err().to_string();
+    assert!(start.elapsed() < limit, "{e} after {:?}", start.elapsed());
+    e
+}
+
 #[test]
 fn an_endpoint_down_fails_over_and_etcd_down_is_an_error_naming_the_endpoints() {
     let Some(etcd) = etcd() else { return };
@@ -500,13 +495,7 @@ fn an_endpoint_down_fails_over_and_etcd_down_is_an_error_naming_the_endpoints() 
     // Every endpoint down.
     let url = etcd.url.clone();
     drop(etcd);
-    let start = Instant::now();
-    let e = s.config().unwrap_err().to_string();
-    assert!(
-        start.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        start.elapsed()
-    );
+    let e = error_within(Duration::from_secs(3), || s.config().map(drop));
     assert!(
         e.starts_with(&format!("etcd is unreachable at {dead}, {url}: ")),
         "{e}"
@@ -519,13 +508,7 @@ fn an_endpoint_down_fails_over_and_etcd_down_is_an_error_naming_the_endpoints() 
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let silent_url = format!("http://{}", silent.local_addr().unwrap());
     let s = EtcdStore::new(&timeouts(vec![silent_url.clone()])).unwrap();
-    let start = Instant::now();
-    let e = s.leases().unwrap_err().to_string();
-    assert!(
-        start.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        start.elapsed()
-    );
+    let e = error_within(Duration::from_secs(3), || s.leases().map(drop));
     assert!(
         e.contains(&silent_url) && e.contains("no answer within"),
         "{e}"
