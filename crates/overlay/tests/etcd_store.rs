@@ -19,17 +19,18 @@ use ferry_sys::testing::have_or_skip;
 mod common;
 use common::attrs;
 
-/// One etcd member, gone when dropped.
+/// One etcd member, gone when dropped; it can be stopped and started
+/// again on the same ports and data.
 struct Etcd {
-    child: Child,
+    child: Option<Child>,
     url: String,
-    _dir: tempfile::TempDir,
+    peer_url: String,
+    dir: tempfile::TempDir,
 }
 
 impl Drop for Etcd {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
@@ -46,48 +47,66 @@ fn etcd() -> Option<Etcd> {
     if !have_or_skip("etcd") || !have_or_skip("etcdctl") {
         return None;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let (client, peer) = (free_port(), free_port());
-    let url = format!("http://127.0.0.1:{client}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
-    let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
-    let child = Command::new("etcd")
-        .args([
-            "--name",
-            "ferry-test",
-            "--data-dir",
-            &dir.path().join("data").display().to_string(),
-            "--listen-client-urls",
-            &url,
-            "--advertise-client-urls",
-            &url,
-            "--listen-peer-urls",
-            &peer_url,
-            "--initial-advertise-peer-urls",
-            &peer_url,
-            "--initial-cluster",
-            &format!("ferry-test={peer_url}"),
-        ])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let etcd = Etcd {
-        child,
-        url,
-        _dir: dir,
+    let mut etcd = Etcd {
+        child: None,
+        url: format!("http://127.0.0.1:{}", free_port()),
+        peer_url: format!("http://127.0.0.1:{}", free_port()),
+        dir: tempfile::tempdir().unwrap(),
     };
-    let start = Instant::now();
-    while etcdctl(&etcd, &["endpoint", "health"]).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "etcd did not become healthy: {}",
-            std::fs::read_to_string(etcd._dir.path().join("etcd.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    etcd.start();
     Some(etcd)
+}
+
+impl Etcd {
+    /// Starts it and waits until it is healthy.
+    fn start(&mut self) {
+        let log_path = self.dir.path().join("etcd.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .unwrap();
+        let child = Command::new("etcd")
+            .args([
+                "--name",
+                "ferry-test",
+                "--data-dir",
+                &self.dir.path().join("data").display().to_string(),
+                "--listen-client-urls",
+                &self.url,
+                "--advertise-client-urls",
+                &self.url,
+                "--listen-peer-urls",
+                &self.peer_url,
+                "--initial-advertise-peer-urls",
+                &self.peer_url,
+                "--initial-cluster",
+                &format!("ferry-test={}", self.peer_url),
+            ])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let start = Instant::now();
+        while etcdctl(self, &["endpoint", "health"]).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "etcd did not become healthy: {}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Kills it and reaps it.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 fn etcdctl(etcd: &Etcd, args: &[&str]) -> Result<String, ferry_sys::ToolError> {
@@ -470,7 +489,7 @@ fn error_within(limit: Duration, call: impl FnOnce() -> Result<(), StoreError>) 
 
 #[test]
 fn an_endpoint_down_fails_over_and_etcd_down_is_an_error_naming_the_endpoints() {
-    let Some(etcd) = etcd() else { return };
+    let Some(mut etcd) = etcd() else { return };
     ctl(
         &etcd,
         &[
@@ -494,7 +513,7 @@ fn an_endpoint_down_fails_over_and_etcd_down_is_an_error_naming_the_endpoints() 
 
     // Every endpoint down.
     let url = etcd.url.clone();
-    drop(etcd);
+    etcd.stop();
     let e = error_within(Duration::from_secs(3), || s.config().map(drop));
     assert!(
         e.starts_with(&format!("etcd is unreachable at {dead}, {url}: ")),
@@ -513,4 +532,43 @@ fn an_endpoint_down_fails_over_and_etcd_down_is_an_error_naming_the_endpoints() 
         e.contains(&silent_url) && e.contains("no answer within"),
         "{e}"
     );
+}
+
+#[test]
+fn a_follower_keeps_its_view_while_etcd_is_down_and_resyncs_when_it_is_back() {
+    let Some(mut etcd) = etcd() else { return };
+    let s = EtcdStore::new(&EtcdOptions {
+        connect_timeout: Duration::from_millis(500),
+        request_timeout: Duration::from_secs(1),
+        ..options(&etcd)
+    })
+    .unwrap();
+    assert!(s.create(&lease("10.92.1.0/24", 1), LEASE_TTL).unwrap());
+    let mut peers = PeerFollower::start(&s).unwrap();
+    etcd.stop();
+    let e = peers
+        .next(&s, Duration::from_millis(300))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("etcd is unreachable") && e.contains(&etcd.url),
+        "{e}"
+    );
+    assert_eq!(peers.leases().count(), 1, "the view is kept");
+    etcd.start();
+    // Back: a node joins, and the follower goes on from the revision it had.
+    ctl(
+        &etcd,
+        &[
+            "put",
+            "/coreos.com/network/subnets/10.92.2.0-24",
+            r#"{"PublicIP":"172.18.0.70","PublicIPv6":null,"BackendType":"host-gw"}"#,
+        ],
+    );
+    let events = peers.next(&s, Duration::from_secs(5)).unwrap();
+    assert!(
+        matches!(&events[..], [LeaseEvent::Added(l)] if l.subnet == "10.92.2.0/24".parse().unwrap()),
+        "{events:?}"
+    );
+    assert_eq!(peers.leases().count(), 2);
 }

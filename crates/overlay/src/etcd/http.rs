@@ -122,7 +122,8 @@ pub(crate) struct LineStream {
     pub status: u16,
 }
 
-/// `POST path` with a JSON body; the whole answer must come by `deadline`.
+/// `POST path` with a JSON body; the whole answer must come within
+/// `timeout` (connecting has its own bound).
 pub(crate) fn post(
     endpoint: &Endpoint,
     path: &str,
@@ -134,14 +135,13 @@ pub(crate) fn post(
     let mut stream = post_streaming(endpoint, path, body, connect_timeout, timeout)?;
     let mut out = Vec::new();
     loop {
+        out.append(&mut stream.decoder.body);
         if stream.decoder.done {
-            out.append(&mut stream.decoder.body);
             return Ok(Response {
                 status: stream.status,
                 body: out,
             });
         }
-        out.append(&mut stream.decoder.body);
         if out.len() > MAX_BODY {
             return Err(stream.bad(format!("a body over {MAX_BODY} bytes")));
         }
