@@ -321,16 +321,17 @@ fn racing_nodes_never_share_a_subnet_and_a_full_network_is_a_clear_error() {
 }
 
 #[test]
-fn a_short_lease_expires_and_its_subnet_is_free_again() {
+fn a_short_lease_expires_its_followers_see_it_go_and_its_subnet_is_free_again() {
     let Some(etcd) = etcd() else { return };
     let s = store(&etcd);
     let l = lease("10.80.1.0/24", 1);
     assert!(s.create(&l, Duration::from_secs(2)).unwrap());
     let key = s.lease_key(l.subnet);
-    assert!(read_back(&etcd, &key).is_some());
+    let mut peers = PeerFollower::start(&s).unwrap();
+    assert_eq!(peers.leases().count(), 1);
     assert!(s.time_left(l.subnet).unwrap().unwrap() <= Duration::from_secs(2));
     let start = Instant::now();
-    while read_back(&etcd, &key).is_some() {
+    while !ctl(&etcd, &["get", &key, "--keys-only"]).trim().is_empty() {
         assert!(
             start.elapsed() < Duration::from_secs(15),
             "a 2 s lease still there after {:?}",
@@ -338,6 +339,11 @@ fn a_short_lease_expires_and_its_subnet_is_free_again() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // Followers see it go.
+    assert_eq!(
+        peers.next(&s, Duration::from_secs(5)).unwrap(),
+        vec![LeaseEvent::Removed(l.subnet)]
+    );
     assert!(s.leases().unwrap().is_empty());
     assert_eq!(s.time_left(l.subnet).unwrap(), None);
     // Free: another node takes it.
