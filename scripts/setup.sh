@@ -51,6 +51,8 @@ sleep                     coreutils         tests
 setpriv                   util-linux        tests
 bridge                    iproute2          tests
 kubectl                   kubernetes-client tests
+etcd                      etcd-server       tests lab
+etcdctl                   etcd-client       tests lab
 TOOLS
 )
 # The package of every listed program that is not on PATH yet (a program

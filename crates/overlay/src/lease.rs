@@ -70,10 +70,31 @@ pub fn parse_key(key: &str) -> Result<Ipv4Net, LeaseKeyError> {
     Ok(net)
 }
 
+/// The value exactly as flannel marshals it: `PublicIPv6` is a pointer
+/// without `omitempty` there, so an IPv4-only lease carries `null`.
+#[derive(Serialize)]
+struct FlannelValue<'a> {
+    #[serde(rename = "PublicIP")]
+    public_ip: Ipv4Addr,
+    #[serde(rename = "PublicIPv6")]
+    public_ipv6: Option<()>,
+    #[serde(rename = "BackendType")]
+    backend_type: &'a str,
+    #[serde(rename = "BackendData", skip_serializing_if = "Option::is_none")]
+    backend_data: Option<&'a BackendData>,
+}
+
 impl LeaseAttrs {
+    /// The value flannel would write for this lease, byte for byte.
     pub fn to_json(&self) -> String {
         // Plain data with string keys: serialization cannot fail.
-        serde_json::to_string(self).unwrap_or_default()
+        serde_json::to_string(&FlannelValue {
+            public_ip: self.public_ip,
+            public_ipv6: None,
+            backend_type: &self.backend_type,
+            backend_data: self.backend_data.as_ref(),
+        })
+        .unwrap_or_default()
     }
 
     pub fn from_json(json: &str) -> Result<LeaseAttrs, serde_json::Error> {
@@ -107,7 +128,8 @@ mod tests {
         );
         assert_eq!(
             attrs.to_json(),
-            r#"{"PublicIP":"172.18.0.12","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"12:c6:65:89:b4:e3"}}"#
+            flannel,
+            "the value flannel wrote, byte for byte"
         );
     }
 }

@@ -7,6 +7,7 @@
 //!   `alloc` (which subnet), `subnet_env`, `kube` (Node annotations), and
 //!   `peers` (which route to each other subnet).
 //! - Files: `store` (the lease stores behind one trait, and taking a lease).
+//! - Sockets: `etcd` (flannel's keys in etcd, over etcd's JSON gateway).
 //! - Kernel: `underlay` (interface, public IP, plain routes), `vxlan`
 //!   (device, neighbours, FDB, routes), `masquerade` (nftables),
 //!   `forward` (iptables FORWARD accept where the policy is DROP).
@@ -15,6 +16,7 @@
 pub mod alloc;
 pub mod component;
 pub mod config;
+pub mod etcd;
 pub mod forward;
 pub mod kube;
 pub mod lease;

@@ -2,8 +2,8 @@
 //! subnet is created only if nobody holds it (compare-and-swap), so two
 //! nodes never get one subnet even when they race. The file store (a
 //! directory shared by the nodes of one machine, ferry's embedded
-//! default) is here; etcd (flannel's keys) and the Kubernetes Node store
-//! implement the same trait.
+//! default) is here; etcd (flannel's keys, `etcd/`) and the Kubernetes
+//! Node store implement the same trait.
 //!
 //! Touches files (the file store only).
 
@@ -38,6 +38,15 @@ pub enum StoreError {
     Alloc(#[from] AllocError),
     #[error("could not take a subnet after {0} tries (other nodes kept taking the chosen ones)")]
     Contended(usize),
+    #[error(transparent)]
+    Etcd(#[from] crate::etcd::EtcdError),
+    #[error("no network config at {key} in etcd ({endpoints}); write flannel's config there")]
+    NoConfig { key: String, endpoints: String },
+    #[error("lease {key} is no longer this node's{}", holder.map(|h| format!(" (held by {h})")).unwrap_or_default())]
+    LeaseLost {
+        key: String,
+        holder: Option<std::net::Ipv4Addr>,
+    },
 }
 
 /// A store of the network config and the leases.

@@ -2,22 +2,12 @@
 //! its own lease back after a restart, and expired leases free their
 //! subnet. Real files in a temporary directory, real threads.
 
-use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use ferry_overlay::store::{FileStore, LeaseStore, acquire};
-use ferry_overlay::{BackendData, LeaseAttrs};
 
-fn attrs(i: u8) -> LeaseAttrs {
-    LeaseAttrs {
-        public_ip: Ipv4Addr::new(172, 18, 0, 10 + i),
-        backend_type: "vxlan".into(),
-        backend_data: Some(BackendData {
-            vni: 1,
-            vtep_mac: format!("02:00:00:00:00:{i:02x}"),
-        }),
-    }
-}
+mod common;
+use common::attrs;
 
 fn store() -> (tempfile::TempDir, Arc<FileStore>) {
     let dir = tempfile::tempdir().unwrap();
