@@ -360,3 +360,132 @@ fn agent_cleanup_removes_the_pod_networks_device_and_rules() {
         text(&tables)
     );
 }
+
+fn etcdctl(lab: &Lab, args: &[&str]) -> String {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &format!("ferry.{}.cp", lab.name),
+            "etcdctl",
+        ])
+        .args(["--endpoints", "http://172.18.0.3:2379"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "etcdctl {args:?}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn leases_in_a_real_etcd_follow_flannels_keys_and_a_flannel_nodes_lease_is_followed() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::up(
+        "e2eet",
+        &[&fixture("lab-three-nodes.yaml")],
+        &["--lease-store", "etcd"],
+    );
+    let n1 = node_ns(&lab, "node-1");
+    let keys = etcdctl(
+        &lab,
+        &["get", "--prefix", "--keys-only", "/coreos.com/network/"],
+    );
+    for key in [
+        "/coreos.com/network/config",
+        "/coreos.com/network/subnets/10.30.1.0-24",
+        "/coreos.com/network/subnets/10.30.2.0-24",
+        "/coreos.com/network/subnets/10.30.3.0-24",
+    ] {
+        assert!(keys.lines().any(|l| l == key), "{key}: {keys}");
+    }
+    let value = etcdctl(
+        &lab,
+        &[
+            "get",
+            "--print-value-only",
+            "/coreos.com/network/subnets/10.30.2.0-24",
+        ],
+    );
+    let value: serde_json::Value = serde_json::from_str(value.trim()).unwrap();
+    assert_eq!(value["PublicIP"], lab.node_ip("node-2").as_str());
+    assert_eq!(value["BackendData"]["VNI"], 1);
+    // flannel's 24 h lease, held by an etcd lease.
+    let lease_id = etcdctl(
+        &lab,
+        &[
+            "get",
+            "-w",
+            "fields",
+            "/coreos.com/network/subnets/10.30.2.0-24",
+        ],
+    );
+    let lease_hex = lease_id
+        .lines()
+        .find_map(|l| l.strip_prefix("\"Lease\" : "))
+        .map(|n| format!("{:x}", n.trim().parse::<i64>().unwrap()))
+        .unwrap();
+    let ttl = etcdctl(&lab, &["lease", "timetolive", &lease_hex]);
+    let secs: u64 = ttl
+        .split("remaining(")
+        .nth(1)
+        .and_then(|r| r.split('s').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(secs > 23 * 3600, "{ttl}");
+    let b = pod_ip(&lab, "b");
+    let answer = json(&lab.exec_ok(
+        "pod/net/a",
+        &["curl", "-sS", "-m", "3", &format!("http://{b}:8080/")],
+    ));
+    assert_eq!(answer["node"], "node-2");
+
+    // A flannel node's lease, written as flanneld writes it: followed by
+    // etcd's watch, programmed as any peer.
+    etcdctl(
+        &lab,
+        &[
+            "put",
+            "/coreos.com/network/subnets/10.30.9.0-24",
+            r#"{"PublicIP":"172.18.0.99","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"0a:0b:0c:0d:0e:0f"}}"#,
+        ],
+    );
+    lab.wait(
+        "node-1 follows the flannel node's lease",
+        Duration::from_secs(10),
+        |_| ip_in(&n1, &["route", "show", "10.30.9.0/24"]).contains("flannel.1"),
+    );
+    let fdb = Command::new("bridge")
+        .args(["-n", &n1, "fdb", "show", "dev", "flannel.1"])
+        .output()
+        .unwrap();
+    assert!(
+        text(&fdb).contains("0a:0b:0c:0d:0e:0f dst 172.18.0.99"),
+        "{}",
+        text(&fdb)
+    );
+    // A removed node's key goes, and the others drop its route.
+    lab.ok(&["delete", "node/node-3"]);
+    lab.wait("node-3's key deleted", Duration::from_secs(10), |lab| {
+        !etcdctl(
+            lab,
+            &[
+                "get",
+                "--prefix",
+                "--keys-only",
+                "/coreos.com/network/subnets/",
+            ],
+        )
+        .contains("10.30.3.0-24")
+    });
+    lab.wait(
+        "node-1 drops node-3's route",
+        Duration::from_secs(10),
+        |_| {
+            ip_in(&n1, &["route", "show", "10.30.3.0/24"])
+                .trim()
+                .is_empty()
+        },
+    );
+}

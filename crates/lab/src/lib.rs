@@ -13,6 +13,7 @@ mod cleanup;
 pub mod client;
 mod cni;
 mod controller;
+mod leases;
 pub mod names;
 mod net;
 pub mod plan;

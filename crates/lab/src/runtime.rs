@@ -45,6 +45,39 @@ pub(crate) fn spawn_in(ns: &str, args: &[String], log: &Path) -> Result<Child, L
         })
 }
 
+/// Starts another program (etcd) inside network namespace `ns`, in its
+/// own process group, logging to a file; cleanup finds it by namespace.
+pub(crate) fn spawn_program_in(
+    ns: &str,
+    program: &str,
+    args: &[String],
+    log: &Path,
+) -> Result<Child, LabError> {
+    use std::os::unix::process::CommandExt;
+    let out = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(LabError::io(log))?;
+    let err = out.try_clone().map_err(LabError::io(log))?;
+    ferry_sys::require([program]).map_err(|e| LabError::Command {
+        command: program.to_string(),
+        message: e.to_string(),
+    })?;
+    Command::new("ip")
+        .args(["netns", "exec", ns, program])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| LabError::Command {
+            command: format!("ip netns exec {ns} {program} {}", args.join(" ")),
+            message: e.to_string(),
+        })
+}
+
 /// Kills a child at once and reaps it.
 pub(crate) fn stop(child: &mut Child) {
     let _ = child.kill();

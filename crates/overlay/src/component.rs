@@ -8,7 +8,8 @@
 //! 4. The backend is set up: VXLAN's `flannel.<VNI>` device with a MAC
 //!    stable across restarts, or nothing for host-gw; masquerade and
 //!    forwarding for the pod network (`masquerade`, nftables).
-//! 5. Then, every poll and every new state: the leases are read, the routes
+//! 5. Then, whenever the leases change (etcd's watch, or the file store read
+//!    every poll), on every new state and every 5 s: the routes
 //!    to the other subnets planned (`peers`, pure) and the difference
 //!    programmed; the own lease is renewed well before it expires and taken
 //!    again if it vanished. What it programmed is reported as applied.
@@ -29,6 +30,7 @@ use rtnetlink::Handle;
 use tokio::sync::watch;
 
 use crate::config::NetworkConfig;
+use crate::etcd::{EtcdOptions, EtcdStore, PeerFollower};
 use crate::lease::{BackendData, Lease, LeaseAttrs};
 use crate::peers::{self, PeerRoute};
 use crate::store::{FileStore, LEASE_TTL, LeaseStore, StoreError, acquire};
@@ -37,10 +39,12 @@ use crate::underlay::{self, Underlay, UnderlayError};
 use crate::vxlan::{self, DeviceSpec, VxlanDevice, VxlanError};
 
 /// Where the leases live (`--lease-store`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum StoreSpec {
     /// `file:DIR`: a directory shared by the nodes of one machine.
     File(PathBuf),
+    /// `etcd:URL[,URL...]`: flannel's keys in etcd (`--etcd-prefix`).
+    Etcd(EtcdOptions),
 }
 
 impl FromStr for StoreSpec {
@@ -49,7 +53,12 @@ impl FromStr for StoreSpec {
     fn from_str(s: &str) -> Result<Self, String> {
         match s.split_once(':') {
             Some(("file", dir)) if !dir.is_empty() => Ok(StoreSpec::File(dir.into())),
-            _ => Err(format!("{s:?}: a lease store is file:DIR")),
+            Some(("etcd", urls)) if !urls.is_empty() => Ok(StoreSpec::Etcd(EtcdOptions::new(
+                urls.split(',').map(str::to_string).collect(),
+            ))),
+            _ => Err(format!(
+                "{s:?}: a lease store is file:DIR or etcd:http://HOST:2379[,...]"
+            )),
         }
     }
 }
@@ -138,10 +147,79 @@ pub fn node_pod_cidr(state: &ClusterState, node: &str) -> Result<Option<Ipv4Net>
     Ok(None)
 }
 
-fn open_store(spec: &StoreSpec) -> Box<dyn LeaseStore + Send> {
-    match spec {
+fn open_store(spec: &StoreSpec) -> Result<Box<dyn LeaseStore + Send>, OverlayError> {
+    Ok(match spec {
         StoreSpec::File(dir) => Box::new(FileStore::new(dir)),
+        StoreSpec::Etcd(options) => Box::new(EtcdStore::new(options)?),
+    })
+}
+
+/// Follows the store's leases on a thread of its own and publishes the
+/// whole set when it changes: etcd by its watch (a request waits up to
+/// 10 s for a change), the file store by reading it every `poll`.
+fn follow_leases(
+    spec: &StoreSpec,
+    poll: Duration,
+) -> Result<watch::Receiver<Option<Vec<Lease>>>, OverlayError> {
+    let (tx, rx) = watch::channel(None);
+    let publish = move |tx: &watch::Sender<Option<Vec<Lease>>>, leases: Vec<Lease>| {
+        tx.send_if_modified(|old| {
+            if old.as_ref() == Some(&leases) {
+                false
+            } else {
+                *old = Some(leases);
+                true
+            }
+        });
+    };
+    match spec {
+        StoreSpec::File(dir) => {
+            let store = FileStore::new(dir);
+            std::thread::Builder::new()
+                .name("leases".into())
+                .spawn(move || {
+                    while !tx.is_closed() {
+                        match store.leases() {
+                            Ok(l) => publish(&tx, l),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "pod network: cannot read the leases")
+                            }
+                        }
+                        std::thread::sleep(poll);
+                    }
+                })
+                .map_err(|e| OverlayError::Thread(e.to_string()))?;
+        }
+        StoreSpec::Etcd(options) => {
+            let store = EtcdStore::new(options)?;
+            std::thread::Builder::new()
+                .name("leases".into())
+                .spawn(move || {
+                    let mut follower: Option<PeerFollower> = None;
+                    while !tx.is_closed() {
+                        let result = match follower.as_mut() {
+                            None => PeerFollower::start(&store).map(|f| {
+                                follower = Some(f);
+                            }),
+                            Some(f) => f.next(&store, Duration::from_secs(10)).map(drop),
+                        };
+                        match result {
+                            Ok(()) => {
+                                if let Some(f) = &follower {
+                                    publish(&tx, f.leases().collect());
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "pod network: cannot follow the leases in etcd; trying again in 2 s");
+                                std::thread::sleep(Duration::from_secs(2));
+                            }
+                        }
+                    }
+                })
+                .map_err(|e| OverlayError::Thread(e.to_string()))?;
+        }
     }
+    Ok(rx)
 }
 
 fn write_subnet_env(path: &PathBuf, env: &SubnetEnv) -> Result<(), OverlayError> {
@@ -181,7 +259,7 @@ async fn set_up(
     state: &ClusterState,
 ) -> Result<Node, OverlayError> {
     let pod_cidr = node_pod_cidr(state, &config.node)?;
-    let store = open_store(&config.store);
+    let store = open_store(&config.store)?;
     let network = store.config()?;
     let kind = network.backend.kind.as_str();
     if kind != peers::VXLAN && kind != peers::HOST_GW {
@@ -275,7 +353,7 @@ fn random_below(n: usize) -> usize {
 
 impl Node {
     /// Reads the leases and programs the difference.
-    async fn sync(&mut self, handle: &Handle) -> Result<(), OverlayError> {
+    async fn sync(&mut self, handle: &Handle, leases: &[Lease]) -> Result<(), OverlayError> {
         if self
             .forward_checked
             .is_none_or(|at| at.elapsed() >= FORWARD_CHECK)
@@ -289,7 +367,6 @@ impl Node {
                 Err(e) => tracing::error!(error = %e, "cannot accept the pod network in FORWARD"),
             }
         }
-        let leases = self.store.leases()?;
         let own_held = leases
             .iter()
             .any(|l| l.subnet == self.lease.subnet && l.attrs == self.lease.attrs);
@@ -313,7 +390,7 @@ impl Node {
         }
         let wanted = peers::desired(
             &self.lease,
-            &leases,
+            leases,
             &self.network.backend,
             self.underlay.address.trunc(),
         );
@@ -445,15 +522,27 @@ pub fn start(config: OverlayConfig, mut follower: Follower) -> Result<OverlayHan
                 else {
                     return;
                 };
-                let mut ticker = tokio::time::interval(poll);
+                let mut leases = match follow_leases(&config.store, poll) {
+                    Ok(rx) => rx,
+                    Err(e) => {
+                        tracing::error!(error = %e, "pod network: cannot follow the leases; the overlay is off");
+                        return;
+                    }
+                };
+                // Renewal and the FORWARD check are due on this clock too.
+                let mut ticker = tokio::time::interval(FORWARD_CHECK);
                 loop {
-                    match node.sync(&handle).await {
-                        Ok(()) => {
-                            applied_tx.send_replace(Some(version));
+                    let current = leases.borrow_and_update().clone();
+                    if let Some(current) = current {
+                        match node.sync(&handle, &current).await {
+                            Ok(()) => {
+                                applied_tx.send_replace(Some(version));
+                            }
+                            Err(e) => tracing::error!(error = %e, "pod network: sync failed; trying again"),
                         }
-                        Err(e) => tracing::error!(error = %e, "pod network: sync failed; trying again"),
                     }
                     tokio::select! {
+                        changed = leases.changed() => if changed.is_err() { return },
                         next = follower.next() => match next {
                             Some(s) => {
                                 version = s.state.version();

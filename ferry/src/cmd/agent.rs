@@ -78,9 +78,14 @@ pub struct Args {
     #[arg(long)]
     dns_health_bind_address: Option<SocketAddr>,
     /// The overlay's lease store: file:DIR (a directory shared by the
-    /// nodes of one machine; its `config` is flannel's network config).
+    /// nodes of one machine; its `config` is flannel's network config) or
+    /// etcd:http://HOST:2379[,...] (flannel's keys, as flanneld's
+    /// --etcd-endpoints).
     #[arg(long)]
     lease_store: Option<ferry_overlay::component::StoreSpec>,
+    /// The etcd key prefix, as flanneld's --etcd-prefix.
+    #[arg(long, default_value = ferry_overlay::etcd::DEFAULT_PREFIX)]
+    etcd_prefix: String,
     /// The interface that reaches the other nodes, by name or address, as
     /// flanneld's --iface. Default: the default route's.
     #[arg(long)]
@@ -124,6 +129,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let overlay = args
         .lease_store
         .clone()
+        .map(|mut store| {
+            if let ferry_overlay::component::StoreSpec::Etcd(o) = &mut store {
+                o.prefix = args.etcd_prefix.clone();
+            }
+            store
+        })
         .map(|store| ferry_overlay::component::OverlayConfig {
             node: args.node.clone(),
             store,

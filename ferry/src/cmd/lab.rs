@@ -95,6 +95,10 @@ struct UpArgs {
     /// The pod network's backend (every agent runs the overlay): vxlan or host-gw.
     #[arg(long, default_value = "vxlan", value_parser = ["vxlan", "host-gw"])]
     backend: String,
+    /// Where the pod network's leases live: file (a directory) or etcd (a
+    /// real etcd, Debian's etcd-server, in the control-plane namespace).
+    #[arg(long, default_value = "file", value_parser = ["file", "etcd"])]
+    lease_store: String,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -109,6 +113,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 default_nodes: up.nodes,
                 proxy_mode: up.proxy_mode,
                 backend: up.backend,
+                lease_store: up.lease_store,
                 ..Settings::default()
             };
             let start = std::time::Instant::now();

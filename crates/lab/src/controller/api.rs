@@ -259,6 +259,9 @@ impl Controller {
             &log,
         )?;
         self.api_server = Some(child);
+        if let Some(endpoint) = self.etcd_endpoint() {
+            self.start_etcd(&endpoint)?;
+        }
         let kubeconfig = self.names.kubeconfig();
         let text = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: {lab}\n  cluster: {{server: \"{url}\"}}\ncontexts:\n- name: {lab}\n  context: {{cluster: {lab}, user: {lab}}}\ncurrent-context: {lab}\nusers:\n- name: {lab}\n  user: {{}}\n",
@@ -266,6 +269,41 @@ impl Controller {
         );
         std::fs::write(&kubeconfig, text).map_err(LabError::io(&kubeconfig))?;
         tracing::info!(%url, "API server started");
+        Ok(())
+    }
+
+    /// A real etcd (Debian's etcd-server) for the pod network's leases,
+    /// in the control-plane namespace, its data in the state directory.
+    fn start_etcd(&mut self, endpoint: &str) -> Result<(), LabError> {
+        let data = self.names.state_dir().join("etcd");
+        std::fs::create_dir_all(&data).map_err(LabError::io(&data))?;
+        let log = self.names.logs_dir().join("etcd.log");
+        let child = runtime::spawn_program_in(
+            &self.names.control_plane_ns(),
+            "etcd",
+            &[
+                "--name".into(),
+                self.names.lab.clone(),
+                "--data-dir".into(),
+                data.display().to_string(),
+                "--listen-client-urls".into(),
+                endpoint.to_string(),
+                "--advertise-client-urls".into(),
+                endpoint.to_string(),
+                // Peers: none; the peer port stays on the namespace's loopback.
+                "--listen-peer-urls".into(),
+                "http://127.0.0.1:2380".into(),
+                "--initial-advertise-peer-urls".into(),
+                "http://127.0.0.1:2380".into(),
+                "--initial-cluster".into(),
+                format!("{}=http://127.0.0.1:2380", self.names.lab),
+            ],
+            &log,
+        )?;
+        self.etcd = Some(child);
+        self.leases()
+            .wait_ready(std::time::Duration::from_secs(20))?;
+        tracing::info!(%endpoint, "etcd started for the pod network's leases");
         Ok(())
     }
 }

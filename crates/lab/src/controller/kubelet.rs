@@ -212,10 +212,13 @@ impl Controller {
                 }
             }
         }
-        // The pod network's config, before any agent reads it.
-        self.leases()
-            .put_config(&plan::overlay_config(&wanted, &self.settings))
-            .map_err(|e| LabError::Plan(format!("the pod network's config: {e}")))?;
+        // The pod network's config, before any agent reads it (written
+        // when it changes).
+        let config = plan::overlay_config(&wanted, &self.settings);
+        if config != self.overlay_config {
+            self.leases().put_config(&config)?;
+            self.overlay_config = config;
+        }
         for node in &wanted {
             if let Some(rt) = self.node_rt.get_mut(&node.name) {
                 // A crashed agent is started again, as kubelet restarts a DaemonSet pod.
@@ -270,8 +273,22 @@ impl Controller {
         Ok(())
     }
 
-    pub(super) fn leases(&self) -> ferry_overlay::store::FileStore {
-        ferry_overlay::store::FileStore::new(&self.names.leases_dir())
+    pub(super) fn leases(&self) -> crate::leases::LabLeases {
+        match self.etcd_endpoint() {
+            Some(endpoint) => crate::leases::LabLeases::Etcd {
+                ns: self.names.control_plane_ns(),
+                endpoint,
+            },
+            None => crate::leases::LabLeases::File(ferry_overlay::store::FileStore::new(
+                &self.names.leases_dir(),
+            )),
+        }
+    }
+
+    /// The lab's etcd, when the leases live there.
+    pub(super) fn etcd_endpoint(&self) -> Option<String> {
+        (self.settings.lease_store == "etcd")
+            .then(|| format!("http://{}:2379", self.settings.api_server_ip()))
     }
 
     /// The node's CNI runtime: its conflist (installed by its agent) and
@@ -327,7 +344,10 @@ impl Controller {
                 "--components".into(),
                 "proxy,dns,overlay".into(),
                 "--lease-store".into(),
-                format!("file:{}", self.names.leases_dir().display()),
+                match self.etcd_endpoint() {
+                    Some(url) => format!("etcd:{url}"),
+                    None => format!("file:{}", self.names.leases_dir().display()),
+                },
                 "--subnet-file".into(),
                 self.names.subnet_file(&node.name).display().to_string(),
                 // The node's CNI config, as flannel's DaemonSet installs it.

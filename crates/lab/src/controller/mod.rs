@@ -74,6 +74,10 @@ struct Controller {
     _outside_thread: Option<NsThread>,
     /// The lab's API server process (in the control-plane namespace).
     api_server: Option<Child>,
+    /// The lab's etcd (with `--lease-store etcd`), beside the API server.
+    etcd: Option<Child>,
+    /// The pod network's config as last written to the lease store.
+    overlay_config: String,
 }
 
 fn wall_clock() -> Timestamp {
@@ -120,6 +124,8 @@ pub fn run_controller(args: ControllerArgs) -> Result<(), LabError> {
         lb_checks: Arc::new(LbChecks::default()),
         _outside_thread: None,
         api_server: None,
+        etcd: None,
+        overlay_config: String::new(),
     };
     let result = c.run(events);
     if let Err(e) = &result {
@@ -279,6 +285,7 @@ impl Controller {
         let mut children: Vec<Child> = std::mem::take(&mut self.procs).into_values().collect();
         children.extend(self.node_rt.values_mut().filter_map(|rt| rt.agent.take()));
         children.extend(self.api_server.take());
+        children.extend(self.etcd.take());
         for c in &mut children {
             let _ = c.kill();
         }

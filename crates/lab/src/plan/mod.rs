@@ -45,6 +45,14 @@ pub struct Settings {
     /// The pod network's backend (the agents' overlay): vxlan or host-gw.
     #[serde(default = "default_backend")]
     pub backend: String,
+    /// Where the pod network's leases live: `file` (a directory) or `etcd`
+    /// (a real etcd in the control-plane namespace).
+    #[serde(default = "default_lease_store")]
+    pub lease_store: String,
+}
+
+fn default_lease_store() -> String {
+    "file".into()
 }
 
 fn default_backend() -> String {
@@ -67,6 +75,7 @@ impl Default for Settings {
             default_nodes: 2,
             proxy_mode: default_proxy_mode(),
             backend: default_backend(),
+            lease_store: default_lease_store(),
         }
     }
 }
