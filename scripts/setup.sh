@@ -53,6 +53,7 @@ bridge                    iproute2          tests
 kubectl                   kubernetes-client tests
 etcd                      etcd-server       tests lab
 etcdctl                   etcd-client       tests lab
+tcpdump                   tcpdump           tests
 TOOLS
 )
 # The package of every listed program that is not on PATH yet (a program

@@ -28,6 +28,27 @@ fn pod_ip(lab: &Lab, name: &str) -> String {
     lab.pods(name)[0]["ip"].as_str().unwrap().to_string()
 }
 
+/// What tcpdump sees on the node network (the switch's bridge) while
+/// `traffic` runs: at most `count` packets matching `filter`, within 10 s.
+fn capture(lab: &Lab, filter: &str, count: usize, traffic: impl FnOnce()) -> String {
+    let switch = format!("ferry.{}.switch", lab.name);
+    let child = Command::new("ip")
+        .args([
+            "netns", "exec", &switch, "timeout", "10", "tcpdump", "-i", "br0", "-n", "-l",
+        ])
+        .args(["-c", &count.to_string()])
+        .args(filter.split(' '))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // tcpdump says "listening on br0" once its capture is open.
+    std::thread::sleep(Duration::from_millis(500));
+    traffic();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Sends `bytes` to a pod's TCP echo port from `from` and counts what
 /// comes back (both ways at once, so full-size segments cross the tunnel).
 fn echo_bulk(lab: &Lab, from: &str, to_ip: &str, bytes: usize) -> String {
@@ -127,6 +148,19 @@ fn pods_on_different_nodes_talk_through_flannel_1_as_flannel_programs_it() {
             .unwrap()
             .starts_with(&format!("{a}:")),
         "{answer}"
+    );
+    // On the node network the pods' packets are VXLAN: UDP to port 8472
+    // between the node IPs, never the pod addresses.
+    let node1_ip = lab.node_ip("node-1");
+    let seen = capture(&lab, "udp port 8472", 4, || {
+        lab.exec_ok(
+            "pod/net/a",
+            &["curl", "-sS", "-m", "3", &format!("http://{b}:8080/")],
+        );
+    });
+    assert!(
+        seen.contains(&format!("{node1_ip}.")) && seen.contains(&format!("{node2_ip}.8472: ")),
+        "node-1 to node-2's port 8472: {seen}"
     );
     let pod_link = lab.exec_ok("pod/net/a", &["ip", "link", "show", "eth0"]);
     assert!(pod_link.contains("mtu 1450"), "{pod_link}");
@@ -242,6 +276,17 @@ fn host_gw_routes_pod_subnets_via_the_node_ips() {
         "{answer}"
     );
     assert_eq!(echo_bulk(&lab, "pod/net/a", &c, 1_000_000), "1000000");
+    // On the node network the pods' own addresses, no tunnel.
+    let seen = capture(&lab, &format!("tcp and host {c}"), 2, || {
+        lab.exec_ok(
+            "pod/net/a",
+            &["curl", "-sS", "-m", "3", &format!("http://{c}:8080/")],
+        );
+    });
+    assert!(
+        seen.contains(&format!("{a}.")) && seen.contains(&format!("{c}.8080")),
+        "{seen}"
+    );
 }
 
 #[test]
@@ -253,6 +298,7 @@ fn a_removed_node_loses_its_lease_and_the_others_drop_its_routes() {
     let n1 = node_ns(&lab, "node-1");
     let lease = format!("/run/ferry/labs/{}/leases/subnets/10.30.3.0-24", lab.name);
     assert!(std::path::Path::new(&lease).exists());
+    let node3_ip = lab.node_ip("node-3");
     assert!(ip_in(&n1, &["route", "show", "10.30.3.0/24"]).contains("flannel.1"));
     lab.ok(&["delete", "node/node-3"]);
     lab.wait("node-3's lease deleted", Duration::from_secs(10), |_| {
@@ -269,6 +315,15 @@ fn a_removed_node_loses_its_lease_and_the_others_drop_its_routes() {
     );
     let neigh = ip_in(&n1, &["neigh", "show", "dev", "flannel.1"]);
     assert!(!neigh.contains("10.30.3.0"), "{neigh}");
+    let fdb = Command::new("bridge")
+        .args(["-n", &n1, "fdb", "show", "dev", "flannel.1"])
+        .output()
+        .unwrap();
+    assert!(
+        !text(&fdb).contains(&node3_ip),
+        "no FDB entry to node-3: {}",
+        text(&fdb)
+    );
     // The rest of the pod network is untouched.
     let b = pod_ip(&lab, "b");
     let answer = json(&lab.exec_ok(
@@ -465,6 +520,44 @@ fn leases_in_a_real_etcd_follow_flannels_keys_and_a_flannel_nodes_lease_is_follo
         "{}",
         text(&fdb)
     );
+    // etcd stops answering: the pod network keeps forwarding with what it
+    // has; when etcd is back, the agents follow new leases again.
+    let etcd_pid = Command::new("ip")
+        .args(["netns", "pids", &format!("ferry.{}.cp", lab.name)])
+        .output()
+        .unwrap();
+    let etcd_pid = String::from_utf8_lossy(&etcd_pid.stdout)
+        .lines()
+        .find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "etcd")
+        })
+        .unwrap()
+        .to_string();
+    let _ = Command::new("kill").args(["-STOP", &etcd_pid]).output();
+    std::thread::sleep(Duration::from_secs(3));
+    let still = lab.exec(
+        "pod/net/a",
+        &["curl", "-sS", "-m", "3", &format!("http://{b}:8080/")],
+    );
+    let _ = Command::new("kill").args(["-CONT", &etcd_pid]).output();
+    assert!(
+        still.status.success(),
+        "forwarding while etcd is down: {}",
+        text(&still)
+    );
+    etcdctl(
+        &lab,
+        &[
+            "put",
+            "/coreos.com/network/subnets/10.30.8.0-24",
+            r#"{"PublicIP":"172.18.0.98","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"0a:0b:0c:0d:0e:08"}}"#,
+        ],
+    );
+    lab.wait(
+        "node-1 follows leases again after etcd is back",
+        Duration::from_secs(15),
+        |_| ip_in(&n1, &["route", "show", "10.30.8.0/24"]).contains("flannel.1"),
+    );
     // A removed node's key goes, and the others drop its route.
     lab.ok(&["delete", "node/node-3"]);
     lab.wait("node-3's key deleted", Duration::from_secs(10), |lab| {
@@ -486,6 +579,96 @@ fn leases_in_a_real_etcd_follow_flannels_keys_and_a_flannel_nodes_lease_is_follo
             ip_in(&n1, &["route", "show", "10.30.3.0/24"])
                 .trim()
                 .is_empty()
+        },
+    );
+}
+
+#[test]
+fn a_node_added_to_a_running_lab_is_routed_from_every_other_node_within_a_second() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::up("e2ead", &[&fixture("lab-three-nodes.yaml")], &[]);
+    let more = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        more.path(),
+        "apiVersion: v1\nkind: Node\nmetadata: {name: node-4}\nspec: {podCIDR: 10.30.4.0/24}\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata: {name: d, namespace: net}\nspec:\n  nodeName: node-4\n  terminationGracePeriodSeconds: 0\n  containers:\n  - {name: echo, image: ferry-echo, ports: [{name: http, containerPort: 8080}]}\n",
+    )
+    .unwrap();
+    lab.ok(&["apply", more.path().to_str().unwrap()]);
+    // From the moment node-4 holds its lease, every other node routes its
+    // subnet within a second.
+    let lease = format!("/run/ferry/labs/{}/leases/subnets/10.30.4.0-24", lab.name);
+    lab.wait("node-4's lease", Duration::from_secs(15), |_| {
+        std::path::Path::new(&lease).exists()
+    });
+    let leased = std::time::Instant::now();
+    for node in ["node-1", "node-2", "node-3"] {
+        let ns = node_ns(&lab, node);
+        while !ip_in(&ns, &["route", "show", "10.30.4.0/24"]).contains("flannel.1") {
+            assert!(
+                leased.elapsed() < Duration::from_secs(1),
+                "{node} has no route to node-4's subnet a second after its lease"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    // And the pods on every node reach the new node's pod.
+    lab.wait("pod d runs", Duration::from_secs(15), |lab| {
+        lab.pods("d").first().is_some_and(|p| p["ready"] == true)
+    });
+    let d = pod_ip(&lab, "d");
+    for from in ["pod/net/a", "pod/net/b", "pod/net/c"] {
+        let answer = json(&lab.exec_ok(
+            from,
+            &["curl", "-sS", "-m", "3", &format!("http://{d}:8080/")],
+        ));
+        assert_eq!(answer["node"], "node-4", "{from}");
+    }
+}
+
+#[test]
+fn an_agent_restarted_keeps_its_subnet_and_mac_even_when_its_device_is_gone() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::up("e2ers", &[&fixture("lab-three-nodes.yaml")], &[]);
+    let n1 = node_ns(&lab, "node-1");
+    let mac = |ns: &str| {
+        ip_in(ns, &["link", "show", "flannel.1"])
+            .split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .map(str::to_string)
+    };
+    let before = mac(&n1).unwrap();
+    let env_file = format!("/run/ferry/labs/{}/nodes/node-1/subnet.env", lab.name);
+    let env_before = std::fs::read_to_string(&env_file).unwrap();
+    // The device goes, and the agent with it (kill -9): the lab starts it again.
+    ip_in(&n1, &["link", "del", "flannel.1"]);
+    let pid = lab.status()["nodes"][0]["agent_pid"].as_u64().unwrap();
+    let _ = Command::new("kill").args(["-9", &pid.to_string()]).output();
+    lab.wait("flannel.1 is back", Duration::from_secs(20), |_| {
+        Command::new("ip")
+            .args(["-n", &n1, "link", "show", "flannel.1"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    assert_eq!(mac(&n1).unwrap(), before, "the same MAC after a restart");
+    assert_eq!(std::fs::read_to_string(&env_file).unwrap(), env_before);
+    // node-2's FDB entry for node-1 still names the right MAC: traffic flows.
+    let a = pod_ip(&lab, "a");
+    lab.wait(
+        "pod b reaches pod a again",
+        Duration::from_secs(10),
+        |lab| {
+            lab.exec(
+                "pod/net/b",
+                &["curl", "-sS", "-m", "1", &format!("http://{a}:8080/")],
+            )
+            .status
+            .success()
         },
     );
 }

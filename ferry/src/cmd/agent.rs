@@ -142,7 +142,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             public_ip: args.public_ip,
             subnet_file: args.subnet_file.clone(),
             ip_masq: args.ip_masq,
-            poll: std::time::Duration::from_secs(1),
+            poll: std::time::Duration::from_millis(200),
         });
     if args.components.contains(&ferry_agent::Component::Overlay) && overlay.is_none() {
         anyhow::bail!("--components overlay needs --lease-store (e.g. file:/var/lib/ferry/leases)");
