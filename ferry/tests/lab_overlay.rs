@@ -672,3 +672,41 @@ fn an_agent_restarted_keeps_its_subnet_and_mac_even_when_its_device_is_gone() {
         },
     );
 }
+
+#[test]
+fn a_node_removed_while_an_agent_was_down_leaves_no_route_once_it_is_back() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::up("e2esw", &[&fixture("lab-three-nodes.yaml")], &[]);
+    let n1 = node_ns(&lab, "node-1");
+    let pid = lab.status()["nodes"][0]["agent_pid"]
+        .as_u64()
+        .unwrap()
+        .to_string();
+    let _ = Command::new("kill").args(["-STOP", &pid]).output();
+    lab.ok(&["delete", "node/node-3"]);
+    let lease = format!("/run/ferry/labs/{}/leases/subnets/10.30.3.0-24", lab.name);
+    lab.wait("node-3's lease deleted", Duration::from_secs(10), |_| {
+        !std::path::Path::new(&lease).exists()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        ip_in(&n1, &["route", "show", "10.30.3.0/24"]).contains("flannel.1"),
+        "node-1's agent is stopped: its route is still there"
+    );
+    // The agent dies while stopped; the lab starts it again.
+    let _ = Command::new("kill").args(["-9", &pid]).output();
+    lab.wait(
+        "the new agent sweeps the stale route",
+        Duration::from_secs(20),
+        |_| {
+            ip_in(&n1, &["route", "show", "10.30.3.0/24"])
+                .trim()
+                .is_empty()
+        },
+    );
+    let neigh = ip_in(&n1, &["neigh", "show", "dev", "flannel.1"]);
+    assert!(!neigh.contains("10.30.3.0"), "{neigh}");
+    assert!(ip_in(&n1, &["route", "show", "10.30.2.0/24"]).contains("flannel.1"));
+}

@@ -248,6 +248,10 @@ struct Node {
     renewed: Instant,
     reported_skips: Vec<(Ipv4Net, String)>,
     forward_checked: Option<Instant>,
+    /// Peer routes found at start (an earlier run's), swept once the
+    /// first leases are known: a node removed while this agent was down
+    /// leaves nothing behind.
+    leftovers: Option<Vec<(Ipv4Net, Option<Ipv4Addr>)>>,
 }
 
 /// How often the iptables FORWARD policy is looked at again (flannel: 5 s).
@@ -294,6 +298,9 @@ async fn set_up(
             ip_masq: config.ip_masq,
         },
     )?;
+    let device_existed = vxlan::link_index(handle, &format!("flannel.{}", network.backend.vni))
+        .await?
+        .is_some();
     let device = if kind == peers::VXLAN {
         Some(
             vxlan::ensure_device(
@@ -325,7 +332,22 @@ async fn set_up(
         mtu,
         "pod network: lease taken, backend ready"
     );
+    // What an earlier run programmed: routes on the device (VXLAN) or
+    // via peers on the underlay into the pod network (host-gw, DirectRouting).
+    let mut leftovers = Vec::new();
+    if let Some(dev) = device.as_ref().filter(|_| device_existed) {
+        leftovers.extend(underlay::routes_via(handle, dev.index).await?);
+    }
+    leftovers.extend(
+        underlay::routes_via(handle, underlay.index)
+            .await?
+            .into_iter()
+            .filter(|(net, gw)| {
+                gw.is_some() && network.network.contains(net) && *net != lease.subnet
+            }),
+    );
     Ok(Node {
+        leftovers: Some(leftovers),
         config,
         network,
         store,
@@ -400,6 +422,9 @@ impl Node {
             }
             self.reported_skips = wanted.skipped.clone();
         }
+        if let Some(leftovers) = self.leftovers.take() {
+            self.sweep(handle, leftovers, &wanted.routes).await;
+        }
         let (remove, add) = peers::diff(&self.programmed, &wanted.routes);
         for (subnet, route) in remove {
             self.unprogram(handle, subnet, &route).await?;
@@ -412,6 +437,32 @@ impl Node {
             self.programmed.insert(subnet, route);
         }
         Ok(())
+    }
+
+    /// Removes an earlier run's routes (and VXLAN neighbours) to subnets
+    /// no lease holds now; the wanted ones are programmed over anyway.
+    async fn sweep(
+        &self,
+        handle: &Handle,
+        leftovers: Vec<(Ipv4Net, Option<Ipv4Addr>)>,
+        wanted: &BTreeMap<Ipv4Net, PeerRoute>,
+    ) {
+        for (subnet, gateway) in leftovers {
+            if wanted.contains_key(&subnet) || subnet == self.lease.subnet {
+                continue;
+            }
+            let result = match (&self.device, gateway) {
+                (Some(dev), Some(gw)) if gw == subnet.network() => {
+                    vxlan::remove_stale(handle, dev, subnet).await
+                }
+                (_, Some(via)) => underlay::remove_route(handle, &self.underlay, subnet, via).await,
+                _ => Ok(()),
+            };
+            match result {
+                Ok(()) => tracing::info!(%subnet, "stale peer route removed (its lease is gone)"),
+                Err(e) => tracing::warn!(%subnet, error = %e, "cannot remove a stale peer route"),
+            }
+        }
     }
 
     fn device(&self, subnet: Ipv4Net) -> Result<&VxlanDevice, OverlayError> {

@@ -157,6 +157,39 @@ pub async fn choose(
     })
 }
 
+/// The IPv4 routes of the main table out of interface `index`:
+/// destination and gateway (what an earlier run may have left).
+pub async fn routes_via(
+    handle: &Handle,
+    index: u32,
+) -> Result<Vec<(Ipv4Net, Option<Ipv4Addr>)>, VxlanError> {
+    use rtnetlink::packet_route::route::RouteAddress;
+    let request = rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new().build();
+    let mut routes = handle.route().get(request).execute();
+    let mut out = Vec::new();
+    while let Some(route) = routes.try_next().await.map_err(nl("reading the routes"))? {
+        if route.header.table != rtnetlink::packet_route::route::RouteHeader::RT_TABLE_MAIN {
+            continue;
+        }
+        let (mut dst, mut gw, mut oif) = (None, None, None);
+        for attr in &route.attributes {
+            match attr {
+                RouteAttribute::Destination(RouteAddress::Inet(a)) => dst = Some(*a),
+                RouteAttribute::Gateway(RouteAddress::Inet(a)) => gw = Some(*a),
+                RouteAttribute::Oif(i) => oif = Some(*i),
+                _ => {}
+            }
+        }
+        if oif == Some(index)
+            && let Some(d) = dst
+            && let Ok(net) = Ipv4Net::new(d, route.header.destination_prefix_length)
+        {
+            out.push((net, gw));
+        }
+    }
+    Ok(out)
+}
+
 fn plain_route(underlay: &Underlay, subnet: Ipv4Net, via: Ipv4Addr) -> RouteMessage {
     rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new()
         .destination_prefix(subnet.network(), subnet.prefix_len())

@@ -242,6 +242,32 @@ pub async fn remove_peer(
     )
 }
 
+/// Removes the route and neighbour an earlier run left for `subnet`
+/// whose lease (and so VTEP MAC) is no longer known; its FDB entry, if
+/// any, points nowhere once nothing routes to its MAC.
+pub async fn remove_stale(
+    handle: &Handle,
+    dev: &VxlanDevice,
+    subnet: Ipv4Net,
+) -> Result<(), VxlanError> {
+    let gone = |r: Result<(), rtnetlink::Error>, what: String| match r {
+        Err(rtnetlink::Error::NetlinkError(e)) if matches!(e.raw_code(), -2 | -3) => Ok(()),
+        other => other.map_err(nl(what)),
+    };
+    gone(
+        handle.route().del(route(dev, subnet)).execute().await,
+        format!("deleting the stale route to {subnet}"),
+    )?;
+    let mut neigh = handle
+        .neighbours()
+        .add(dev.index, IpAddr::V4(subnet.network()));
+    let neigh = neigh.message_mut().clone();
+    gone(
+        handle.neighbours().del(neigh).execute().await,
+        format!("deleting the stale neighbour of {subnet}"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
