@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ferry_model::{ClusterState, Kind, Object};
@@ -31,6 +32,7 @@ use tokio::sync::watch;
 
 use crate::config::NetworkConfig;
 use crate::etcd::{EtcdOptions, EtcdStore, PeerFollower};
+use crate::kube_store::{KubeStore, NodeAnnotator};
 use crate::lease::{BackendData, Lease, LeaseAttrs};
 use crate::peers::{self, PeerRoute};
 use crate::store::{FileStore, LEASE_TTL, LeaseStore, StoreError, acquire};
@@ -45,6 +47,10 @@ pub enum StoreSpec {
     File(PathBuf),
     /// `etcd:URL[,URL...]`: flannel's keys in etcd (`--etcd-prefix`).
     Etcd(EtcdOptions),
+    /// `kube`: on the Nodes (podCIDR + flannel's annotations), with
+    /// flannel's net-conf.json for the network config; needs the API
+    /// source (its annotator writes the Node).
+    Kube { net_conf: PathBuf },
 }
 
 impl FromStr for StoreSpec {
@@ -56,10 +62,26 @@ impl FromStr for StoreSpec {
             Some(("etcd", urls)) if !urls.is_empty() => Ok(StoreSpec::Etcd(EtcdOptions::new(
                 urls.split(',').map(str::to_string).collect(),
             ))),
+            None if s == "kube" => Ok(StoreSpec::Kube {
+                net_conf: DEFAULT_NET_CONF.into(),
+            }),
             _ => Err(format!(
-                "{s:?}: a lease store is file:DIR or etcd:http://HOST:2379[,...]"
+                "{s:?}: a lease store is file:DIR, etcd:http://HOST:2379[,...] or kube"
             )),
         }
+    }
+}
+
+/// flanneld's `--net-config-path` default (the kube-flannel-cfg ConfigMap).
+pub const DEFAULT_NET_CONF: &str = "/etc/kube-flannel/net-conf.json";
+
+/// The API source's Node writer, for the Kubernetes lease store.
+#[derive(Clone)]
+pub struct Annotator(pub Arc<dyn NodeAnnotator>);
+
+impl std::fmt::Debug for Annotator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Annotator")
     }
 }
 
@@ -78,6 +100,8 @@ pub struct OverlayConfig {
     pub ip_masq: bool,
     /// How often the leases are read again.
     pub poll: Duration,
+    /// Writes this Node's annotations (the Kubernetes lease store only).
+    pub annotator: Option<Annotator>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +128,10 @@ pub enum OverlayError {
     Backend(String),
     #[error("the overlay's thread: {0}")]
     Thread(String),
+    #[error(
+        "--lease-store kube needs the Kubernetes API source (--source kube): leases live on the Nodes"
+    )]
+    NoAnnotator,
 }
 
 /// A started overlay.
@@ -147,20 +175,40 @@ pub fn node_pod_cidr(state: &ClusterState, node: &str) -> Result<Option<Ipv4Net>
     Ok(None)
 }
 
-fn open_store(spec: &StoreSpec) -> Result<Box<dyn LeaseStore + Send>, OverlayError> {
-    Ok(match spec {
+fn open_store(
+    config: &OverlayConfig,
+    state: &Arc<Mutex<ClusterState>>,
+) -> Result<Box<dyn LeaseStore + Send>, OverlayError> {
+    Ok(match &config.store {
         StoreSpec::File(dir) => Box::new(FileStore::new(dir)),
         StoreSpec::Etcd(options) => Box::new(EtcdStore::new(options)?),
+        StoreSpec::Kube { net_conf } => Box::new(KubeStore {
+            node: config.node.clone(),
+            net_conf: net_conf.clone(),
+            annotator: config
+                .annotator
+                .as_ref()
+                .map(|a| a.0.clone())
+                .ok_or(OverlayError::NoAnnotator)?,
+            state: state.clone(),
+        }),
     })
 }
 
 /// Follows the store's leases on a thread of its own and publishes the
 /// whole set when it changes: etcd by its watch (a request waits up to
 /// 10 s for a change), the file store by reading it every `poll`.
+/// The publisher for leases read from the cluster state (the Kubernetes
+/// store): the component sends each new state's Node leases.
+type StateLeases = Option<watch::Sender<Option<Vec<Lease>>>>;
+
+/// The leases as they change (None until first read).
+type LeaseFeed = watch::Receiver<Option<Vec<Lease>>>;
+
 fn follow_leases(
     spec: &StoreSpec,
     poll: Duration,
-) -> Result<watch::Receiver<Option<Vec<Lease>>>, OverlayError> {
+) -> Result<(LeaseFeed, StateLeases), OverlayError> {
     let (tx, rx) = watch::channel(None);
     let publish = move |tx: &watch::Sender<Option<Vec<Lease>>>, leases: Vec<Lease>| {
         tx.send_if_modified(|old| {
@@ -218,8 +266,9 @@ fn follow_leases(
                 })
                 .map_err(|e| OverlayError::Thread(e.to_string()))?;
         }
+        StoreSpec::Kube { .. } => return Ok((rx, Some(tx))),
     }
-    Ok(rx)
+    Ok((rx, None))
 }
 
 fn write_subnet_env(path: &PathBuf, env: &SubnetEnv) -> Result<(), OverlayError> {
@@ -252,6 +301,8 @@ struct Node {
     /// first leases are known: a node removed while this agent was down
     /// leaves nothing behind.
     leftovers: Option<Vec<(Ipv4Net, Option<Ipv4Addr>)>>,
+    /// The newest state, for the Kubernetes lease store.
+    state: Arc<Mutex<ClusterState>>,
 }
 
 /// How often the iptables FORWARD policy is looked at again (flannel: 5 s).
@@ -263,7 +314,8 @@ async fn set_up(
     state: &ClusterState,
 ) -> Result<Node, OverlayError> {
     let pod_cidr = node_pod_cidr(state, &config.node)?;
-    let store = open_store(&config.store)?;
+    let shared_state = Arc::new(Mutex::new(state.clone()));
+    let store = open_store(&config, &shared_state)?;
     let network = store.config()?;
     let kind = network.backend.kind.as_str();
     if kind != peers::VXLAN && kind != peers::HOST_GW {
@@ -347,6 +399,7 @@ async fn set_up(
             }),
     );
     Ok(Node {
+        state: shared_state,
         leftovers: Some(leftovers),
         config,
         network,
@@ -573,13 +626,17 @@ pub fn start(config: OverlayConfig, mut follower: Follower) -> Result<OverlayHan
                 else {
                     return;
                 };
-                let mut leases = match follow_leases(&config.store, poll) {
-                    Ok(rx) => rx,
+                let (mut leases, from_state) = match follow_leases(&config.store, poll) {
+                    Ok(pair) => pair,
                     Err(e) => {
                         tracing::error!(error = %e, "pod network: cannot follow the leases; the overlay is off");
                         return;
                     }
                 };
+                if let Some(tx) = &from_state {
+                    let state = node.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    tx.send_replace(Some(crate::kube::node_leases(&state)));
+                }
                 // Renewal and the FORWARD check are due on this clock too.
                 let mut ticker = tokio::time::interval(FORWARD_CHECK);
                 loop {
@@ -597,6 +654,10 @@ pub fn start(config: OverlayConfig, mut follower: Follower) -> Result<OverlayHan
                         next = follower.next() => match next {
                             Some(s) => {
                                 version = s.state.version();
+                                *node.state.lock().unwrap_or_else(|p| p.into_inner()) = s.state.clone();
+                                if let Some(tx) = &from_state {
+                                    tx.send_replace(Some(crate::kube::node_leases(&s.state)));
+                                }
                                 if let Ok(cidr) = node_pod_cidr(&s.state, &node.config.node)
                                     && cidr.is_some()
                                     && cidr != node.pod_cidr

@@ -4,10 +4,11 @@
 //!
 //! - Pure, what a ferry node and a flannel node must agree on byte for
 //!   byte: `config` (the network config), `lease` (keys and values),
-//!   `alloc` (which subnet), `subnet_env`, `kube` (Node annotations), and
+//!   `alloc` (which subnet), `subnet_env`, `kube` (reading Node annotations), and
 //!   `peers` (which route to each other subnet).
 //! - Files: `store` (the lease stores behind one trait, and taking a lease).
 //! - Sockets: `etcd` (flannel's keys in etcd, over etcd's JSON gateway).
+//! - The API, through the source: `kube_store` (leases on Nodes).
 //! - Kernel: `underlay` (interface, public IP, plain routes), `vxlan`
 //!   (device, neighbours, FDB, routes), `masquerade` (nftables),
 //!   `forward` (iptables FORWARD accept where the policy is DROP).
@@ -19,6 +20,7 @@ pub mod config;
 pub mod etcd;
 pub mod forward;
 pub mod kube;
+pub mod kube_store;
 pub mod lease;
 pub mod masquerade;
 pub mod peers;

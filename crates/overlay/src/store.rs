@@ -36,6 +36,8 @@ pub enum StoreError {
     },
     #[error(transparent)]
     Alloc(#[from] AllocError),
+    #[error("the API: {0}")]
+    Api(String),
     #[error("could not take a subnet after {0} tries (other nodes kept taking the chosen ones)")]
     Contended(usize),
     #[error(transparent)]

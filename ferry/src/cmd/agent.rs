@@ -83,6 +83,10 @@ pub struct Args {
     /// --etcd-endpoints).
     #[arg(long)]
     lease_store: Option<ferry_overlay::component::StoreSpec>,
+    /// flannel's network config file for --lease-store kube, as flanneld's
+    /// --net-config-path (the kube-flannel-cfg ConfigMap's net-conf.json).
+    #[arg(long, default_value = ferry_overlay::component::DEFAULT_NET_CONF)]
+    net_config_path: std::path::PathBuf,
     /// The etcd key prefix, as flanneld's --etcd-prefix.
     #[arg(long, default_value = ferry_overlay::etcd::DEFAULT_PREFIX)]
     etcd_prefix: String,
@@ -130,8 +134,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .lease_store
         .clone()
         .map(|mut store| {
-            if let ferry_overlay::component::StoreSpec::Etcd(o) = &mut store {
-                o.prefix = args.etcd_prefix.clone();
+            match &mut store {
+                ferry_overlay::component::StoreSpec::Etcd(o) => o.prefix = args.etcd_prefix.clone(),
+                ferry_overlay::component::StoreSpec::Kube { net_conf } => {
+                    *net_conf = args.net_config_path.clone()
+                }
+                ferry_overlay::component::StoreSpec::File(_) => {}
             }
             store
         })
@@ -143,6 +151,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             subnet_file: args.subnet_file.clone(),
             ip_masq: args.ip_masq,
             poll: std::time::Duration::from_millis(200),
+            // Set by the agent from the API source (--lease-store kube).
+            annotator: None,
         });
     if args.components.contains(&ferry_agent::Component::Overlay) && overlay.is_none() {
         anyhow::bail!("--components overlay needs --lease-store (e.g. file:/var/lib/ferry/leases)");
