@@ -17,7 +17,15 @@ const PREFIX: &str = "/coreos.com/network";
 
 pub(crate) enum LabLeases {
     File(FileStore),
-    Etcd { ns: String, endpoint: String },
+    Etcd {
+        ns: String,
+        endpoint: String,
+    },
+    /// On the Nodes: only the network config is the administrator's
+    /// (flannel's net-conf.json); a removed Node takes its lease with it.
+    Kube {
+        net_conf: std::path::PathBuf,
+    },
 }
 
 fn etcdctl(ns: &str, endpoint: &str, args: &[&str]) -> Result<String, LabError> {
@@ -51,6 +59,12 @@ impl LabLeases {
             LabLeases::Etcd { ns, endpoint } => {
                 etcdctl(ns, endpoint, &["put", &format!("{PREFIX}/config"), json]).map(drop)
             }
+            LabLeases::Kube { net_conf } => {
+                let tmp = net_conf.with_extension("tmp");
+                std::fs::write(&tmp, json)
+                    .and_then(|()| std::fs::rename(&tmp, net_conf))
+                    .map_err(LabError::io(net_conf))
+            }
         }
     }
 
@@ -68,6 +82,7 @@ impl LabLeases {
                 ],
             )
             .map(drop),
+            LabLeases::Kube { .. } => Ok(()),
         }
     }
 

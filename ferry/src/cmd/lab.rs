@@ -97,14 +97,23 @@ struct UpArgs {
     backend: String,
     /// Where the pod network's leases live: file (a directory) or etcd (a
     /// real etcd, Debian's etcd-server, in the control-plane namespace).
-    #[arg(long, default_value = "file", value_parser = ["file", "etcd"])]
+    #[arg(long, default_value = "file", value_parser = ["file", "etcd", "kube"])]
     lease_store: String,
+    /// Where the agents read the cluster: manifests (the files the lab
+    /// writes) or kube (the lab's API server, through a kubeconfig).
+    #[arg(long, default_value = "manifests", value_parser = ["manifests", "kube"])]
+    source: String,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let lab = args.lab;
     match args.command {
         LabCommand::Up(up) => {
+            if up.lease_store == "kube" && up.source != "kube" {
+                anyhow::bail!(
+                    "--lease-store kube keeps leases on the Nodes through the API: it needs --source kube"
+                );
+            }
             let settings = Settings {
                 node_cidr: up.node_cidr,
                 cluster_cidr: up.cluster_cidr,
@@ -114,6 +123,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 proxy_mode: up.proxy_mode,
                 backend: up.backend,
                 lease_store: up.lease_store,
+                source: up.source,
                 ..Settings::default()
             };
             let start = std::time::Instant::now();

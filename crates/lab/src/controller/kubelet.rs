@@ -274,6 +274,11 @@ impl Controller {
     }
 
     pub(super) fn leases(&self) -> crate::leases::LabLeases {
+        if self.settings.lease_store == "kube" {
+            return crate::leases::LabLeases::Kube {
+                net_conf: self.names.state_dir().join("net-conf.json"),
+            };
+        }
         match self.etcd_endpoint() {
             Some(endpoint) => crate::leases::LabLeases::Etcd {
                 ns: self.names.control_plane_ns(),
@@ -332,7 +337,12 @@ impl Controller {
                 "--node".into(),
                 node.name.clone(),
                 "--source".into(),
-                format!("manifests:{}", self.names.manifests_dir().display()),
+                if self.settings.source == "kube" {
+                    // The lab's API server, as a real cluster's agents use theirs.
+                    format!("kube:{}", self.names.kubeconfig().display())
+                } else {
+                    format!("manifests:{}", self.names.manifests_dir().display())
+                },
                 "--healthz-bind-address".into(),
                 "0.0.0.0:10256".into(),
                 "--metrics-bind-address".into(),
@@ -344,10 +354,17 @@ impl Controller {
                 "--components".into(),
                 "proxy,dns,overlay".into(),
                 "--lease-store".into(),
-                match self.etcd_endpoint() {
-                    Some(url) => format!("etcd:{url}"),
-                    None => format!("file:{}", self.names.leases_dir().display()),
+                match (self.settings.lease_store.as_str(), self.etcd_endpoint()) {
+                    ("kube", _) => "kube".into(),
+                    (_, Some(url)) => format!("etcd:{url}"),
+                    (_, None) => format!("file:{}", self.names.leases_dir().display()),
                 },
+                "--net-config-path".into(),
+                self.names
+                    .state_dir()
+                    .join("net-conf.json")
+                    .display()
+                    .to_string(),
                 "--subnet-file".into(),
                 self.names.subnet_file(&node.name).display().to_string(),
                 // The node's CNI config, as flannel's DaemonSet installs it.

@@ -49,6 +49,14 @@ pub struct Settings {
     /// (a real etcd in the control-plane namespace).
     #[serde(default = "default_lease_store")]
     pub lease_store: String,
+    /// Where the agents read the cluster: `manifests` (the files the lab
+    /// writes) or `kube` (the lab's API server, with a kubeconfig).
+    #[serde(default = "default_source")]
+    pub source: String,
+}
+
+fn default_source() -> String {
+    "manifests".into()
 }
 
 fn default_lease_store() -> String {
@@ -76,6 +84,7 @@ impl Default for Settings {
             proxy_mode: default_proxy_mode(),
             backend: default_backend(),
             lease_store: default_lease_store(),
+            source: default_source(),
         }
     }
 }
