@@ -29,6 +29,8 @@ pub enum SourceError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{0}: this source is started by ferry-kube, not ferry-source")]
+    NotHere(String),
     #[error("cannot start the source's thread: {0}")]
     Thread(String),
     #[error("cannot watch {path}: {source}")]
