@@ -1,4 +1,4 @@
-//! `ferry agent --node NAME --source manifests:DIR`.
+//! `ferry agent --node NAME --source manifests:DIR|kube [--kubeconfig FILE]`.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -8,21 +8,26 @@ use ferry_agent::{Config, ProxyMode, SourceSpec};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// This node's name (as in the Node objects).
-    #[arg(long, required_unless_present = "cleanup", default_value = "")]
+    /// This node's name (as in the Node objects); default: $NODE_NAME,
+    /// else the host name (lower-cased), as kube-proxy's --hostname-override.
+    #[arg(long, env = "NODE_NAME", default_value = "")]
     node: String,
     /// Which components run, comma-separated: proxy, dns (each on its own
     /// thread; the proxy also needs a --proxy-mode other than none, DNS
     /// also needs --dns-addresses other than none).
     #[arg(long, value_delimiter = ',', default_value = "proxy,dns")]
     components: Vec<ferry_agent::Component>,
-    /// Where the cluster comes from: manifests:DIR.
+    /// Where the cluster comes from: manifests:DIR, kube (the Kubernetes
+    /// API: in-cluster config, or --kubeconfig) or kube:KUBECONFIG.
     #[arg(
         long,
         required_unless_present = "cleanup",
         default_value = "manifests:/nonexistent"
     )]
     source: SourceSpec,
+    /// With --source kube: the kubeconfig to use instead of the in-cluster config.
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<std::path::PathBuf>,
     /// Health endpoints (/healthz, /readyz, /livez), as kube-proxy's --healthz-bind-address.
     #[arg(long, default_value = "0.0.0.0:10256")]
     healthz_bind_address: SocketAddr,
@@ -92,14 +97,26 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let dns = dns_config(&args)?;
+    let source = match (args.source, args.kubeconfig) {
+        (SourceSpec::Kube { kubeconfig: None }, Some(path)) => SourceSpec::Kube {
+            kubeconfig: Some(path),
+        },
+        (source, None) => source,
+        (source, Some(_)) => anyhow::bail!("--kubeconfig needs --source kube, not {source}"),
+    };
+    let node = if args.node.is_empty() {
+        hostname()?
+    } else {
+        args.node
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     let result = runtime.block_on(ferry_agent::run(Config {
-        node: args.node,
+        node,
         components: args.components,
-        source: args.source,
+        source,
         proxy_mode: args.proxy_mode,
         iptables_flavor: args.iptables_flavor,
         cluster_cidrs: args.cluster_cidr,
@@ -161,6 +178,13 @@ fn dns_config(args: &Args) -> anyhow::Result<Option<ferry_agent::DnsConfig>> {
         addresses,
         health_bind: args.dns_health_bind_address,
     }))
+}
+
+/// The host name, lower-cased, as kube-proxy takes it when no node name is given.
+fn hostname() -> anyhow::Result<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .context("no --node, no NODE_NAME, and the host name cannot be read")?;
+    Ok(name.trim().to_lowercase())
 }
 
 /// `500ms`, `1s`, `2m`.
