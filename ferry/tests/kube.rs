@@ -143,3 +143,72 @@ fn the_agent_on_the_kube_source_reports_an_outage_as_stale() {
         health(healthz).is_some_and(|b| b.get("sourceStaleSince").is_none())
     });
 }
+
+/// A network namespace of this test's own, deleted on drop (after the
+/// processes in it, which are dropped first).
+struct Netns(String);
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        let name = format!("ferry-kube-{tag}-{}", std::process::id());
+        let ok = Command::new("ip").args(["netns", "add", &name]).status().unwrap();
+        assert!(ok.success(), "ip netns add {name}");
+        let ns = Netns(name);
+        let lo = Command::new("ip")
+            .args(["-n", &ns.0, "link", "set", "lo", "up"])
+            .status()
+            .unwrap();
+        assert!(lo.success());
+        ns
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// The agent itself (node-local DNS on its dummy interface, which needs
+/// root) inside a namespace of the test's own, with the fake API server
+/// listening on that namespace's loopback.
+#[test]
+fn the_agent_on_the_kube_source_answers_dig() {
+    if !ferry_sys::testing::root_or_skip("the agent's node-local DNS")
+        || !ferry_sys::testing::have_or_skip("dig")
+        || !ferry_sys::testing::have_or_skip("ip")
+    {
+        return;
+    }
+    let ns = Netns::new("agent");
+    let server = ferry_sys::netns::in_netns(&ns.0, || fake::ApiServer::start(&cluster())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = server.kubeconfig(dir.path());
+    let child = Command::new("ip")
+        .args(["netns", "exec", &ns.0])
+        .arg(env!("CARGO_BIN_EXE_ferry"))
+        .args(["agent", "--node", "node-1", "--source", "kube", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .args(["--components", "dns", "--proxy-mode", "none"])
+        .args(["--dns-addresses", "169.254.20.10", "--dns-upstream", "none"])
+        .args(["--healthz-bind-address", "127.0.0.1:10256"])
+        .args(["--metrics-bind-address", "127.0.0.1:10249"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let running = Running(child);
+    let dig = |name: &str| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns.0, "dig", "@169.254.20.10", "+time=1", "+tries=1", "+short", name, "A"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let name = "web.demo.svc.cluster.local";
+    eventually("the agent's answer", || dig(name) == "10.96.0.10");
+    server.apply(service("10.96.0.20"));
+    eventually("the changed answer", || dig(name) == "10.96.0.20");
+    drop(running);
+    drop(server);
+}
