@@ -55,7 +55,16 @@ fn cluster() -> Vec<Value> {
 
 fn dig_short(port: u16, name: &str) -> String {
     let out = Command::new("dig")
-        .args(["@127.0.0.1", "-p", &port.to_string(), "+time=2", "+tries=1", "+short", name, "A"])
+        .args([
+            "@127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "+time=2",
+            "+tries=1",
+            "+short",
+            name,
+            "A",
+        ])
         .output()
         .expect("dig runs");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
@@ -89,16 +98,25 @@ fn ferry_dns_on_the_kube_source_answers_dig_and_follows_changes() {
         .unwrap();
     let _running = Running(child);
     let name = "web.demo.svc.cluster.local";
-    eventually("the Service's address", || dig_short(port, name) == "10.96.0.10");
+    eventually("the Service's address", || {
+        dig_short(port, name) == "10.96.0.10"
+    });
     server.apply(service("10.96.0.20"));
-    eventually("the changed address", || dig_short(port, name) == "10.96.0.20");
+    eventually("the changed address", || {
+        dig_short(port, name) == "10.96.0.20"
+    });
     server.delete("Service", "demo", "web");
     eventually("the name to go", || dig_short(port, name).is_empty());
 }
 
 fn health(port: u16) -> Option<Value> {
     let out = Command::new("curl")
-        .args(["-s", "--max-time", "2", &format!("http://127.0.0.1:{port}/healthz")])
+        .args([
+            "-s",
+            "--max-time",
+            "2",
+            &format!("http://127.0.0.1:{port}/healthz"),
+        ])
         .output()
         .ok()?;
     serde_json::from_slice(&out.stdout).ok()
@@ -116,9 +134,19 @@ fn the_agent_on_the_kube_source_reports_an_outage_as_stale() {
     let child = common::ferry()
         .args(["agent", "--source", "kube", "--kubeconfig"])
         .arg(&kubeconfig)
-        .args(["--components", "dns", "--dns-addresses", "none", "--proxy-mode", "none"])
+        .args([
+            "--components",
+            "dns",
+            "--dns-addresses",
+            "none",
+            "--proxy-mode",
+            "none",
+        ])
         .args(["--healthz-bind-address", &format!("127.0.0.1:{healthz}")])
-        .args(["--metrics-bind-address", &format!("127.0.0.1:{}", free_port())])
+        .args([
+            "--metrics-bind-address",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
         .env("NODE_NAME", "node-from-env")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -137,7 +165,12 @@ fn the_agent_on_the_kube_source_reports_an_outage_as_stale() {
     });
     let body = health(healthz).unwrap();
     assert_eq!(body["objects"], 2, "the last state keeps serving: {body}");
-    assert!(body["sourceStaleReason"].as_str().is_some_and(|r| !r.is_empty()), "{body}");
+    assert!(
+        body["sourceStaleReason"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty()),
+        "{body}"
+    );
     server.restart();
     eventually("the source in step again", || {
         health(healthz).is_some_and(|b| b.get("sourceStaleSince").is_none())
@@ -151,7 +184,10 @@ struct Netns(String);
 impl Netns {
     fn new(tag: &str) -> Netns {
         let name = format!("ferry-kube-{tag}-{}", std::process::id());
-        let ok = Command::new("ip").args(["netns", "add", &name]).status().unwrap();
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap();
         assert!(ok.success(), "ip netns add {name}");
         let ns = Netns(name);
         let lo = Command::new("ip")
@@ -187,7 +223,14 @@ fn the_agent_on_the_kube_source_answers_dig() {
     let child = Command::new("ip")
         .args(["netns", "exec", &ns.0])
         .arg(env!("CARGO_BIN_EXE_ferry"))
-        .args(["agent", "--node", "node-1", "--source", "kube", "--kubeconfig"])
+        .args([
+            "agent",
+            "--node",
+            "node-1",
+            "--source",
+            "kube",
+            "--kubeconfig",
+        ])
         .arg(&kubeconfig)
         .args(["--components", "dns", "--proxy-mode", "none"])
         .args(["--dns-addresses", "169.254.20.10", "--dns-upstream", "none"])
@@ -200,7 +243,18 @@ fn the_agent_on_the_kube_source_answers_dig() {
     let running = Running(child);
     let dig = |name: &str| {
         let out = Command::new("ip")
-            .args(["netns", "exec", &ns.0, "dig", "@169.254.20.10", "+time=1", "+tries=1", "+short", name, "A"])
+            .args([
+                "netns",
+                "exec",
+                &ns.0,
+                "dig",
+                "@169.254.20.10",
+                "+time=1",
+                "+tries=1",
+                "+short",
+                name,
+                "A",
+            ])
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).trim().to_string()

@@ -114,6 +114,9 @@ mod tests {
             ..Default::default()
         };
         strip_meta(&mut only_unread);
-        assert_eq!(only_unread.annotations, None, "an empty map is no map, as in a manifest");
+        assert_eq!(
+            only_unread.annotations, None,
+            "an empty map is no map, as in a manifest"
+        );
     }
 }

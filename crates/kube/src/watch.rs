@@ -93,7 +93,12 @@ pub(crate) fn spawn_all(client: &Client, tx: &mpsc::UnboundedSender<Report>) {
     spawn::<Pod>(client, Kind::Pod, all.clone(), tx);
     spawn::<Ingress>(client, Kind::Ingress, all.clone(), tx);
     spawn::<IngressClass>(client, Kind::IngressClass, all.clone(), tx);
-    spawn::<Secret>(client, Kind::Secret, all.clone().fields(SECRET_SELECTOR), tx);
+    spawn::<Secret>(
+        client,
+        Kind::Secret,
+        all.clone().fields(SECRET_SELECTOR),
+        tx,
+    );
     spawn::<ConfigMap>(client, Kind::ConfigMap, all.labels(CONFIG_MAP_SELECTOR), tx);
 }
 

@@ -22,9 +22,18 @@ use serde_json::Value;
 
 /// The cluster both sources read, one object per file.
 const OBJECTS: &[(&str, &str)] = &[
-    ("ns-default.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: default}\n"),
-    ("ns-demo.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: demo}\n"),
-    ("ns-ingress.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: ingress-nginx}\n"),
+    (
+        "ns-default.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: default}\n",
+    ),
+    (
+        "ns-demo.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: demo}\n",
+    ),
+    (
+        "ns-ingress.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: ingress-nginx}\n",
+    ),
     (
         "node.yaml",
         "apiVersion: v1
@@ -204,7 +213,11 @@ type Comparable = (Vec<Object>, Vec<ServiceView>, Vec<ServicePortView>);
 
 fn comparable(state: &ClusterState) -> Comparable {
     (
-        state.objects().cloned().map(without_server_fields).collect(),
+        state
+            .objects()
+            .cloned()
+            .map(without_server_fields)
+            .collect(),
         state.services().map(|s| (**s).clone()).collect(),
         state.service_ports().map(|p| (**p).clone()).collect(),
     )
@@ -233,7 +246,11 @@ fn wait_for(feed: &Feed, what: &str, done: impl Fn(&Snapshot) -> bool) -> Arc<Sn
 }
 
 /// Every change the follower sees until `done` holds, merged.
-fn follow_until(follower: &mut Follower, what: &str, done: impl Fn(&Snapshot) -> bool) -> ChangeSet {
+fn follow_until(
+    follower: &mut Follower,
+    what: &str,
+    done: impl Fn(&Snapshot) -> bool,
+) -> ChangeSet {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut merged = ChangeSet::default();
     loop {
@@ -249,7 +266,9 @@ fn follow_until(follower: &mut Follower, what: &str, done: impl Fn(&Snapshot) ->
 }
 
 fn has(s: &Snapshot, kind: ferry_model::Kind, ns: &str, name: &str) -> bool {
-    s.state.get(&ferry_model::ObjectKey::new(kind, ns, name)).is_some()
+    s.state
+        .get(&ferry_model::ObjectKey::new(kind, ns, name))
+        .is_some()
 }
 
 use ferry_model::Kind;
@@ -281,19 +300,32 @@ fn after_the_first_lists_the_state_equals_the_manifests_state() {
             o.key()
         );
     }
-    let node = first.state.get(&ferry_model::ObjectKey::new(Kind::Node, "", "node-1"));
+    let node = first
+        .state
+        .get(&ferry_model::ObjectKey::new(Kind::Node, "", "node-1"));
     assert!(
-        node.unwrap().metadata().annotations.as_ref().unwrap().contains_key("flannel.alpha.coreos.com/public-ip"),
+        node.unwrap()
+            .metadata()
+            .annotations
+            .as_ref()
+            .unwrap()
+            .contains_key("flannel.alpha.coreos.com/public-ip"),
         "annotations a component reads stay"
     );
     // Lists were paged and asked with the selectors.
     let requests = setup.server.requests();
     assert!(
-        requests.iter().any(|r| r.starts_with("/api/v1/namespaces?") && r.contains("continue=")),
+        requests
+            .iter()
+            .any(|r| r.starts_with("/api/v1/namespaces?") && r.contains("continue=")),
         "{requests:#?}"
     );
-    assert!(requests.iter().any(|r| r.starts_with("/api/v1/secrets?") && r.contains("fieldSelector=type=kubernetes.io/tls")));
-    assert!(requests.iter().any(|r| r.starts_with("/api/v1/configmaps?") && r.contains("labelSelector=app.kubernetes.io/part-of in (ferry,ingress-nginx)")));
+    assert!(
+        requests.iter().any(|r| r.starts_with("/api/v1/secrets?")
+            && r.contains("fieldSelector=type=kubernetes.io/tls"))
+    );
+    assert!(requests.iter().any(|r| r.starts_with("/api/v1/configmaps?")
+        && r.contains("labelSelector=app.kubernetes.io/part-of in (ferry,ingress-nginx)")));
     assert_eq!(setup.feed.health().stale_since, None);
 }
 
@@ -350,7 +382,9 @@ fn added_modified_and_deleted_give_the_manifests_change_sets() {
     setup.server.apply(json_of(API_SVC));
     setup.server.apply(json_of(API_SLICE));
     let got = follow_until(&mut follower, "api and its endpoints", |s| {
-        s.state.service_ports().any(|p| p.port == 9090 && !p.endpoints.is_empty())
+        s.state
+            .service_ports()
+            .any(|p| p.port == 9090 && !p.endpoints.is_empty())
     });
     assert_eq!(keys(&got), keys(&want));
 
@@ -363,7 +397,10 @@ fn added_modified_and_deleted_give_the_manifests_change_sets() {
     assert_eq!(keys(&got), keys(&want));
     assert!(!want.endpoints.is_empty());
 
-    assert_eq!(comparable(&setup.feed.latest().state), comparable(setup.manifests.state()));
+    assert_eq!(
+        comparable(&setup.feed.latest().state),
+        comparable(setup.manifests.state())
+    );
 }
 
 #[test]
@@ -373,16 +410,24 @@ fn a_bookmark_changes_nothing() {
     let first = follower.try_next().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while setup.server.open_watches() < 9 {
-        assert!(Instant::now() < deadline, "the watchers did not all connect");
+        assert!(
+            Instant::now() < deadline,
+            "the watchers did not all connect"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     setup.server.bookmark();
     std::thread::sleep(Duration::from_millis(300));
-    assert!(follower.try_next().is_none(), "a bookmark made a new state version");
+    assert!(
+        follower.try_next().is_none(),
+        "a bookmark made a new state version"
+    );
     assert_eq!(setup.feed.latest().state.version(), first.state.version());
     // The watch goes on after it.
     setup.server.apply(json_of(API_SVC));
-    wait_for(&setup.feed, "the Service after the bookmark", |s| has(s, Kind::Service, "demo", "api"));
+    wait_for(&setup.feed, "the Service after the bookmark", |s| {
+        has(s, Kind::Service, "demo", "api")
+    });
     assert_eq!(setup.feed.health().stale_since, None);
 }
 
@@ -399,8 +444,16 @@ fn gone_mid_watch_relists_to_the_servers_new_truth() {
     let changes = follow_until(&mut follower, "the relisted Services", |s| {
         has(s, Kind::Service, "demo", "api") && !has(s, Kind::Service, "demo", "web")
     });
-    assert!(changes.objects.contains(&ferry_model::ObjectKey::new(Kind::Service, "demo", "web")), "{changes:?}");
-    assert!(changes.services.iter().any(|s| &*s.name == "web"), "{changes:?}");
+    assert!(
+        changes
+            .objects
+            .contains(&ferry_model::ObjectKey::new(Kind::Service, "demo", "web")),
+        "{changes:?}"
+    );
+    assert!(
+        changes.services.iter().any(|s| &*s.name == "web"),
+        "{changes:?}"
+    );
     let lists = setup
         .server
         .requests()
@@ -409,7 +462,12 @@ fn gone_mid_watch_relists_to_the_servers_new_truth() {
         .count();
     assert!(lists >= 2, "no relist of Services");
     // Everything else is as it was.
-    assert!(has(&setup.feed.latest(), Kind::EndpointSlice, "demo", "web-abc"));
+    assert!(has(
+        &setup.feed.latest(),
+        Kind::EndpointSlice,
+        "demo",
+        "web-abc"
+    ));
 }
 
 #[test]
@@ -417,23 +475,41 @@ fn a_dropped_watch_resumes_from_its_last_version() {
     let setup = Setup::new(&[]);
     let deadline = Instant::now() + Duration::from_secs(10);
     while setup.server.open_watches() < 9 {
-        assert!(Instant::now() < deadline, "the watchers did not all connect");
+        assert!(
+            Instant::now() < deadline,
+            "the watchers did not all connect"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     setup.server.apply(json_of(WEB_PORT_81));
-    wait_for(&setup.feed, "port 81", |s| s.state.service_ports().any(|p| p.port == 81));
+    wait_for(&setup.feed, "port 81", |s| {
+        s.state.service_ports().any(|p| p.port == 81)
+    });
     let seen = setup.server.resource_version();
     setup.server.drop_watches();
     // Made while no watch may be connected: the resumed watch replays it.
     setup.server.apply(json_of(API_SVC));
-    wait_for(&setup.feed, "the Service made after the drop", |s| has(s, Kind::Service, "demo", "api"));
+    wait_for(&setup.feed, "the Service made after the drop", |s| {
+        has(s, Kind::Service, "demo", "api")
+    });
     let resumed = format!("resourceVersion={seen}");
     assert!(
-        setup.server.requests().iter().any(|r| r.starts_with("/api/v1/services?") && r.contains("watch=true") && r.contains(&resumed)),
+        setup
+            .server
+            .requests()
+            .iter()
+            .any(|r| r.starts_with("/api/v1/services?")
+                && r.contains("watch=true")
+                && r.contains(&resumed)),
         "no watch resumed from {seen}: {:#?}",
         setup.server.requests()
     );
-    let services_lists = setup.server.requests().iter().filter(|r| r.starts_with("/api/v1/services?") && !r.contains("watch=")).count();
+    let services_lists = setup
+        .server
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("/api/v1/services?") && !r.contains("watch="))
+        .count();
     assert_eq!(services_lists, 1, "a dropped watch needs no relist");
 }
 
@@ -444,7 +520,10 @@ fn an_outage_keeps_the_last_state_reports_stale_and_recovers() {
     setup.server.stop();
     let deadline = Instant::now() + Duration::from_secs(30);
     while setup.feed.health().stale_since.is_none() {
-        assert!(Instant::now() < deadline, "the source never said it was stale");
+        assert!(
+            Instant::now() < deadline,
+            "the source never said it was stale"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let health = setup.feed.health();
@@ -455,14 +534,23 @@ fn an_outage_keeps_the_last_state_reports_stale_and_recovers() {
     // Changed while down, then back with a newer resourceVersion.
     setup.server.delete("Service", "demo", "web");
     std::thread::sleep(Duration::from_secs(2));
-    assert!(setup.feed.health().stale_since.is_some(), "stale for the whole outage");
+    assert!(
+        setup.feed.health().stale_since.is_some(),
+        "stale for the whole outage"
+    );
     setup.server.restart();
-    wait_for(&setup.feed, "the Service deleted during the outage to go", |s| {
-        !has(s, Kind::Service, "demo", "web")
-    });
+    wait_for(
+        &setup.feed,
+        "the Service deleted during the outage to go",
+        |s| !has(s, Kind::Service, "demo", "web"),
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     while setup.feed.health().stale_since.is_some() {
-        assert!(Instant::now() < deadline, "still stale: {:?}", setup.feed.health());
+        assert!(
+            Instant::now() < deadline,
+            "still stale: {:?}",
+            setup.feed.health()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -487,13 +575,18 @@ fn an_invalid_object_is_reported_and_skipped() {
     let s = wait_for(&setup.feed, "the error", |s| !s.errors.is_empty());
     let text: Vec<String> = s.errors.iter().map(ToString::to_string).collect();
     assert!(
-        text.iter().any(|e| e.contains("Service demo/bad") && e.contains("spec.clusterIP")),
+        text.iter()
+            .any(|e| e.contains("Service demo/bad") && e.contains("spec.clusterIP")),
         "{text:#?}"
     );
     assert!(!has(&s, Kind::Service, "demo", "bad"));
     assert!(has(&s, Kind::Service, "demo", "web"), "the rest is kept");
     // Made valid: the error goes and the Service comes.
-    setup.server.apply(json_of(&BAD_SVC.replace("10.96.0.300", "10.96.0.30")));
-    let s = wait_for(&setup.feed, "the fixed Service", |s| has(s, Kind::Service, "demo", "bad"));
+    setup
+        .server
+        .apply(json_of(&BAD_SVC.replace("10.96.0.300", "10.96.0.30")));
+    let s = wait_for(&setup.feed, "the fixed Service", |s| {
+        has(s, Kind::Service, "demo", "bad")
+    });
     assert!(s.errors.is_empty(), "{:?}", s.errors);
 }

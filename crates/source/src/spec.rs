@@ -43,3 +43,26 @@ impl std::fmt::Display for SourceSpec {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse_and_print_back() {
+        for text in ["manifests:/etc/ferry", "kube", "kube:/root/.kube/config"] {
+            let spec: SourceSpec = text.parse().unwrap();
+            assert_eq!(spec.to_string(), text);
+        }
+        assert_eq!(
+            "kube:/k".parse::<SourceSpec>(),
+            Ok(SourceSpec::Kube {
+                kubeconfig: Some("/k".into())
+            })
+        );
+        for bad in ["kube:", "manifests:", "api", "kubernetes:/x"] {
+            let e = bad.parse::<SourceSpec>().unwrap_err();
+            assert!(e.contains("kube:KUBECONFIG"), "{e}");
+        }
+    }
+}

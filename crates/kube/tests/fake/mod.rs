@@ -133,9 +133,8 @@ impl ApiServer {
             oldest: 1000,
             ..Inner::default()
         }));
-        let listener = runtime.block_on(async {
-            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()
-        });
+        let listener =
+            runtime.block_on(async { tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap() });
         let addr = listener.local_addr().unwrap();
         let server = ApiServer {
             inner,
@@ -219,7 +218,10 @@ current-context: fake
         inner.rv += 1;
         let rv = inner.rv;
         let (_, kind, path) = resource_of(object["kind"].as_str().unwrap());
-        let ns = object["metadata"]["namespace"].as_str().unwrap_or("").to_string();
+        let ns = object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
         let name = object["metadata"]["name"].as_str().unwrap().to_string();
         let applied = object.to_string();
         let meta = object["metadata"].as_object_mut().unwrap();
@@ -386,7 +388,11 @@ struct Selector {
 impl Selector {
     fn parse(query: &BTreeMap<String, String>) -> Selector {
         let mut s = Selector::default();
-        for term in query.get("fieldSelector").into_iter().flat_map(|f| f.split(',')) {
+        for term in query
+            .get("fieldSelector")
+            .into_iter()
+            .flat_map(|f| f.split(','))
+        {
             let (k, v) = term.split_once('=').expect("field=value");
             s.fields.push((k.to_string(), v.to_string()));
         }
@@ -540,7 +546,9 @@ fn handle(inner: &Mutex<Inner>, req: &Request<hyper::body::Incoming>) -> Respons
         inner.watches.push(Watch {
             path: path.clone(),
             selector,
-            bookmarks: query.get("allowWatchBookmarks").is_some_and(|v| v == "true"),
+            bookmarks: query
+                .get("allowWatchBookmarks")
+                .is_some_and(|v| v == "true"),
             tx,
         });
     }
