@@ -154,11 +154,7 @@ impl Fold {
             document: 0,
             item: None,
             line: None,
-            object: Some(ObjectDesc {
-                kind: key.kind.to_string(),
-                namespace: key.name.namespace.to_string(),
-                name: key.name.name.to_string(),
-            }),
+            object: Some(ObjectDesc::of(key)),
             field,
         }
     }
@@ -176,13 +172,7 @@ impl Fold {
             .collect();
         let (state, changes) = self.state.apply(updates);
         self.state = state;
-        for key in changes.objects.iter().filter(|k| k.kind == Kind::Service) {
-            let svc = match self.state.get(key) {
-                Some(Object::Service(svc)) => Some(svc.as_ref()),
-                _ => None,
-            };
-            self.node_ports.update(&key.name, svc);
-        }
+        self.node_ports.follow(&self.state, &changes);
         let errors = self.errors();
         let errors_changed = self.published_errors.as_ref() != Some(&errors);
         if changes.is_empty() && !errors_changed {

@@ -179,6 +179,18 @@ impl Setup {
         }
     }
 
+    /// Until every kind's watch is open.
+    fn wait_for_watches(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.server.open_watches() < ferry_kube::watch::KINDS.len() {
+            assert!(
+                Instant::now() < deadline,
+                "the watchers did not all connect"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn file(&self, name: &str) -> PathBuf {
         self.dir.path().join("manifests").join(name)
     }
@@ -329,15 +341,11 @@ fn after_the_first_lists_the_state_equals_the_manifests_state() {
     assert_eq!(setup.feed.health().stale_since, None);
 }
 
-const WEB_PORT_81: &str = "apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: demo}
-spec:
-  clusterIP: 10.96.0.10
-  clusterIPs: [10.96.0.10]
-  selector: {app: web}
-  ports: [{name: http, port: 81, targetPort: 8080, protocol: TCP}]
-";
+/// web with its port changed from 80 to 81.
+fn web_port_81() -> String {
+    let (_, web) = OBJECTS.iter().find(|(f, _)| *f == "svc-web.yaml").unwrap();
+    web.replace("port: 80,", "port: 81,")
+}
 
 const API_SVC: &str = "apiVersion: v1
 kind: Service
@@ -368,8 +376,8 @@ fn added_modified_and_deleted_give_the_manifests_change_sets() {
     follower.try_next().expect("the first state");
 
     // MODIFIED: the Service's port.
-    let want = setup.edit_manifest("svc-web.yaml", Some(WEB_PORT_81));
-    setup.server.apply(json_of(WEB_PORT_81));
+    let want = setup.edit_manifest("svc-web.yaml", Some(&web_port_81()));
+    setup.server.apply(json_of(&web_port_81()));
     let got = follow_until(&mut follower, "port 81", |s| {
         s.state.service_ports().any(|p| p.port == 81)
     });
@@ -408,14 +416,7 @@ fn a_bookmark_changes_nothing() {
     let setup = Setup::new(&[]);
     let mut follower = setup.feed.follow();
     let first = follower.try_next().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while setup.server.open_watches() < 9 {
-        assert!(
-            Instant::now() < deadline,
-            "the watchers did not all connect"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    setup.wait_for_watches();
     setup.server.bookmark();
     std::thread::sleep(Duration::from_millis(300));
     assert!(
@@ -473,15 +474,8 @@ fn gone_mid_watch_relists_to_the_servers_new_truth() {
 #[test]
 fn a_dropped_watch_resumes_from_its_last_version() {
     let setup = Setup::new(&[]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while setup.server.open_watches() < 9 {
-        assert!(
-            Instant::now() < deadline,
-            "the watchers did not all connect"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    setup.server.apply(json_of(WEB_PORT_81));
+    setup.wait_for_watches();
+    setup.server.apply(json_of(&web_port_81()));
     wait_for(&setup.feed, "port 81", |s| {
         s.state.service_ports().any(|p| p.port == 81)
     });
