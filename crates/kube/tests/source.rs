@@ -584,3 +584,34 @@ fn an_invalid_object_is_reported_and_skipped() {
     });
     assert!(s.errors.is_empty(), "{:?}", s.errors);
 }
+
+#[test]
+fn a_burst_of_events_becomes_few_state_versions() {
+    let setup = Setup::new(&[]);
+    setup.wait_for_watches();
+    let before = setup.feed.latest().state.version();
+    const BURST: usize = 100;
+    let burst: Vec<Value> = (0..BURST)
+        .map(|i| {
+            json_of(
+                &API_SVC
+                    .replace("name: api", &format!("name: burst-{i}"))
+                    .replace("10.96.0.20", &format!("10.96.1.{}", i + 1)),
+            )
+        })
+        .collect();
+    // A millisecond apart: closer than a batch, further than a busy loop.
+    for svc in burst {
+        setup.server.apply(svc);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let after = wait_for(&setup.feed, "the burst", |s| {
+        s.state.objects_of(Kind::Service).count() == 1 + BURST
+    });
+    let versions = after.state.version() - before;
+    // One version per event would be 100; batches of 10 ms make about 11.
+    assert!(
+        versions <= 40,
+        "{BURST} events became {versions} state versions"
+    );
+}
