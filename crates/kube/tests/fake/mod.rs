@@ -51,7 +51,8 @@ use hyper::{Request, Response, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-/// Items per list page (fewer than any `limit` a client asks for).
+/// Items per list page unless [`ApiServer::set_page_size`] says otherwise
+/// (fewer than any `limit` a client asks for, so that small lists page too).
 pub const PAGE: usize = 2;
 
 type Body = BoxBody<Bytes, std::io::Error>;
@@ -108,6 +109,8 @@ struct Inner {
     watches: Vec<Watch>,
     /// While paused, changes are stored but not sent (a gap in the watch).
     paused: bool,
+    /// Items per list page at most.
+    page: usize,
     requests: Vec<String>,
 }
 
@@ -131,6 +134,7 @@ impl ApiServer {
         let inner = Arc::new(Mutex::new(Inner {
             rv: 1000,
             oldest: 1000,
+            page: PAGE,
             ..Inner::default()
         }));
         let listener =
@@ -198,6 +202,11 @@ current-context: fake
             }
         });
         self.tasks.lock().unwrap().push(accept);
+    }
+
+    /// Serves at most `n` items per list page.
+    pub fn set_page_size(&self, n: usize) {
+        self.inner.lock().unwrap().page = n;
     }
 
     /// Every request so far, as `path?query`.
@@ -498,12 +507,23 @@ fn handle(inner: &Mutex<Inner>, req: &Request<hyper::body::Incoming>) -> Respons
             }
             None => (0, inner.rv.to_string()),
         };
-        let items: Vec<Value> = inner
-            .objects
-            .get(&path)
-            .into_iter()
-            .flat_map(|m| m.values())
-            .filter(|o| selector.matches(o))
+        let limit = query
+            .get("limit")
+            .and_then(|l| l.parse::<usize>().ok())
+            .unwrap_or(usize::MAX)
+            .min(inner.page);
+        let matching = || {
+            inner
+                .objects
+                .get(&path)
+                .into_iter()
+                .flat_map(|m| m.values())
+                .filter(|o| selector.matches(o))
+        };
+        let total = matching().count();
+        let page: Vec<Value> = matching()
+            .skip(offset)
+            .take(limit)
             .cloned()
             .map(|mut o| {
                 let m = o.as_object_mut().unwrap();
@@ -512,14 +532,8 @@ fn handle(inner: &Mutex<Inner>, req: &Request<hyper::body::Incoming>) -> Respons
                 o
             })
             .collect();
-        let limit = query
-            .get("limit")
-            .and_then(|l| l.parse::<usize>().ok())
-            .unwrap_or(usize::MAX)
-            .min(PAGE);
-        let page: Vec<Value> = items.iter().skip(offset).take(limit).cloned().collect();
         let mut metadata = json!({"resourceVersion": at});
-        if offset + page.len() < items.len() {
+        if offset + page.len() < total {
             metadata["continue"] = json!(format!("{}:{at}", offset + page.len()));
         }
         return full(
