@@ -10,7 +10,7 @@ set -euo pipefail
 # the code starts a program that is not here. Columns: program, package,
 # who starts it.
 TOOLS=$(cat <<'TOOLS'
-ip                        iproute2          agent lab
+ip                        iproute2          agent lab tests
 nft                       nftables          agent
 iptables                  iptables          agent
 iptables-save             iptables          agent

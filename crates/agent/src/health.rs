@@ -57,6 +57,9 @@ pub(crate) struct Context {
     pub proxy: Option<Arc<SyncHealth>>,
     pub timeout: Duration,
     pub progress: Arc<Progress>,
+    /// Whether the source is in step (the Kubernetes API source is stale
+    /// while its watches fail; the last good state keeps being served).
+    pub source: watch::Receiver<ferry_source::SourceHealth>,
 }
 
 /// `/healthz`: the proxy's sync health and `nodeEligible`, as kube-proxy
@@ -87,6 +90,11 @@ pub(crate) async fn serve(listener: TcpListener, ctx: Context) {
                 "manifestErrors": published.snapshot.errors.len(),
                 "syncedResourceVersion": ctx.progress.synced_resource_version(),
             });
+            let source = ctx.source.borrow().clone();
+            if let Some(since) = source.stale_since {
+                body["sourceStaleSince"] = rfc3339(since).into();
+                body["sourceStaleReason"] = source.reason.unwrap_or_default().into();
+            }
             let (ok, why) = match path {
                 "/healthz" if !eligible => (false, Some("the node is being deleted".to_string())),
                 "/readyz" if !waiting.is_empty() => (

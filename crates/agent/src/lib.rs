@@ -144,6 +144,8 @@ pub enum AgentError {
     Missing(#[from] ferry_sys::MissingProgram),
     #[error("source: {0}")]
     Source(#[from] SourceError),
+    #[error("source: {0}")]
+    Kube(#[from] ferry_kube::KubeError),
     #[error("cluster DNS: {0}")]
     Dns(#[from] ferry_dns::DnsError),
     #[error("cannot start the {0} component: {1}")]
@@ -247,7 +249,7 @@ pub async fn run(mut config: Config) -> Result<(), AgentError> {
     let metrics_listener = bind(config.metrics_bind, "metrics").await?;
     // Watching starts before the first read, so a change made while the
     // components start is not lost.
-    let feed = Feed::start(
+    let feed = ferry_kube::start(
         &config.source,
         FeedOptions {
             validation: ferry_model::ValidationOptions {
@@ -326,6 +328,7 @@ pub async fn run(mut config: Config) -> Result<(), AgentError> {
             proxy: proxy_health,
             timeout: config.health_timeout,
             progress: progress.clone(),
+            source: feed.watch_health(),
         },
     ));
     tokio::spawn(metrics::serve(metrics_listener, metrics.clone()));

@@ -11,6 +11,17 @@ pub struct ObjectDesc {
     pub name: String,
 }
 
+impl ObjectDesc {
+    /// The object `key` names.
+    pub fn of(key: &crate::ObjectKey) -> ObjectDesc {
+        ObjectDesc {
+            kind: key.kind.to_string(),
+            namespace: key.name.namespace.to_string(),
+            name: key.name.name.to_string(),
+        }
+    }
+}
+
 impl fmt::Display for ObjectDesc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = if self.name.is_empty() {

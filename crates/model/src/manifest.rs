@@ -353,10 +353,5 @@ fn with_default_namespace(mut object: Object) -> Object {
 }
 
 fn desc_of(o: &Object) -> ObjectDesc {
-    let key = o.key();
-    ObjectDesc {
-        kind: key.kind.to_string(),
-        namespace: key.name.namespace.to_string(),
-        name: key.name.name.to_string(),
-    }
+    ObjectDesc::of(&o.key())
 }

@@ -82,6 +82,22 @@ impl NodePortClaims {
         Self::default()
     }
 
+    /// Records every Service `changes` names as `state` (the state those
+    /// changes led to) holds it: what a source calls after each apply.
+    pub fn follow(&mut self, state: &crate::ClusterState, changes: &crate::ChangeSet) {
+        for key in changes
+            .objects
+            .iter()
+            .filter(|k| k.kind == crate::Kind::Service)
+        {
+            let svc = match state.get(key) {
+                Some(crate::Object::Service(svc)) => Some(svc.as_ref()),
+                _ => None,
+            };
+            self.update(&key.name, svc);
+        }
+    }
+
     /// Records the current version of Service `name` (`None`: deleted). A
     /// Service first seen here (or seen again after a deletion) counts as
     /// created after every Service already known.

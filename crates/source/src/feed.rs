@@ -6,7 +6,7 @@
 //! when it lagged and missed versions. Nothing blocks on a poll.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use ferry_model::{ChangeSet, ClusterState, ValidationOptions};
 use tokio::sync::watch;
@@ -18,6 +18,49 @@ use crate::watch::ManifestWatcher;
 /// A running source; dropping every [`Follower`] and the feed stops it.
 pub struct Feed {
     rx: watch::Receiver<Arc<Snapshot>>,
+    health: watch::Receiver<SourceHealth>,
+}
+
+/// Whether the source is in step with what it watches. A stale source
+/// keeps publishing its last good state (consumers keep serving it); the
+/// agent's health endpoint shows `stale_since` and the reason. The
+/// manifests source is never stale (a file that stops parsing is an error
+/// in the snapshot, not a lost connection).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourceHealth {
+    /// When the source stopped being sure it sees every change (the first
+    /// failed request of an outage); `None` while it is in step.
+    pub stale_since: Option<SystemTime>,
+    /// Why, as the last error said it.
+    pub reason: Option<String>,
+}
+
+/// The sending half of a [`Feed`], for sources that run elsewhere (the
+/// Kubernetes API source in ferry-kube).
+pub struct Publisher {
+    snapshots: watch::Sender<Arc<Snapshot>>,
+    health: watch::Sender<SourceHealth>,
+}
+
+impl Publisher {
+    /// Publishes a new snapshot to every follower.
+    pub fn publish(&self, snapshot: Snapshot) {
+        self.snapshots.send_replace(Arc::new(snapshot));
+    }
+
+    /// Says whether the source is in step (followers are not woken).
+    pub fn set_health(&self, health: SourceHealth) {
+        self.health.send_if_modified(|h| {
+            let changed = *h != health;
+            *h = health;
+            changed
+        });
+    }
+
+    /// True once the feed and every follower are gone: the source should stop.
+    pub fn is_closed(&self) -> bool {
+        self.snapshots.is_closed()
+    }
 }
 
 /// How a source reads what it reads.
@@ -34,13 +77,15 @@ pub struct FeedOptions {
 const DEBOUNCE: Duration = Duration::from_millis(10);
 
 impl Feed {
-    /// Starts `spec`: the first state is read before this returns (errors
+    /// Starts `spec` (the Kubernetes API source is started by the
+    /// ferry-kube crate instead, which keeps kube out of this one): the first state is read before this returns (errors
     /// such as a missing directory are returned here), later ones arrive
     /// on the followers. Watching starts before the first read, so no
     /// change made meanwhile is lost.
     pub fn start(spec: &SourceSpec, options: FeedOptions) -> Result<Feed, SourceError> {
         match spec {
             SourceSpec::Manifests(dir) => Feed::manifests(std::slice::from_ref(dir), options),
+            SourceSpec::Kube { .. } => Err(SourceError::NotHere(spec.to_string())),
         }
     }
 
@@ -53,6 +98,7 @@ impl Feed {
         let (mut watcher, first) =
             ManifestWatcher::open_with(paths, options.recursive, DEBOUNCE, options.validation)?;
         let (tx, rx) = watch::channel(Arc::new(first));
+        let health = watch::channel(SourceHealth::default()).1;
         std::thread::Builder::new()
             .name("source".into())
             .spawn(move || {
@@ -74,13 +120,38 @@ impl Feed {
                 }
             })
             .map_err(|e| SourceError::Thread(e.to_string()))?;
-        Ok(Feed { rx })
+        Ok(Feed { rx, health })
     }
 
     /// A feed of fixed snapshots pushed by the caller (tests, benchmarks).
     pub fn manual(first: Snapshot) -> (watch::Sender<Arc<Snapshot>>, Feed) {
         let (tx, rx) = watch::channel(Arc::new(first));
-        (tx, Feed { rx })
+        let health = watch::channel(SourceHealth::default()).1;
+        (tx, Feed { rx, health })
+    }
+
+    /// A feed whose snapshots and health a source elsewhere publishes;
+    /// `first` is the first state every follower sees.
+    pub fn publisher(first: Snapshot) -> (Publisher, Feed) {
+        let (snapshots, rx) = watch::channel(Arc::new(first));
+        let (health, health_rx) = watch::channel(SourceHealth::default());
+        (
+            Publisher { snapshots, health },
+            Feed {
+                rx,
+                health: health_rx,
+            },
+        )
+    }
+
+    /// Whether the source is in step now.
+    pub fn health(&self) -> SourceHealth {
+        self.health.borrow().clone()
+    }
+
+    /// The source's health as it changes (for the agent's health endpoint).
+    pub fn watch_health(&self) -> watch::Receiver<SourceHealth> {
+        self.health.clone()
     }
 
     /// The newest snapshot.

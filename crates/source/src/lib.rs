@@ -4,7 +4,8 @@
 //! consumer (the agent's components, `ferry dns`, `ferry services
 //! --watch`) uses.
 //!
-//! - [`spec`]: which source (`--source manifests:DIR`).
+//! - [`spec`]: which source (`--source manifests:DIR`, `--source kube`;
+//!   the Kubernetes API source itself lives in ferry-kube).
 //! - [`snapshot`]: what a source publishes.
 //! - [`feed`]: a running source and its followers.
 //! - [`manifests`]: YAML/JSON files and directories, as `kubectl apply -f`
@@ -16,7 +17,7 @@ pub mod snapshot;
 pub mod spec;
 mod watch;
 
-pub use feed::{Feed, FeedOptions, Follower};
+pub use feed::{Feed, FeedOptions, Follower, Publisher, SourceHealth};
 pub use manifests::{ManifestSource, SourceError};
 pub use snapshot::Snapshot;
 pub use spec::SourceSpec;

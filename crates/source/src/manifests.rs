@@ -29,6 +29,8 @@ pub enum SourceError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{0}: this source is started by ferry-kube, not ferry-source")]
+    NotHere(String),
     #[error("cannot start the source's thread: {0}")]
     Thread(String),
     #[error("cannot watch {path}: {source}")]
@@ -198,13 +200,7 @@ impl ManifestSource {
             .collect();
         let (state, changes) = self.state.apply(updates);
         self.state = state;
-        for key in changes.objects.iter().filter(|k| k.kind == Kind::Service) {
-            let svc = match self.state.get(key) {
-                Some(Object::Service(svc)) => Some(svc.as_ref()),
-                _ => None,
-            };
-            self.node_ports.update(&key.name, svc);
-        }
+        self.node_ports.follow(&self.state, &changes);
         Snapshot {
             state: self.state.clone(),
             changes,
@@ -338,11 +334,7 @@ impl ManifestSource {
                     document: 0,
                     item: None,
                     line: None,
-                    object: Some(ObjectDesc {
-                        kind: key.kind.to_string(),
-                        namespace: key.name.namespace.to_string(),
-                        name: key.name.name.to_string(),
-                    }),
+                    object: Some(ObjectDesc::of(key)),
                     field: FieldError::new(
                         "metadata.name",
                         format!(
@@ -369,11 +361,7 @@ impl ManifestSource {
                 document: 0,
                 item: None,
                 line: None,
-                object: Some(ObjectDesc {
-                    kind: key.kind.to_string(),
-                    namespace: key.name.namespace.to_string(),
-                    name: key.name.name.to_string(),
-                }),
+                object: Some(ObjectDesc::of(&key)),
                 field: conflict.field,
             });
         }

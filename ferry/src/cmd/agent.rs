@@ -1,4 +1,4 @@
-//! `ferry agent --node NAME --source manifests:DIR`.
+//! `ferry agent --node NAME --source manifests:DIR|kube [--kubeconfig FILE]`.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -8,8 +8,9 @@ use ferry_agent::{Config, ProxyMode, SourceSpec};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// This node's name (as in the Node objects).
-    #[arg(long, required_unless_present = "cleanup", default_value = "")]
+    /// This node's name (as in the Node objects); default: $NODE_NAME,
+    /// else the host name (lower-cased), as kube-proxy's --hostname-override.
+    #[arg(long, env = "NODE_NAME", default_value = "")]
     node: String,
     /// Which components run, comma-separated: proxy, dns, overlay (each on
     /// its own thread; the proxy also needs a --proxy-mode other than none,
@@ -17,13 +18,17 @@ pub struct Args {
     /// --lease-store).
     #[arg(long, value_delimiter = ',', default_value = "proxy,dns")]
     components: Vec<ferry_agent::Component>,
-    /// Where the cluster comes from: manifests:DIR.
+    /// Where the cluster comes from: manifests:DIR, kube (the Kubernetes
+    /// API: in-cluster config, or --kubeconfig) or kube:KUBECONFIG.
     #[arg(
         long,
         required_unless_present = "cleanup",
         default_value = "manifests:/nonexistent"
     )]
     source: SourceSpec,
+    /// With --source kube: the kubeconfig to use instead of the in-cluster config.
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<std::path::PathBuf>,
     /// Health endpoints (/healthz, /readyz, /livez), as kube-proxy's --healthz-bind-address.
     #[arg(long, default_value = "0.0.0.0:10256")]
     healthz_bind_address: SocketAddr,
@@ -130,6 +135,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let dns = dns_config(&args)?;
+    let source = match (args.source, args.kubeconfig) {
+        (SourceSpec::Kube { kubeconfig: None }, Some(path)) => SourceSpec::Kube {
+            kubeconfig: Some(path),
+        },
+        (source, None) => source,
+        (source, Some(_)) => anyhow::bail!("--kubeconfig needs --source kube, not {source}"),
+    };
+    let node = if args.node.is_empty() {
+        hostname()?
+    } else {
+        args.node
+    };
     let overlay = args
         .lease_store
         .clone()
@@ -144,7 +161,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             store
         })
         .map(|store| ferry_overlay::component::OverlayConfig {
-            node: args.node.clone(),
+            node: node.clone(),
             store,
             iface: args.iface.clone(),
             public_ip: args.public_ip,
@@ -162,9 +179,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     let result = runtime.block_on(ferry_agent::run(Config {
-        node: args.node,
+        node,
         components: args.components,
-        source: args.source,
+        source,
         proxy_mode: args.proxy_mode,
         iptables_flavor: args.iptables_flavor,
         cluster_cidrs: args.cluster_cidr,
@@ -234,6 +251,13 @@ fn dns_config(args: &Args) -> anyhow::Result<Option<ferry_agent::DnsConfig>> {
         addresses,
         health_bind: args.dns_health_bind_address,
     }))
+}
+
+/// The host name, lower-cased, as kube-proxy takes it when no node name is given.
+fn hostname() -> anyhow::Result<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .context("no --node, no NODE_NAME, and the host name cannot be read")?;
+    Ok(name.trim().to_lowercase())
 }
 
 /// `500ms`, `1s`, `2m`.

@@ -1,5 +1,6 @@
-//! `ferry dns --source manifests:DIR --listen ADDR:PORT`: the cluster DNS
-//! server on its own, following a manifests directory.
+//! `ferry dns --source manifests:DIR|kube[:KUBECONFIG] --listen ADDR:PORT`:
+//! the cluster DNS server on its own, following a manifests directory or
+//! the Kubernetes API.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -8,11 +9,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use ferry_dns::{Config, Listener, PodMode, Server};
-use ferry_source::{Feed, FeedOptions, SourceSpec};
+use ferry_source::{FeedOptions, SourceSpec};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Where the cluster comes from: manifests:DIR (watched for changes).
+    /// Where the cluster comes from: manifests:DIR (watched for changes),
+    /// kube (in-cluster config) or kube:KUBECONFIG (the Kubernetes API).
     #[arg(long)]
     source: SourceSpec,
     /// Address to serve on, UDP and TCP (repeat for several).
@@ -79,7 +81,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let feed = Feed::start(&args.source, FeedOptions::default())
+    let feed = ferry_kube::start(&args.source, FeedOptions::default())
         .with_context(|| format!("reading {}", args.source))?;
     let mut follower = feed.follow();
     // The follower's first state: a change made meanwhile comes next.

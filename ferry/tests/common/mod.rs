@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -226,4 +226,25 @@ pub fn pod_named<'a>(pods: &'a [Value], node: &str) -> &'a Value {
     pods.iter()
         .find(|p| p["node"] == node && p["terminating"] == false)
         .unwrap_or_else(|| panic!("no pod on {node}: {pods:?}"))
+}
+
+/// A child process, killed and reaped on drop (even when a test fails).
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A loopback port free for both UDP and TCP.
+pub fn free_port() -> u16 {
+    loop {
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = u.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }

@@ -1,0 +1,51 @@
+//! The Kubernetes API source: one kube-runtime watcher per kind the data
+//! plane reads (Namespaces, Nodes, Services, EndpointSlices, Pods,
+//! Ingresses, IngressClasses, TLS Secrets, and the ConfigMaps ferry reads),
+//! folded into [`ferry_model::ClusterState`] with the manifests source's
+//! validation and published through a [`ferry_source::Feed`], so every
+//! consumer follows it exactly as it follows manifests.
+//!
+//! kube and its TLS stack are compiled here only: this is a leaf crate,
+//! used by the agent and the `ferry` binary.
+//!
+//! - [`source`]: the running source, batching and staleness.
+//! - [`watch`]: the watchers, and which objects of each kind they ask for.
+//! - [`fold`]: events into states and exact change sets (pure).
+//! - [`strip`]: what is kept of each object (pure).
+//!
+//! Objects are stored as their k8s-openapi types, minus managedFields and
+//! unread annotations; slim types holding only the fields components read
+//! come later.
+
+pub mod fold;
+pub mod source;
+pub mod strip;
+pub mod watch;
+
+use std::path::PathBuf;
+
+pub use source::start;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    #[error("kubeconfig {path}: {source}")]
+    Kubeconfig {
+        path: PathBuf,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error("no Kubernetes API configuration (in-cluster, KUBECONFIG or ~/.kube/config): {0}")]
+    Infer(#[from] kube::config::InferConfigError),
+    #[error("cannot make a client for {url}: {source}")]
+    Client {
+        url: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(transparent)]
+    Source(#[from] ferry_source::SourceError),
+    #[error("cannot start the source's thread: {0}")]
+    Thread(String),
+    #[error("the Kubernetes API source stopped before its first state")]
+    Stopped,
+}
