@@ -710,3 +710,69 @@ fn a_node_removed_while_an_agent_was_down_leaves_no_route_once_it_is_back() {
     assert!(!neigh.contains("10.30.3.0"), "{neigh}");
     assert!(ip_in(&n1, &["route", "show", "10.30.2.0/24"]).contains("flannel.1"));
 }
+
+#[test]
+fn on_the_api_source_leases_live_on_the_nodes_as_flannels_kube_subnet_manager_keeps_them() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::up(
+        "e2eks",
+        &[&fixture("lab-three-nodes.yaml")],
+        &["--source", "kube", "--lease-store", "kube"],
+    );
+    // Each agent annotated its own Node through the API source's writer.
+    let out = ferry()
+        .args([
+            "lab", "kubectl", "--lab", &lab.name, "get", "nodes", "-o", "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let nodes: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for node in nodes["items"].as_array().unwrap() {
+        let a = &node["metadata"]["annotations"];
+        let name = node["metadata"]["name"].as_str().unwrap();
+        assert_eq!(
+            a["flannel.alpha.coreos.com/kube-subnet-manager"], "true",
+            "{name}"
+        );
+        assert_eq!(
+            a["flannel.alpha.coreos.com/public-ip"],
+            lab.node_ip(name).as_str()
+        );
+        assert_eq!(a["flannel.alpha.coreos.com/backend-type"], "vxlan");
+        assert!(
+            a["flannel.alpha.coreos.com/backend-data"]
+                .as_str()
+                .unwrap()
+                .contains("VtepMAC"),
+            "{a}"
+        );
+    }
+    // The peers come from the other Nodes' annotations.
+    let n1 = node_ns(&lab, "node-1");
+    for subnet in ["10.30.2.0/24", "10.30.3.0/24"] {
+        assert!(
+            ip_in(&n1, &["route", "show", subnet]).contains("flannel.1"),
+            "{subnet}"
+        );
+    }
+    let b = pod_ip(&lab, "b");
+    let answer = json(&lab.exec_ok(
+        "pod/net/a",
+        &["curl", "-sS", "-m", "3", &format!("http://{b}:8080/")],
+    ));
+    assert_eq!(answer["node"], "node-2");
+    // A Node deleted from the API takes its lease with it.
+    lab.ok(&["delete", "node/node-3"]);
+    lab.wait(
+        "node-1 drops node-3's route",
+        Duration::from_secs(10),
+        |_| {
+            ip_in(&n1, &["route", "show", "10.30.3.0/24"])
+                .trim()
+                .is_empty()
+        },
+    );
+}

@@ -216,6 +216,19 @@ impl Config {
     }
 }
 
+/// The overlay's Node writes, through the API source's writer.
+struct NodeWriter(ferry_kube::Writer);
+
+impl ferry_overlay::kube_store::NodeAnnotator for NodeWriter {
+    fn annotate(
+        &self,
+        node: &str,
+        annotations: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), String> {
+        self.0.annotate_node(node, annotations)
+    }
+}
+
 /// Runs the agent until the process is stopped.
 pub async fn run(mut config: Config) -> Result<(), AgentError> {
     if !config.runs_proxy() {
@@ -262,7 +275,22 @@ pub async fn run(mut config: Config) -> Result<(), AgentError> {
     let progress = Arc::new(Progress::default());
     // The pod network first: pods on this node need their subnet (and
     // subnet.env) before anything else makes sense.
-    if let Some(overlay) = config.overlay.clone() {
+    if let Some(mut overlay) = config.overlay.clone() {
+        if matches!(
+            overlay.store,
+            ferry_overlay::component::StoreSpec::Kube { .. }
+        ) {
+            // Leases on Nodes: the source writes them (the one writer).
+            let SourceSpec::Kube { kubeconfig } = &config.source else {
+                return Err(AgentError::Component(
+                    "overlay",
+                    "--lease-store kube keeps leases on the Nodes through the API: it needs --source kube".into(),
+                ));
+            };
+            overlay.annotator = Some(ferry_overlay::component::Annotator(Arc::new(NodeWriter(
+                ferry_kube::Writer::new(kubeconfig.clone()),
+            ))));
+        }
         let subnet_file = overlay.subnet_file.clone();
         let handle = ferry_overlay::component::start(overlay, feed.follow())
             .map_err(|e| AgentError::Component("overlay", e.to_string()))?;

@@ -12,6 +12,8 @@
 //! - [`watch`]: the watchers, and which objects of each kind they ask for.
 //! - [`fold`]: events into states and exact change sets (pure).
 //! - [`strip`]: what is kept of each object (pure).
+//! - [`write`]: the one writer to the API (a Node's annotations for the
+//!   overlay's Kubernetes lease store).
 //!
 //! Objects are stored as their k8s-openapi types, minus managedFields and
 //! unread annotations; slim types holding only the fields components read
@@ -21,10 +23,12 @@ pub mod fold;
 pub mod source;
 pub mod strip;
 pub mod watch;
+pub mod write;
 
 use std::path::PathBuf;
 
 pub use source::start;
+pub use write::Writer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KubeError {

@@ -73,7 +73,7 @@ fn start_kube(kubeconfig: Option<PathBuf>, options: FeedOptions) -> Result<Feed,
     ready_rx.recv().unwrap_or(Err(KubeError::Stopped))
 }
 
-async fn connect(kubeconfig: Option<&Path>) -> Result<(Client, String), KubeError> {
+pub(crate) async fn connect(kubeconfig: Option<&Path>) -> Result<(Client, String), KubeError> {
     let config = match kubeconfig {
         Some(path) => {
             let kc = Kubeconfig::read_from(path).map_err(|source| KubeError::Kubeconfig {

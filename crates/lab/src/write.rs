@@ -97,7 +97,10 @@ impl ManifestWriter {
             self.generation = next;
             let marker = serde_json::json!({
                 "apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": MARKER, "namespace": "kube-system", "resourceVersion": next.to_string()},
+                // Labelled so the API source, which watches only ferry's
+                // ConfigMaps, sees it too.
+                "metadata": {"name": MARKER, "namespace": "kube-system", "resourceVersion": next.to_string(),
+                             "labels": {"app.kubernetes.io/part-of": "ferry"}},
                 "data": {"generation": next.to_string()},
             });
             self.put(&marker_file, format!("{marker}\n").as_bytes())?;
