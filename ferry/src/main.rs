@@ -59,6 +59,8 @@ enum Command {
     Bench(cmd::bench::Args),
     /// Serve a manifests directory as a Kubernetes API server (list, watch, discovery).
     Apiserver(cmd::apiserver::Args),
+    /// Explain the path of one request in a lab, hop by hop, model beside kernel.
+    Trace(cmd::trace::Args),
 }
 
 fn init_logging(format: LogFormat) {
@@ -107,6 +109,7 @@ fn main() -> ExitCode {
         Command::Dns(args) => cmd::dns::run(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::Apiserver(args) => cmd::apiserver::run(args),
+        Command::Trace(args) => cmd::trace::run(args),
     };
     match result {
         Ok(code) => code,

@@ -7,4 +7,5 @@ pub mod dns;
 pub mod echo;
 pub mod lab;
 pub mod services;
+pub mod trace;
 pub mod validate;
