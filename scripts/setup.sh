@@ -13,7 +13,7 @@ TOOLS=$(cat <<'TOOLS'
 ip                        iproute2          agent lab
 nft                       nftables          agent
 iptables                  iptables          agent
-iptables-save             iptables          agent
+iptables-save             iptables          agent trace
 iptables-restore          iptables          agent
 ip6tables                 iptables          agent
 ip6tables-save            iptables          agent
@@ -30,7 +30,7 @@ iptables-legacy-restore   iptables          agent
 ip6tables-legacy          iptables          agent
 ip6tables-legacy-save     iptables          agent
 ip6tables-legacy-restore  iptables          agent
-conntrack                 conntrack         tests
+conntrack                 conntrack         trace tests
 sysctl                    procps            lab
 setsid                    util-linux        lab
 taskset                   util-linux        bench
@@ -51,6 +51,7 @@ sleep                     coreutils         tests
 setpriv                   util-linux        tests
 bridge                    iproute2          tests
 kubectl                   kubernetes-client tests
+rsvg-convert              librsvg2-bin      tests
 TOOLS
 )
 # The package of every listed program that is not on PATH yet (a program

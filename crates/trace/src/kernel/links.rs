@@ -98,6 +98,10 @@ async fn entries(
                 NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => {
                     e.ip = Some(IpAddr::V6(*ip))
                 }
+                // In a bridge FDB dump the address is left undecoded.
+                NeighbourAttribute::Destination(NeighbourAddress::Other(b)) if b.len() == 4 => {
+                    e.ip = Some(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3])))
+                }
                 NeighbourAttribute::LinkLayerAddress(b) => e.mac = mac(b),
                 _ => {}
             }

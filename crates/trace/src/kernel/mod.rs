@@ -203,7 +203,9 @@ pub fn compare(
         Expect::Fdb { dev, mac, dst } => {
             let Some(links) = links(o) else { return err(&o.links).unwrap_or((None, None)) };
             let entries = links.fdb.get(dev).cloned().unwrap_or_default();
-            match entries.iter().find(|e| &e.mac == mac) {
+            let want = Some(std::net::IpAddr::V4(*dst));
+            let of_mac = entries.iter().filter(|e| &e.mac == mac);
+            match of_mac.clone().find(|e| e.ip == want).or(of_mac.clone().next()) {
                 None => (Some(format!("no FDB entry for {mac} on {dev}")), Some(false)),
                 Some(e) => (
                     Some(format!(
