@@ -34,7 +34,12 @@ pub struct Font {
 
 impl Font {
     pub const fn new(size: f64) -> Font {
-        Font { size, bold: false, color: "#222", anchor: "start" }
+        Font {
+            size,
+            bold: false,
+            color: "#222",
+            anchor: "start",
+        }
     }
 
     pub const fn bold(self) -> Font {
@@ -46,17 +51,27 @@ impl Font {
     }
 
     pub const fn middle(self) -> Font {
-        Font { anchor: "middle", ..self }
+        Font {
+            anchor: "middle",
+            ..self
+        }
     }
 
     pub const fn end(self) -> Font {
-        Font { anchor: "end", ..self }
+        Font {
+            anchor: "end",
+            ..self
+        }
     }
 }
 
 impl Svg {
     pub fn new(width: f64, height: f64) -> Svg {
-        Svg { width, height, body: String::new() }
+        Svg {
+            width,
+            height,
+            body: String::new(),
+        }
     }
 
     pub fn height(&self) -> f64 {
@@ -85,7 +100,11 @@ impl Svg {
         let _ = writeln!(
             self.body,
             "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{w:.1}\" height=\"{h:.1}\" rx=\"6\" fill=\"{fill}\" stroke=\"{stroke}\" stroke-width=\"1.5\"{}/>",
-            if dashed { " stroke-dasharray=\"6 4\"" } else { "" }
+            if dashed {
+                " stroke-dasharray=\"6 4\""
+            } else {
+                ""
+            }
         );
     }
 
@@ -96,7 +115,11 @@ impl Svg {
             font.size,
             font.color,
             font.anchor,
-            if font.bold { " font-weight=\"bold\"" } else { "" },
+            if font.bold {
+                " font-weight=\"bold\""
+            } else {
+                ""
+            },
             escape(s)
         );
     }
@@ -105,7 +128,11 @@ impl Svg {
         let _ = writeln!(
             self.body,
             "<line x1=\"{x1:.1}\" y1=\"{y1:.1}\" x2=\"{x2:.1}\" y2=\"{y2:.1}\" stroke=\"{stroke}\" stroke-width=\"1.5\"{}/>",
-            if dashed { " stroke-dasharray=\"6 4\"" } else { "" }
+            if dashed {
+                " stroke-dasharray=\"6 4\""
+            } else {
+                ""
+            }
         );
     }
 
@@ -128,7 +155,10 @@ impl Svg {
 
     /// A polyline through `points`.
     pub fn polyline(&mut self, points: &[(f64, f64)], stroke: &str) {
-        let p: Vec<String> = points.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
+        let p: Vec<String> = points
+            .iter()
+            .map(|(x, y)| format!("{x:.1},{y:.1}"))
+            .collect();
         let _ = writeln!(
             self.body,
             "<polyline points=\"{}\" fill=\"none\" stroke=\"{stroke}\" stroke-width=\"2\"/>",
@@ -137,7 +167,10 @@ impl Svg {
     }
 
     pub fn circle(&mut self, x: f64, y: f64, r: f64, fill: &str) {
-        let _ = writeln!(self.body, "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"{r:.1}\" fill=\"{fill}\"/>");
+        let _ = writeln!(
+            self.body,
+            "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"{r:.1}\" fill=\"{fill}\"/>"
+        );
     }
 
     /// The finished document, on a white background.
@@ -180,7 +213,8 @@ impl LogAxis {
     }
 
     pub fn at(&self, v: f64) -> f64 {
-        let t = (v.max(self.min).log10() - self.min.log10()) / (self.max.log10() - self.min.log10());
+        let t =
+            (v.max(self.min).log10() - self.min.log10()) / (self.max.log10() - self.min.log10());
         self.from + t * (self.to - self.from)
     }
 

@@ -78,7 +78,8 @@ pub fn parse_rule(line: &str) -> Option<Rule> {
                 continue;
             }
             "-s" => {
-                rule.source = next.map(|s| format!("{}{}", if negate { "!" } else { "" }, host(&s)));
+                rule.source =
+                    next.map(|s| format!("{}{}", if negate { "!" } else { "" }, host(&s)));
                 i += 1;
             }
             "-d" => {
@@ -184,8 +185,10 @@ mod tests {
 
     #[test]
     fn a_different_probability_or_target_is_told_apart() {
-        let a = parse_rule("-A C -m statistic --mode random --probability 0.5 -j KUBE-SEP-A").unwrap();
-        let b = parse_rule("-A C -m statistic --mode random --probability 0.33 -j KUBE-SEP-A").unwrap();
+        let a =
+            parse_rule("-A C -m statistic --mode random --probability 0.5 -j KUBE-SEP-A").unwrap();
+        let b =
+            parse_rule("-A C -m statistic --mode random --probability 0.33 -j KUBE-SEP-A").unwrap();
         let c = parse_rule("-A C -j KUBE-SEP-B").unwrap();
         assert!(same_rule(&a, &b));
         assert!(!same_probability(a.probability, b.probability));

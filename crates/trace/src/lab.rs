@@ -33,7 +33,10 @@ pub struct Lab {
 }
 
 fn lab_err(lab: &str, why: impl Into<String>) -> TraceError {
-    TraceError::Lab { lab: lab.into(), why: why.into() }
+    TraceError::Lab {
+        lab: lab.into(),
+        why: why.into(),
+    }
 }
 
 /// Reads lab `name`.
@@ -41,12 +44,19 @@ pub fn read(name: &str) -> Result<Lab, TraceError> {
     let names = LabNames::new(name).map_err(|e| lab_err(name, e.to_string()))?;
     let status_path = names.status_file();
     let status = LabStatus::read(&status_path).ok_or_else(|| {
-        lab_err(name, format!("no readable {} (is the lab up?)", status_path.display()))
+        lab_err(
+            name,
+            format!("no readable {} (is the lab up?)", status_path.display()),
+        )
     })?;
     let manifests: PathBuf = names.manifests_dir();
-    let (source, _) = ManifestSource::open(std::slice::from_ref(&manifests), false).map_err(|e| {
-        TraceError::File { path: manifests.display().to_string(), why: e.to_string() }
-    })?;
+    let (source, _) =
+        ManifestSource::open(std::slice::from_ref(&manifests), false).map_err(|e| {
+            TraceError::File {
+                path: manifests.display().to_string(),
+                why: e.to_string(),
+            }
+        })?;
     let state = source.state().clone();
     let topology = topology(&status);
     let store = FileStore::new(&names.leases_dir());
@@ -59,7 +69,14 @@ pub fn read(name: &str) -> Result<Lab, TraceError> {
         .iter()
         .find_map(|n| n.agent_pid.and_then(agent_mode))
         .unwrap_or(ProxyMode::Nftables);
-    Ok(Lab { name: name.into(), status, state, topology, network, mode })
+    Ok(Lab {
+        name: name.into(),
+        status,
+        state,
+        topology,
+        network,
+        mode,
+    })
 }
 
 /// Nodes, pods and the outside client from the lab's status.

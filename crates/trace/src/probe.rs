@@ -50,7 +50,8 @@ fn counters(text: &str) -> Vec<(String, u64)> {
             let rest = l.strip_prefix('[')?;
             let (c, rule) = rest.split_once("] ")?;
             let packets = c.split(':').next()?.parse().ok()?;
-            rule.starts_with("-A KUBE-").then(|| (rule.to_string(), packets))
+            rule.starts_with("-A KUBE-")
+                .then(|| (rule.to_string(), packets))
         })
         .collect()
 }
@@ -66,17 +67,30 @@ pub fn probe(
         ProxyMode::Iptables => Some(iptables_nat_counters(node_netns)?),
         ProxyMode::Nftables => None,
     };
-    let connected = ferry_sys::netns::in_netns(from_netns, move || -> std::io::Result<(SocketAddr, String)> {
-        let mut s = TcpStream::connect_timeout(&dest, Duration::from_secs(2))?;
-        s.set_read_timeout(Some(Duration::from_secs(2)))?;
-        let local = s.local_addr()?;
-        s.write_all(format!("GET / HTTP/1.0\r\nHost: {dest}\r\nUser-Agent: ferry-trace\r\n\r\n").as_bytes())?;
-        let mut buf = vec![0u8; 4096];
-        let n = s.read(&mut buf).unwrap_or(0);
-        let first = String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or("").to_string();
-        Ok((local, first))
-    })
-    .map_err(|e| TraceError::Kernel { netns: from_netns.into(), why: e.to_string() })?;
+    let connected = ferry_sys::netns::in_netns(
+        from_netns,
+        move || -> std::io::Result<(SocketAddr, String)> {
+            let mut s = TcpStream::connect_timeout(&dest, Duration::from_secs(2))?;
+            s.set_read_timeout(Some(Duration::from_secs(2)))?;
+            let local = s.local_addr()?;
+            s.write_all(
+                format!("GET / HTTP/1.0\r\nHost: {dest}\r\nUser-Agent: ferry-trace\r\n\r\n")
+                    .as_bytes(),
+            )?;
+            let mut buf = vec![0u8; 4096];
+            let n = s.read(&mut buf).unwrap_or(0);
+            let first = String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string();
+            Ok((local, first))
+        },
+    )
+    .map_err(|e| TraceError::Kernel {
+        netns: from_netns.into(),
+        why: e.to_string(),
+    })?;
     let (local, answer) = match connected {
         Ok((l, a)) => (Some(l), Some(a)),
         Err(e) => {
@@ -93,10 +107,21 @@ pub fn probe(
     let mut conntrack = Vec::new();
     if let Some(l) = local {
         let out = Tool::new("conntrack")
-            .args(["-L", "-p", "tcp", "-s", &l.ip().to_string(), "--sport", &l.port().to_string()])
+            .args([
+                "-L",
+                "-p",
+                "tcp",
+                "-s",
+                &l.ip().to_string(),
+                "--sport",
+                &l.port().to_string(),
+            ])
             .netns(Some(node_netns))
             .run()
-            .map_err(|e| TraceError::Kernel { netns: node_netns.into(), why: e.to_string() })?;
+            .map_err(|e| TraceError::Kernel {
+                netns: node_netns.into(),
+                why: e.to_string(),
+            })?;
         conntrack = out.stdout.lines().map(str::to_string).collect();
     }
     let mut moved = Vec::new();
@@ -114,7 +139,10 @@ pub fn probe(
         summary: format!(
             "connected {} -> {dest}{}",
             local.map(|l| l.to_string()).unwrap_or_default(),
-            answer.as_deref().map(|a| format!(": {a}")).unwrap_or_default()
+            answer
+                .as_deref()
+                .map(|a| format!(": {a}"))
+                .unwrap_or_default()
         ),
         local: local.map(|l| l.to_string()),
         answer,
@@ -134,7 +162,15 @@ mod tests {
 
     #[test]
     fn counters_are_read_from_iptables_save_c() {
-        let c = super::counters("[0:0] -A KUBE-SERVICES -j X\n[3:180] -A KUBE-SEP-A -j DNAT\n:KUBE-SEP-A - [0:0]\n[1:1] -A OTHER -j Y\n");
-        assert_eq!(c, vec![("-A KUBE-SERVICES -j X".to_string(), 0), ("-A KUBE-SEP-A -j DNAT".to_string(), 3)]);
+        let c = super::counters(
+            "[0:0] -A KUBE-SERVICES -j X\n[3:180] -A KUBE-SEP-A -j DNAT\n:KUBE-SEP-A - [0:0]\n[1:1] -A OTHER -j Y\n",
+        );
+        assert_eq!(
+            c,
+            vec![
+                ("-A KUBE-SERVICES -j X".to_string(), 0),
+                ("-A KUBE-SEP-A -j DNAT".to_string(), 3)
+            ]
+        );
     }
 }

@@ -164,7 +164,9 @@ pub fn answer(state: &ClusterState, fqdn: &str) -> Option<Answer> {
     if ns.contains('.') {
         return None;
     }
-    let view = state.services().find(|v| v.name.namespace.as_ref() == ns && v.name.name.as_ref() == svc)?;
+    let view = state
+        .services()
+        .find(|v| v.name.namespace.as_ref() == ns && v.name.name.as_ref() == svc)?;
     let name = view.name.clone();
     Some(if view.service_type == ServiceType::ExternalName {
         Answer::ExternalName(name, view.external_name.clone().unwrap_or_default())
@@ -203,9 +205,15 @@ mod tests {
     fn from_and_to_are_read_in_every_form() {
         assert_eq!(
             "pod/demo/web-1".parse::<From>().unwrap(),
-            From::Pod { namespace: "demo".into(), name: "web-1".into() }
+            From::Pod {
+                namespace: "demo".into(),
+                name: "web-1".into()
+            }
         );
-        assert_eq!("node/node-1".parse::<From>().unwrap(), From::Node("node-1".into()));
+        assert_eq!(
+            "node/node-1".parse::<From>().unwrap(),
+            From::Node("node-1".into())
+        );
         assert_eq!("outside".parse::<From>().unwrap(), From::Outside);
         assert!("pod/demo".parse::<From>().is_err());
         let url: To = "http://web.demo:8080/x".parse().unwrap();
@@ -214,7 +222,10 @@ mod tests {
         assert_eq!(plain.port, 80);
         let ip: To = "172.16.255.220:80".parse().unwrap();
         assert_eq!(ip.host, "172.16.255.220");
-        assert!("web".parse::<To>().is_err(), "a port is needed without a scheme");
+        assert!(
+            "web".parse::<To>().is_err(),
+            "a port is needed without a scheme"
+        );
     }
 
     #[test]

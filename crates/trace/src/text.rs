@@ -25,8 +25,15 @@ pub fn render(t: &Trace) -> String {
         s,
         "from {} {}{}",
         t.from.ip,
-        t.from.node.as_deref().map(|n| format!("on {n}")).unwrap_or_default(),
-        t.destination.as_deref().map(|d| format!(", to {d}")).unwrap_or_default()
+        t.from
+            .node
+            .as_deref()
+            .map(|n| format!("on {n}"))
+            .unwrap_or_default(),
+        t.destination
+            .as_deref()
+            .map(|d| format!(", to {d}"))
+            .unwrap_or_default()
     );
     for (i, hop) in t.hops.iter().enumerate() {
         let _ = writeln!(s);
@@ -35,7 +42,10 @@ pub fn render(t: &Trace) -> String {
             "[{}] {}{}",
             i + 1,
             hop.title,
-            hop.node.as_deref().map(|n| format!("  (on {n})")).unwrap_or_default()
+            hop.node
+                .as_deref()
+                .map(|n| format!("  (on {n})"))
+                .unwrap_or_default()
         );
         for d in &hop.decided {
             let _ = writeln!(s, "    - {d}");
@@ -44,7 +54,10 @@ pub fn render(t: &Trace) -> String {
             let _ = writeln!(s, "    path: {}", hop.path.join(" -> "));
         }
         if !hop.endpoints.is_empty() {
-            let _ = writeln!(s, "    endpoints (rule probability, share of new connections):");
+            let _ = writeln!(
+                s,
+                "    endpoints (rule probability, share of new connections):"
+            );
             for c in &hop.endpoints {
                 let _ = writeln!(
                     s,
@@ -55,7 +68,10 @@ pub fn render(t: &Trace) -> String {
                     c.rule_probability,
                     c.share,
                     c.entry,
-                    c.pod.as_deref().map(|p| format!("  pod {p}")).unwrap_or_default()
+                    c.pod
+                        .as_deref()
+                        .map(|p| format!("  pod {p}"))
+                        .unwrap_or_default()
                 );
                 if let Some(m) = &c.masquerade {
                     let _ = writeln!(s, "        masquerade: {m}");

@@ -105,6 +105,9 @@ pub struct Hop {
     /// answered by the model).
     pub node: Option<String>,
     pub netns: Option<String>,
+    /// Routing hops: the node that holds the destination.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to_node: Option<String>,
     /// What decided this hop, one statement a line.
     pub decided: Vec<String>,
     /// What the packet goes through, in order: chains or maps, devices.
@@ -122,6 +125,7 @@ impl Hop {
             title: title.into(),
             node: None,
             netns: None,
+            to_node: None,
             decided: Vec::new(),
             path: Vec::new(),
             endpoints: Vec::new(),

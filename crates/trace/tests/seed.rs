@@ -53,7 +53,10 @@ fn network() -> Network {
         attrs: LeaseAttrs {
             public_ip: ip.parse().unwrap(),
             backend_type: "vxlan".into(),
-            backend_data: Some(BackendData { vni: 1, vtep_mac: mac.into() }),
+            backend_data: Some(BackendData {
+                vni: 1,
+                vtep_mac: mac.into(),
+            }),
         },
     };
     Network {
@@ -76,7 +79,10 @@ fn trace(mode: ProxyMode, to: &str) -> Trace {
         mode,
         resolv: Resolv::cluster_first("demo", "169.254.20.10"),
     };
-    let from = From::Pod { namespace: "demo".into(), name: "nginx-web-a".into() };
+    let from = From::Pod {
+        namespace: "demo".into(),
+        name: "nginx-web-a".into(),
+    };
     plan(&inputs, &from, &to.parse().unwrap()).unwrap()
 }
 
@@ -86,11 +92,22 @@ fn the_seed_trace_in_iptables_mode_lists_the_chains_and_statistic_probabilities(
     let kinds: Vec<HopKind> = t.hops.iter().map(|h| h.kind).collect();
     assert_eq!(
         kinds,
-        [HopKind::Dns, HopKind::Service, HopKind::Routing, HopKind::Routing, HopKind::Routing, HopKind::Reply]
+        [
+            HopKind::Dns,
+            HopKind::Service,
+            HopKind::Routing,
+            HopKind::Routing,
+            HopKind::Routing,
+            HopKind::Reply
+        ]
     );
     let dns = &t.hops[0];
     assert_eq!(dns.path[0], "nginx-web-service.demo.svc.cluster.local");
-    assert!(dns.decided.iter().any(|d| d.contains("A 172.16.255.220")), "{:?}", dns.decided);
+    assert!(
+        dns.decided.iter().any(|d| d.contains("A 172.16.255.220")),
+        "{:?}",
+        dns.decided
+    );
     assert_eq!(t.destination.as_deref(), Some("172.16.255.220:80"));
     let svc = &t.hops[1];
     assert_eq!(svc.path[0], "KUBE-SERVICES");
@@ -98,9 +115,19 @@ fn the_seed_trace_in_iptables_mode_lists_the_chains_and_statistic_probabilities(
     assert_eq!(svc.path[2], "KUBE-SEP-… ×3 (DNAT)");
     let p: Vec<f64> = svc.endpoints.iter().map(|c| c.rule_probability).collect();
     assert_eq!(p, [1.0 / 3.0, 0.5, 1.0]);
-    assert!(svc.endpoints.iter().all(|c| (c.share - 1.0 / 3.0).abs() < 1e-12));
+    assert!(
+        svc.endpoints
+            .iter()
+            .all(|c| (c.share - 1.0 / 3.0).abs() < 1e-12)
+    );
     // The client is itself the first endpoint: hairpin.
-    assert!(svc.endpoints[0].masquerade.as_deref().unwrap().starts_with("hairpin"));
+    assert!(
+        svc.endpoints[0]
+            .masquerade
+            .as_deref()
+            .unwrap()
+            .starts_with("hairpin")
+    );
     assert!(svc.endpoints[1].masquerade.is_none());
     let dnat: Vec<String> = svc
         .checks
@@ -124,8 +151,16 @@ fn the_seed_trace_in_nftables_mode_lists_the_map_elements_and_numgen_shares() {
     let t = trace(ProxyMode::Nftables, "172.16.255.220:80");
     assert_eq!(t.hops[0].kind, HopKind::Service, "an address needs no DNS");
     let svc = &t.hops[0];
-    assert!(svc.path.iter().any(|p| p.contains("numgen random mod 3")), "{:?}", svc.path);
-    assert!(svc.endpoints.iter().all(|c| (c.rule_probability - 1.0 / 3.0).abs() < 1e-12));
+    assert!(
+        svc.path.iter().any(|p| p.contains("numgen random mod 3")),
+        "{:?}",
+        svc.path
+    );
+    assert!(
+        svc.endpoints
+            .iter()
+            .all(|c| (c.rule_probability - 1.0 / 3.0).abs() < 1e-12)
+    );
     let endpoints: Vec<(u32, IpAddr)> = svc
         .checks
         .iter()
@@ -136,7 +171,10 @@ fn the_seed_trace_in_nftables_mode_lists_the_map_elements_and_numgen_shares() {
         .collect();
     assert_eq!(endpoints.len(), 3);
     assert_eq!(endpoints[2], (2, "10.204.1.8".parse().unwrap()));
-    assert!(matches!(svc.checks[0].expect, Expect::NftDispatch { count: 3, .. }));
+    assert!(matches!(
+        svc.checks[0].expect,
+        Expect::NftDispatch { count: 3, .. }
+    ));
 }
 
 #[test]
@@ -151,6 +189,10 @@ fn pod_to_pod_without_a_service_is_routing_only() {
 fn an_unknown_name_ends_at_dns() {
     let t = trace(ProxyMode::Nftables, "nothing-here:80");
     assert_eq!(t.hops.len(), 1);
-    assert_eq!(t.hops[0].path.len(), 4, "three search domains, then the name");
+    assert_eq!(
+        t.hops[0].path.len(),
+        4,
+        "three search domains, then the name"
+    );
     assert!(t.destination.is_none());
 }

@@ -42,7 +42,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let peer = plan::locate(&lab.topology, &from)?;
     let resolv = lab::resolv(
-        (peer.kind == "pod").then_some(()).and(peer.netns.as_deref()),
+        (peer.kind == "pod")
+            .then_some(())
+            .and(peer.netns.as_deref()),
         &namespace,
     );
     let inputs = plan::Inputs {
@@ -62,13 +64,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .as_deref()
             .and_then(|d| d.parse().ok())
             .context("nothing to probe: the trace has no destination address")?;
-        let from_ns = peer.netns.clone().context("FROM has no namespace to connect from")?;
+        let from_ns = peer
+            .netns
+            .clone()
+            .context("FROM has no namespace to connect from")?;
         let node_ns = trace
             .hops
             .iter()
             .find_map(|h| h.netns.clone())
             .unwrap_or_else(|| from_ns.clone());
-        trace.probe = Some(ferry_trace::probe::probe(&from_ns, &node_ns, dest, lab.mode)?);
+        trace.probe = Some(ferry_trace::probe::probe(
+            &from_ns, &node_ns, dest, lab.mode,
+        )?);
     }
     if let Some(path) = &args.svg {
         std::fs::write(path, ferry_trace::picture::render(&trace))
@@ -79,5 +86,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         print!("{}", ferry_trace::text::render(&trace));
     }
-    Ok(if trace.mismatches > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })
+    Ok(if trace.mismatches > 0 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 use futures_util::TryStreamExt;
+use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::link::LinkAttribute;
 use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
-use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, RouteMessageBuilder};
 
 use crate::TraceError;
@@ -79,9 +79,15 @@ async fn entries(
     devs: &[String],
 ) -> Result<BTreeMap<String, Vec<Entry>>, rtnetlink::Error> {
     let mut out: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
-    let mut req = handle.neighbours().get().set_address_family(family).execute();
+    let mut req = handle
+        .neighbours()
+        .get()
+        .set_address_family(family)
+        .execute();
     while let Some(n) = req.try_next().await? {
-        let Some(dev) = names.get(&n.header.ifindex) else { continue };
+        let Some(dev) = names.get(&n.header.ifindex) else {
+            continue;
+        };
         if !devs.contains(dev) {
             continue;
         }
@@ -125,10 +131,15 @@ async fn route_get(
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| "no answer".to_string())?;
-    let mut out = RouteAnswer { dev: String::new(), gateway: None };
+    let mut out = RouteAnswer {
+        dev: String::new(),
+        gateway: None,
+    };
     for a in &m.attributes {
         match a {
-            RouteAttribute::Oif(i) => out.dev = names.get(i).cloned().unwrap_or_else(|| format!("if{i}")),
+            RouteAttribute::Oif(i) => {
+                out.dev = names.get(i).cloned().unwrap_or_else(|| format!("if{i}"))
+            }
             RouteAttribute::Gateway(RouteAddress::Inet(gw)) => out.gateway = Some(*gw),
             _ => {}
         }
@@ -139,7 +150,10 @@ async fn route_get(
 /// Reads the routes to `dsts` and the neighbours and FDB entries of
 /// `devs` inside network namespace `netns`.
 pub fn read(netns: &str, dsts: &[Ipv4Addr], devs: &[String]) -> Result<Links, TraceError> {
-    let fail = |why: String| TraceError::Kernel { netns: netns.to_string(), why };
+    let fail = |why: String| TraceError::Kernel {
+        netns: netns.to_string(),
+        why,
+    };
     let dsts = dsts.to_vec();
     let devs = devs.to_vec();
     ferry_sys::netns::in_netns(netns, move || -> Result<Links, String> {

@@ -53,8 +53,10 @@ pub fn check(trace: &mut Trace) -> Result<(), TraceError> {
                 Some(Ok(l)) => l,
                 _ => Links::default(),
             };
-            let new_dsts: Vec<Ipv4Addr> =
-                dsts.into_iter().filter(|d| !links.routes.contains_key(d)).collect();
+            let new_dsts: Vec<Ipv4Addr> = dsts
+                .into_iter()
+                .filter(|d| !links.routes.contains_key(d))
+                .collect();
             devs.sort();
             devs.dedup();
             match links::read(ns, &new_dsts, &devs) {
@@ -109,12 +111,17 @@ pub fn compare(
             if let Some(e) = err(&o.iptables) {
                 return e;
             }
-            let Some(Ok(rules)) = &o.iptables else { return (None, None) };
+            let Some(Ok(rules)) = &o.iptables else {
+                return (None, None);
+            };
             match rules.iter().find(|k| same_rule(model, k)) {
                 None => {
                     let in_chain = rules.iter().filter(|k| k.chain == model.chain).count();
                     (
-                        Some(format!("no such rule ({in_chain} rules in {})", model.chain)),
+                        Some(format!(
+                            "no such rule ({in_chain} rules in {})",
+                            model.chain
+                        )),
                         Some(false),
                     )
                 }
@@ -125,7 +132,9 @@ pub fn compare(
             }
         }
         Expect::NftDispatch { set, key, count } => {
-            let Some(elements) = nft(o) else { return err(&o.nft).unwrap_or((None, None)) };
+            let Some(elements) = nft(o) else {
+                return err(&o.nft).unwrap_or((None, None));
+            };
             match elements.iter().find(|e| e.set == *set && e.key == *key) {
                 None => (Some(format!("no element in {}", set.name())), Some(false)),
                 Some(e) => {
@@ -142,22 +151,38 @@ pub fn compare(
             }
         }
         Expect::NftPick { count } => {
-            let Some(elements) = nft(o) else { return err(&o.nft).unwrap_or((None, None)) };
-            match elements.iter().find(|e| e.set == Set::Pick && e.key == Key::Mark(*count)) {
+            let Some(elements) = nft(o) else {
+                return err(&o.nft).unwrap_or((None, None));
+            };
+            match elements
+                .iter()
+                .find(|e| e.set == Set::Pick && e.key == Key::Mark(*count))
+            {
                 None => (Some("no element in pick".into()), Some(false)),
-                Some(e) => (Some(e.to_string()), Some(e.data == Some(Data::GotoPick(*count)))),
+                Some(e) => (
+                    Some(e.to_string()),
+                    Some(e.data == Some(Data::GotoPick(*count))),
+                ),
             }
         }
         Expect::NftEndpoint { index, ip, port } => {
-            let Some(elements) = nft(o) else { return err(&o.nft).unwrap_or((None, None)) };
+            let Some(elements) = nft(o) else {
+                return err(&o.nft).unwrap_or((None, None));
+            };
             let Some(mark) = *slot else {
-                return (Some("no slot: the dispatch element is missing".into()), Some(false));
+                return (
+                    Some("no slot: the dispatch element is missing".into()),
+                    Some(false),
+                );
             };
             match elements
                 .iter()
                 .find(|e| e.set == Set::Endpoints && e.key == Key::Endpoint(mark, *index))
             {
-                None => (Some(format!("no element {mark:#x} . {index} in endpoints")), Some(false)),
+                None => (
+                    Some(format!("no element {mark:#x} . {index} in endpoints")),
+                    Some(false),
+                ),
                 Some(e) => (
                     Some(e.to_string()),
                     Some(e.data == Some(Data::Endpoint(*ip, *port))),
@@ -165,14 +190,21 @@ pub fn compare(
             }
         }
         Expect::NftHairpin { ip } => {
-            let Some(elements) = nft(o) else { return err(&o.nft).unwrap_or((None, None)) };
-            match elements.iter().find(|e| e.set == Set::Hairpin && e.key == Key::Pair(*ip, *ip)) {
+            let Some(elements) = nft(o) else {
+                return err(&o.nft).unwrap_or((None, None));
+            };
+            match elements
+                .iter()
+                .find(|e| e.set == Set::Hairpin && e.key == Key::Pair(*ip, *ip))
+            {
                 None => (Some("no element in hairpin".into()), Some(false)),
                 Some(e) => (Some(e.to_string()), Some(true)),
             }
         }
         Expect::Route { dst, dev, gateway } => {
-            let Some(links) = links(o) else { return err(&o.links).unwrap_or((None, None)) };
+            let Some(links) = links(o) else {
+                return err(&o.links).unwrap_or((None, None));
+            };
             match links.routes.get(dst) {
                 None => (None, None),
                 Some(Err(e)) => (Some(format!("{dst}: {e}")), Some(false)),
@@ -183,7 +215,9 @@ pub fn compare(
             }
         }
         Expect::Neighbour { dev, ip, mac } => {
-            let Some(links) = links(o) else { return err(&o.links).unwrap_or((None, None)) };
+            let Some(links) = links(o) else {
+                return err(&o.links).unwrap_or((None, None));
+            };
             let found = links
                 .neighbours
                 .get(dev)
@@ -201,12 +235,21 @@ pub fn compare(
             }
         }
         Expect::Fdb { dev, mac, dst } => {
-            let Some(links) = links(o) else { return err(&o.links).unwrap_or((None, None)) };
+            let Some(links) = links(o) else {
+                return err(&o.links).unwrap_or((None, None));
+            };
             let entries = links.fdb.get(dev).cloned().unwrap_or_default();
             let want = Some(std::net::IpAddr::V4(*dst));
             let of_mac = entries.iter().filter(|e| &e.mac == mac);
-            match of_mac.clone().find(|e| e.ip == want).or(of_mac.clone().next()) {
-                None => (Some(format!("no FDB entry for {mac} on {dev}")), Some(false)),
+            match of_mac
+                .clone()
+                .find(|e| e.ip == want)
+                .or(of_mac.clone().next())
+            {
+                None => (
+                    Some(format!("no FDB entry for {mac} on {dev}")),
+                    Some(false),
+                ),
                 Some(e) => (
                     Some(format!(
                         "{} dst {}",

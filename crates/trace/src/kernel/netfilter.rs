@@ -27,7 +27,10 @@ const SETS: [Set; 6] = [
 /// Every element of the sets a trace reads, from the `ip ferry` table of
 /// `netns`.
 pub fn nft_elements(netns: &str) -> Result<Vec<Element>, TraceError> {
-    let fail = |why: String| TraceError::Kernel { netns: netns.to_string(), why };
+    let fail = |why: String| TraceError::Kernel {
+        netns: netns.to_string(),
+        why,
+    };
     let mut nl = Netlink::open_in(netns, Family::V4).map_err(|e| fail(e.to_string()))?;
     let mut out = Vec::new();
     for set in SETS {
@@ -45,7 +48,10 @@ pub fn iptables_nat(netns: &str) -> Result<Vec<Rule>, TraceError> {
         .args(["-t", "nat"])
         .netns(Some(netns))
         .run()
-        .map_err(|e| TraceError::Kernel { netns: netns.to_string(), why: e.to_string() })?;
+        .map_err(|e| TraceError::Kernel {
+            netns: netns.to_string(),
+            why: e.to_string(),
+        })?;
     Ok(parse_rules(&out.stdout))
 }
 
@@ -56,5 +62,8 @@ pub fn iptables_nat_counters(netns: &str) -> Result<String, TraceError> {
         .netns(Some(netns))
         .run()
         .map(|o| o.stdout)
-        .map_err(|e| TraceError::Kernel { netns: netns.to_string(), why: e.to_string() })
+        .map_err(|e| TraceError::Kernel {
+            netns: netns.to_string(),
+            why: e.to_string(),
+        })
 }

@@ -25,7 +25,10 @@ pub(super) fn hop(inputs: &Inputs, peer: &Peer, name: &str) -> (Hop, Option<IpAd
     ));
     let dots = name.matches('.').count();
     hop.decided.push(if dots >= r.ndots {
-        format!("{name:?} has {dots} dots (ndots {}): asked as it is first", r.ndots)
+        format!(
+            "{name:?} has {dots} dots (ndots {}): asked as it is first",
+            r.ndots
+        )
     } else {
         format!(
             "{name:?} has {dots} dots, fewer than ndots {}: the search path is tried first",
@@ -46,7 +49,11 @@ pub(super) fn hop(inputs: &Inputs, peer: &Peer, name: &str) -> (Hop, Option<IpAd
                     svc.namespace,
                     svc.name
                 ));
-                result = ips.iter().copied().find(IpAddr::is_ipv4).or(ips.first().copied());
+                result = ips
+                    .iter()
+                    .copied()
+                    .find(IpAddr::is_ipv4)
+                    .or(ips.first().copied());
             }
             Some(Answer::Headless(svc, ips)) => {
                 hop.decided.push(format!(
@@ -75,8 +82,9 @@ pub(super) fn hop(inputs: &Inputs, peer: &Peer, name: &str) -> (Hop, Option<IpAd
         }
     }
     if asked.iter().all(|a| a.answer.is_none()) {
-        hop.decided
-            .push("no cluster name matched: the name is forwarded upstream (the lab has none)".into());
+        hop.decided.push(
+            "no cluster name matched: the name is forwarded upstream (the lab has none)".into(),
+        );
     }
     (hop, result)
 }

@@ -160,7 +160,9 @@ pub fn locate(topology: &Topology, from: &From) -> Result<Peer, TraceError> {
                 .pods
                 .iter()
                 .find(|p| &p.namespace == namespace && &p.name == name)
-                .ok_or_else(|| unknown(format!("pod/{namespace}/{name}"), "no such pod in the lab"))?;
+                .ok_or_else(|| {
+                    unknown(format!("pod/{namespace}/{name}"), "no such pod in the lab")
+                })?;
             Peer {
                 kind: "pod",
                 name: format!("{namespace}/{name}"),
@@ -275,6 +277,8 @@ pub fn plan(inputs: &Inputs, from: &From, to: &To) -> Result<Trace, TraceError> 
     for ip in &targets {
         trace.hops.push(route::hop(inputs, &entry, *ip));
     }
-    trace.hops.push(route::reply(&peer, dest, to.port, masqueraded));
+    trace
+        .hops
+        .push(route::reply(&peer, dest, to.port, masqueraded));
     Ok(trace)
 }

@@ -27,16 +27,24 @@ pub(super) fn hop(inputs: &Inputs, node: &str, dst: IpAddr) -> Hop {
     let entry = t.node(node);
     hop.netns = entry.map(|n| n.netns.clone());
     let IpAddr::V4(dst4) = dst else {
-        hop.decided.push("IPv6: the lab's pod network is IPv4 only".into());
+        hop.decided
+            .push("IPv6: the lab's pod network is IPv4 only".into());
         return hop;
     };
     let Some(holder) = holder else {
-        hop.decided.push(format!("{dst} is not in the lab: {node}'s default route"));
+        hop.decided
+            .push(format!("{dst} is not in the lab: {node}'s default route"));
         return hop;
     };
+    hop.to_node = Some(holder.name.clone());
     if holder.ip == dst4 {
-        hop.decided.push(format!("{dst} is node {}'s own address", holder.name));
-        hop.path = vec![if holder.name == node { "local delivery".into() } else { "eth0".into() }];
+        hop.decided
+            .push(format!("{dst} is node {}'s own address", holder.name));
+        hop.path = vec![if holder.name == node {
+            "local delivery".into()
+        } else {
+            "eth0".into()
+        }];
         return hop;
     }
     if holder.name == node {
@@ -48,7 +56,11 @@ pub(super) fn hop(inputs: &Inputs, node: &str, dst: IpAddr) -> Hop {
         hop.checks.push(Check::new(
             "route",
             format!("{dst} dev cni0"),
-            Expect::Route { dst: dst4, dev: "cni0".into(), gateway: None },
+            Expect::Route {
+                dst: dst4,
+                dev: "cni0".into(),
+                gateway: None,
+            },
         ));
         return hop;
     }
@@ -70,7 +82,8 @@ pub(super) fn hop(inputs: &Inputs, node: &str, dst: IpAddr) -> Hop {
             .find(|(s, _)| s.contains(&dst4))
             .map(|(_, w)| w.clone())
             .unwrap_or_else(|| "no lease holds it".into());
-        hop.decided.push(format!("{dst} is on {}: no route ({why})", holder.name));
+        hop.decided
+            .push(format!("{dst} is on {}: no route ({why})", holder.name));
         return hop;
     };
     let dev = format!("flannel.{}", net.backend.vni);
@@ -106,24 +119,40 @@ pub(super) fn hop(inputs: &Inputs, node: &str, dst: IpAddr) -> Hop {
             hop.checks.push(Check::new(
                 "route",
                 format!("{dst} via {gw} dev {dev}"),
-                Expect::Route { dst: dst4, dev: dev.clone(), gateway: Some(gw) },
+                Expect::Route {
+                    dst: dst4,
+                    dev: dev.clone(),
+                    gateway: Some(gw),
+                },
             ));
             hop.checks.push(Check::new(
                 format!("neighbour on {dev}"),
                 format!("{gw} lladdr {mac} PERMANENT"),
-                Expect::Neighbour { dev: dev.clone(), ip: gw, mac: mac.clone() },
+                Expect::Neighbour {
+                    dev: dev.clone(),
+                    ip: gw,
+                    mac: mac.clone(),
+                },
             ));
             hop.checks.push(Check::new(
                 format!("FDB on {dev}"),
                 format!("{mac} dst {}", lease.attrs.public_ip),
-                Expect::Fdb { dev, mac, dst: lease.attrs.public_ip },
+                Expect::Fdb {
+                    dev,
+                    mac,
+                    dst: lease.attrs.public_ip,
+                },
             ));
         }
         PeerRoute::Direct { via } => {
             hop.decided.push(format!(
                 "{dst} is in {}'s subnet {subnet}: a plain route via its node address {via} ({})",
                 holder.name,
-                if net.backend.kind == peers::HOST_GW { "host-gw" } else { "VXLAN DirectRouting" }
+                if net.backend.kind == peers::HOST_GW {
+                    "host-gw"
+                } else {
+                    "VXLAN DirectRouting"
+                }
             ));
             hop.decided.push(format!(
                 "{} delivers through its cni0 to the pod's veth",
@@ -138,7 +167,11 @@ pub(super) fn hop(inputs: &Inputs, node: &str, dst: IpAddr) -> Hop {
             hop.checks.push(Check::new(
                 "route",
                 format!("{dst} via {via} dev eth0"),
-                Expect::Route { dst: dst4, dev: "eth0".into(), gateway: Some(*via) },
+                Expect::Route {
+                    dst: dst4,
+                    dev: "eth0".into(),
+                    gateway: Some(*via),
+                },
             ));
         }
     }

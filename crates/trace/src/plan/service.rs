@@ -79,7 +79,10 @@ fn find<'a>(inputs: &'a Inputs, dest: IpAddr, port: u16) -> Option<(&'a ServiceP
 pub(super) fn hop(inputs: &Inputs, peer: &Peer, dest: IpAddr, port: u16) -> Option<ServiceHop> {
     let (view, capture) = find(inputs, dest, port)?;
     let spn = service_port_string(&view.name);
-    let mut hop = Hop::new(HopKind::Service, format!("service proxy: {spn} ({})", capture.as_str()));
+    let mut hop = Hop::new(
+        HopKind::Service,
+        format!("service proxy: {spn} ({})", capture.as_str()),
+    );
     // Which node's rules see the packet first.
     let entry: Option<String> = match capture {
         Capture::NodePort => inputs.topology.node_with_ip(dest).map(|n| n.name.clone()),
@@ -95,9 +98,17 @@ pub(super) fn hop(inputs: &Inputs, peer: &Peer, dest: IpAddr, port: u16) -> Opti
             let first = inputs.topology.nodes.first().map(|n| n.name.clone());
             hop.decided.push(format!(
                 "the lab's load balancer routes {dest} over ECMP to {}; traced through one of them",
-                if local { "the nodes whose health check passes (a local endpoint)" } else { "every node" }
+                if local {
+                    "the nodes whose health check passes (a local endpoint)"
+                } else {
+                    "every node"
+                }
             ));
-            if local { with_endpoint.or(first) } else { first }
+            if local {
+                with_endpoint.or(first)
+            } else {
+                first
+            }
         }
     };
     let Some(entry_node) = entry.clone() else {
@@ -105,21 +116,33 @@ pub(super) fn hop(inputs: &Inputs, peer: &Peer, dest: IpAddr, port: u16) -> Opti
             "{dest} is a ClusterIP: only the cluster's nodes and pods capture it; {} has no route to it",
             peer.name
         ));
-        return Some(ServiceHop { hop, entry: None, dnat: false });
+        return Some(ServiceHop {
+            hop,
+            entry: None,
+            dnat: false,
+        });
     };
     hop.node = Some(entry_node.clone());
     hop.netns = inputs.topology.node(&entry_node).map(|n| n.netns.clone());
     let ctx = NodeContext {
         node_name: entry_node.clone(),
         zone: inputs.zone_of(&entry_node),
-        family: if dest.is_ipv4() { Family::V4 } else { Family::V6 },
+        family: if dest.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        },
     };
     let proxy = ferry_proxy::plan(inputs.state, &ctx);
     let Some(plan) = proxy.services.get(&view.name) else {
         hop.decided.push(format!(
             "{spn} is not for this proxy (headless, or labelled service.kubernetes.io/service-proxy-name): no rule captures {dest}"
         ));
-        return Some(ServiceHop { hop, entry, dnat: false });
+        return Some(ServiceHop {
+            hop,
+            entry,
+            dnat: false,
+        });
     };
     hop.decided.push(format!(
         "{dest}:{port}/TCP is the {} of ServicePort {spn}, captured on {entry_node} ({} mode)",
@@ -139,7 +162,11 @@ pub(super) fn hop(inputs: &Inputs, peer: &Peer, dest: IpAddr, port: u16) -> Opti
             "rejected with ICMP port unreachable (no endpoints)"
         };
         hop.decided.push(format!("the connection is {verdict}"));
-        return Some(ServiceHop { hop, entry, dnat: false });
+        return Some(ServiceHop {
+            hop,
+            entry,
+            dnat: false,
+        });
     }
     let cidrs = inputs.cluster_cidrs();
     let from_cluster = cidrs.iter().any(|c: &IpNet| c.contains(&peer.ip));
@@ -158,7 +185,11 @@ pub(super) fn hop(inputs: &Inputs, peer: &Peer, dest: IpAddr, port: u16) -> Opti
         let entry_name = match inputs.mode {
             ProxyMode::Iptables => format!(
                 "KUBE-SEP-{}",
-                endpoint_hash(&spn, "tcp", &std::net::SocketAddr::new(e.ip, e.port).to_string())
+                endpoint_hash(
+                    &spn,
+                    "tcp",
+                    &std::net::SocketAddr::new(e.ip, e.port).to_string()
+                )
             ),
             ProxyMode::Nftables => format!("endpoints[slot . {i}]"),
         };
@@ -193,13 +224,18 @@ pub(super) fn hop(inputs: &Inputs, peer: &Peer, dest: IpAddr, port: u16) -> Opti
         None => hop.decided.push("no session affinity: each new connection chooses again".into()),
     }
     if from_cluster {
-        hop.decided.push(format!("{} is inside the cluster CIDRs", peer.ip));
+        hop.decided
+            .push(format!("{} is inside the cluster CIDRs", peer.ip));
     }
     match inputs.mode {
         ProxyMode::Iptables => iptables_checks(&mut hop, plan, &cidrs, dest, port, capture),
         ProxyMode::Nftables => nft_checks(&mut hop, plan, endpoints, dest, port, capture),
     }
-    Some(ServiceHop { hop, entry, dnat: true })
+    Some(ServiceHop {
+        hop,
+        entry,
+        dnat: true,
+    })
 }
 
 fn policy_lines(
@@ -217,13 +253,21 @@ fn policy_lines(
         hop.decided.push(format!(
             "externalTrafficPolicy: {}{}",
             policy(view.external_traffic_policy),
-            if plan.external_local { ": only this node's endpoints, client IP kept" } else { ": any endpoint, masqueraded" }
+            if plan.external_local {
+                ": only this node's endpoints, client IP kept"
+            } else {
+                ": any endpoint, masqueraded"
+            }
         ));
     } else {
         hop.decided.push(format!(
             "internalTrafficPolicy: {}{}",
             policy(view.internal_traffic_policy),
-            if plan.internal_local { ": only this node's endpoints" } else { "" }
+            if plan.internal_local {
+                ": only this node's endpoints"
+            } else {
+                ""
+            }
         ));
     }
     let ready = view.endpoints.iter().filter(|e| e.ready).count();
@@ -263,8 +307,19 @@ fn iptables_checks(
     capture: Capture,
 ) {
     let settings = Settings {
-        family: if dest.is_ipv4() { Family::V4 } else { Family::V6 },
-        local_cidr: rules::local_cidr(if dest.is_ipv4() { Family::V4 } else { Family::V6 }, cidrs),
+        family: if dest.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        },
+        local_cidr: rules::local_cidr(
+            if dest.is_ipv4() {
+                Family::V4
+            } else {
+                Family::V6
+            },
+            cidrs,
+        ),
         large: false,
     };
     let rendered = rules::service(plan, &settings);
@@ -279,7 +334,11 @@ fn iptables_checks(
         .iter()
         .filter(|r| match capture {
             Capture::NodePort => r.chain == rules::KUBE_NODEPORTS && r.dport.is_some(),
-            _ => r.chain == rules::KUBE_SERVICES && r.destination.as_deref() == Some(&dest_s) && r.dport == Some(port),
+            _ => {
+                r.chain == rules::KUBE_SERVICES
+                    && r.destination.as_deref() == Some(&dest_s)
+                    && r.dport == Some(port)
+            }
         })
         .collect();
     let mut chains: Vec<String> = vec![match capture {
@@ -328,7 +387,9 @@ fn nft_checks(
     port: u16,
     capture: Capture,
 ) {
-    let n = endpoints.len().min(ferry_proxy::nft::ruleset::MAX_ENDPOINTS as usize) as u32;
+    let n = endpoints
+        .len()
+        .min(ferry_proxy::nft::ruleset::MAX_ENDPOINTS as usize) as u32;
     let (set, key) = match capture {
         Capture::ClusterIp => (Set::ClusterIps, Key::Service(dest, Protocol::Tcp, port)),
         Capture::ExternalIp | Capture::LoadBalancer => {
@@ -360,7 +421,11 @@ fn nft_checks(
         hop.checks.push(Check::new(
             "nft map endpoints",
             format!("slot . {i} : {} . {}", e.ip, e.port),
-            Expect::NftEndpoint { index: i as u32, ip: e.ip, port: e.port },
+            Expect::NftEndpoint {
+                index: i as u32,
+                ip: e.ip,
+                port: e.port,
+            },
         ));
         hop.checks.push(Check::new(
             "nft set hairpin",
