@@ -23,12 +23,12 @@ pub fn render(t: &Trace) -> String {
     );
     let _ = writeln!(
         s,
-        "from {} {}{}",
+        "from {}{}{}",
         t.from.ip,
         t.from
             .node
             .as_deref()
-            .map(|n| format!("on {n}"))
+            .map(|n| format!(" on {n}"))
             .unwrap_or_default(),
         t.destination
             .as_deref()

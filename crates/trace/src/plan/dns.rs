@@ -57,9 +57,13 @@ pub(super) fn hop(inputs: &Inputs, peer: &Peer, name: &str) -> (Hop, Option<IpAd
             }
             Some(Answer::Headless(svc, ips)) => {
                 hop.decided.push(format!(
-                    "{} -> A {} (headless Service {}/{}: one record per ready endpoint, no proxy)",
+                    "{} -> {} (headless Service {}/{}: one record per ready endpoint, no proxy)",
                     a.name,
-                    join(ips),
+                    if ips.is_empty() {
+                        "no A record".to_string()
+                    } else {
+                        format!("A {}", join(ips))
+                    },
                     svc.namespace,
                     svc.name
                 ));
