@@ -23,42 +23,13 @@ pub struct Rule {
     pub line: String,
 }
 
-fn words(line: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    let mut any = false;
-    for ch in line.chars() {
-        match ch {
-            '"' => {
-                quoted = !quoted;
-                any = true;
-            }
-            c if c.is_whitespace() && !quoted => {
-                if any {
-                    out.push(std::mem::take(&mut cur));
-                    any = false;
-                }
-            }
-            c => {
-                cur.push(c);
-                any = true;
-            }
-        }
-    }
-    if any {
-        out.push(cur);
-    }
-    out
-}
-
 fn host(addr: &str) -> String {
     addr.strip_suffix("/32").unwrap_or(addr).to_string()
 }
 
 /// Reads one `-A` line; `None` for anything else.
 pub fn parse_rule(line: &str) -> Option<Rule> {
-    let w = words(line);
+    let w = ferry_proxy::iptables::split_args(line.trim());
     if w.first().map(String::as_str) != Some("-A") {
         return None;
     }

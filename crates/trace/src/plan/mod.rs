@@ -16,7 +16,7 @@ mod service;
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use ferry_model::{ClusterState, Kind, Object};
+use ferry_model::ClusterState;
 use ferry_overlay::config::BackendConfig;
 use ferry_overlay::lease::Lease;
 use ipnet::{IpNet, Ipv4Net};
@@ -120,31 +120,11 @@ pub struct Inputs<'a> {
 impl Inputs<'_> {
     /// The pod CIDRs, as the agents take them: every Node's podCIDR.
     pub fn cluster_cidrs(&self) -> Vec<IpNet> {
-        let mut out: Vec<IpNet> = self
-            .state
-            .objects_of(Kind::Node)
-            .filter_map(|o| match o {
-                Object::Node(n) => n.spec.as_ref(),
-                _ => None,
-            })
-            .flat_map(|s| s.pod_cidrs.iter().flatten().chain(s.pod_cidr.as_ref()))
-            .filter_map(|c| c.parse().ok())
-            .collect();
-        out.sort();
-        out.dedup();
-        out
+        ferry_proxy::node_pod_cidrs(self.state)
     }
 
     pub(crate) fn zone_of(&self, node: &str) -> Option<String> {
-        self.state.objects_of(Kind::Node).find_map(|o| match o {
-            Object::Node(n) if n.metadata.name.as_deref() == Some(node) => n
-                .metadata
-                .labels
-                .as_ref()?
-                .get("topology.kubernetes.io/zone")
-                .cloned(),
-            _ => None,
-        })
+        ferry_proxy::node_zone(self.state, node)
     }
 }
 
