@@ -16,6 +16,7 @@
 //! [`draw`]). [`probe`] makes a real connection and reads its conntrack
 //! entry. [`lab`] reads a running lab's files.
 
+pub mod chart;
 pub mod draw;
 mod error;
 pub mod iptables;
