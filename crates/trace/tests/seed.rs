@@ -11,11 +11,43 @@ use ferry_trace::plan::{Inputs, Network, NodeInfo, PodInfo, Topology, plan};
 use ferry_trace::resolve::{From, Resolv};
 use ferry_trace::{Expect, HopKind, ProxyMode, Trace};
 
+fn seed_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/nginx-web.yaml")
+}
+
 fn state() -> ferry_model::ClusterState {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/nginx-web.yaml");
-    let (source, _) = ManifestSource::open(&[path], false).unwrap();
+    let (source, _) = ManifestSource::open(&[seed_path()], false).unwrap();
     source.state().clone()
 }
+
+/// The seed plus a LoadBalancer Service with externalTrafficPolicy: Local
+/// whose only endpoint is on node-2.
+const LOCAL_LB: &str = "apiVersion: v1
+kind: Service
+metadata: {name: web-lb, namespace: demo}
+spec:
+  type: LoadBalancer
+  externalTrafficPolicy: Local
+  clusterIP: 172.16.255.221
+  selector: {app: nginx-web}
+  ports: [{port: 80, targetPort: 80, nodePort: 30080}]
+status:
+  loadBalancer:
+    ingress: [{ip: 192.0.2.10}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-lb-1
+  namespace: demo
+  labels: {kubernetes.io/service-name: web-lb}
+addressType: IPv4
+ports: [{name: \"\", port: 80, protocol: TCP}]
+endpoints:
+- addresses: [10.204.1.3]
+  conditions: {ready: true}
+  nodeName: node-2
+";
 
 fn topology() -> Topology {
     let node = |name: &str, ip: &str, cidr: &str| NodeInfo {
@@ -69,7 +101,10 @@ fn network() -> Network {
 }
 
 fn trace(mode: ProxyMode, to: &str) -> Trace {
-    let state = state();
+    trace_in(state(), mode, to)
+}
+
+fn trace_in(state: ferry_model::ClusterState, mode: ProxyMode, to: &str) -> Trace {
     let topology = topology();
     let network = network();
     let inputs = Inputs {
@@ -195,4 +230,32 @@ fn an_unknown_name_ends_at_dns() {
         "three search domains, then the name"
     );
     assert!(t.destination.is_none());
+}
+
+#[test]
+fn pod_traffic_to_a_local_policy_load_balancer_short_circuits_only_in_iptables_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(seed_path(), dir.path().join("a.yaml")).unwrap();
+    std::fs::write(dir.path().join("b.yaml"), LOCAL_LB).unwrap();
+    let (source, snap) = ManifestSource::open(&[dir.path().to_path_buf()], false).unwrap();
+    assert!(snap.errors.is_empty(), "{:?}", snap.errors);
+    let state = source.state().clone();
+    // node-1 has no endpoint of web-lb.
+    let ipt = trace_in(state.clone(), ProxyMode::Iptables, "192.0.2.10:80");
+    let svc = &ipt.hops[0];
+    assert!(
+        svc.decided.iter().any(|d| d.contains("short circuit")),
+        "{:?}",
+        svc.decided
+    );
+    let eps: Vec<String> = svc.endpoints.iter().map(|c| c.ip.to_string()).collect();
+    assert_eq!(eps, ["10.204.1.3"]);
+    assert_eq!(ipt.hops[1].path[0], "flannel.1");
+    let nft = trace_in(state, ProxyMode::Nftables, "192.0.2.10:80");
+    assert_eq!(nft.hops.len(), 1, "dropped at the service hop");
+    assert!(
+        nft.hops[0].decided.iter().any(|d| d.contains("dropped")),
+        "{:?}",
+        nft.hops[0].decided
+    );
 }

@@ -149,14 +149,38 @@ pub(super) fn hop(inputs: &Inputs, peer: &Peer, dest: IpAddr, port: u16) -> Opti
         capture.as_str(),
         inputs.mode.as_str()
     ));
-    let endpoints: &[PlannedEndpoint] = if capture.external() {
+    let cidrs = inputs.cluster_cidrs();
+    let from_cluster = cidrs.iter().any(|c: &IpNet| c.contains(&peer.ip));
+    // kube-proxy's iptables mode sends pod and host traffic to an external
+    // address of a Local-policy Service to the Cluster-policy endpoints
+    // (KUBE-EXT's "pod traffic" and "route LOCAL traffic" rules); ferry's
+    // nftables mode applies the Local policy to it.
+    let short_circuit = inputs.mode == ProxyMode::Iptables
+        && capture.external()
+        && plan.external_local
+        && (from_cluster || peer.kind == "node");
+    let endpoints: &[PlannedEndpoint] = if short_circuit {
+        hop.decided.push(format!(
+            "{} traffic to an external address of a Local-policy Service goes to the Cluster-policy endpoints (kube-proxy's short circuit)",
+            if from_cluster { "pod" } else { "host" }
+        ));
+        if plan.internal_local {
+            &plan.cluster_policy_endpoints
+        } else {
+            &plan.cluster_endpoints
+        }
+    } else if capture.external() {
         &plan.external_endpoints
     } else {
         &plan.cluster_endpoints
     };
     policy_lines(&mut hop, view, plan, capture, endpoints);
     if endpoints.is_empty() {
-        let verdict = if capture.external() && plan.external_local {
+        let verdict = if capture.external()
+            && plan.external_local
+            && !short_circuit
+            && !plan.cluster_endpoints.is_empty()
+        {
             "dropped (externalTrafficPolicy: Local and no endpoint on this node)"
         } else {
             "rejected with ICMP port unreachable (no endpoints)"
@@ -168,8 +192,6 @@ pub(super) fn hop(inputs: &Inputs, peer: &Peer, dest: IpAddr, port: u16) -> Opti
             dnat: false,
         });
     }
-    let cidrs = inputs.cluster_cidrs();
-    let from_cluster = cidrs.iter().any(|c: &IpNet| c.contains(&peer.ip));
     let n = endpoints.len();
     for (i, e) in endpoints.iter().enumerate() {
         let pod = inputs.topology.pod_with_ip(e.ip);
@@ -177,6 +199,8 @@ pub(super) fn hop(inputs: &Inputs, peer: &Peer, dest: IpAddr, port: u16) -> Opti
             Some("hairpin: the client is this endpoint, so the reply would not come back through the node; SNAT to the node's cni0 address".to_string())
         } else if capture.external() && !plan.external_local {
             Some("external traffic with externalTrafficPolicy: Cluster".to_string())
+        } else if short_circuit && !from_cluster {
+            Some("host traffic to an external address (KUBE-EXT's addrtype LOCAL rule)".to_string())
         } else if !capture.external() && !from_cluster {
             Some(format!("{} is outside the cluster CIDRs", peer.ip))
         } else {
