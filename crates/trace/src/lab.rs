@@ -60,9 +60,14 @@ pub fn read(name: &str) -> Result<Lab, TraceError> {
     let state = source.state().clone();
     let topology = topology(&status);
     let store = FileStore::new(&names.leases_dir());
+    let config = store.config().ok();
     let network = Network {
-        backend: store.config().map(|c| c.backend).unwrap_or_default(),
+        backend: config
+            .as_ref()
+            .map(|c| c.backend.clone())
+            .unwrap_or_default(),
         leases: store.leases().unwrap_or_default(),
+        pod_network: config.map(|c| c.network),
     };
     let mode = status
         .nodes

@@ -97,6 +97,7 @@ fn network() -> Network {
             lease("10.204.0.0/24", "172.18.0.11", "02:00:00:00:00:01"),
             lease("10.204.1.0/24", "172.18.0.12", "02:00:00:00:00:02"),
         ],
+        pod_network: Some("10.204.0.0/16".parse().unwrap()),
     }
 }
 
@@ -218,6 +219,35 @@ fn pod_to_pod_without_a_service_is_routing_only() {
     let kinds: Vec<HopKind> = t.hops.iter().map(|h| h.kind).collect();
     assert_eq!(kinds, [HopKind::Routing, HopKind::Reply]);
     assert!(t.hops[1].decided[0].contains("no NAT"));
+}
+
+#[test]
+fn host_traffic_to_another_nodes_pod_is_masqueraded_by_the_pod_network() {
+    let state = state();
+    let topology = topology();
+    let network = network();
+    let inputs = Inputs {
+        state: &state,
+        topology: &topology,
+        network: &network,
+        mode: ProxyMode::Nftables,
+        resolv: Resolv::cluster_first("default", "169.254.20.10"),
+    };
+    let remote = plan(
+        &inputs,
+        &From::Node("node-1".into()),
+        &"10.204.1.8:80".parse().unwrap(),
+    )
+    .unwrap();
+    let reply = remote.hops.last().unwrap();
+    assert!(reply.decided[0].contains("un-SNATs"), "{:?}", reply.decided);
+    let local = plan(
+        &inputs,
+        &From::Node("node-1".into()),
+        &"10.204.0.13:80".parse().unwrap(),
+    )
+    .unwrap();
+    assert!(local.hops.last().unwrap().decided[0].contains("no NAT"));
 }
 
 #[test]

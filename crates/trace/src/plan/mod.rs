@@ -104,6 +104,9 @@ impl Topology {
 pub struct Network {
     pub backend: BackendConfig,
     pub leases: Vec<Lease>,
+    /// The whole pod network (flannel's `Network`), which the overlay's
+    /// masquerade rules read.
+    pub pod_network: Option<Ipv4Net>,
 }
 
 /// Everything a trace is planned from.
@@ -254,11 +257,22 @@ pub fn plan(inputs: &Inputs, from: &From, to: &To) -> Result<Trace, TraceError> 
         trace.hops.push(hop);
         return Ok(trace);
     };
+    let mut overlay_masq = false;
     for ip in &targets {
-        trace.hops.push(route::hop(inputs, &entry, *ip));
+        let hop = route::hop(inputs, &entry, *ip);
+        // What the proxy masquerades (mark 0x4000) the overlay leaves alone.
+        let proxy_masq = masqueraded == Some(true);
+        if !proxy_masq && route::overlay_masquerades(inputs, &entry, peer.ip, *ip) {
+            overlay_masq = true;
+        }
+        trace.hops.push(hop);
     }
-    trace
-        .hops
-        .push(route::reply(&peer, dest, to.port, masqueraded));
+    trace.hops.push(route::reply(
+        &peer,
+        dest,
+        to.port,
+        masqueraded,
+        overlay_masq,
+    ));
     Ok(trace)
 }

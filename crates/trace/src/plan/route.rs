@@ -178,11 +178,45 @@ pub(super) fn hop(inputs: &Inputs, node: &str, dst: IpAddr) -> Hop {
     hop
 }
 
+/// Whether the overlay's masquerade (flannel's FLANNEL-POSTRTG, see
+/// `ferry_overlay::masquerade`) rewrites `src` -> `dst` leaving `node`:
+/// from the pod network to outside it, or from outside it to another
+/// node's pods.
+pub(super) fn overlay_masquerades(inputs: &Inputs, node: &str, src: IpAddr, dst: IpAddr) -> bool {
+    let (Some(net), IpAddr::V4(src), IpAddr::V4(dst)) = (inputs.network.pod_network, src, dst)
+    else {
+        return false;
+    };
+    let local = inputs.topology.node(node).and_then(|n| n.pod_cidr);
+    let in_local = local.is_some_and(|l| l.contains(&dst));
+    match (net.contains(&src), net.contains(&dst)) {
+        (true, true) => false,
+        (true, false) => !dst.is_multicast(),
+        (false, true) => !in_local,
+        (false, false) => false,
+    }
+}
+
 /// The way back: conntrack undoes the DNAT (and the masquerade).
-pub(super) fn reply(peer: &Peer, dest: IpAddr, port: u16, masqueraded: Option<bool>) -> Hop {
+pub(super) fn reply(
+    peer: &Peer,
+    dest: IpAddr,
+    port: u16,
+    masqueraded: Option<bool>,
+    overlay_masq: bool,
+) -> Hop {
     let mut hop = Hop::new(HopKind::Reply, format!("reply to {}", peer.name));
     hop.node = peer.node.clone();
+    if overlay_masq {
+        hop.decided.push(format!(
+            "the pod network masqueraded the request (flannel's rule: from outside the pod network to another node's pods, or from a pod to outside it; source port fully random): conntrack un-SNATs the reply back to {}",
+            peer.ip
+        ));
+        hop.path
+            .push("conntrack: un-SNAT (overlay masquerade)".into());
+    }
     match masqueraded {
+        None if overlay_masq => {}
         None => hop.decided.push(format!(
             "no NAT on the way: the reply from {dest}:{port} is routed back to {} as it is",
             peer.ip
@@ -198,7 +232,8 @@ pub(super) fn reply(peer: &Peer, dest: IpAddr, port: u16, masqueraded: Option<bo
                     peer.ip
                 ));
             }
-            hop.path = vec!["conntrack: reply tuple".into(), "un-DNAT".into()];
+            hop.path
+                .extend(["conntrack: reply tuple".to_string(), "un-DNAT".to_string()]);
             if masq {
                 hop.path.push("un-SNAT".into());
             }
