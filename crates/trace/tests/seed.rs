@@ -106,6 +106,14 @@ fn trace(mode: ProxyMode, to: &str) -> Trace {
 }
 
 fn trace_in(state: ferry_model::ClusterState, mode: ProxyMode, to: &str) -> Trace {
+    let from = From::Pod {
+        namespace: "demo".into(),
+        name: "nginx-web-a".into(),
+    };
+    trace_from(state, mode, &from, to)
+}
+
+fn trace_from(state: ferry_model::ClusterState, mode: ProxyMode, from: &From, to: &str) -> Trace {
     let topology = topology();
     let network = network();
     let inputs = Inputs {
@@ -115,11 +123,7 @@ fn trace_in(state: ferry_model::ClusterState, mode: ProxyMode, to: &str) -> Trac
         mode,
         resolv: Resolv::cluster_first("demo", "169.254.20.10"),
     };
-    let from = From::Pod {
-        namespace: "demo".into(),
-        name: "nginx-web-a".into(),
-    };
-    plan(&inputs, &from, &to.parse().unwrap()).unwrap()
+    plan(&inputs, from, &to.parse().unwrap()).unwrap()
 }
 
 #[test]
@@ -223,30 +227,11 @@ fn pod_to_pod_without_a_service_is_routing_only() {
 
 #[test]
 fn host_traffic_to_another_nodes_pod_is_masqueraded_by_the_pod_network() {
-    let state = state();
-    let topology = topology();
-    let network = network();
-    let inputs = Inputs {
-        state: &state,
-        topology: &topology,
-        network: &network,
-        mode: ProxyMode::Nftables,
-        resolv: Resolv::cluster_first("default", "169.254.20.10"),
-    };
-    let remote = plan(
-        &inputs,
-        &From::Node("node-1".into()),
-        &"10.204.1.8:80".parse().unwrap(),
-    )
-    .unwrap();
+    let node = From::Node("node-1".into());
+    let remote = trace_from(state(), ProxyMode::Nftables, &node, "10.204.1.8:80");
     let reply = remote.hops.last().unwrap();
     assert!(reply.decided[0].contains("un-SNATs"), "{:?}", reply.decided);
-    let local = plan(
-        &inputs,
-        &From::Node("node-1".into()),
-        &"10.204.0.13:80".parse().unwrap(),
-    )
-    .unwrap();
+    let local = trace_from(state(), ProxyMode::Nftables, &node, "10.204.0.13:80");
     assert!(local.hops.last().unwrap().decided[0].contains("no NAT"));
 }
 
