@@ -11,7 +11,7 @@ set -euo pipefail
 # who starts it.
 TOOLS=$(cat <<'TOOLS'
 ip                        iproute2          agent lab
-nft                       nftables          agent
+nft                       nftables          agent trace
 iptables                  iptables          agent
 iptables-save             iptables          agent trace
 iptables-restore          iptables          agent
@@ -48,6 +48,7 @@ kill                      procps            tests
 pgrep                     procps            tests
 pkill                     procps            tests
 sleep                     coreutils         tests
+timeout                   coreutils         trace
 setpriv                   util-linux        tests
 bridge                    iproute2          tests
 kubectl                   kubernetes-client tests

@@ -195,6 +195,37 @@ fn nftables_trace_of_the_seed_lists_map_elements_and_a_deleted_fdb_entry_is_a_mi
             .any(|p| p.as_str().unwrap().contains("numgen random mod 3"))
     );
 
+    // The probe's packets traced through ferry's table (no per-Service
+    // counters in nftables mode).
+    let out = trace(&lab, &[&from, "172.16.255.220:80", "--probe"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", common::text(&out));
+    assert!(text.contains("conntrack: tcp"), "{text}");
+    assert!(
+        text.contains("nftrace: ip ferry services rule")
+            && text.contains("nftrace: ip ferry pick_3 rule"),
+        "{text}"
+    );
+
+    let node1 = svc["netns"].as_str().unwrap();
+    let left = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            node1,
+            "nft",
+            "list",
+            "table",
+            "ip",
+            "ferry-trace",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !left.status.success(),
+        "the tracing table is removed after the probe"
+    );
+
     // Behind ferry's back: node-1 forgets where node-2's VTEP is. The
     // overlay programs only what its leases change, so it stays gone.
     let remote = &t["hops"][2];

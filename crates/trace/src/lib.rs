@@ -22,6 +22,7 @@ mod error;
 pub mod iptables;
 pub mod kernel;
 pub mod lab;
+mod nftrace;
 pub mod picture;
 pub mod plan;
 pub mod probe;

@@ -30,6 +30,10 @@ pub struct ProbeResult {
     pub counters: Vec<String>,
     /// The endpoint the connection went to: the reply tuple's source.
     pub chosen: Option<String>,
+    /// nftables mode: `nft monitor trace` lines of the probe's packets in
+    /// ferry's tables (the rules and verdicts they met).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nftrace: Vec<String>,
 }
 
 /// The reply tuple's source address and port of a conntrack line (the
@@ -60,6 +64,7 @@ fn counters(text: &str) -> Vec<(String, u64)> {
 pub fn probe(
     from_netns: &str,
     node_netns: &str,
+    source: std::net::IpAddr,
     dest: SocketAddr,
     mode: ProxyMode,
 ) -> Result<ProbeResult, TraceError> {
@@ -67,30 +72,37 @@ pub fn probe(
         ProxyMode::Iptables => Some(iptables_nat_counters(node_netns)?),
         ProxyMode::Nftables => None,
     };
-    let connected = ferry_sys::netns::in_netns(
-        from_netns,
-        move || -> std::io::Result<(SocketAddr, String)> {
-            let mut s = TcpStream::connect_timeout(&dest, Duration::from_secs(2))?;
-            s.set_read_timeout(Some(Duration::from_secs(2)))?;
-            let local = s.local_addr()?;
-            s.write_all(
-                format!("GET / HTTP/1.0\r\nHost: {dest}\r\nUser-Agent: ferry-trace\r\n\r\n")
-                    .as_bytes(),
-            )?;
-            let mut buf = vec![0u8; 4096];
-            let n = s.read(&mut buf).unwrap_or(0);
-            let first = String::from_utf8_lossy(&buf[..n])
-                .lines()
-                .next()
-                .unwrap_or("")
-                .to_string();
-            Ok((local, first))
-        },
-    )
-    .map_err(|e| TraceError::Kernel {
-        netns: from_netns.into(),
-        why: e.to_string(),
-    })?;
+    let connect = || {
+        ferry_sys::netns::in_netns(
+            from_netns,
+            move || -> std::io::Result<(SocketAddr, String)> {
+                let mut s = TcpStream::connect_timeout(&dest, Duration::from_secs(2))?;
+                s.set_read_timeout(Some(Duration::from_secs(2)))?;
+                let local = s.local_addr()?;
+                s.write_all(
+                    format!("GET / HTTP/1.0\r\nHost: {dest}\r\nUser-Agent: ferry-trace\r\n\r\n")
+                        .as_bytes(),
+                )?;
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).unwrap_or(0);
+                let first = String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                Ok((local, first))
+            },
+        )
+        .map_err(|e| TraceError::Kernel {
+            netns: from_netns.into(),
+            why: e.to_string(),
+        })
+    };
+    let (connected, nftrace) = match mode {
+        ProxyMode::Nftables => crate::nftrace::traced(node_netns, source, dest, connect)?,
+        ProxyMode::Iptables => (connect(), Vec::new()),
+    };
+    let connected = connected?;
     let (local, answer) = match connected {
         Ok((l, a)) => (Some(l), Some(a)),
         Err(e) => {
@@ -101,6 +113,7 @@ pub fn probe(
                 conntrack: Vec::new(),
                 counters: Vec::new(),
                 chosen: None,
+                nftrace,
             });
         }
     };
@@ -149,6 +162,7 @@ pub fn probe(
         chosen: conntrack.iter().find_map(|l| reply_source(l)),
         conntrack,
         counters: moved,
+        nftrace,
     })
 }
 

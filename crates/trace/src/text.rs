@@ -99,6 +99,9 @@ pub fn render(t: &Trace) -> String {
         for l in &p.counters {
             let _ = writeln!(s, "    counter moved: {l}");
         }
+        for l in &p.nftrace {
+            let _ = writeln!(s, "    nftrace: {l}");
+        }
     }
     let _ = writeln!(s);
     if t.kernel_checked {

@@ -74,7 +74,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .find_map(|h| h.netns.clone())
             .unwrap_or_else(|| from_ns.clone());
         trace.probe = Some(ferry_trace::probe::probe(
-            &from_ns, &node_ns, dest, lab.mode,
+            &from_ns, &node_ns, peer.ip, dest, lab.mode,
         )?);
     }
     if let Some(path) = &args.svg {
