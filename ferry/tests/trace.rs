@@ -38,6 +38,15 @@ fn client(lab: &Lab) -> String {
     format!("pod/demo/{}", p["name"].as_str().unwrap())
 }
 
+/// Runs a command inside a lab namespace.
+fn in_netns(ns: &str, cmd: &[&str]) -> Output {
+    std::process::Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(cmd)
+        .output()
+        .unwrap()
+}
+
 fn kinds(t: &Value) -> Vec<String> {
     t["hops"]
         .as_array()
@@ -208,19 +217,7 @@ fn nftables_trace_of_the_seed_lists_map_elements_and_a_deleted_fdb_entry_is_a_mi
     );
 
     let node1 = svc["netns"].as_str().unwrap();
-    let left = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            node1,
-            "nft",
-            "list",
-            "table",
-            "ip",
-            "ferry-trace",
-        ])
-        .output()
-        .unwrap();
+    let left = in_netns(node1, &["nft", "list", "table", "ip", "ferry-trace"]);
     assert!(
         !left.status.success(),
         "the tracing table is removed after the probe"
@@ -240,22 +237,10 @@ fn nftables_trace_of_the_seed_lists_map_elements_and_a_deleted_fdb_entry_is_a_mi
         .to_string();
     let (mac, dst) = fdb.split_once(" dst ").unwrap();
     let node_ns = remote["netns"].as_str().unwrap();
-    let del = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            node_ns,
-            "bridge",
-            "fdb",
-            "del",
-            mac,
-            "dev",
-            "flannel.1",
-            "dst",
-            dst,
-        ])
-        .output()
-        .unwrap();
+    let del = in_netns(
+        node_ns,
+        &["bridge", "fdb", "del", mac, "dev", "flannel.1", "dst", dst],
+    );
     assert!(del.status.success(), "{}", common::text(&del));
     let out = trace(&lab, &[&from, "172.16.255.220:80"]);
     let text = String::from_utf8_lossy(&out.stdout);
