@@ -11,9 +11,9 @@ set -euo pipefail
 # who starts it.
 TOOLS=$(cat <<'TOOLS'
 ip                        iproute2          agent lab tests
-nft                       nftables          agent
+nft                       nftables          agent trace
 iptables                  iptables          agent
-iptables-save             iptables          agent
+iptables-save             iptables          agent trace
 iptables-restore          iptables          agent
 ip6tables                 iptables          agent
 ip6tables-save            iptables          agent
@@ -30,7 +30,7 @@ iptables-legacy-restore   iptables          agent
 ip6tables-legacy          iptables          agent
 ip6tables-legacy-save     iptables          agent
 ip6tables-legacy-restore  iptables          agent
-conntrack                 conntrack         tests
+conntrack                 conntrack         trace tests
 sysctl                    procps            lab
 setsid                    util-linux        lab
 taskset                   util-linux        bench
@@ -48,12 +48,14 @@ kill                      procps            tests
 pgrep                     procps            tests
 pkill                     procps            tests
 sleep                     coreutils         tests
+timeout                   coreutils         trace
 setpriv                   util-linux        tests
 bridge                    iproute2          tests
 kubectl                   kubernetes-client tests
 etcd                      etcd-server       tests lab
 etcdctl                   etcd-client       tests lab
 tcpdump                   tcpdump           tests
+rsvg-convert              librsvg2-bin      tests
 TOOLS
 )
 # The package of every listed program that is not on PATH yet (a program

@@ -65,6 +65,8 @@ enum Command {
     /// with CNI_COMMAND set does the same, so a symlink
     /// `/opt/cni/bin/ferry -> ferry` installs it.
     Cni(cmd::cni::Args),
+    /// Explain the path of one request in a lab, hop by hop, model beside kernel.
+    Trace(cmd::trace::Args),
 }
 
 fn init_logging(format: LogFormat) {
@@ -119,6 +121,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => cmd::bench::run(args),
         Command::Apiserver(args) => cmd::apiserver::run(args),
         Command::Cni(args) => cmd::cni::run(args),
+        Command::Trace(args) => cmd::trace::run(args),
     };
     match result {
         Ok(code) => code,

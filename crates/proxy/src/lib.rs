@@ -18,7 +18,8 @@ use ferry_model::ServicePortName;
 use ipnet::IpNet;
 
 pub use plan::{
-    Family, NodeContext, PlanChanges, PlannedEndpoint, ProxyPlan, ServicePlan, plan, plan_port,
+    Family, NodeContext, PlanChanges, PlannedEndpoint, ProxyPlan, ServicePlan, node_pod_cidrs,
+    node_zone, plan, plan_port,
 };
 
 /// What one sync did.

@@ -191,6 +191,41 @@ pub fn plan_port(view: &ServicePortView, ctx: &NodeContext) -> Option<ServicePla
     })
 }
 
+/// `topology.kubernetes.io/zone` of Node `node`.
+pub fn node_zone(state: &ClusterState, node: &str) -> Option<String> {
+    state.objects_of(Kind::Node).find_map(|o| match o {
+        Object::Node(n) if n.metadata.name.as_deref() == Some(node) => n
+            .metadata
+            .labels
+            .as_ref()?
+            .get("topology.kubernetes.io/zone")
+            .cloned(),
+        _ => None,
+    })
+}
+
+/// Every Node's podCIDRs, sorted: the cluster CIDRs when none are given
+/// (see "Settled between issues" in ARCHITECTURE.md).
+pub fn node_pod_cidrs(state: &ClusterState) -> Vec<IpNet> {
+    let mut out: Vec<IpNet> = state
+        .objects_of(Kind::Node)
+        .filter_map(|o| match o {
+            Object::Node(n) => n.spec.as_ref(),
+            _ => None,
+        })
+        .flat_map(|spec| {
+            spec.pod_cidrs
+                .iter()
+                .flatten()
+                .chain(spec.pod_cidr.as_ref())
+        })
+        .filter_map(|c| c.parse().ok())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// The whole desired proxy state of a node.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ProxyPlan {

@@ -51,6 +51,12 @@ struct ProxyArgs {
     /// Skip a size when the previous size's full sync predicts more than this many seconds.
     #[arg(long, default_value_t = 120.0)]
     max_predicted_s: f64,
+    /// Also write every figure as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Also draw one change and first-packet latency against the number of Services as SVG to FILE.
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -113,6 +119,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             changes: a.changes,
             modes: a.modes,
             max_predicted_s: a.max_predicted_s,
+            json: a.json,
+            svg: a.svg,
         }),
         What::ProxyChild {
             mode,

@@ -8,4 +8,5 @@ pub mod dns;
 pub mod echo;
 pub mod lab;
 pub mod services;
+pub mod trace;
 pub mod validate;

@@ -35,6 +35,50 @@ pub struct ProxyOptions {
     pub modes: Vec<String>,
     /// Skip a size when the previous size's full sync predicts more than this many seconds.
     pub max_predicted_s: f64,
+    /// Write every figure as JSON here.
+    pub json: Option<std::path::PathBuf>,
+    /// Draw one change and first-packet latency against the number of
+    /// Services (log axes, one line per mode) as SVG here.
+    pub svg: Option<std::path::PathBuf>,
+}
+
+/// The seeds' story in one picture: one change and first-packet latency
+/// against the number of Services, a line per mode, log axes.
+fn chart(
+    results: &std::collections::BTreeMap<(usize, String), serde_json::Value>,
+    modes: &[String],
+) -> String {
+    use ferry_trace::chart::{Panel, Series, render};
+    let series = |key: &str| -> Vec<Series> {
+        modes
+            .iter()
+            .map(|m| Series {
+                name: m.clone(),
+                points: results
+                    .iter()
+                    .filter(|((_, mode), _)| mode == m)
+                    .map(|((n, _), v)| (*n as f64, f(v, key)))
+                    .collect(),
+            })
+            .collect()
+    };
+    render(
+        "ferry bench proxy: nftables beside kube-proxy's iptables rules (8 endpoints per Service)",
+        &[
+            Panel {
+                title: "one change (p50)".into(),
+                x_label: "Services".into(),
+                y_label: "ms".into(),
+                series: series("one_p50_ms"),
+            },
+            Panel {
+                title: "first packet to the last Service (p50)".into(),
+                x_label: "Services".into(),
+                y_label: "µs".into(),
+                series: series("last_p50_us"),
+            },
+        ],
+    )
 }
 
 /// Runs the benchmark (root needed) and prints its tables.
@@ -44,6 +88,8 @@ pub fn run(options: ProxyOptions) -> anyhow::Result<()> {
         changes,
         modes,
         max_predicted_s,
+        json,
+        svg,
     } = options;
     if cfg!(debug_assertions) {
         eprintln!(
@@ -156,6 +202,21 @@ pub fn run(options: ProxyOptions) -> anyhow::Result<()> {
                 );
             }
         }
+    }
+    if let Some(path) = &json {
+        let runs: Vec<serde_json::Value> = results
+            .iter()
+            .map(|((n, m), v)| serde_json::json!({"services": n, "mode": m, "figures": v}))
+            .collect();
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(&serde_json::json!({"runs": runs}))?,
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &svg {
+        std::fs::write(path, chart(&results, &modes))
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     let _cleanup = Scratch::router_only()?;
     let mut e2e = end_to_end::end_to_end(1000, 50);

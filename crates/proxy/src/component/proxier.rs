@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::{Backend, Family, NodeContext, ProxyPlan, plan};
-use ferry_model::{Kind, Object};
 use ferry_source::Snapshot;
 use ipnet::IpNet;
 
@@ -31,39 +30,6 @@ pub(crate) struct Proxy {
     conntrack: Option<crate::conntrack::Conntrack>,
     /// ServicePorts over nftables mode's endpoint limit (logged once each).
     over_limit: std::collections::BTreeSet<ferry_model::ServicePortName>,
-}
-
-fn zone_of(snapshot: &Snapshot, node: &str) -> Option<String> {
-    snapshot.state.objects_of(Kind::Node).find_map(|o| match o {
-        Object::Node(n) if n.metadata.name.as_deref() == Some(node) => n
-            .metadata
-            .labels
-            .as_ref()?
-            .get("topology.kubernetes.io/zone")
-            .cloned(),
-        _ => None,
-    })
-}
-
-fn node_cidrs(snapshot: &Snapshot) -> Vec<IpNet> {
-    let mut out: Vec<IpNet> = snapshot
-        .state
-        .objects_of(Kind::Node)
-        .filter_map(|o| match o {
-            Object::Node(n) => n.spec.as_ref(),
-            _ => None,
-        })
-        .flat_map(|spec| {
-            spec.pod_cidrs
-                .iter()
-                .flatten()
-                .chain(spec.pod_cidr.as_ref())
-        })
-        .filter_map(|c| c.parse().ok())
-        .collect();
-    out.sort();
-    out.dedup();
-    out
 }
 
 impl Proxy {
@@ -97,11 +63,11 @@ impl Proxy {
         let arrived = Instant::now();
         let ctx = NodeContext {
             node_name: self.node.clone(),
-            zone: zone_of(snapshot, &self.node),
+            zone: crate::plan::node_zone(&snapshot.state, &self.node),
             family: self.family,
         };
         let cidrs = if self.fixed_cidrs.is_empty() {
-            node_cidrs(snapshot)
+            crate::plan::node_pod_cidrs(&snapshot.state)
         } else {
             self.fixed_cidrs.clone()
         };

@@ -91,8 +91,9 @@ pub struct IptablesBackend {
     rules: usize,
 }
 
-/// Splits one rule into arguments (double quotes group words).
-fn split_args(rule: &str) -> Vec<String> {
+/// Splits one rule into arguments (double quotes group words), as
+/// iptables-restore reads them.
+pub fn split_args(rule: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut quoted = false;

@@ -1,0 +1,336 @@
+//! `ferry trace` against running labs of the seed scenario
+//! (examples/nginx-web.yaml: three pods behind 172.16.255.220:80, one on
+//! node-1, two on node-2): the iptables chains with their statistic
+//! probabilities as iptables-save prints them, the nftables map elements,
+//! routes via cni0 and flannel.1, a mismatch after the kernel is changed
+//! behind ferry's back, and the SVG rendered to PNG.
+
+mod common;
+
+use std::process::Output;
+
+use common::*;
+use serde_json::Value;
+
+fn seed() -> String {
+    repo().join("examples/nginx-web.yaml").display().to_string()
+}
+
+fn trace(lab: &Lab, args: &[&str]) -> Output {
+    ferry()
+        .args(["trace", "--lab", &lab.name])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn trace_json(lab: &Lab, args: &[&str]) -> Value {
+    let mut a = args.to_vec();
+    a.push("--json");
+    let out = trace(lab, &a);
+    json(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The seed's client: the nginx-web pod on node-1 (itself an endpoint).
+fn client(lab: &Lab) -> String {
+    let pods = lab.pods("nginx-web");
+    let p = pod_named(&pods, "node-1");
+    format!("pod/demo/{}", p["name"].as_str().unwrap())
+}
+
+/// Runs a command inside a lab namespace.
+fn in_netns(ns: &str, cmd: &[&str]) -> Output {
+    std::process::Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(cmd)
+        .output()
+        .unwrap()
+}
+
+fn kinds(t: &Value) -> Vec<String> {
+    t["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["kind"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn kernel_lines(hop: &Value) -> Vec<String> {
+    hop["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["kernel"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn iptables_trace_of_the_seed_lists_kube_chains_probabilities_and_routes() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::up_in(
+        Mode::Iptables,
+        &format!("tri{}", std::process::id() % 10000),
+        &[&seed()],
+        &[],
+    );
+    let from = client(&lab);
+    let t = trace_json(&lab, &[&from, "http://nginx-web-service/"]);
+    assert_eq!(
+        kinds(&t),
+        ["dns", "service", "routing", "routing", "routing", "reply"],
+        "{t:#}"
+    );
+    assert_eq!(t["mismatches"], 0, "{t:#}");
+    assert_eq!(t["destination"], "172.16.255.220:80");
+    let svc = &t["hops"][1];
+    let path: Vec<&str> = svc["path"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(path[0], "KUBE-SERVICES");
+    assert!(path[1].starts_with("KUBE-SVC-"), "{path:?}");
+    assert_eq!(path[2], "KUBE-SEP-… ×3 (DNAT)");
+    // The statistic probabilities as the kernel prints them, in order.
+    let lines = kernel_lines(svc);
+    let svc_chain = path[1];
+    let jumps: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with(&format!("-A {svc_chain} ")) && l.contains("-j KUBE-SEP-"))
+        .collect();
+    assert_eq!(jumps.len(), 3, "{lines:#?}");
+    assert!(
+        jumps[0].contains("--probability 0.33333333349"),
+        "{}",
+        jumps[0]
+    );
+    assert!(
+        jumps[1].contains("--probability 0.50000000000"),
+        "{}",
+        jumps[1]
+    );
+    assert!(!jumps[2].contains("--probability"), "{}", jumps[2]);
+    let dnat: Vec<&String> = lines.iter().filter(|l| l.contains("-j DNAT")).collect();
+    for ep in ["10.204.0.13:80", "10.204.1.3:80", "10.204.1.8:80"] {
+        assert!(
+            dnat.iter()
+                .any(|l| l.ends_with(&format!("--to-destination {ep}"))),
+            "{ep}: {dnat:#?}"
+        );
+    }
+    let shares: Vec<f64> = svc["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["rule_probability"].as_f64().unwrap())
+        .collect();
+    assert_eq!(shares, [1.0 / 3.0, 0.5, 1.0]);
+    assert!(
+        svc["endpoints"][0]["masquerade"]
+            .as_str()
+            .unwrap()
+            .starts_with("hairpin")
+    );
+    // Local endpoint through the bridge, the remote ones through VXLAN.
+    for (i, dev) in [(2, "cni0"), (3, "flannel.1"), (4, "flannel.1")] {
+        let hop = &t["hops"][i];
+        assert_eq!(hop["path"][0], dev, "{hop:#}");
+        assert!(
+            kernel_lines(hop)[0].contains(&format!("dev {dev}")),
+            "{hop:#}"
+        );
+    }
+    // The text form and the probe: a real connection and its conntrack entry.
+    let out = trace(&lab, &[&from, "nginx-web-service:80", "--probe"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", common::text(&out));
+    assert!(
+        text.contains("conntrack: tcp") && text.contains("dst=172.16.255.220"),
+        "{text}"
+    );
+    assert!(text.contains("counter moved: -A KUBE-SEP-"), "{text}");
+    assert!(!text.lines().any(|l| l.starts_with("MISMATCH")), "{text}");
+}
+
+#[test]
+fn nftables_trace_of_the_seed_lists_map_elements_and_a_deleted_fdb_entry_is_a_mismatch() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::up_in(
+        Mode::Nftables,
+        &format!("trn{}", std::process::id() % 10000),
+        &[&seed()],
+        &[],
+    );
+    let from = client(&lab);
+    let t = trace_json(&lab, &[&from, "172.16.255.220:80"]);
+    assert_eq!(
+        kinds(&t),
+        ["service", "routing", "routing", "routing", "reply"],
+        "{t:#}"
+    );
+    assert_eq!(t["mismatches"], 0, "{t:#}");
+    let svc = &t["hops"][0];
+    let lines = kernel_lines(svc);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("cluster_ips 172.16.255.220 . tcp . 80 : 0x")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.iter().any(|l| l == "pick 0x3 : goto pick_3"),
+        "{lines:#?}"
+    );
+    let endpoints: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("endpoints "))
+        .collect();
+    assert_eq!(endpoints.len(), 3, "{lines:#?}");
+    assert!(
+        endpoints[0].ends_with(" . 0 : 10.204.0.13 . 80"),
+        "{endpoints:#?}"
+    );
+    assert!(
+        svc["path"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p.as_str().unwrap().contains("numgen random mod 3"))
+    );
+
+    // The probe's packets traced through ferry's table (no per-Service
+    // counters in nftables mode).
+    let out = trace(&lab, &[&from, "172.16.255.220:80", "--probe"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", common::text(&out));
+    assert!(text.contains("conntrack: tcp"), "{text}");
+    assert!(
+        text.contains("nftrace: ip ferry services rule")
+            && text.contains("nftrace: ip ferry pick_3 rule"),
+        "{text}"
+    );
+
+    let node1 = svc["netns"].as_str().unwrap();
+    let left = in_netns(node1, &["nft", "list", "table", "ip", "ferry-trace"]);
+    assert!(
+        !left.status.success(),
+        "the tracing table is removed after the probe"
+    );
+
+    // Behind ferry's back: node-1 forgets where node-2's VTEP is. The
+    // overlay programs only what its leases change, so it stays gone.
+    let remote = &t["hops"][2];
+    let fdb = remote["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["what"] == "FDB on flannel.1")
+        .unwrap()["model"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (mac, dst) = fdb.split_once(" dst ").unwrap();
+    let node_ns = remote["netns"].as_str().unwrap();
+    let del = in_netns(
+        node_ns,
+        &["bridge", "fdb", "del", mac, "dev", "flannel.1", "dst", dst],
+    );
+    assert!(del.status.success(), "{}", common::text(&del));
+    let out = trace(&lab, &[&from, "172.16.255.220:80"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    let flagged: Vec<&str> = text.lines().filter(|l| l.starts_with("MISMATCH")).collect();
+    assert_eq!(
+        flagged.len(),
+        2,
+        "one per remote endpoint's route hop:\n{text}"
+    );
+    assert!(
+        flagged.iter().all(|l| l.contains("FDB on flannel.1")),
+        "{text}"
+    );
+    let t = trace_json(&lab, &[&from, "172.16.255.220:80"]);
+    assert_eq!(t["mismatches"], 2);
+    let bad: Vec<usize> = t["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| {
+            h["checks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["status"] == "mismatch")
+        })
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(bad, [2, 3], "the two VXLAN route hops, nothing else");
+}
+
+/// The hops of an SVG, in document order: `data-kind` of each `class="hop"` group.
+fn svg_hops(svg: &str) -> Vec<String> {
+    svg.match_indices("<g class=\"hop\"")
+        .map(|(i, _)| {
+            let rest = &svg[i..];
+            let k = rest.find("data-kind=\"").unwrap() + "data-kind=\"".len();
+            rest[k..k + rest[k..].find('"').unwrap()].to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn svg_pictures_of_three_traces_render_and_show_every_hop_in_order() {
+    if !can_run() || !ferry_sys::testing::have_or_skip("rsvg-convert") {
+        return;
+    }
+    let lab = Lab::up(
+        &format!("trs{}", std::process::id() % 10000),
+        &[&seed()],
+        &[],
+    );
+    let from = client(&lab);
+    let dir = tempfile::tempdir().unwrap();
+    let scenarios: [(&str, &str); 3] = [
+        (&from, "http://nginx-web-service/"),
+        (&from, "10.204.1.3:80"),
+        ("node/node-2", "172.16.255.220:80"),
+    ];
+    for (i, (from, to)) in scenarios.iter().enumerate() {
+        let svg_path = dir.path().join(format!("t{i}.svg"));
+        let png_path = dir.path().join(format!("t{i}.png"));
+        let out = trace(&lab, &[from, to, "--svg", svg_path.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", common::text(&out));
+        let t = trace_json(&lab, &[from, to]);
+        let svg = std::fs::read_to_string(&svg_path).unwrap();
+        assert_eq!(svg_hops(&svg), kinds(&t), "{from} -> {to}");
+        for n in ["node-1", "node-2"] {
+            assert!(
+                svg.contains(&format!("data-name=\"{n}\"")),
+                "{from} -> {to}: no {n}"
+            );
+        }
+        assert!(svg.contains("data-name=\"cni0\"") && svg.contains("data-name=\"flannel.1\""));
+        let r = std::process::Command::new("rsvg-convert")
+            .arg(&svg_path)
+            .arg("-o")
+            .arg(&png_path)
+            .output()
+            .unwrap();
+        assert!(r.status.success(), "rsvg-convert: {}", common::text(&r));
+        let png = std::fs::read(&png_path).unwrap();
+        assert_eq!(&png[1..4], b"PNG");
+        // Width and height from the IHDR chunk: the picture is readable
+        // without zooming (1200 px wide, taller with each hop).
+        let w = u32::from_be_bytes(png[16..20].try_into().unwrap());
+        let h = u32::from_be_bytes(png[20..24].try_into().unwrap());
+        assert_eq!(w, 1200);
+        assert!(h > 300 + 60 * kinds(&t).len() as u32, "{h}");
+    }
+}
