@@ -1,0 +1,11 @@
+//! The ingress gateway: routes outside HTTP traffic by the Ingress v1
+//! rules of the classes ferry owns to the endpoints of the Services they
+//! name, without reloads.
+//!
+//! Rooms: `routes` (state → route table, pure), `proxy` (the HTTP server
+//! and the upstream connections; network I/O on the sockets it is given),
+//! `component` (following the source's snapshots, as the agent runs it).
+
+pub mod routes;
+
+pub use routes::{Backend, ClassConfig, PortRef, Problem, RouteTable, RoutesConfig, ServiceRef};
