@@ -4,8 +4,13 @@
 //!
 //! Rooms: `routes` (state → route table, pure), `proxy` (the HTTP server
 //! and the upstream connections; network I/O on the sockets it is given),
-//! `component` (following the source's snapshots, as the agent runs it).
+//! `metrics`, `component` (following the source's snapshots, as the agent
+//! runs it).
 
+mod metrics;
+pub mod proxy;
 pub mod routes;
 
+pub use metrics::Metrics;
+pub use proxy::{Balance, Gateway, ProxyConfig, Scheme};
 pub use routes::{Backend, ClassConfig, PortRef, Problem, RouteTable, RoutesConfig, ServiceRef};

@@ -56,6 +56,6 @@ pub(crate) fn endpoints_of(
 fn same_port(p: &ServicePortView, want: &PortRef) -> bool {
     match want {
         PortRef::Number(n) => p.port == *n,
-        PortRef::Name(name) => &*p.name.port == &**name,
+        PortRef::Name(name) => *p.name.port == **name,
     }
 }

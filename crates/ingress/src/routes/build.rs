@@ -84,7 +84,7 @@ pub(super) fn build(state: &ClusterState, config: &RoutesConfig) -> RouteTable {
     for ingress in ingresses {
         match plan(ingress) {
             Ok(plan) => b.insert(plan),
-            Err(p) => b.table.problems.push(p),
+            Err(p) => b.table.problems.push(*p),
         }
     }
     let catch_all = b
@@ -235,12 +235,14 @@ fn name_of(i: &Ingress) -> NamespacedName {
 }
 
 /// Checks an Ingress whole; the first problem found skips it.
-fn plan(ingress: &Ingress) -> Result<Plan, Problem> {
+fn plan(ingress: &Ingress) -> Result<Plan, Box<Problem>> {
     let name = name_of(ingress);
-    let invalid = |field: String, reason: &str| Problem::Invalid {
-        ingress: name.clone(),
-        field,
-        reason: reason.to_string(),
+    let invalid = |field: String, reason: &str| {
+        Box::new(Problem::Invalid {
+            ingress: name.clone(),
+            field,
+            reason: reason.to_string(),
+        })
     };
     let Some(spec) = &ingress.spec else {
         return Err(invalid("spec".into(), "Required value"));

@@ -96,7 +96,8 @@ fn route(t: &RouteTable, host: &str, path: &str) -> Option<String> {
 #[test]
 fn the_kubernetes_docs_path_examples_route_as_the_table_says() {
     // (rules, request path, expected service or None for "no match")
-    let cases: &[(&[(&str, &str)], &str, Option<&str>)] = &[
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, Option<&'a str>);
+    let cases: &[Case] = &[
         (&[("/", "Prefix")], "/anything/at/all", Some("a")),
         (&[("/foo", "Exact")], "/foo", Some("a")),
         (&[("/foo", "Exact")], "/bar", None),
@@ -553,12 +554,11 @@ fn brute_force(ingresses: &[Vec<Rule>], host: &str, path: &str) -> Option<usize>
     let wildcard_of = |h: &str| h.split_once('.').map(|(_, rest)| format!("*.{rest}"));
     let chosen = if all.iter().any(|(_, r)| HOSTS[r.host] == host) {
         host.to_string()
-    } else if let Some(w) =
-        wildcard_of(host).filter(|w| all.iter().any(|(_, r)| HOSTS[r.host] == *w))
-    {
-        w
     } else {
-        String::new()
+        // No wildcard rule for it either: the rules without a host.
+        wildcard_of(host)
+            .filter(|w| all.iter().any(|(_, r)| HOSTS[r.host] == *w))
+            .unwrap_or_default()
     };
     let request = elements(path);
     all.iter()

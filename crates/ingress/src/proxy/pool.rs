@@ -1,0 +1,117 @@
+//! Keep-alive connections to endpoints (HTTP/1.1, as nginx's
+//! `proxy_http_version 1.1` with an upstream keepalive pool): a request
+//! takes an idle connection to its endpoint or dials a new one; once the
+//! response has been read to the end, the connection goes back to the
+//! pool. Connections idle longer than `idle_timeout`, beyond
+//! `max_idle` per endpoint, or closed by the endpoint are dropped.
+//!
+//! Touches the network: dials TCP to endpoints.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+
+use super::body::RequestBody;
+
+pub(crate) type Sender = SendRequest<RequestBody>;
+
+/// Why no connection could be had.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnectError {
+    #[error("cannot connect to endpoint {addr}: {source}")]
+    Io {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot connect to endpoint {addr}: no answer within {timeout:?}")]
+    Timeout { addr: SocketAddr, timeout: Duration },
+    #[error("HTTP handshake with endpoint {addr} failed: {source}")]
+    Handshake {
+        addr: SocketAddr,
+        #[source]
+        source: hyper::Error,
+    },
+}
+
+pub(crate) struct Pool {
+    idle: Mutex<HashMap<SocketAddr, Vec<(Sender, Instant)>>>,
+    max_idle: usize,
+    idle_timeout: Duration,
+    connect_timeout: Duration,
+}
+
+impl Pool {
+    pub fn new(max_idle: usize, idle_timeout: Duration, connect_timeout: Duration) -> Arc<Pool> {
+        Arc::new(Pool {
+            idle: Mutex::default(),
+            max_idle,
+            idle_timeout,
+            connect_timeout,
+        })
+    }
+
+    /// An idle connection to `addr` ready for a request.
+    pub fn take(&self, addr: SocketAddr) -> Option<Sender> {
+        let mut idle = self.idle.lock().ok()?;
+        let list = idle.get_mut(&addr)?;
+        while let Some((sender, since)) = list.pop() {
+            if sender.is_ready() && since.elapsed() < self.idle_timeout {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    /// A new connection to `addr`; its I/O runs in a task of its own,
+    /// with upgrades (WebSocket) allowed.
+    pub async fn connect(&self, addr: SocketAddr) -> Result<Sender, ConnectError> {
+        let tcp = tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect(addr))
+            .await
+            .map_err(|_| ConnectError::Timeout {
+                addr,
+                timeout: self.connect_timeout,
+            })?
+            .map_err(|source| ConnectError::Io { addr, source })?;
+        let _ = tcp.set_nodelay(true);
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|source| ConnectError::Handshake { addr, source })?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(endpoint = %addr, error = %e, "upstream connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Gives `sender` back once its response has been read to the end.
+    pub fn give_back(self: &Arc<Self>, addr: SocketAddr, mut sender: Sender) {
+        let pool = self.clone();
+        tokio::spawn(async move {
+            if sender.ready().await.is_err() {
+                return;
+            }
+            let Ok(mut idle) = pool.idle.lock() else {
+                return;
+            };
+            let list = idle.entry(addr).or_default();
+            if list.len() < pool.max_idle {
+                list.push((sender, Instant::now()));
+            }
+        });
+    }
+
+    /// Idle connections held (for metrics and tests).
+    pub fn idle(&self) -> usize {
+        self.idle
+            .lock()
+            .map(|m| m.values().map(Vec::len).sum())
+            .unwrap_or(0)
+    }
+}
