@@ -67,6 +67,7 @@ impl FromStr for ProxyMode {
 pub enum Component {
     Proxy,
     Dns,
+    Ingress,
 }
 
 impl FromStr for Component {
@@ -76,7 +77,8 @@ impl FromStr for Component {
         match s {
             "proxy" => Ok(Component::Proxy),
             "dns" => Ok(Component::Dns),
-            other => Err(format!("{other:?}: components are proxy and dns")),
+            "ingress" => Ok(Component::Ingress),
+            other => Err(format!("{other:?}: components are proxy, dns and ingress")),
         }
     }
 }
@@ -106,6 +108,8 @@ pub struct Config {
     pub metrics_bind: SocketAddr,
     /// Node-local cluster DNS; None: off.
     pub dns: Option<DnsConfig>,
+    /// The ingress gateway (runs when `components` has it).
+    pub ingress: ferry_ingress::component::IngressConfig,
 }
 
 /// Cluster DNS served by the agent on this node.
@@ -130,6 +134,8 @@ pub enum AgentError {
     Source(#[from] SourceError),
     #[error("cluster DNS: {0}")]
     Dns(#[from] ferry_dns::DnsError),
+    #[error("ingress: {0}")]
+    Ingress(#[from] ferry_ingress::component::IngressError),
     #[error("cannot start the {0} component: {1}")]
     Component(&'static str, String),
     #[error("cannot watch for signals: {source}")]
@@ -184,6 +190,10 @@ pub const NODE_LOCK: &str = "ferry-agent";
 impl Config {
     fn runs_proxy(&self) -> bool {
         self.components.contains(&Component::Proxy) && self.proxy_mode != ProxyMode::None
+    }
+
+    fn runs_ingress(&self) -> bool {
+        self.components.contains(&Component::Ingress)
     }
 
     fn runs_dns(&self) -> bool {
@@ -259,6 +269,14 @@ pub async fn run(mut config: Config) -> Result<(), AgentError> {
         && let Some(applied) = start_dns(dns, &metrics, &feed)?
     {
         progress.add("dns", applied);
+    }
+    if config.runs_ingress() {
+        // Its own runtime and threads: ingress load cannot starve DNS,
+        // the proxy's syncs or the health endpoints.
+        let handle = metrics.with_registry(|r| {
+            ferry_ingress::component::start(config.ingress.clone(), feed.follow(), r)
+        })?;
+        progress.add("ingress", handle.applied);
     }
     // The agent's own follower: logs, source metrics, the resourceVersion
     // of each state version, and what the health endpoint reads.

@@ -7,6 +7,7 @@
 //! `metrics`, `component` (following the source's snapshots, as the agent
 //! runs it).
 
+pub mod component;
 mod metrics;
 pub mod proxy;
 pub mod routes;

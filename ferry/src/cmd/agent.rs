@@ -11,9 +11,9 @@ pub struct Args {
     /// This node's name (as in the Node objects).
     #[arg(long, required_unless_present = "cleanup", default_value = "")]
     node: String,
-    /// Which components run, comma-separated: proxy, dns (each on its own
-    /// thread; the proxy also needs a --proxy-mode other than none, DNS
-    /// also needs --dns-addresses other than none).
+    /// Which components run, comma-separated: proxy, dns, ingress (each on
+    /// its own thread; the proxy also needs a --proxy-mode other than none,
+    /// DNS also needs --dns-addresses other than none).
     #[arg(long, value_delimiter = ',', default_value = "proxy,dns")]
     components: Vec<ferry_agent::Component>,
     /// Where the cluster comes from: manifests:DIR.
@@ -76,6 +76,8 @@ pub struct Args {
     /// Cluster DNS `/health` and `/ready` (CoreDNS serves them on 8080 and 8181); off by default.
     #[arg(long)]
     dns_health_bind_address: Option<SocketAddr>,
+    #[command(flatten)]
+    ingress: Box<super::ingress::IngressArgs>,
     /// Remove everything the proxy installed, then exit.
     #[arg(long)]
     cleanup: bool,
@@ -92,6 +94,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let dns = dns_config(&args)?;
+    let ingress = args.ingress.config()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -109,6 +112,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         service_node_port_range: args.service_node_port_range,
         metrics_bind: args.metrics_bind_address,
         dns,
+        ingress,
     }));
     // The source loop runs on a blocking thread that never returns by
     // itself; every kernel change it makes is one atomic transaction, so
@@ -164,7 +168,7 @@ fn dns_config(args: &Args) -> anyhow::Result<Option<ferry_agent::DnsConfig>> {
 }
 
 /// `500ms`, `1s`, `2m`.
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+pub(super) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let (number, unit) = s.split_at(
         s.find(|c: char| !c.is_ascii_digit() && c != '.')
             .unwrap_or(s.len()),
