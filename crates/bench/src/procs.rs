@@ -4,7 +4,9 @@
 //! `std::process::Command` children; short probes go through `ferry_sys::Tool`.
 
 use std::net::UdpSocket;
-use std::process::Child;
+use std::process::{Child, Command, Stdio};
+
+use anyhow::Context;
 
 use ferry_sys::Tool;
 
@@ -18,6 +20,21 @@ pub(crate) struct Proc {
 }
 
 impl Proc {
+    /// Starts `cmd` (serving on `port`) with no standard streams.
+    pub(crate) fn spawn(name: &str, cmd: &mut Command, port: u16) -> anyhow::Result<Proc> {
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        Ok(Proc {
+            name: name.to_string(),
+            child,
+            port,
+        })
+    }
+
     /// CPU seconds (user + system) the server has used so far.
     pub(crate) fn cpu_secs(&self) -> f64 {
         cpu_secs(self.child.id())

@@ -6,7 +6,7 @@
 //! `dig` probes and `taskset -p` go through `ferry_sys::Tool`.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -15,17 +15,7 @@ use ferry_sys::Tool;
 use crate::procs::{Proc, free_port, tree};
 
 fn start(name: &str, cmd: &mut Command, port: u16, probe: &str) -> anyhow::Result<Proc> {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {name}"))?;
-    let p = Proc {
-        name: name.to_string(),
-        child,
-        port,
-    };
+    let p = Proc::spawn(name, cmd, port)?;
     let deadline = Instant::now() + Duration::from_secs(120);
     while !answers(port, probe) {
         if Instant::now() > deadline {

@@ -12,7 +12,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -59,17 +59,7 @@ pub(super) fn wait_live(port: u16, host: &str, limit: Duration) -> anyhow::Resul
 }
 
 fn spawn(name: &str, cmd: &mut Command, port: u16, probe_host: &str) -> anyhow::Result<Proc> {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {name}"))?;
-    let p = Proc {
-        name: name.to_string(),
-        child,
-        port,
-    };
+    let p = Proc::spawn(name, cmd, port)?;
     wait_live(port, probe_host, Duration::from_secs(120))
         .with_context(|| format!("{name} did not start"))?;
     for pid in tree(p.child.id()) {

@@ -132,25 +132,16 @@ impl Builder<'_> {
             // The Ingress that brings a host gives it its fallback.
             let fallback = default.clone().or_else(|| self.controller_default.clone());
             let routes = match &host {
-                HostKey::Exact(h) => {
-                    self.table
-                        .hosts
-                        .entry(h.clone())
-                        .or_insert_with(|| HostRoutes {
-                            fallback,
-                            ..HostRoutes::default()
-                        })
-                }
-                HostKey::Wildcard(h) => {
-                    self.table
-                        .wildcards
-                        .entry(h.clone())
-                        .or_insert_with(|| HostRoutes {
-                            fallback,
-                            ..HostRoutes::default()
-                        })
-                }
-                HostKey::Any => &mut self.table.any_host,
+                HostKey::Exact(h) => Some((&mut self.table.hosts, h)),
+                HostKey::Wildcard(h) => Some((&mut self.table.wildcards, h)),
+                HostKey::Any => None,
+            };
+            let routes = match routes {
+                Some((map, h)) => map.entry(h.clone()).or_insert_with(|| HostRoutes {
+                    fallback,
+                    ..HostRoutes::default()
+                }),
+                None => &mut self.table.any_host,
             };
             for p in paths {
                 let claim = (host.clone(), p.key.clone(), p.kind == PathMatch::Exact);
