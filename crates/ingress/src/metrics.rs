@@ -4,6 +4,7 @@
 //!
 //! Touches nothing: counters in memory, read by whoever serves `/metrics`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::StatusCode;
@@ -18,8 +19,8 @@ use crate::routes::{Backend, RouteTable};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    ingress: String,
-    service: String,
+    ingress: Arc<str>,
+    service: Arc<str>,
     status: u16,
 }
 
@@ -78,14 +79,9 @@ impl Metrics {
     }
 
     pub(crate) fn request(&self, backend: Option<&Backend>, status: StatusCode, took: Duration) {
-        let (ingress, service) = match backend {
-            Some(b) => (
-                b.ingress
-                    .as_ref()
-                    .map_or_else(String::new, ToString::to_string),
-                b.target.service.to_string(),
-            ),
-            None => (String::new(), String::new()),
+        let [ingress, service] = match backend {
+            Some(b) => b.labels.clone(),
+            None => [Arc::from(""), Arc::from("")],
         };
         self.requests
             .get_or_create(&RequestLabels {

@@ -90,7 +90,7 @@ pub struct Gateway {
 struct Shared {
     table: ArcSwap<RouteTable>,
     config: ProxyConfig,
-    pool: Arc<pool::Pool>,
+    pool: pool::Pool,
     endpoints: balance::Endpoints,
     metrics: Option<Metrics>,
     request_ids: AtomicU64,

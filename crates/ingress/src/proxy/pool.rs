@@ -1,15 +1,15 @@
 //! Keep-alive connections to endpoints (HTTP/1.1, as nginx's
 //! `proxy_http_version 1.1` with an upstream keepalive pool): a request
-//! takes an idle connection to its endpoint or dials a new one; once the
-//! response has been read to the end, the connection goes back to the
-//! pool. Connections idle longer than `idle_timeout`, beyond
+//! takes an idle connection to its endpoint or dials a new one; the
+//! connection goes back to the pool with the response headers, and is
+//! taken again only once its response has been read to the end. Connections idle longer than `idle_timeout`, beyond
 //! `max_idle` per endpoint, or closed by the endpoint are dropped.
 //!
 //! Touches the network: dials TCP to endpoints.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use hyper::client::conn::http1::{self, SendRequest};
@@ -46,22 +46,29 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    pub fn new(max_idle: usize, idle_timeout: Duration, connect_timeout: Duration) -> Arc<Pool> {
-        Arc::new(Pool {
+    pub fn new(max_idle: usize, idle_timeout: Duration, connect_timeout: Duration) -> Pool {
+        Pool {
             idle: Mutex::default(),
             max_idle,
             idle_timeout,
             connect_timeout,
-        })
+        }
     }
 
-    /// An idle connection to `addr` ready for a request.
+    /// An idle connection to `addr` ready for a request: the most recently
+    /// used one that has finished its last response; closed and expired
+    /// ones are dropped on the way.
     pub fn take(&self, addr: SocketAddr) -> Option<Sender> {
         let mut idle = self.idle.lock().ok()?;
         let list = idle.get_mut(&addr)?;
-        while let Some((sender, since)) = list.pop() {
-            if sender.is_ready() && since.elapsed() < self.idle_timeout {
-                return Some(sender);
+        let mut i = list.len();
+        while i > 0 {
+            i -= 1;
+            let (sender, since) = &list[i];
+            if sender.is_closed() || since.elapsed() >= self.idle_timeout {
+                list.swap_remove(i);
+            } else if sender.is_ready() {
+                return Some(list.swap_remove(i).0);
             }
         }
         None
@@ -90,28 +97,25 @@ impl Pool {
         Ok(sender)
     }
 
-    /// Gives `sender` back once its response has been read to the end.
-    pub fn give_back(self: &Arc<Self>, addr: SocketAddr, mut sender: Sender) {
-        let pool = self.clone();
-        tokio::spawn(async move {
-            if sender.ready().await.is_err() {
-                return;
-            }
-            let Ok(mut idle) = pool.idle.lock() else {
-                return;
-            };
-            let list = idle.entry(addr).or_default();
-            if list.len() < pool.max_idle {
-                list.push((sender, Instant::now()));
-            }
-        });
+    /// Gives `sender` back as soon as the response headers are in: it is
+    /// taken again once its response body has been read to the end (no
+    /// task or wake-up per request for that).
+    pub fn give_back(&self, addr: SocketAddr, sender: Sender) {
+        let Ok(mut idle) = self.idle.lock() else {
+            return;
+        };
+        let list = idle.entry(addr).or_default();
+        if list.len() < self.max_idle {
+            list.push((sender, Instant::now()));
+        }
     }
 
-    /// Idle connections held (for metrics and tests).
+    /// Open connections held, idle or finishing a response (for metrics
+    /// and tests).
     pub fn idle(&self) -> usize {
         self.idle
             .lock()
-            .map(|m| m.values().map(Vec::len).sum())
+            .map(|m| m.values().flatten().filter(|(s, _)| !s.is_closed()).count())
             .unwrap_or(0)
     }
 }

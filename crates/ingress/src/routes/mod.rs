@@ -106,6 +106,8 @@ pub struct Backend {
     pub endpoints: Arc<[SocketAddr]>,
     /// Round-robin position, shared by every request using this table.
     pub(crate) next: AtomicUsize,
+    /// `namespace/name` of the Ingress and of the Service, as metric labels.
+    pub(crate) labels: [Arc<str>; 2],
 }
 
 impl Backend {
@@ -114,11 +116,19 @@ impl Backend {
         target: ServiceRef,
         endpoints: Arc<[SocketAddr]>,
     ) -> Backend {
+        let labels = [
+            ingress
+                .as_ref()
+                .map_or_else(String::new, ToString::to_string)
+                .into(),
+            target.service.to_string().into(),
+        ];
         Backend {
             ingress,
             target,
             endpoints,
             next: AtomicUsize::new(0),
+            labels,
         }
     }
 }
