@@ -44,7 +44,9 @@ dnsperf                   dnsperf           bench
 unbound                   unbound           bench tests
 nsd                       nsd               bench
 knotd                     knot              bench
-kill                      procps            tests
+nginx                     nginx             bench
+wrk                       wrk               bench
+kill                      procps            tests bench
 pgrep                     procps            tests
 pkill                     procps            tests
 sleep                     coreutils         tests

@@ -55,6 +55,8 @@ enum Command {
     EchoCtl(cmd::echo::CtlArgs),
     /// Serve cluster DNS for a manifests directory (and forward other names).
     Dns(cmd::dns::Args),
+    /// Serve the ingress gateway for a manifests directory.
+    Ingress(cmd::ingress::Args),
     /// Run a benchmark and print a table of figures.
     Bench(cmd::bench::Args),
     /// Serve a manifests directory as a Kubernetes API server (list, watch, discovery).
@@ -118,6 +120,7 @@ fn main() -> ExitCode {
         Command::Echo(args) => cmd::echo::run(args),
         Command::EchoCtl(args) => cmd::echo::ctl(args),
         Command::Dns(args) => cmd::dns::run(args),
+        Command::Ingress(args) => cmd::ingress::run(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::Apiserver(args) => cmd::apiserver::run(args),
         Command::Cni(args) => cmd::cni::run(args),

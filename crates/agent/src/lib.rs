@@ -69,6 +69,7 @@ pub enum Component {
     Dns,
     /// The pod network (flanneld's part): lease, VXLAN or host-gw, masquerade.
     Overlay,
+    Ingress,
 }
 
 impl FromStr for Component {
@@ -79,7 +80,10 @@ impl FromStr for Component {
             "proxy" => Ok(Component::Proxy),
             "dns" => Ok(Component::Dns),
             "overlay" => Ok(Component::Overlay),
-            other => Err(format!("{other:?}: components are proxy, dns and overlay")),
+            "ingress" => Ok(Component::Ingress),
+            other => Err(format!(
+                "{other:?}: components are proxy, dns, overlay and ingress"
+            )),
         }
     }
 }
@@ -114,6 +118,8 @@ pub struct Config {
     /// Where the overlay installs its CNI conflist (`/etc/cni/net.d`), and
     /// the plugin's IPAM directory; None: not installed.
     pub cni: Option<CniInstall>,
+    /// The ingress gateway (runs when `components` has it).
+    pub ingress: ferry_ingress::component::IngressConfig,
 }
 
 /// The CNI conflist the agent installs with the overlay, as flannel's
@@ -148,6 +154,8 @@ pub enum AgentError {
     Kube(#[from] ferry_kube::KubeError),
     #[error("cluster DNS: {0}")]
     Dns(#[from] ferry_dns::DnsError),
+    #[error("ingress: {0}")]
+    Ingress(#[from] ferry_ingress::component::IngressError),
     #[error("cannot start the {0} component: {1}")]
     Component(&'static str, String),
     #[error("cannot watch for signals: {source}")]
@@ -205,6 +213,10 @@ pub const NODE_LOCK: &str = "ferry-agent";
 impl Config {
     fn runs_proxy(&self) -> bool {
         self.components.contains(&Component::Proxy) && self.proxy_mode != ProxyMode::None
+    }
+
+    fn runs_ingress(&self) -> bool {
+        self.components.contains(&Component::Ingress)
     }
 
     fn runs_dns(&self) -> bool {
@@ -340,6 +352,14 @@ pub async fn run(mut config: Config) -> Result<(), AgentError> {
         && let Some(applied) = start_dns(dns, &metrics, &feed)?
     {
         progress.add("dns", applied);
+    }
+    if config.runs_ingress() {
+        // Its own runtime and threads: ingress load cannot starve DNS,
+        // the proxy's syncs or the health endpoints.
+        let handle = metrics.with_registry(|r| {
+            ferry_ingress::component::start(config.ingress.clone(), feed.follow(), r)
+        })?;
+        progress.add("ingress", handle.applied);
     }
     // The agent's own follower: logs, source metrics, the resourceVersion
     // of each state version, and what the health endpoint reads.

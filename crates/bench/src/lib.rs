@@ -17,14 +17,17 @@
 
 mod child;
 mod dns;
+mod ingress;
 mod lab;
 mod memory;
 mod model;
+mod procs;
 mod proxy;
 mod stats;
 mod synth;
 
 pub use dns::{DnsOptions, run as dns};
+pub use ingress::{IngressOptions, run as ingress};
 pub use lab::{LabOptions, run as lab};
 pub use model::{ModelOptions, load_child as model_load_child, run as model};
 pub use proxy::{ProxyOptions, child as proxy_child, run as proxy};

@@ -12,10 +12,10 @@ pub struct Args {
     /// else the host name (lower-cased), as kube-proxy's --hostname-override.
     #[arg(long, env = "NODE_NAME", default_value = "")]
     node: String,
-    /// Which components run, comma-separated: proxy, dns, overlay (each on
-    /// its own thread; the proxy also needs a --proxy-mode other than none,
-    /// DNS also needs --dns-addresses other than none, the overlay a
-    /// --lease-store).
+    /// Which components run, comma-separated: proxy, dns, overlay, ingress
+    /// (each on its own thread; the proxy also needs a --proxy-mode other
+    /// than none, DNS also needs --dns-addresses other than none, the
+    /// overlay a --lease-store).
     #[arg(long, value_delimiter = ',', default_value = "proxy,dns")]
     components: Vec<ferry_agent::Component>,
     /// Where the cluster comes from: manifests:DIR, kube (the Kubernetes
@@ -119,6 +119,8 @@ pub struct Args {
     /// --ip-masq (which every flannel manifest sets).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     ip_masq: bool,
+    #[command(flatten)]
+    ingress: Box<super::ingress::IngressArgs>,
     /// Remove everything the proxy installed, then exit.
     #[arg(long)]
     cleanup: bool,
@@ -174,6 +176,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.components.contains(&ferry_agent::Component::Overlay) && overlay.is_none() {
         anyhow::bail!("--components overlay needs --lease-store (e.g. file:/var/lib/ferry/leases)");
     }
+    let ingress = args.ingress.config()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -199,6 +202,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 conf_dir,
                 data_dir: args.cni_data_dir.clone(),
             }),
+        ingress,
     }));
     // The source loop runs on a blocking thread that never returns by
     // itself; every kernel change it makes is one atomic transaction, so
@@ -261,7 +265,7 @@ fn hostname() -> anyhow::Result<String> {
 }
 
 /// `500ms`, `1s`, `2m`.
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+pub(super) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let (number, unit) = s.split_at(
         s.find(|c: char| !c.is_ascii_digit() && c != '.')
             .unwrap_or(s.len()),

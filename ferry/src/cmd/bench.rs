@@ -21,6 +21,8 @@ enum What {
     Proxy(ProxyArgs),
     /// Cluster DNS: dnsperf against ferry dns, nsd and knot (same zone), and ferry's vs unbound's forward cache.
     Dns(DnsArgs),
+    /// The ingress gateway against Debian's nginx with wrk: throughput, p99, CPU per request, and what adding a host costs under load.
+    Ingress(IngressArgs),
     /// One proxy measurement (run by `bench proxy` in a child process).
     #[command(hide = true)]
     ProxyChild {
@@ -89,6 +91,25 @@ struct ModelArgs {
 }
 
 #[derive(clap::Args)]
+struct IngressArgs {
+    /// Throughput runs per proxy (the median is shown).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Seconds per throughput run (wrk -d).
+    #[arg(long, default_value_t = 10)]
+    seconds: u32,
+    /// wrk connections in the throughput runs.
+    #[arg(long, default_value_t = 50)]
+    connections: u32,
+    /// Hosts configured when changes are measured (one Ingress / server block each).
+    #[arg(long, value_delimiter = ',', default_value = "10,1000,10000")]
+    change_sizes: Vec<usize>,
+    /// Changes per size and proxy.
+    #[arg(long, default_value_t = 3)]
+    changes: usize,
+}
+
+#[derive(clap::Args)]
 struct DnsArgs {
     /// Cluster sizes (services; 5 endpoints each).
     #[arg(long, value_delimiter = ',', default_value = "1000,20000")]
@@ -113,6 +134,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         What::Lab(a) => ferry_bench::lab(ferry_bench::LabOptions {
             runs: a.runs,
             sizes: a.sizes,
+        }),
+        What::Ingress(a) => ferry_bench::ingress(ferry_bench::IngressOptions {
+            runs: a.runs,
+            seconds: a.seconds,
+            connections: a.connections,
+            change_sizes: a.change_sizes,
+            changes: a.changes,
         }),
         What::Proxy(a) => ferry_bench::proxy(ferry_bench::ProxyOptions {
             sizes: a.sizes,

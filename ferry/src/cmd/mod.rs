@@ -6,6 +6,7 @@ pub mod bench;
 pub mod cni;
 pub mod dns;
 pub mod echo;
+pub mod ingress;
 pub mod lab;
 pub mod services;
 pub mod trace;

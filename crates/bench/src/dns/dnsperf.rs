@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::Context;
 use ferry_sys::Tool;
 
-use super::servers::Proc;
+use crate::procs::Proc;
 use crate::stats::percentile;
 
 /// One saturated run.

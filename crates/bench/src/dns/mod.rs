@@ -15,10 +15,11 @@ use std::time::Instant;
 
 use anyhow::Context;
 
+use crate::procs::Proc;
 use crate::stats::median;
 use dnsperf::{dnsperf, latency, warm};
 use files::{PODS_FROM, write_files};
-use servers::{Proc, ferry, knot, nsd, unbound};
+use servers::{ferry, knot, nsd, unbound};
 
 /// What `ferry bench dns` measures.
 #[derive(Clone, Debug)]

@@ -5,110 +5,17 @@
 //! Long-running servers stay `std::process::Command` children; the short
 //! `dig` probes and `taskset -p` go through `ferry_sys::Tool`.
 
-use std::net::UdpSocket;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use ferry_sys::Tool;
 
-use crate::memory::rss_mib;
-
-/// A started server, killed on drop.
-pub(super) struct Proc {
-    pub(super) name: String,
-    child: Child,
-    pub(super) port: u16,
-}
-
-impl Proc {
-    /// CPU seconds (user + system) the server has used so far.
-    pub(super) fn cpu_secs(&self) -> f64 {
-        cpu_secs(self.child.id())
-    }
-
-    /// Resident memory of the server and its children, MiB.
-    pub(super) fn rss_mib(&self) -> f64 {
-        tree(self.child.id())
-            .iter()
-            .filter_map(|p| rss_mib(u64::from(*p)))
-            .sum()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        // Un-pin first, so a hog on core 0 cannot keep it from exiting.
-        let _ = Tool::new("taskset")
-            .args(["-a", "-p", "-c", "0,1", &self.child.id().to_string()])
-            .output();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    loop {
-        let u = UdpSocket::bind("127.0.0.1:0").expect("a loopback port");
-        let port = u.local_addr().map_or(0, |a| a.port());
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
-/// Every process of the tree rooted at `pid` (nsd forks its workers).
-fn tree(pid: u32) -> Vec<u32> {
-    let mut out = vec![pid];
-    let mut i = 0;
-    while i < out.len() {
-        let parent = out[i];
-        if let Ok(dirs) = std::fs::read_dir("/proc") {
-            for d in dirs.flatten() {
-                let Ok(p) = d.file_name().to_string_lossy().parse::<u32>() else {
-                    continue;
-                };
-                if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat"))
-                    && let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r)
-                    && rest.split_whitespace().nth(1) == Some(&parent.to_string())
-                    && !out.contains(&p)
-                {
-                    out.push(p);
-                }
-            }
-        }
-        i += 1;
-    }
-    out
-}
-
-/// CPU seconds (user + system) used so far by the tree.
-fn cpu_secs(pid: u32) -> f64 {
-    tree(pid)
-        .iter()
-        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
-        .filter_map(|s| {
-            let rest = s.rsplit_once(')')?.1.to_string();
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            Some(f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?)
-        })
-        .sum::<f64>()
-        / 100.0
-}
+use crate::procs::{Proc, free_port, tree};
 
 fn start(name: &str, cmd: &mut Command, port: u16, probe: &str) -> anyhow::Result<Proc> {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {name}"))?;
-    let p = Proc {
-        name: name.to_string(),
-        child,
-        port,
-    };
+    let p = Proc::spawn(name, cmd, port)?;
     let deadline = Instant::now() + Duration::from_secs(120);
     while !answers(port, probe) {
         if Instant::now() > deadline {

@@ -1,0 +1,172 @@
+//! The ingress as a component of the agent (or of a command running it
+//! alone): it binds its listeners first, so a port in use stops it before
+//! anything runs, then serves them on a runtime of its own (ingress load
+//! must not starve DNS or the proxy's syncs in the same agent) and follows
+//! the source's snapshots: each new state gives a new route table, built
+//! on a blocking thread and swapped in whole; it reports the state version
+//! it routes by, and logs each problem (skipped Ingress, conflict, backend
+//! without endpoints) once, when it appears.
+//!
+//! Touches the network: binds TCP listeners; starts a thread.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ferry_source::Follower;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+
+use crate::{Gateway, Metrics, ProxyConfig, RouteTable, RoutesConfig, Scheme};
+
+/// The ingress component's settings.
+#[derive(Clone, Debug)]
+pub struct IngressConfig {
+    /// Plain HTTP listeners (the agent's default: :80, as an ingress-nginx
+    /// DaemonSet with host ports).
+    pub http: Vec<SocketAddr>,
+    pub routes: RoutesConfig,
+    pub proxy: ProxyConfig,
+    /// Threads of the ingress's own runtime (1: a current-thread runtime).
+    pub workers: usize,
+}
+
+impl Default for IngressConfig {
+    fn default() -> Self {
+        IngressConfig {
+            http: vec![SocketAddr::from(([0, 0, 0, 0], 80))],
+            routes: RoutesConfig::default(),
+            proxy: ProxyConfig::default(),
+            workers: 1,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngressError {
+    #[error("cannot listen on {addr} for ingress HTTP: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the ingress runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// A running ingress.
+pub struct IngressHandle {
+    /// The state version of the route table in use.
+    pub applied: watch::Receiver<Option<u64>>,
+    /// The addresses listened on (ports resolved).
+    pub http: Vec<SocketAddr>,
+    pub gateway: Gateway,
+}
+
+/// Binds the listeners, then serves and follows `follower` on a thread
+/// with its own runtime.
+pub fn start(
+    config: IngressConfig,
+    mut follower: Follower,
+    registry: &mut Registry,
+) -> Result<IngressHandle, IngressError> {
+    let mut listeners = Vec::new();
+    for addr in &config.http {
+        let l = std::net::TcpListener::bind(addr)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|source| IngressError::Bind {
+                addr: *addr,
+                source,
+            })?;
+        listeners.push(l);
+    }
+    let http = listeners
+        .iter()
+        .map(|l| l.local_addr())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(IngressError::Runtime)?;
+    let metrics = Metrics::register(registry);
+    let gateway = Gateway::new(config.proxy.clone(), Some(metrics));
+    // One worker: a current-thread runtime on the ingress thread itself,
+    // so a request never wakes another thread (a profile of the
+    // one-worker multi-thread runtime spent about a tenth of its time in
+    // the kernel's wake-ups).
+    let rt = if config.workers <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.workers)
+            .thread_name("ingress")
+            .enable_all()
+            .build()
+    }
+    .map_err(IngressError::Runtime)?;
+    let (applied_tx, applied) = watch::channel(None::<u64>);
+    let gw = gateway.clone();
+    let routes = config.routes.clone();
+    std::thread::Builder::new()
+        .name("ingress".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                for l in listeners {
+                    match tokio::net::TcpListener::from_std(l) {
+                        Ok(l) => {
+                            tokio::spawn(gw.clone().serve(l, Scheme::Http));
+                        }
+                        Err(e) => tracing::error!(error = %e, "ingress listener lost"),
+                    }
+                }
+                follow(&gw, &mut follower, routes, &applied_tx).await;
+            });
+        })
+        .map_err(IngressError::Runtime)?;
+    tracing::info!(http = ?http, "ingress serving");
+    Ok(IngressHandle {
+        applied,
+        http,
+        gateway,
+    })
+}
+
+/// Builds and swaps a table for every snapshot until the source ends.
+async fn follow(
+    gateway: &Gateway,
+    follower: &mut Follower,
+    routes: RoutesConfig,
+    applied: &watch::Sender<Option<u64>>,
+) {
+    let routes = Arc::new(routes);
+    let mut logged = BTreeSet::new();
+    while let Some(snapshot) = follower.next().await {
+        let routes = routes.clone();
+        let start = Instant::now();
+        let built =
+            tokio::task::spawn_blocking(move || RouteTable::build(&snapshot.state, &routes)).await;
+        let Ok(table) = built else {
+            tracing::error!("ingress route table build panicked; keeping the previous table");
+            continue;
+        };
+        log_new_problems(&mut logged, &table);
+        let version = table.version();
+        tracing::debug!(
+            version,
+            ingresses = table.ingresses().len(),
+            hosts = table.hosts(),
+            took = ?start.elapsed(),
+            "ingress route table swapped"
+        );
+        gateway.swap(Arc::new(table));
+        applied.send_replace(Some(version));
+    }
+}
+
+fn log_new_problems(logged: &mut BTreeSet<String>, table: &RouteTable) {
+    let now: BTreeSet<String> = table.problems().iter().map(ToString::to_string).collect();
+    for p in now.difference(logged) {
+        tracing::warn!("{p}");
+    }
+    *logged = now;
+}

@@ -1,0 +1,450 @@
+//! The HTTP proxy: hyper serves HTTP/1.1 and HTTP/2 (h2c by prior
+//! knowledge) on the listeners it is given; each request loads the current
+//! route table (one atomic load, no lock), picks an endpoint of the
+//! matched backend, and is streamed to it over a pooled HTTP/1.1
+//! connection. Connection failures are retried on the next endpoint
+//! (bounded by `tries`) and mark the endpoint down for a while; an Upgrade
+//! (WebSocket) is spliced byte for byte once the endpoint answers 101. A
+//! new route table is swapped in whole: requests and upgraded connections
+//! already under way keep the backend they started with, so nothing is
+//! closed by a configuration change.
+//!
+//! Touches the network: the sockets it is given, and TCP to endpoints.
+
+mod balance;
+mod body;
+mod headers;
+mod pool;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, StatusCode, Uri};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+
+pub use balance::Balance;
+pub use body::ProxyBody;
+
+use crate::metrics::Metrics;
+use crate::routes::{Backend, RouteTable};
+use body::RequestBody;
+use headers::Client;
+
+/// How the proxy talks to clients and endpoints.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// Time to connect to an endpoint (ingress-nginx `proxy-connect-timeout`).
+    pub connect_timeout: Duration,
+    /// Time for an endpoint to take the request and answer with its
+    /// response headers (ingress-nginx's `proxy-send-timeout` and
+    /// `proxy-read-timeout` together; bodies then stream without a timer).
+    pub read_timeout: Duration,
+    /// Endpoints tried per request when connecting fails
+    /// (`proxy-next-upstream-tries`).
+    pub tries: usize,
+    /// Larger request bodies get 413 (`proxy-body-size`, 1 MiB like nginx's
+    /// `client_max_body_size` default).
+    pub max_body: u64,
+    pub balance: Balance,
+    /// How long an endpoint that refused a connection is skipped.
+    pub down_for: Duration,
+    /// Idle keep-alive connections kept per endpoint
+    /// (`upstream-keepalive-connections`).
+    pub max_idle_per_endpoint: usize,
+    /// `upstream-keepalive-timeout`.
+    pub idle_timeout: Duration,
+    /// Append to the client's X-Forwarded-* instead of replacing them
+    /// (`use-forwarded-headers`).
+    pub trust_forwarded: bool,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(60),
+            tries: 3,
+            max_body: 1 << 20,
+            balance: Balance::RoundRobin,
+            down_for: Duration::from_secs(10),
+            max_idle_per_endpoint: 320,
+            idle_timeout: Duration::from_secs(60),
+            trust_forwarded: false,
+        }
+    }
+}
+
+/// The proxy: cheap to clone; every clone serves the same route table.
+#[derive(Clone)]
+pub struct Gateway {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    table: ArcSwap<RouteTable>,
+    config: ProxyConfig,
+    pool: pool::Pool,
+    endpoints: balance::Endpoints,
+    metrics: Option<Metrics>,
+    request_ids: AtomicU64,
+    http: auto::Builder<TokioExecutor>,
+}
+
+/// Whether a listener is plain HTTP or TLS (for X-Forwarded-Proto).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+impl Gateway {
+    /// A proxy with an empty route table (every request 404 until
+    /// [`Gateway::swap`]).
+    pub fn new(config: ProxyConfig, metrics: Option<Metrics>) -> Gateway {
+        let pool = pool::Pool::new(
+            config.max_idle_per_endpoint,
+            config.idle_timeout,
+            config.connect_timeout,
+        );
+        let endpoints = balance::Endpoints::new(config.balance, config.down_for);
+        let mut http = auto::Builder::new(TokioExecutor::new());
+        http.http1()
+            .keep_alive(true)
+            .timer(hyper_util::rt::TokioTimer::new());
+        Gateway {
+            shared: Arc::new(Shared {
+                table: ArcSwap::from_pointee(RouteTable::default()),
+                config,
+                pool,
+                endpoints,
+                metrics,
+                request_ids: AtomicU64::new(seed()),
+                http,
+            }),
+        }
+    }
+
+    /// Makes `table` the one new requests use; requests under way finish
+    /// with the table they loaded.
+    pub fn swap(&self, table: Arc<RouteTable>) {
+        if let Some(m) = &self.shared.metrics {
+            m.table(&table);
+        }
+        self.shared.table.store(table);
+    }
+
+    /// The route table in use.
+    pub fn table(&self) -> Arc<RouteTable> {
+        self.shared.table.load_full()
+    }
+
+    /// Idle upstream connections in the pool.
+    pub fn idle_connections(&self) -> usize {
+        self.shared.pool.idle()
+    }
+
+    /// Serves `listener` until the task is dropped.
+    pub async fn serve(self, listener: tokio::net::TcpListener, scheme: Scheme) {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, do not spin.
+                    tracing::warn!(error = %e, "ingress accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let local = stream.local_addr().unwrap_or(peer);
+            let shared = self.shared.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|req| {
+                    let shared = shared.clone();
+                    async move { Ok::<_, Infallible>(shared.handle(req, peer, local, scheme).await) }
+                });
+                if let Err(e) = shared
+                    .http
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .await
+                {
+                    tracing::debug!(client = %peer, error = %e, "client connection ended");
+                }
+            });
+        }
+    }
+}
+
+/// A per-process start for request ids, so two runs do not repeat them.
+fn seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    t ^ (u64::from(std::process::id()) << 32)
+}
+
+/// ferry's own short answers.
+fn own(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
+    let mut r = Response::new(ProxyBody::text(text));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(header::SERVER, HeaderValue::from_static("ferry"));
+    r
+}
+
+/// Why a request got no upstream answer.
+enum Failure {
+    NoEndpoints,
+    Unreachable,
+    Timeout,
+    TooLarge,
+    Broken,
+}
+
+impl Failure {
+    fn response(&self) -> Response<ProxyBody> {
+        match self {
+            Failure::NoEndpoints => own(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "503 service unavailable: no ready endpoints\n",
+            ),
+            Failure::Unreachable => own(
+                StatusCode::BAD_GATEWAY,
+                "502 bad gateway: no endpoint could be reached\n",
+            ),
+            Failure::Timeout => own(
+                StatusCode::GATEWAY_TIMEOUT,
+                "504 gateway timeout: the endpoint did not answer in time\n",
+            ),
+            Failure::TooLarge => own(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "413 request entity too large\n",
+            ),
+            Failure::Broken => own(
+                StatusCode::BAD_GATEWAY,
+                "502 bad gateway: the endpoint closed the connection\n",
+            ),
+        }
+    }
+}
+
+impl Shared {
+    async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        local: SocketAddr,
+        scheme: Scheme,
+    ) -> Response<ProxyBody> {
+        let start = Instant::now();
+        let host = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .or_else(|| {
+                req.headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_string)
+            });
+        let backend = {
+            let table = self.table.load();
+            table
+                .lookup(host.as_deref().unwrap_or(""), req.uri().path())
+                .cloned()
+        };
+        let Some(backend) = backend else {
+            let r = own(StatusCode::NOT_FOUND, "404 page not found\n");
+            self.record(None, &r, start);
+            return r;
+        };
+        let response = match self
+            .forward(req, &backend, host.as_deref(), peer, local, scheme)
+            .await
+        {
+            Ok(r) => r,
+            Err(f) => f.response(),
+        };
+        self.record(Some(&backend), &response, start);
+        response
+    }
+
+    fn record(&self, backend: Option<&Backend>, r: &Response<ProxyBody>, start: Instant) {
+        if let Some(m) = &self.metrics {
+            m.request(backend, r.status(), start.elapsed());
+        }
+    }
+
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        backend: &Arc<Backend>,
+        host: Option<&str>,
+        peer: SocketAddr,
+        local: SocketAddr,
+        scheme: Scheme,
+    ) -> Result<Response<ProxyBody>, Failure> {
+        if backend.endpoints.is_empty() {
+            return Err(Failure::NoEndpoints);
+        }
+        let announced = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if announced.is_some_and(|n| n > self.config.max_body) {
+            return Err(Failure::TooLarge);
+        }
+        let upgrade = headers::upgrade_of(req.headers());
+        let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+        let (mut parts, incoming) = req.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers, upgrade.clone());
+        headers::set_forwarded(
+            &mut parts.headers,
+            &Client {
+                ip: peer.ip().to_canonical(),
+                scheme: scheme.as_str(),
+                port: local.port(),
+                host,
+            },
+            self.config.trust_forwarded,
+            || self.request_id(),
+        );
+        parts.uri = parts.uri.path_and_query().map_or_else(
+            || Uri::from_static("/"),
+            |pq| Uri::try_from(pq.as_str()).unwrap_or_else(|_| Uri::from_static("/")),
+        );
+        parts.version = hyper::Version::HTTP_11;
+        let (body, too_large) = RequestBody::new(incoming, self.config.max_body);
+        let mut req = Request::from_parts(parts, body);
+
+        let mut tried: Vec<SocketAddr> = Vec::with_capacity(self.config.tries);
+        let mut failure = Failure::Unreachable;
+        let mut stale = 0;
+        while tried.len() < self.config.tries.max(1) {
+            let Some(addr) = self.endpoints.pick(backend, &tried) else {
+                break;
+            };
+            tried.push(addr);
+            // An idle pooled connection, or a new one; a pooled one the
+            // endpoint closed meanwhile gives the request back unsent.
+            let mut sender = match self.pool.take(addr) {
+                Some(s) => s,
+                None => match self.pool.connect(addr).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "endpoint skipped");
+                        self.endpoints.mark_down(addr);
+                        if let Some(m) = &self.metrics {
+                            m.connect_error();
+                        }
+                        continue;
+                    }
+                },
+            };
+            let stats = self.endpoints.stats(addr);
+            stats.in_flight.fetch_add(1, Ordering::Relaxed);
+            let sent_at = Instant::now();
+            let sent =
+                tokio::time::timeout(self.config.read_timeout, sender.try_send_request(req)).await;
+            stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+            match sent {
+                Ok(Ok(mut response)) => {
+                    self.endpoints.observe(&stats, sent_at.elapsed());
+                    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+                    let upgrade_back = match (switching, client_upgrade) {
+                        (true, Some(client)) => {
+                            let upstream = hyper::upgrade::on(&mut response);
+                            tokio::spawn(splice(client, upstream));
+                            headers::upgrade_of(response.headers())
+                        }
+                        _ => {
+                            self.pool.give_back(addr, sender);
+                            None
+                        }
+                    };
+                    let (mut parts, body) = response.into_parts();
+                    headers::strip_hop_by_hop(&mut parts.headers, upgrade_back);
+                    return Ok(Response::from_parts(parts, ProxyBody::Upstream(body)));
+                }
+                Ok(Err(mut e)) => {
+                    if too_large.load(Ordering::Relaxed) {
+                        return Err(Failure::TooLarge);
+                    }
+                    match e.take_message() {
+                        // Not sent: the connection was dead before it
+                        // began; the same request goes to the next try.
+                        Some(back) => {
+                            req = back;
+                            tracing::debug!(endpoint = %addr, error = %e.error(), "retrying on another connection");
+                            // A stale pooled connection is no fault of the
+                            // endpoint: it may be tried again.
+                            tried.pop();
+                            stale += 1;
+                            if stale > self.config.tries {
+                                break;
+                            }
+                            continue;
+                        }
+                        None => {
+                            tracing::debug!(endpoint = %addr, error = %e.error(), "request to endpoint failed");
+                            failure = Failure::Broken;
+                            break;
+                        }
+                    }
+                }
+                Err(_) => {
+                    self.endpoints.mark_down(addr);
+                    failure = Failure::Timeout;
+                    break;
+                }
+            }
+        }
+        Err(failure)
+    }
+
+    /// A 32-hex-digit id, as nginx's `$request_id`.
+    fn request_id(&self) -> String {
+        let n = self.request_ids.fetch_add(1, Ordering::Relaxed);
+        let mut z = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 31)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        format!("{:016x}{:016x}", z, n)
+    }
+}
+
+/// Copies bytes both ways between an upgraded client connection and its
+/// upgraded endpoint connection until either side closes.
+async fn splice(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(both) => both,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(error = %e, "upgraded connection ended");
+    }
+}

@@ -1,0 +1,121 @@
+//! Keep-alive connections to endpoints (HTTP/1.1, as nginx's
+//! `proxy_http_version 1.1` with an upstream keepalive pool): a request
+//! takes an idle connection to its endpoint or dials a new one; the
+//! connection goes back to the pool with the response headers, and is
+//! taken again only once its response has been read to the end. Connections idle longer than `idle_timeout`, beyond
+//! `max_idle` per endpoint, or closed by the endpoint are dropped.
+//!
+//! Touches the network: dials TCP to endpoints.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+
+use super::body::RequestBody;
+
+pub(crate) type Sender = SendRequest<RequestBody>;
+
+/// Why no connection could be had.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnectError {
+    #[error("cannot connect to endpoint {addr}: {source}")]
+    Io {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot connect to endpoint {addr}: no answer within {timeout:?}")]
+    Timeout { addr: SocketAddr, timeout: Duration },
+    #[error("HTTP handshake with endpoint {addr} failed: {source}")]
+    Handshake {
+        addr: SocketAddr,
+        #[source]
+        source: hyper::Error,
+    },
+}
+
+pub(crate) struct Pool {
+    idle: Mutex<HashMap<SocketAddr, Vec<(Sender, Instant)>>>,
+    max_idle: usize,
+    idle_timeout: Duration,
+    connect_timeout: Duration,
+}
+
+impl Pool {
+    pub fn new(max_idle: usize, idle_timeout: Duration, connect_timeout: Duration) -> Pool {
+        Pool {
+            idle: Mutex::default(),
+            max_idle,
+            idle_timeout,
+            connect_timeout,
+        }
+    }
+
+    /// An idle connection to `addr` ready for a request: the most recently
+    /// used one that has finished its last response; closed and expired
+    /// ones are dropped on the way.
+    pub fn take(&self, addr: SocketAddr) -> Option<Sender> {
+        let mut idle = self.idle.lock().ok()?;
+        let list = idle.get_mut(&addr)?;
+        let mut i = list.len();
+        while i > 0 {
+            i -= 1;
+            let (sender, since) = &list[i];
+            if sender.is_closed() || since.elapsed() >= self.idle_timeout {
+                list.swap_remove(i);
+            } else if sender.is_ready() {
+                return Some(list.swap_remove(i).0);
+            }
+        }
+        None
+    }
+
+    /// A new connection to `addr`; its I/O runs in a task of its own,
+    /// with upgrades (WebSocket) allowed.
+    pub async fn connect(&self, addr: SocketAddr) -> Result<Sender, ConnectError> {
+        let tcp = tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect(addr))
+            .await
+            .map_err(|_| ConnectError::Timeout {
+                addr,
+                timeout: self.connect_timeout,
+            })?
+            .map_err(|source| ConnectError::Io { addr, source })?;
+        let _ = tcp.set_nodelay(true);
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|source| ConnectError::Handshake { addr, source })?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(endpoint = %addr, error = %e, "upstream connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Gives `sender` back as soon as the response headers are in: it is
+    /// taken again once its response body has been read to the end (no
+    /// task or wake-up per request for that).
+    pub fn give_back(&self, addr: SocketAddr, sender: Sender) {
+        let Ok(mut idle) = self.idle.lock() else {
+            return;
+        };
+        let list = idle.entry(addr).or_default();
+        if list.len() < self.max_idle {
+            list.push((sender, Instant::now()));
+        }
+    }
+
+    /// Open connections held, idle or finishing a response (for metrics
+    /// and tests).
+    pub fn idle(&self) -> usize {
+        self.idle
+            .lock()
+            .map(|m| m.values().flatten().filter(|(s, _)| !s.is_closed()).count())
+            .unwrap_or(0)
+    }
+}

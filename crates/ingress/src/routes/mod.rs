@@ -1,0 +1,286 @@
+//! The route table: every Ingress rule of the classes ferry owns, as the
+//! proxy looks it up per request. Built whole from a `ClusterState`
+//! ([`RouteTable::build`]), never changed after: a new state gives a new
+//! table, swapped in atomically, while requests in flight finish on the one
+//! they loaded.
+//!
+//! Shape: a request's host picks one [`HostRoutes`] (an exact host, else
+//! the `*.rest` wildcard for its first label, else the rules without a
+//! host); inside it, an Exact path is one hash lookup, and Prefix paths are
+//! one hash lookup per element boundary of the request path, longest
+//! first; nothing matching gives the host's fallback (the defaultBackend of
+//! the Ingress that brought the host, else the controller's default
+//! backend), and no fallback gives a 404. Lookups cost O(path elements)
+//! whatever the number of Ingresses.
+//!
+//! Pure: no I/O, no clocks.
+
+mod backend;
+mod build;
+mod class;
+mod path;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
+use ferry_model::NamespacedName;
+
+pub use class::{CONTROLLER, ClassConfig};
+
+/// What the route table is built with.
+#[derive(Clone, Debug, Default)]
+pub struct RoutesConfig {
+    pub classes: ClassConfig,
+    /// The controller's default backend (ingress-nginx's
+    /// `--default-backend-service`): unmatched requests go there instead of
+    /// getting ferry's 404.
+    pub default_backend: Option<ServiceRef>,
+}
+
+/// A Service port as a backend names it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ServiceRef {
+    pub service: NamespacedName,
+    pub port: PortRef,
+}
+
+impl std::str::FromStr for ServiceRef {
+    type Err = String;
+
+    /// `namespace/name:port`, the port a number or a name.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?}: a service is namespace/name:port");
+        let (svc, port) = s.rsplit_once(':').ok_or_else(bad)?;
+        let (ns, name) = svc.split_once('/').ok_or_else(bad)?;
+        if ns.is_empty() || name.is_empty() || port.is_empty() {
+            return Err(bad());
+        }
+        let port = match port.parse::<u16>() {
+            Ok(n) => PortRef::Number(n),
+            Err(_) => PortRef::Name(port.into()),
+        };
+        Ok(ServiceRef {
+            service: NamespacedName::new(ns, name),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for ServiceRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.service, self.port)
+    }
+}
+
+/// `service.port` of an Ingress backend: the Service port's number or name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PortRef {
+    Number(u16),
+    Name(Box<str>),
+}
+
+impl fmt::Display for PortRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PortRef::Number(n) => write!(f, "{n}"),
+            PortRef::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+/// Where matching requests go: a Service port and the endpoints it had
+/// when the table was built.
+#[derive(Debug)]
+pub struct Backend {
+    /// The Ingress whose rule (or defaultBackend) this is; None for the
+    /// controller's default backend.
+    pub ingress: Option<NamespacedName>,
+    pub target: ServiceRef,
+    /// Ready endpoints; when none is ready, the serving and terminating
+    /// ones (as kube-proxy falls back). Sorted.
+    pub endpoints: Arc<[SocketAddr]>,
+    /// Round-robin position, shared by every request using this table.
+    pub(crate) next: AtomicUsize,
+    /// `namespace/name` of the Ingress and of the Service, as metric labels.
+    pub(crate) labels: [Arc<str>; 2],
+}
+
+impl Backend {
+    pub(crate) fn new(
+        ingress: Option<NamespacedName>,
+        target: ServiceRef,
+        endpoints: Arc<[SocketAddr]>,
+    ) -> Backend {
+        let labels = [
+            ingress
+                .as_ref()
+                .map_or_else(String::new, ToString::to_string)
+                .into(),
+            target.service.to_string().into(),
+        ];
+        Backend {
+            ingress,
+            target,
+            endpoints,
+            next: AtomicUsize::new(0),
+            labels,
+        }
+    }
+}
+
+/// The paths of one host.
+#[derive(Debug, Default)]
+pub struct HostRoutes {
+    /// Exact paths, as written.
+    exact: HashMap<Box<str>, Arc<Backend>>,
+    /// Prefix (and ImplementationSpecific) paths, normalized by
+    /// [`path::normalize`]: no trailing slash, no empty elements, `/` is "".
+    prefix: HashMap<Box<str>, Arc<Backend>>,
+    /// Where a request for this host matching no path goes.
+    fallback: Option<Arc<Backend>>,
+}
+
+impl HostRoutes {
+    /// The backend for `path`: Exact first (an Exact path that matches is
+    /// always at least as long as any matching Prefix), then the longest
+    /// matching Prefix, then the fallback.
+    fn lookup(&self, path: &str) -> Option<&Arc<Backend>> {
+        if let Some(b) = self.exact.get(path) {
+            return Some(b);
+        }
+        if !self.prefix.is_empty() {
+            let norm = path::normalize(path);
+            let mut candidate: &str = &norm;
+            loop {
+                if let Some(b) = self.prefix.get(candidate) {
+                    return Some(b);
+                }
+                match candidate.rfind('/') {
+                    Some(i) => candidate = &candidate[..i],
+                    None => break,
+                }
+            }
+        }
+        self.fallback.as_ref()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.prefix.is_empty()
+    }
+}
+
+/// Every route of the owned Ingresses, for one state version.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    version: u64,
+    /// Exact hosts, lowercase.
+    hosts: HashMap<Box<str>, HostRoutes>,
+    /// `*.foo.com` rules, keyed by `foo.com`.
+    wildcards: HashMap<Box<str>, HostRoutes>,
+    /// Rules without a host; their fallback is the catch-all default (the
+    /// oldest Ingress with a defaultBackend and no rules, else the
+    /// controller's default backend).
+    any_host: HostRoutes,
+    ingresses: Vec<NamespacedName>,
+    problems: Vec<Problem>,
+}
+
+impl RouteTable {
+    /// The table for `state` (see the module doc); what could not be routed
+    /// is in [`RouteTable::problems`].
+    pub fn build(state: &ferry_model::ClusterState, config: &RoutesConfig) -> RouteTable {
+        build::build(state, config)
+    }
+
+    /// The backend for a request to `host` (the Host header or `:authority`,
+    /// any case, with or without a port) and `path` (without the query);
+    /// None: answer 404.
+    pub fn lookup(&self, host: &str, path: &str) -> Option<&Arc<Backend>> {
+        let host = host_only(host);
+        let lower;
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            lower = host.to_ascii_lowercase();
+            lower.as_str()
+        } else {
+            host
+        };
+        let routes = self
+            .hosts
+            .get(host)
+            .or_else(|| {
+                let (_, rest) = host.split_once('.')?;
+                self.wildcards.get(rest)
+            })
+            .unwrap_or(&self.any_host);
+        routes.lookup(path)
+    }
+
+    /// The state version this table was built from.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The Ingresses this table routes for (the owned and valid ones), sorted.
+    pub fn ingresses(&self) -> &[NamespacedName] {
+        &self.ingresses
+    }
+
+    /// Ingresses skipped, rules lost to older Ingresses, backends without
+    /// endpoints.
+    pub fn problems(&self) -> &[Problem] {
+        &self.problems
+    }
+
+    /// Hosts with rules (exact and wildcard).
+    pub fn hosts(&self) -> usize {
+        self.hosts.len() + self.wildcards.len() + usize::from(!self.any_host.is_empty())
+    }
+}
+
+/// The host of a Host header: without the port, without a final dot.
+fn host_only(host: &str) -> &str {
+    let host = if let Some(rest) = host.strip_prefix('[') {
+        // An IPv6 literal: `[::1]:80`.
+        rest.split_once(']').map_or(rest, |(h, _)| h)
+    } else {
+        host.rsplit_once(':')
+            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(host, |(h, _)| h)
+    };
+    host.strip_suffix('.').unwrap_or(host)
+}
+
+/// Something the table builder could not route as written.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    /// The whole Ingress is skipped; the others still route.
+    #[error("Ingress {ingress}: {field}: {reason}; the Ingress is skipped")]
+    Invalid {
+        ingress: NamespacedName,
+        field: String,
+        reason: String,
+    },
+    /// Two Ingresses claim the same host and path (or the catch-all
+    /// default backend): the older one serves it, as in ingress-nginx.
+    #[error(
+        "Ingress {loser}: {what} is already routed by the older Ingress {winner}; this rule is ignored"
+    )]
+    Conflict {
+        what: String,
+        winner: NamespacedName,
+        loser: NamespacedName,
+    },
+    /// A backend routes, but to nothing: its requests get 503.
+    #[error("Ingress {ingress}: {field}: Service {target}: {reason}")]
+    NoEndpoints {
+        ingress: NamespacedName,
+        field: String,
+        target: ServiceRef,
+        reason: String,
+    },
+}

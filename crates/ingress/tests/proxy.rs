@@ -1,0 +1,365 @@
+//! The proxy on loopback with real upstream servers and real clients
+//! (curl, and hyper in-process): routing, balancing, retries and passive
+//! health, headers, the body limit, HTTP/2 from the client, Upgrade
+//! pass-through, and route-table swaps under load.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::*;
+use ferry_ingress::ProxyConfig;
+use ferry_sys::Tool;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// curl's answer: (status, body).
+async fn curl(args: Vec<String>) -> (u16, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = Tool::new("curl")
+            .args(["-s", "-S", "-m", "10", "-w", "\n%{http_code}"])
+            .args(args)
+            .timeout(Duration::from_secs(15))
+            .run()
+            .unwrap();
+        let (body, code) = out.stdout.rsplit_once('\n').unwrap();
+        (code.trim().parse().unwrap(), body.to_string())
+    })
+    .await
+    .unwrap()
+}
+
+fn url(gw: SocketAddr, path: &str) -> String {
+    format!("http://{gw}{path}")
+}
+
+fn host(h: &str) -> [String; 2] {
+    ["-H".into(), format!("Host: {h}")]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_requests_are_routed_by_host_and_path_to_the_endpoints() {
+    if !ferry_sys::testing::have_or_skip("curl") {
+        return;
+    }
+    let a = upstream("a").await;
+    let b = upstream("b").await;
+    let mut objects = service("a", &[a.addr]);
+    objects.extend(service("b", &[b.addr]));
+    objects.push(ingress("web", "foo.test", &[("/a", "a"), ("/b", "b")]));
+    let (gw, addr) = gateway(ProxyConfig::default(), None).await;
+    gw.swap(table(objects));
+    for (path, want) in [("/a", "a"), ("/a/x?q=1", "a"), ("/b/", "b")] {
+        let (code, body) = curl([&host("foo.test")[..], &[url(addr, path)]].concat()).await;
+        assert_eq!(code, 200, "{path}: {body}");
+        assert_eq!(field(&body, "name"), Some(want), "{path}: {body}");
+        assert_eq!(field(&body, "path"), Some(path), "{body}");
+    }
+    // HTTP/2 from the client (h2c by prior knowledge), HTTP/1.1 upstream.
+    let (code, body) = curl(
+        [
+            &["--http2-prior-knowledge".to_string()][..],
+            &host("foo.test"),
+            &[url(addr, "/b")],
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!((code, field(&body, "name")), (200, Some("b")), "{body}");
+    for (h, path) in [("foo.test", "/c"), ("other.test", "/a")] {
+        let (code, body) = curl([&host(h)[..], &[url(addr, path)]].concat()).await;
+        assert_eq!((code, body.as_str()), (404, "404 page not found\n"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_spread_round_robin_over_the_ready_endpoints() {
+    let ups = [
+        upstream("e1").await,
+        upstream("e2").await,
+        upstream("e3").await,
+    ];
+    let addrs: Vec<SocketAddr> = ups.iter().map(|u| u.addr).collect();
+    let mut objects = service("web", &addrs);
+    objects.push(ingress("web", "foo.test", &[("/", "web")]));
+    let (gw, addr) = gateway(ProxyConfig::default(), None).await;
+    gw.swap(table(objects));
+    let mut client = Client::connect(addr).await;
+    let mut seen = BTreeMap::new();
+    for _ in 0..30 {
+        let (status, body) = client.get("foo.test", "/").await.unwrap();
+        assert_eq!(status, 200);
+        *seen
+            .entry(field(&body, "name").unwrap().to_string())
+            .or_insert(0) += 1;
+    }
+    assert_eq!(
+        seen,
+        BTreeMap::from([("e1".into(), 10), ("e2".into(), 10), ("e3".into(), 10)])
+    );
+    // Keep-alive to the endpoints: far fewer connections than requests.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        (1..=3).contains(&gw.idle_connections()),
+        "{}",
+        gw.idle_connections()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusing_endpoint_is_retried_on_the_next_one_and_then_skipped() {
+    let good = upstream("good").await;
+    let bad = refusing();
+    let mut objects = service("web", &[bad, good.addr]);
+    objects.push(ingress("web", "foo.test", &[("/", "web")]));
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = ferry_ingress::Metrics::register(&mut registry);
+    let (gw, addr) = gateway(ProxyConfig::default(), Some(metrics)).await;
+    gw.swap(table(objects));
+    let mut client = Client::connect(addr).await;
+    for _ in 0..20 {
+        let (status, body) = client.get("foo.test", "/").await.unwrap();
+        assert_eq!((status.as_u16(), field(&body, "name")), (200, Some("good")));
+    }
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let errors = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ferry_ingress_upstream_connect_errors_total "))
+        .unwrap();
+    assert_eq!(
+        errors, "1",
+        "the refusing endpoint is tried once, then skipped"
+    );
+    assert!(text.contains(r#"ferry_ingress_requests_total{ingress="default/web",service="default/web",status="200"} 20"#), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_endpoints_is_503_and_only_refusing_endpoints_is_502() {
+    let mut objects = service("down", &[refusing(), refusing()]);
+    objects.extend(service("empty", &[]));
+    objects.push(ingress(
+        "web",
+        "foo.test",
+        &[("/down", "down"), ("/empty", "empty")],
+    ));
+    let (gw, addr) = gateway(ProxyConfig::default(), None).await;
+    gw.swap(table(objects));
+    let mut client = Client::connect(addr).await;
+    let (status, _) = client.get("foo.test", "/empty").await.unwrap();
+    assert_eq!(status, 503);
+    let (status, _) = client.get("foo.test", "/down").await.unwrap();
+    assert_eq!(status, 502);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_endpoint_sees_forwarding_headers_and_no_hop_by_hop_headers() {
+    if !ferry_sys::testing::have_or_skip("curl") {
+        return;
+    }
+    let a = upstream("a").await;
+    let mut objects = service("a", &[a.addr]);
+    objects.push(ingress("web", "foo.test", &[("/", "a")]));
+    let (gw, addr) = gateway(ProxyConfig::default(), None).await;
+    gw.swap(table(objects));
+    let args: Vec<String> = [
+        "-H",
+        "Host: Foo.Test:8080",
+        "-H",
+        "X-Forwarded-For: 203.0.113.9",
+        "-H",
+        "Connection: keep-alive, X-Secret",
+        "-H",
+        "X-Secret: 1",
+        "-H",
+        "Keep-Alive: timeout=5",
+    ]
+    .into_iter()
+    .map(String::from)
+    .chain([url(addr, "/hello")])
+    .collect();
+    let (code, body) = curl(args).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(field(&body, "x-forwarded-for"), Some("127.0.0.1"), "{body}");
+    assert_eq!(field(&body, "x-real-ip"), Some("127.0.0.1"));
+    assert_eq!(field(&body, "x-forwarded-proto"), Some("http"));
+    assert_eq!(field(&body, "x-forwarded-host"), Some("Foo.Test:8080"));
+    let port = addr.port().to_string();
+    assert_eq!(field(&body, "x-forwarded-port"), Some(port.as_str()));
+    assert_eq!(field(&body, "host"), Some("Foo.Test:8080"));
+    assert_eq!(field(&body, "x-request-id").map(str::len), Some(32));
+    assert_eq!(field(&body, "x-secret"), None, "{body}");
+    assert_eq!(field(&body, "keep-alive"), None, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_body_over_the_limit_gets_413_announced_or_not() {
+    if !ferry_sys::testing::have_or_skip("curl") {
+        return;
+    }
+    let a = upstream("a").await;
+    let mut objects = service("a", &[a.addr]);
+    objects.push(ingress("web", "foo.test", &[("/", "a")]));
+    let config = ProxyConfig {
+        max_body: 64 * 1024,
+        ..ProxyConfig::default()
+    };
+    let (gw, addr) = gateway(config, None).await;
+    gw.swap(table(objects));
+    let dir = std::env::temp_dir().join(format!("ferry-ingress-413-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let small = dir.join("small");
+    let big = dir.join("big");
+    std::fs::write(&small, vec![b'x'; 60 * 1024]).unwrap();
+    std::fs::write(&big, vec![b'x'; 200 * 1024]).unwrap();
+    let post = |file: &std::path::Path, chunked: bool| {
+        let mut args: Vec<String> = host("foo.test").to_vec();
+        args.extend(["--data-binary".into(), format!("@{}", file.display())]);
+        if chunked {
+            args.extend(["-H".into(), "Transfer-Encoding: chunked".into()]);
+        }
+        args.push(url(addr, "/upload"));
+        curl(args)
+    };
+    let (code, body) = post(&small, false).await;
+    assert_eq!(
+        (code, field(&body, "body_len")),
+        (200, Some("61440")),
+        "{body}"
+    );
+    let (code, body) = post(&small, true).await;
+    assert_eq!(
+        (code, field(&body, "body_len")),
+        (200, Some("61440")),
+        "{body}"
+    );
+    let (code, body) = post(&big, false).await;
+    assert_eq!(code, 413, "{body}");
+    let (code, body) = post(&big, true).await;
+    assert_eq!(code, 413, "{body}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Opens an upgraded connection through the gateway and checks the echo.
+async fn open_upgraded(addr: SocketAddr) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: foo.test\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).await.unwrap(), 1, "closed in the head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: echo"),
+        "{head}"
+    );
+    s
+}
+
+async fn echo(s: &mut tokio::net::TcpStream, text: &str) -> String {
+    s.write_all(text.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; text.len()];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf))
+        .await
+        .expect("echo within 5 s")
+        .expect("upgraded connection open");
+    String::from_utf8(buf).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_is_passed_through_and_echoes_both_ways() {
+    let a = upstream("a").await;
+    let mut objects = service("a", &[a.addr]);
+    objects.push(ingress("web", "foo.test", &[("/", "a")]));
+    let (gw, addr) = gateway(ProxyConfig::default(), None).await;
+    gw.swap(table(objects));
+    let mut s = open_upgraded(addr).await;
+    assert_eq!(echo(&mut s, "hello").await, "hello");
+    assert_eq!(echo(&mut s, "and again").await, "and again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_table_swaps_under_load_fail_no_request_and_close_no_upgraded_connection() {
+    let a = upstream("a").await;
+    let b = upstream("b").await;
+    let with = |svc: &str| {
+        let mut objects = service("a", &[a.addr]);
+        objects.extend(service("b", &[b.addr]));
+        objects.push(ingress("web", "foo.test", &[("/", svc)]));
+        table(objects)
+    };
+    let (tables, tables_b) = (with("a"), with("b"));
+    let (gw, addr) = gateway(ProxyConfig::default(), None).await;
+    gw.swap(tables.clone());
+    let mut ws = open_upgraded(addr).await;
+    // Four keep-alive clients, 500 requests each, while the table flips
+    // between two versions every 2 ms.
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(tokio::spawn(async move {
+            let mut c = Client::connect(addr).await;
+            let mut failed = Vec::new();
+            let mut seen = BTreeMap::<String, usize>::new();
+            for _ in 0..500 {
+                match c.get("foo.test", "/").await {
+                    Ok((s, body)) if s == 200 => {
+                        *seen
+                            .entry(field(&body, "name").unwrap_or("?").into())
+                            .or_default() += 1
+                    }
+                    other => failed.push(format!("{other:?}")),
+                }
+            }
+            (failed, seen)
+        }));
+    }
+    let flipper = {
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            for i in 0..200 {
+                gw.swap(if i % 2 == 0 {
+                    tables_b.clone()
+                } else {
+                    tables.clone()
+                });
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let mut total = BTreeMap::<String, usize>::new();
+    for c in clients {
+        let (failed, seen) = c.await.unwrap();
+        assert!(failed.is_empty(), "failed requests: {failed:?}");
+        for (k, v) in seen {
+            *total.entry(k).or_default() += v;
+        }
+    }
+    flipper.await.unwrap();
+    assert_eq!(total.values().sum::<usize>(), 2000);
+    assert!(
+        total.contains_key("a") && total.contains_key("b"),
+        "both versions served: {total:?}"
+    );
+    assert_eq!(echo(&mut ws, "still here").await, "still here");
+    // The last table routes to a; the upgraded connection kept its endpoint.
+    assert_eq!(
+        a.requests.load(Ordering::Relaxed) + b.requests.load(Ordering::Relaxed),
+        2001
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_table_served_is_empty_and_answers_404() {
+    let (_gw, addr) = gateway(ProxyConfig::default(), None).await;
+    let mut c = Client::connect(addr).await;
+    assert_eq!(c.get("foo.test", "/").await.unwrap().0, 404);
+}

@@ -1,0 +1,111 @@
+//! `ferry ingress --source manifests:DIR --http ADDR`: the ingress gateway
+//! alone; and the `--ingress-*` flags the agent shares with it.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use ferry_ingress::component::IngressConfig;
+use ferry_ingress::{Balance, ClassConfig, ProxyConfig, RoutesConfig, ServiceRef};
+use ferry_source::{Feed, FeedOptions, SourceSpec};
+
+use super::agent::parse_duration;
+
+#[derive(clap::Args)]
+pub struct IngressArgs {
+    /// Plain HTTP listeners of the ingress (comma-separated), as an
+    /// ingress-nginx DaemonSet with host port 80.
+    #[arg(
+        long = "ingress-http",
+        visible_alias = "http",
+        value_delimiter = ',',
+        default_value = "0.0.0.0:80"
+    )]
+    http: Vec<SocketAddr>,
+    /// IngressClasses with these spec.controller values are ferry's
+    /// (comma-separated); add k8s.io/ingress-nginx to take over from ingress-nginx.
+    #[arg(long, value_delimiter = ',', default_value = ferry_ingress::routes::CONTROLLER)]
+    ingress_controller: Vec<String>,
+    /// Class names ferry owns besides, whether or not an IngressClass exists
+    /// (comma-separated), e.g. nginx.
+    #[arg(long, value_delimiter = ',')]
+    ingress_class: Vec<String>,
+    /// Route Ingresses that name no class even when no owned IngressClass is the default.
+    #[arg(long)]
+    ingress_watch_without_class: bool,
+    /// Where requests no rule matches go (namespace/name:port); default: a 404.
+    #[arg(long)]
+    ingress_default_backend: Option<ServiceRef>,
+    /// Endpoint choice: round_robin or ewma.
+    #[arg(long, default_value = "round_robin")]
+    ingress_balance: Balance,
+    /// Threads of the ingress's own runtime.
+    #[arg(long, default_value_t = 1)]
+    ingress_workers: usize,
+    /// Time to connect to an endpoint, e.g. 5s.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    ingress_connect_timeout: Duration,
+    /// Time for an endpoint to answer with its response headers, e.g. 60s.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    ingress_read_timeout: Duration,
+    /// Request bodies larger than this many bytes get 413 (nginx: 1 MiB).
+    #[arg(long, default_value_t = 1 << 20)]
+    ingress_max_body: u64,
+    /// Append to the client's X-Forwarded-* headers instead of replacing them.
+    #[arg(long)]
+    ingress_trust_forwarded: bool,
+}
+
+impl IngressArgs {
+    pub fn config(&self) -> anyhow::Result<IngressConfig> {
+        Ok(IngressConfig {
+            http: self.http.clone(),
+            routes: RoutesConfig {
+                classes: ClassConfig {
+                    controllers: self.ingress_controller.clone(),
+                    extra_classes: self.ingress_class.clone(),
+                    without_class: self.ingress_watch_without_class,
+                },
+                default_backend: self.ingress_default_backend.clone(),
+            },
+            proxy: ProxyConfig {
+                connect_timeout: self.ingress_connect_timeout,
+                read_timeout: self.ingress_read_timeout,
+                max_body: self.ingress_max_body,
+                balance: self.ingress_balance,
+                trust_forwarded: self.ingress_trust_forwarded,
+                ..ProxyConfig::default()
+            },
+            workers: self.ingress_workers,
+        })
+    }
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Where the cluster comes from: manifests:DIR.
+    #[arg(long)]
+    source: SourceSpec,
+    #[command(flatten)]
+    ingress: IngressArgs,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = args.ingress.config()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let feed = Feed::start(&args.source, FeedOptions::default())
+            .with_context(|| format!("reading {}", args.source))?;
+        let mut registry = prometheus_client::registry::Registry::default();
+        let handle = ferry_ingress::component::start(config, feed.follow(), &mut registry)?;
+        eprintln!("ferry ingress: serving HTTP on {:?}", handle.http);
+        tokio::signal::ctrl_c().await.ok();
+        drop(feed);
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
