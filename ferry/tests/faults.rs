@@ -424,7 +424,14 @@ fn killing_the_agent_mid_sync_ten_times_ends_with_the_rules_of_a_fresh_sync(mode
         let after_crash = rules(&lab, "node-1", mode);
         // The reference: no rules at all, then a fresh agent's full sync
         // (the rules go first: the lab restarts a killed agent at once).
+        // The agent is stopped first (as kube-proxy --cleanup wants it):
+        // a live agent would restore what the cleanup removes.
         let pid = agent_pid(&lab, "node-1");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGSTOP,
+        )
+        .unwrap();
         let out = lab.exec(
             "node/node-1",
             &[env!("CARGO_BIN_EXE_ferry"), "agent", "--cleanup"],
