@@ -463,3 +463,63 @@ fn kubectl(lab: &Lab, args: &[&str]) -> String {
     assert!(out.status.success(), "kubectl {args:?}:\n{}", text(&out));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+#[test]
+fn on_the_api_source_pods_reach_services_by_name_and_scaling_reaches_the_rules() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::up(
+        "e2esk",
+        &[&fixture("lab-basic.yaml")],
+        &["--source", "kube"],
+    );
+    let ip = lab.cluster_ip("web");
+    let answer = json(&lab.exec_ok(
+        "pod/shop/client",
+        &[
+            "curl",
+            "-sS",
+            "-m",
+            "3",
+            "http://web.shop.svc.cluster.local/",
+        ],
+    ));
+    assert!(
+        answer["pod"].as_str().unwrap().starts_with("web-"),
+        "{answer}"
+    );
+    let dig = lab.exec_ok(
+        "pod/shop/client",
+        &["dig", "+short", "web.shop.svc.cluster.local"],
+    );
+    assert_eq!(dig.trim(), ip);
+    lab.ok(&["scale", "deployment/shop/web", "5"]);
+    lab.wait(
+        "5 web endpoints answer through the ClusterIP",
+        Duration::from_secs(20),
+        |lab| {
+            let mut seen = std::collections::BTreeSet::new();
+            for _ in 0..40 {
+                let out = lab.exec(
+                    "pod/shop/client",
+                    &["curl", "-sS", "-m", "1", &format!("http://{ip}/")],
+                );
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) {
+                    seen.insert(v["pod"].as_str().unwrap_or_default().to_string());
+                }
+                if seen.len() == 5 {
+                    return true;
+                }
+            }
+            false
+        },
+    );
+    // The agents say they read the API.
+    let log = std::fs::read_to_string(format!(
+        "/run/ferry/labs/{}/logs/agent-node-1.log",
+        lab.name
+    ))
+    .unwrap();
+    assert!(log.contains("listed every kind; watching"), "{log}");
+}

@@ -86,14 +86,22 @@ pub struct Lab {
 }
 
 impl Lab {
+    /// `FERRY_LAB_SOURCE=kube` runs every lab test's agents on the lab's
+    /// API server instead of its manifests (unless a test picks a source).
     pub fn up(name: &str, paths: &[&str], extra: &[&str]) -> Lab {
         let lab = Lab {
             name: name.to_string(),
         };
+        let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        if let Ok(source) = std::env::var("FERRY_LAB_SOURCE")
+            && !extra.iter().any(|a| a == "--source")
+        {
+            extra.extend(["--source".to_string(), source]);
+        }
         let out = ferry()
             .args(["lab", "up", "--lab", name])
             .args(paths)
-            .args(extra)
+            .args(&extra)
             .output()
             .unwrap();
         assert!(out.status.success(), "lab up failed:\n{}", text(&out));
