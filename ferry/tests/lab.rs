@@ -475,6 +475,27 @@ fn on_the_api_source_pods_reach_services_by_name_and_scaling_reaches_the_rules()
         &["--source", "kube"],
     );
     let ip = lab.cluster_ip("web");
+    // On this source `lab up`'s Ready does not yet mean "programmed" (the
+    // lab compares resourceVersions with its own generation, which the API
+    // server renumbers; see the issue note): wait for the first answer.
+    lab.wait(
+        "the Service answers by name",
+        Duration::from_secs(20),
+        |lab| {
+            lab.exec(
+                "pod/shop/client",
+                &[
+                    "curl",
+                    "-sS",
+                    "-m",
+                    "1",
+                    "http://web.shop.svc.cluster.local/",
+                ],
+            )
+            .status
+            .success()
+        },
+    );
     let answer = json(&lab.exec_ok(
         "pod/shop/client",
         &[

@@ -721,7 +721,18 @@ fn on_the_api_source_leases_live_on_the_nodes_as_flannels_kube_subnet_manager_ke
         &[&fixture("lab-three-nodes.yaml")],
         &["--source", "kube", "--lease-store", "kube"],
     );
-    // Each agent annotated its own Node through the API source's writer.
+    // Each agent annotated its own Node through the API source's writer
+    // (and the peers came back through the watch).
+    let n1 = node_ns(&lab, "node-1");
+    lab.wait(
+        "node-1 routes both other subnets",
+        Duration::from_secs(20),
+        |_| {
+            ["10.30.2.0/24", "10.30.3.0/24"]
+                .iter()
+                .all(|s| ip_in(&n1, &["route", "show", s]).contains("flannel.1"))
+        },
+    );
     let out = ferry()
         .args([
             "lab", "kubectl", "--lab", &lab.name, "get", "nodes", "-o", "json",
@@ -751,7 +762,6 @@ fn on_the_api_source_leases_live_on_the_nodes_as_flannels_kube_subnet_manager_ke
         );
     }
     // The peers come from the other Nodes' annotations.
-    let n1 = node_ns(&lab, "node-1");
     for subnet in ["10.30.2.0/24", "10.30.3.0/24"] {
         assert!(
             ip_in(&n1, &["route", "show", subnet]).contains("flannel.1"),
