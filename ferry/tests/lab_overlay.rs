@@ -28,6 +28,14 @@ fn pod_ip(lab: &Lab, name: &str) -> String {
     lab.pods(name)[0]["ip"].as_str().unwrap().to_string()
 }
 
+/// A pod's HTTP GET of another pod's echo server (port 8080): its answer.
+fn get_from(lab: &Lab, from: &str, ip: &str) -> serde_json::Value {
+    json(&lab.exec_ok(
+        from,
+        &["curl", "-sS", "-m", "3", &format!("http://{ip}:8080/")],
+    ))
+}
+
 /// What tcpdump sees on the node network (the switch's bridge) while
 /// `traffic` runs: at most `count` packets matching `filter`, within 10 s.
 fn capture(lab: &Lab, filter: &str, count: usize, traffic: impl FnOnce()) -> String {
@@ -137,10 +145,7 @@ fn pods_on_different_nodes_talk_through_flannel_1_as_flannel_programs_it() {
 
     // Pod to pod across nodes keeps the client's address, and a bulk
     // transfer both ways completes (the pods' MTU fits the tunnel).
-    let answer = json(&lab.exec_ok(
-        "pod/net/a",
-        &["curl", "-sS", "-m", "3", &format!("http://{b}:8080/")],
-    ));
+    let answer = get_from(&lab, "pod/net/a", &b);
     assert_eq!(answer["node"], "node-2");
     assert!(
         answer["client"]
@@ -263,10 +268,7 @@ fn host_gw_routes_pod_subnets_via_the_node_ips() {
     .unwrap();
     assert!(env.contains("FLANNEL_MTU=1500"), "{env}");
     let (a, c) = (pod_ip(&lab, "a"), pod_ip(&lab, "c"));
-    let answer = json(&lab.exec_ok(
-        "pod/net/a",
-        &["curl", "-sS", "-m", "3", &format!("http://{c}:8080/")],
-    ));
+    let answer = get_from(&lab, "pod/net/a", &c);
     assert_eq!(answer["node"], "node-3");
     assert!(
         answer["client"]
@@ -326,10 +328,7 @@ fn a_removed_node_loses_its_lease_and_the_others_drop_its_routes() {
     );
     // The rest of the pod network is untouched.
     let b = pod_ip(&lab, "b");
-    let answer = json(&lab.exec_ok(
-        "pod/net/a",
-        &["curl", "-sS", "-m", "3", &format!("http://{b}:8080/")],
-    ));
+    let answer = get_from(&lab, "pod/net/a", &b);
     assert_eq!(answer["node"], "node-2");
 }
 
@@ -490,10 +489,7 @@ fn leases_in_a_real_etcd_follow_flannels_keys_and_a_flannel_nodes_lease_is_follo
         .unwrap_or(0);
     assert!(secs > 23 * 3600, "{ttl}");
     let b = pod_ip(&lab, "b");
-    let answer = json(&lab.exec_ok(
-        "pod/net/a",
-        &["curl", "-sS", "-m", "3", &format!("http://{b}:8080/")],
-    ));
+    let answer = get_from(&lab, "pod/net/a", &b);
     assert_eq!(answer["node"], "node-2");
 
     // A flannel node's lease, written as flanneld writes it: followed by
@@ -769,10 +765,7 @@ fn on_the_api_source_leases_live_on_the_nodes_as_flannels_kube_subnet_manager_ke
         );
     }
     let b = pod_ip(&lab, "b");
-    let answer = json(&lab.exec_ok(
-        "pod/net/a",
-        &["curl", "-sS", "-m", "3", &format!("http://{b}:8080/")],
-    ));
+    let answer = get_from(&lab, "pod/net/a", &b);
     assert_eq!(answer["node"], "node-2");
     // A Node deleted from the API takes its lease with it.
     lab.ok(&["delete", "node/node-3"]);

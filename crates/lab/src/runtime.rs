@@ -18,31 +18,15 @@ pub(crate) fn ferry_exe() -> Result<std::path::PathBuf, LabError> {
 
 /// Starts `ferry ARGS...` inside network namespace `ns`.
 pub(crate) fn spawn_in(ns: &str, args: &[String], log: &Path) -> Result<Child, LabError> {
-    use std::os::unix::process::CommandExt;
     let exe = ferry_exe()?;
-    let out = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .map_err(LabError::io(log))?;
-    let err = out.try_clone().map_err(LabError::io(log))?;
-    Command::new("ip")
-        .args(["netns", "exec", ns])
-        .arg(exe)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .env(
-            "RUST_LOG",
-            std::env::var("FERRY_LAB_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .process_group(0)
-        .spawn()
-        .map_err(|e| LabError::Command {
-            command: format!("ip netns exec {ns} ferry {}", args.join(" ")),
-            message: e.to_string(),
-        })
+    let log_level = std::env::var("FERRY_LAB_LOG").unwrap_or_else(|_| "info".into());
+    spawn(
+        ns,
+        &exe.display().to_string(),
+        args,
+        log,
+        &[("RUST_LOG", &log_level)],
+    )
 }
 
 /// Starts another program (etcd) inside network namespace `ns`, in its
@@ -53,6 +37,20 @@ pub(crate) fn spawn_program_in(
     args: &[String],
     log: &Path,
 ) -> Result<Child, LabError> {
+    ferry_sys::require([program]).map_err(|e| LabError::Command {
+        command: program.to_string(),
+        message: e.to_string(),
+    })?;
+    spawn(ns, program, args, log, &[])
+}
+
+fn spawn(
+    ns: &str,
+    program: &str,
+    args: &[String],
+    log: &Path,
+    env: &[(&str, &str)],
+) -> Result<Child, LabError> {
     use std::os::unix::process::CommandExt;
     let out = OpenOptions::new()
         .create(true)
@@ -60,16 +58,13 @@ pub(crate) fn spawn_program_in(
         .open(log)
         .map_err(LabError::io(log))?;
     let err = out.try_clone().map_err(LabError::io(log))?;
-    ferry_sys::require([program]).map_err(|e| LabError::Command {
-        command: program.to_string(),
-        message: e.to_string(),
-    })?;
     Command::new("ip")
         .args(["netns", "exec", ns, program])
         .args(args)
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
+        .envs(env.iter().copied())
         .process_group(0)
         .spawn()
         .map_err(|e| LabError::Command {
