@@ -49,10 +49,12 @@ pgrep                     procps            tests
 pkill                     procps            tests
 sleep                     coreutils         tests
 setpriv                   util-linux        tests
-bridge                    iproute2          tests
+bridge                    iproute2          bench tests
 kubectl                   kubernetes-client tests
-etcd                      etcd-server       tests lab
-etcdctl                   etcd-client       tests lab
+etcd                      etcd-server       bench tests lab
+etcdctl                   etcd-client       bench tests lab
+iperf3                    iperf3            bench
+true                      coreutils         bench
 TOOLS
 )
 # The package of every listed program that is not on PATH yet (a program
