@@ -2,6 +2,7 @@
 //! nodes on one L2 segment (a veth pair); each programs its flannel.1 and
 //! the other's lease over netlink; a TCP connection between the nodes'
 //! subnet addresses crosses the tunnel; removing the peer removes its
+//! route. A thousand peers programmed at once (`add_peers`) all land.
 //! route. Root needed (fails under CI=true, skips otherwise).
 
 use std::io::{Read, Write};
@@ -10,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use ferry_overlay::vxlan::{
-    DeviceSpec, add_peer, ensure_device, format_mac, link_index, remove_peer,
+    DeviceSpec, add_peer, add_peers, ensure_device, format_mac, link_index, remove_peer,
 };
 use ferry_overlay::{BackendData, Lease, LeaseAttrs};
 
@@ -240,4 +241,128 @@ fn two_nodes_reach_each_others_subnet_through_flannel_1() {
     assert!(!routes.contains("10.60.2.0/24"), "{routes}");
     let neigh = ip(&["-n", a.0, "neigh", "show", "dev", "flannel.1"]);
     assert!(!neigh.contains("10.60.2.0"), "{neigh}");
+}
+
+#[test]
+fn a_thousand_peers_programmed_at_once_all_land() {
+    if !ferry_sys::testing::root_or_skip("the overlay's kernel tests") {
+        return;
+    }
+    let ns = Ns(Box::leak(
+        format!("ferry-test-vxp-{}", std::process::id()).into_boxed_str(),
+    ));
+    ip(&["netns", "add", ns.0]);
+    ip(&["-n", ns.0, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1"]);
+    ip(&["-n", ns.0, "addr", "add", "192.168.253.1/24", "dev", "eth0"]);
+    ip(&["-n", ns.0, "link", "set", "eth0", "up"]);
+    let leases: Vec<Lease> = (0..1000u32)
+        .map(|i| {
+            let (hi, lo) = ((i / 256) as u8, (i % 256) as u8);
+            lease(
+                &format!("10.{}.{lo}.0/24", 100 + hi),
+                [172, 22, hi, lo],
+                [0x02, 0xee, 0, 0, hi, lo],
+            )
+        })
+        .collect();
+    let programmed = leases.clone();
+    ferry_sys::netns::in_netns(ns.0, move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (conn, handle, _) = rtnetlink::new_connection().unwrap();
+            tokio::spawn(conn);
+            let eth0 = link_index(&handle, "eth0").await.unwrap().unwrap();
+            let dev = ensure_device(
+                &handle,
+                &DeviceSpec {
+                    vni: 1,
+                    port: 8472,
+                    underlay_index: eth0,
+                    local_ip: Ipv4Addr::new(192, 168, 253, 1),
+                    underlay_mtu: 1500,
+                    mac: [0x02, 0, 0, 0, 0, 0x0c],
+                    subnet: "10.99.0.0/24".parse().unwrap(),
+                },
+            )
+            .await
+            .unwrap();
+            add_peers(&handle, &dev, &programmed).await.unwrap();
+            // Again: replacing what is there is not an error.
+            add_peers(&handle, &dev, &programmed[..10]).await.unwrap();
+        });
+    })
+    .unwrap();
+
+    let routes = ip(&["-n", ns.0, "route", "show", "dev", "flannel.1"]);
+    let neigh = ip(&["-n", ns.0, "neigh", "show", "dev", "flannel.1"]);
+    let fdb = Command::new("bridge")
+        .args(["-n", ns.0, "fdb", "show", "dev", "flannel.1"])
+        .output()
+        .unwrap();
+    let fdb = String::from_utf8_lossy(&fdb.stdout).into_owned();
+    assert_eq!(routes.lines().filter(|l| l.contains("onlink")).count(), 1000);
+    assert_eq!(neigh.lines().filter(|l| l.contains("PERMANENT")).count(), 1000);
+    assert_eq!(fdb.lines().filter(|l| l.contains("dst 172.22.")).count(), 1000);
+    // The last and the first, entry by entry.
+    assert!(
+        routes.contains("10.103.231.0/24 via 10.103.231.0") && routes.contains("10.100.0.0/24 via 10.100.0.0"),
+        "{routes}"
+    );
+    assert!(
+        neigh.contains("10.103.231.0 lladdr 02:ee:00:00:03:e7 PERMANENT"),
+        "{neigh}"
+    );
+    assert!(
+        fdb.contains("02:ee:00:00:03:e7 dst 172.22.3.231 self permanent"),
+        "{fdb}"
+    );
+}
+
+#[test]
+fn add_peers_refuses_a_lease_without_a_vtep_mac_before_sending_anything() {
+    if !ferry_sys::testing::root_or_skip("the overlay's kernel tests") {
+        return;
+    }
+    let ns = Ns(Box::leak(
+        format!("ferry-test-vxq-{}", std::process::id()).into_boxed_str(),
+    ));
+    ip(&["netns", "add", ns.0]);
+    ip(&["-n", ns.0, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1"]);
+    ip(&["-n", ns.0, "link", "set", "eth0", "up"]);
+    let good = lease("10.70.1.0/24", [172, 23, 0, 1], [0x02, 0, 0, 0, 0x70, 1]);
+    let mut bad = lease("10.70.2.0/24", [172, 23, 0, 2], [0x02, 0, 0, 0, 0x70, 2]);
+    bad.attrs.backend_data = None;
+    let err = ferry_sys::netns::in_netns(ns.0, move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (conn, handle, _) = rtnetlink::new_connection().unwrap();
+            tokio::spawn(conn);
+            let eth0 = link_index(&handle, "eth0").await.unwrap().unwrap();
+            let dev = ensure_device(
+                &handle,
+                &DeviceSpec {
+                    vni: 1,
+                    port: 8472,
+                    underlay_index: eth0,
+                    local_ip: Ipv4Addr::new(192, 168, 254, 1),
+                    underlay_mtu: 1500,
+                    mac: [0x02, 0, 0, 0, 0, 0x0d],
+                    subnet: "10.70.0.0/24".parse().unwrap(),
+                },
+            )
+            .await
+            .unwrap();
+            add_peers(&handle, &dev, &[good, bad]).await.unwrap_err()
+        })
+    })
+    .unwrap();
+    assert!(err.to_string().contains("10.70.2.0/24"), "{err}");
+    let routes = ip(&["-n", ns.0, "route", "show", "dev", "flannel.1"]);
+    assert!(!routes.contains("10.70.1.0"), "nothing sent: {routes}");
 }

@@ -5,7 +5,7 @@
 //! entry as flannel-era scripts did. Each way starts from a fresh device
 //! and then adds one more peer; the entries are counted afterwards so a
 //! way that silently lost some cannot look fast. Touches the kernel (a
-//! namespace `ferry-bench-ov-peers`, a dummy link, flannel.1) and
+//! namespace `ferry-bench-ov-peers`, a veth pair as the underlay, flannel.1) and
 //! processes (`ip`, `bridge`).
 
 use std::net::Ipv4Addr;
@@ -71,7 +71,7 @@ fn lease(i: usize) -> Lease {
     }
 }
 
-/// The scratch node: a namespace with a dummy underlay `eth0`.
+/// The scratch node: a namespace with a veth `eth0` as the underlay (this kernel has no dummy links).
 pub(super) struct Bench {
     ns: Netns,
 }
@@ -79,7 +79,7 @@ pub(super) struct Bench {
 impl Bench {
     pub(super) fn create() -> anyhow::Result<Bench> {
         let ns = Netns::new("peers")?;
-        ns.ip("link add eth0 type dummy")?;
+        ns.ip("link add eth0 type veth peer name eth1")?;
         ns.ip("addr add 192.168.252.1/24 dev eth0")?;
         ns.ip("link set eth0 up")?;
         Ok(Bench { ns })
