@@ -3,7 +3,7 @@
 //! the other's lease over netlink; a TCP connection between the nodes'
 //! subnet addresses crosses the tunnel; removing the peer removes its
 //! route. A thousand peers programmed at once (`add_peers`) all land.
-//! route. Root needed (fails under CI=true, skips otherwise).
+//! Root needed (fails under CI=true, skips otherwise).
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
