@@ -173,37 +173,9 @@ fn route(dev: &VxlanDevice, subnet: Ipv4Net) -> rtnetlink::packet_route::route::
 }
 
 /// The neighbour, FDB entry and route for a remote lease (replacing
-/// whatever was there).
+/// whatever was there): [`add_peers`] for one lease.
 pub async fn add_peer(handle: &Handle, dev: &VxlanDevice, lease: &Lease) -> Result<(), VxlanError> {
-    let mac = peer_mac(lease)?;
-    let gw = IpAddr::V4(lease.subnet.network());
-    handle
-        .neighbours()
-        .add(dev.index, gw)
-        .link_layer_address(&mac)
-        .state(NeighbourState::Permanent)
-        .replace()
-        .execute()
-        .await
-        .map_err(nl(format!("the neighbour of {}", lease.subnet)))?;
-    handle
-        .neighbours()
-        .add_bridge(dev.index, &mac)
-        .destination(IpAddr::V4(lease.attrs.public_ip))
-        .flags(NeighbourFlags::Own)
-        .state(NeighbourState::Permanent)
-        .replace()
-        .execute()
-        .await
-        .map_err(nl(format!("the FDB entry of {}", lease.subnet)))?;
-    handle
-        .route()
-        .add(route(dev, lease.subnet))
-        .replace()
-        .execute()
-        .await
-        .map_err(nl(format!("the route to {}", lease.subnet)))?;
-    Ok(())
+    add_peers(handle, dev, std::slice::from_ref(lease)).await
 }
 
 /// How many requests [`add_peers`] keeps in flight on the one netlink
@@ -224,10 +196,7 @@ pub async fn add_peers(
     leases: &[Lease],
 ) -> Result<(), VxlanError> {
     use futures_util::StreamExt;
-    let macs = leases
-        .iter()
-        .map(peer_mac)
-        .collect::<Result<Vec<_>, _>>()?;
+    let macs = leases.iter().map(peer_mac).collect::<Result<Vec<_>, _>>()?;
     let requests = leases.iter().zip(macs).flat_map(|(lease, mac)| {
         let gw = IpAddr::V4(lease.subnet.network());
         let neighbour = handle
@@ -251,8 +220,9 @@ pub async fn add_peers(
             .replace()
             .execute();
         let subnet = lease.subnet;
-        let boxed = |f: std::pin::Pin<Box<dyn Future<Output = Result<(), rtnetlink::Error>> + Send>>,
-                     what: String| async move { f.await.map_err(nl(what)) };
+        let boxed =
+            |f: std::pin::Pin<Box<dyn Future<Output = Result<(), rtnetlink::Error>> + Send>>,
+             what: String| async move { f.await.map_err(nl(what)) };
         [
             boxed(Box::pin(neighbour), format!("the neighbour of {subnet}")),
             boxed(Box::pin(fdb), format!("the FDB entry of {subnet}")),

@@ -243,30 +243,24 @@ fn two_nodes_reach_each_others_subnet_through_flannel_1() {
     assert!(!neigh.contains("10.60.2.0"), "{neigh}");
 }
 
-#[test]
-fn a_thousand_peers_programmed_at_once_all_land() {
-    if !ferry_sys::testing::root_or_skip("the overlay's kernel tests") {
-        return;
-    }
+/// A namespace `ferry-test-TAG-PID` with a veth `eth0` (up, its peer
+/// unused) and flannel.1 on it for subnet `own`; runs `f` with the handle
+/// and device inside it.
+fn with_device<T: Send>(
+    tag: &str,
+    own: &str,
+    f: impl AsyncFnOnce(&rtnetlink::Handle, &ferry_overlay::vxlan::VxlanDevice) -> T + Send,
+) -> (Ns, T) {
     let ns = Ns(Box::leak(
-        format!("ferry-test-vxp-{}", std::process::id()).into_boxed_str(),
+        format!("ferry-test-{tag}-{}", std::process::id()).into_boxed_str(),
     ));
     ip(&["netns", "add", ns.0]);
-    ip(&["-n", ns.0, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1"]);
-    ip(&["-n", ns.0, "addr", "add", "192.168.253.1/24", "dev", "eth0"]);
+    ip(&[
+        "-n", ns.0, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
+    ]);
     ip(&["-n", ns.0, "link", "set", "eth0", "up"]);
-    let leases: Vec<Lease> = (0..1000u32)
-        .map(|i| {
-            let (hi, lo) = ((i / 256) as u8, (i % 256) as u8);
-            lease(
-                &format!("10.{}.{lo}.0/24", 100 + hi),
-                [172, 22, hi, lo],
-                [0x02, 0xee, 0, 0, hi, lo],
-            )
-        })
-        .collect();
-    let programmed = leases.clone();
-    ferry_sys::netns::in_netns(ns.0, move || {
+    let subnet = own.parse().unwrap();
+    let out = ferry_sys::netns::in_netns(ns.0, move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -284,17 +278,38 @@ fn a_thousand_peers_programmed_at_once_all_land() {
                     local_ip: Ipv4Addr::new(192, 168, 253, 1),
                     underlay_mtu: 1500,
                     mac: [0x02, 0, 0, 0, 0, 0x0c],
-                    subnet: "10.99.0.0/24".parse().unwrap(),
+                    subnet,
                 },
             )
             .await
             .unwrap();
-            add_peers(&handle, &dev, &programmed).await.unwrap();
-            // Again: replacing what is there is not an error.
-            add_peers(&handle, &dev, &programmed[..10]).await.unwrap();
-        });
+            f(&handle, &dev).await
+        })
     })
     .unwrap();
+    (ns, out)
+}
+
+#[test]
+fn a_thousand_peers_programmed_at_once_all_land() {
+    if !ferry_sys::testing::root_or_skip("the overlay's kernel tests") {
+        return;
+    }
+    let leases: Vec<Lease> = (0..1000u32)
+        .map(|i| {
+            let (hi, lo) = ((i / 256) as u8, (i % 256) as u8);
+            lease(
+                &format!("10.{}.{lo}.0/24", 100 + hi),
+                [172, 22, hi, lo],
+                [0x02, 0xee, 0, 0, hi, lo],
+            )
+        })
+        .collect();
+    let (ns, ()) = with_device("vxp", "10.99.0.0/24", async |handle, dev| {
+        add_peers(handle, dev, &leases).await.unwrap();
+        // Again: replacing what is there is not an error.
+        add_peers(handle, dev, &leases[..10]).await.unwrap();
+    });
 
     let routes = ip(&["-n", ns.0, "route", "show", "dev", "flannel.1"]);
     let neigh = ip(&["-n", ns.0, "neigh", "show", "dev", "flannel.1"]);
@@ -303,12 +318,22 @@ fn a_thousand_peers_programmed_at_once_all_land() {
         .output()
         .unwrap();
     let fdb = String::from_utf8_lossy(&fdb.stdout).into_owned();
-    assert_eq!(routes.lines().filter(|l| l.contains("onlink")).count(), 1000);
-    assert_eq!(neigh.lines().filter(|l| l.contains("PERMANENT")).count(), 1000);
-    assert_eq!(fdb.lines().filter(|l| l.contains("dst 172.22.")).count(), 1000);
+    assert_eq!(
+        routes.lines().filter(|l| l.contains("onlink")).count(),
+        1000
+    );
+    assert_eq!(
+        neigh.lines().filter(|l| l.contains("PERMANENT")).count(),
+        1000
+    );
+    assert_eq!(
+        fdb.lines().filter(|l| l.contains("dst 172.22.")).count(),
+        1000
+    );
     // The last and the first, entry by entry.
     assert!(
-        routes.contains("10.103.231.0/24 via 10.103.231.0") && routes.contains("10.100.0.0/24 via 10.100.0.0"),
+        routes.contains("10.103.231.0/24 via 10.103.231.0")
+            && routes.contains("10.100.0.0/24 via 10.100.0.0"),
         "{routes}"
     );
     assert!(
@@ -326,42 +351,12 @@ fn add_peers_refuses_a_lease_without_a_vtep_mac_before_sending_anything() {
     if !ferry_sys::testing::root_or_skip("the overlay's kernel tests") {
         return;
     }
-    let ns = Ns(Box::leak(
-        format!("ferry-test-vxq-{}", std::process::id()).into_boxed_str(),
-    ));
-    ip(&["netns", "add", ns.0]);
-    ip(&["-n", ns.0, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1"]);
-    ip(&["-n", ns.0, "link", "set", "eth0", "up"]);
     let good = lease("10.70.1.0/24", [172, 23, 0, 1], [0x02, 0, 0, 0, 0x70, 1]);
     let mut bad = lease("10.70.2.0/24", [172, 23, 0, 2], [0x02, 0, 0, 0, 0x70, 2]);
     bad.attrs.backend_data = None;
-    let err = ferry_sys::netns::in_netns(ns.0, move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let (conn, handle, _) = rtnetlink::new_connection().unwrap();
-            tokio::spawn(conn);
-            let eth0 = link_index(&handle, "eth0").await.unwrap().unwrap();
-            let dev = ensure_device(
-                &handle,
-                &DeviceSpec {
-                    vni: 1,
-                    port: 8472,
-                    underlay_index: eth0,
-                    local_ip: Ipv4Addr::new(192, 168, 254, 1),
-                    underlay_mtu: 1500,
-                    mac: [0x02, 0, 0, 0, 0, 0x0d],
-                    subnet: "10.70.0.0/24".parse().unwrap(),
-                },
-            )
-            .await
-            .unwrap();
-            add_peers(&handle, &dev, &[good, bad]).await.unwrap_err()
-        })
-    })
-    .unwrap();
+    let (ns, err) = with_device("vxq", "10.70.0.0/24", async |handle, dev| {
+        add_peers(handle, dev, &[good, bad]).await.unwrap_err()
+    });
     assert!(err.to_string().contains("10.70.2.0/24"), "{err}");
     let routes = ip(&["-n", ns.0, "route", "show", "dev", "flannel.1"]);
     assert!(!routes.contains("10.70.1.0"), "nothing sent: {routes}");

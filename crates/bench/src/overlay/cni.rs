@@ -81,7 +81,6 @@ impl Bench {
                 "ipam": {
                     "type": "host-local",
                     "ranges": [[{"subnet": "10.62.2.0/24"}]],
-                    "routes": [{"dst": "0.0.0.0/0"}],
                     "dataDir": dir.path().join("host-local"),
                 },
             }),

@@ -40,8 +40,18 @@ impl Etcd {
         let child = Command::new("etcd")
             .args(["--name", "ferry-bench", "--data-dir"])
             .arg(dir.path().join("data"))
-            .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
-            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args([
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
             .args(["--initial-cluster", &format!("ferry-bench={peer}")])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -94,7 +104,11 @@ fn attrs(k: usize) -> LeaseAttrs {
 }
 
 /// `nodes` nodes acquire from `threads` threads; leases per second.
-fn acquire_all(store: &(dyn LeaseStore + Sync), nodes: usize, threads: usize) -> anyhow::Result<f64> {
+fn acquire_all(
+    store: &(dyn LeaseStore + Sync),
+    nodes: usize,
+    threads: usize,
+) -> anyhow::Result<f64> {
     let start = Instant::now();
     let subnets = std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads)
@@ -128,13 +142,21 @@ fn acquire_all(store: &(dyn LeaseStore + Sync), nodes: usize, threads: usize) ->
     all.sort();
     all.dedup();
     if all.len() != nodes {
-        bail!("{nodes} nodes ended with only {} distinct subnets", all.len());
+        bail!(
+            "{nodes} nodes ended with only {} distinct subnets",
+            all.len()
+        );
     }
     Ok(rate)
 }
 
 /// One run against etcd, under a prefix of its own; leases per second.
-pub(super) fn etcd_run(etcd: &Etcd, run: usize, nodes: usize, threads: usize) -> anyhow::Result<f64> {
+pub(super) fn etcd_run(
+    etcd: &Etcd,
+    run: usize,
+    nodes: usize,
+    threads: usize,
+) -> anyhow::Result<f64> {
     let prefix = format!("/ferry-bench/run-{run}");
     etcd.ctl(&["put", &format!("{prefix}/config"), CONFIG])?;
     let mut options = EtcdOptions::new(vec![etcd.url.clone()]);

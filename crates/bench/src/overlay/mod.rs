@@ -49,7 +49,10 @@ pub fn run(o: OverlayOptions) -> anyhow::Result<()> {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "ferry bench overlay  (median of {runs} runs; load average at start: {})",
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     traffic_table(&o, runs).context("pod-to-pod traffic")?;
     peers_table(&o, runs).context("programming peers")?;

@@ -167,7 +167,12 @@ impl Bench {
     fn commands(&self, l: &Lease) -> anyhow::Result<()> {
         let ns = self.ns.name();
         let net = l.subnet.network().to_string();
-        let mac = &l.attrs.backend_data.as_ref().context("no backend data")?.vtep_mac;
+        let mac = &l
+            .attrs
+            .backend_data
+            .as_ref()
+            .context("no backend data")?
+            .vtep_mac;
         let public = l.attrs.public_ip.to_string();
         let subnet = l.subnet.to_string();
         Tool::new("ip")

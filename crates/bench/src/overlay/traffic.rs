@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use ferry_overlay::underlay::{Underlay, add_route};
-use ferry_overlay::vxlan::{DeviceSpec, add_peer, ensure_device, format_mac, link_index, stable_mac};
+use ferry_overlay::vxlan::{
+    DeviceSpec, add_peer, ensure_device, format_mac, link_index, stable_mac,
+};
 use ferry_overlay::{BackendData, Lease, LeaseAttrs};
 use ferry_sys::Tool;
 use ferry_sys::netns::in_netns;
@@ -188,8 +190,10 @@ impl Topology {
             _ => UNDERLAY_MTU,
         };
         for node in &self.nodes {
-            node.ns.ip(&format!("link set veth0 mtu {}", self.pod_mtu))?;
-            node.pod.ip(&format!("link set eth0 mtu {}", self.pod_mtu))?;
+            node.ns
+                .ip(&format!("link set veth0 mtu {}", self.pod_mtu))?;
+            node.pod
+                .ip(&format!("link set eth0 mtu {}", self.pod_mtu))?;
         }
         Ok(())
     }
@@ -202,7 +206,11 @@ impl Topology {
                 &self.plain[1],
                 Ipv4Addr::new(192, 168, 251, 12),
             ),
-            _ => (&self.nodes[0].pod, &self.nodes[1].pod, self.nodes[1].pod_ip()),
+            _ => (
+                &self.nodes[0].pod,
+                &self.nodes[1].pod,
+                self.nodes[1].pod_ip(),
+            ),
         }
     }
 
