@@ -48,8 +48,24 @@ fn lease(subnet: &str, public: [u8; 4], mac: [u8; 6]) -> Lease {
 
 /// Programs node `ns`: its device for `own`, and `peer`.
 fn program(ns: &str, own: &Lease, mac: [u8; 6], peer: &Lease) {
-    let own = own.clone();
     let peer = peer.clone();
+    on_device(ns, own, mac, async move |handle, dev| {
+        // Twice: programming is idempotent.
+        add_peer(handle, dev, &peer).await.unwrap();
+        add_peer(handle, dev, &peer).await.unwrap();
+    });
+}
+
+/// Inside namespace `ns` (which has an `eth0`): makes flannel.1 for
+/// `own` (its subnet, its PublicIP on eth0, MAC `mac`) and runs `f` with
+/// the netlink handle and the device.
+fn on_device<T: Send>(
+    ns: &str,
+    own: &Lease,
+    mac: [u8; 6],
+    f: impl AsyncFnOnce(&rtnetlink::Handle, &ferry_overlay::vxlan::VxlanDevice) -> T + Send,
+) -> T {
+    let own = own.clone();
     ferry_sys::netns::in_netns(ns, move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -74,12 +90,10 @@ fn program(ns: &str, own: &Lease, mac: [u8; 6], peer: &Lease) {
             )
             .await
             .unwrap();
-            // Twice: programming is idempotent.
-            add_peer(&handle, &dev, &peer).await.unwrap();
-            add_peer(&handle, &dev, &peer).await.unwrap();
-        });
+            f(&handle, &dev).await
+        })
     })
-    .unwrap();
+    .unwrap()
 }
 
 /// Connects from 10.60.1.1 in `a` to `to` served in `b`; what `b` saw.
@@ -259,34 +273,8 @@ fn with_device<T: Send>(
         "-n", ns.0, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
     ]);
     ip(&["-n", ns.0, "link", "set", "eth0", "up"]);
-    let subnet = own.parse().unwrap();
-    let out = ferry_sys::netns::in_netns(ns.0, move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let (conn, handle, _) = rtnetlink::new_connection().unwrap();
-            tokio::spawn(conn);
-            let eth0 = link_index(&handle, "eth0").await.unwrap().unwrap();
-            let dev = ensure_device(
-                &handle,
-                &DeviceSpec {
-                    vni: 1,
-                    port: 8472,
-                    underlay_index: eth0,
-                    local_ip: Ipv4Addr::new(192, 168, 253, 1),
-                    underlay_mtu: 1500,
-                    mac: [0x02, 0, 0, 0, 0, 0x0c],
-                    subnet,
-                },
-            )
-            .await
-            .unwrap();
-            f(&handle, &dev).await
-        })
-    })
-    .unwrap();
+    let own = lease(own, [192, 168, 253, 1], [0x02, 0, 0, 0, 0, 0x0c]);
+    let out = on_device(ns.0, &own, [0x02, 0, 0, 0, 0, 0x0c], f);
     (ns, out)
 }
 
