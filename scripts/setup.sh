@@ -52,10 +52,12 @@ pkill                     procps            tests
 sleep                     coreutils         tests
 timeout                   coreutils         trace
 setpriv                   util-linux        tests
-bridge                    iproute2          tests
+bridge                    iproute2          bench tests
 kubectl                   kubernetes-client tests
-etcd                      etcd-server       tests lab
-etcdctl                   etcd-client       tests lab
+etcd                      etcd-server       bench tests lab
+etcdctl                   etcd-client       bench tests lab
+iperf3                    iperf3            bench
+true                      coreutils         bench
 tcpdump                   tcpdump           tests
 rsvg-convert              librsvg2-bin      tests
 TOOLS

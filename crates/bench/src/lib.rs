@@ -1,8 +1,9 @@
 //! ferry's benchmarks, each printing a table on stdout (progress on
 //! stderr): `model` (loading and updating the cluster model), `proxy`
 //! (nftables and iptables modes side by side in scratch namespaces), `dns`
-//! (dnsperf against `ferry dns`, nsd, knot and unbound) and `lab` (`lab
-//! up`/`lab down` and idle memory).
+//! (dnsperf against `ferry dns`, nsd, knot and unbound), `lab` (`lab
+//! up`/`lab down` and idle memory) and `overlay` (the pod network: iperf3
+//! across nodes, programming peers, CNI calls, lease allocation).
 //!
 //! The binary parses the command line into the plain option structs here
 //! and calls one function per subcommand. Benchmarks that need a fresh
@@ -12,7 +13,8 @@
 //! lab up|down`; the binary routes the two hidden children back here.
 //!
 //! May touch: processes (the ferry binary, dnsperf and the DNS servers,
-//! `ip`, `nft`, `iptables`), network namespaces named `ferry-bench-*`, a
+//! `ip`, `nft`, `iptables`, iperf3, the CNI plugins, etcd), network
+//! namespaces named `ferry-bench-*`, a
 //! lab named `bench`, temporary directories, `/proc`.
 
 mod child;
@@ -21,6 +23,7 @@ mod ingress;
 mod lab;
 mod memory;
 mod model;
+mod overlay;
 mod procs;
 mod proxy;
 mod stats;
@@ -30,4 +33,5 @@ pub use dns::{DnsOptions, run as dns};
 pub use ingress::{IngressOptions, run as ingress};
 pub use lab::{LabOptions, run as lab};
 pub use model::{ModelOptions, load_child as model_load_child, run as model};
+pub use overlay::{OverlayOptions, run as overlay};
 pub use proxy::{ProxyOptions, child as proxy_child, run as proxy};

@@ -173,37 +173,72 @@ fn route(dev: &VxlanDevice, subnet: Ipv4Net) -> rtnetlink::packet_route::route::
 }
 
 /// The neighbour, FDB entry and route for a remote lease (replacing
-/// whatever was there).
+/// whatever was there): [`add_peers`] for one lease.
 pub async fn add_peer(handle: &Handle, dev: &VxlanDevice, lease: &Lease) -> Result<(), VxlanError> {
-    let mac = peer_mac(lease)?;
-    let gw = IpAddr::V4(lease.subnet.network());
-    handle
-        .neighbours()
-        .add(dev.index, gw)
-        .link_layer_address(&mac)
-        .state(NeighbourState::Permanent)
-        .replace()
-        .execute()
-        .await
-        .map_err(nl(format!("the neighbour of {}", lease.subnet)))?;
-    handle
-        .neighbours()
-        .add_bridge(dev.index, &mac)
-        .destination(IpAddr::V4(lease.attrs.public_ip))
-        .flags(NeighbourFlags::Own)
-        .state(NeighbourState::Permanent)
-        .replace()
-        .execute()
-        .await
-        .map_err(nl(format!("the FDB entry of {}", lease.subnet)))?;
-    handle
-        .route()
-        .add(route(dev, lease.subnet))
-        .replace()
-        .execute()
-        .await
-        .map_err(nl(format!("the route to {}", lease.subnet)))?;
-    Ok(())
+    add_peers(handle, dev, std::slice::from_ref(lease)).await
+}
+
+/// How many requests [`add_peers`] keeps in flight on the one netlink
+/// socket: enough to hide the round trips, few enough that the kernel's
+/// acknowledgements never overflow the socket's receive buffer (an
+/// overflow loses acks, and the requests waiting on them fail).
+pub const PEERS_IN_FLIGHT: usize = 128;
+
+/// [`add_peer`] for many leases at once: every lease's neighbour, FDB
+/// entry and route, pipelined on the handle's one netlink connection
+/// ([`PEERS_IN_FLIGHT`] requests outstanding) rather than one round trip
+/// after another. A lease without a VTEP MAC fails before anything is
+/// sent; the first kernel error is returned (the other requests may still
+/// have landed, as with `add_peer`; programming again is idempotent).
+pub async fn add_peers(
+    handle: &Handle,
+    dev: &VxlanDevice,
+    leases: &[Lease],
+) -> Result<(), VxlanError> {
+    use futures_util::StreamExt;
+    let macs = leases.iter().map(peer_mac).collect::<Result<Vec<_>, _>>()?;
+    let requests = leases.iter().zip(macs).flat_map(|(lease, mac)| {
+        let gw = IpAddr::V4(lease.subnet.network());
+        let neighbour = handle
+            .neighbours()
+            .add(dev.index, gw)
+            .link_layer_address(&mac)
+            .state(NeighbourState::Permanent)
+            .replace()
+            .execute();
+        let fdb = handle
+            .neighbours()
+            .add_bridge(dev.index, &mac)
+            .destination(IpAddr::V4(lease.attrs.public_ip))
+            .flags(NeighbourFlags::Own)
+            .state(NeighbourState::Permanent)
+            .replace()
+            .execute();
+        let route = handle
+            .route()
+            .add(route(dev, lease.subnet))
+            .replace()
+            .execute();
+        let subnet = lease.subnet;
+        let boxed =
+            |f: std::pin::Pin<Box<dyn Future<Output = Result<(), rtnetlink::Error>> + Send>>,
+             what: String| async move { f.await.map_err(nl(what)) };
+        [
+            boxed(Box::pin(neighbour), format!("the neighbour of {subnet}")),
+            boxed(Box::pin(fdb), format!("the FDB entry of {subnet}")),
+            boxed(Box::pin(route), format!("the route to {subnet}")),
+        ]
+    });
+    let mut results = futures_util::stream::iter(requests).buffer_unordered(PEERS_IN_FLIGHT);
+    let mut first_error = None;
+    while let Some(r) = results.next().await {
+        if let Err(e) = r
+            && first_error.is_none()
+        {
+            first_error = Some(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 /// Removes a remote lease's route, neighbour and FDB entry (already gone

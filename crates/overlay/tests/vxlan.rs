@@ -2,7 +2,8 @@
 //! nodes on one L2 segment (a veth pair); each programs its flannel.1 and
 //! the other's lease over netlink; a TCP connection between the nodes'
 //! subnet addresses crosses the tunnel; removing the peer removes its
-//! route. Root needed (fails under CI=true, skips otherwise).
+//! route. A thousand peers programmed at once (`add_peers`) all land.
+//! Root needed (fails under CI=true, skips otherwise).
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
@@ -10,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use ferry_overlay::vxlan::{
-    DeviceSpec, add_peer, ensure_device, format_mac, link_index, remove_peer,
+    DeviceSpec, add_peer, add_peers, ensure_device, format_mac, link_index, remove_peer,
 };
 use ferry_overlay::{BackendData, Lease, LeaseAttrs};
 
@@ -47,8 +48,24 @@ fn lease(subnet: &str, public: [u8; 4], mac: [u8; 6]) -> Lease {
 
 /// Programs node `ns`: its device for `own`, and `peer`.
 fn program(ns: &str, own: &Lease, mac: [u8; 6], peer: &Lease) {
-    let own = own.clone();
     let peer = peer.clone();
+    on_device(ns, own, mac, async move |handle, dev| {
+        // Twice: programming is idempotent.
+        add_peer(handle, dev, &peer).await.unwrap();
+        add_peer(handle, dev, &peer).await.unwrap();
+    });
+}
+
+/// Inside namespace `ns` (which has an `eth0`): makes flannel.1 for
+/// `own` (its subnet, its PublicIP on eth0, MAC `mac`) and runs `f` with
+/// the netlink handle and the device.
+fn on_device<T: Send>(
+    ns: &str,
+    own: &Lease,
+    mac: [u8; 6],
+    f: impl AsyncFnOnce(&rtnetlink::Handle, &ferry_overlay::vxlan::VxlanDevice) -> T + Send,
+) -> T {
+    let own = own.clone();
     ferry_sys::netns::in_netns(ns, move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -73,12 +90,10 @@ fn program(ns: &str, own: &Lease, mac: [u8; 6], peer: &Lease) {
             )
             .await
             .unwrap();
-            // Twice: programming is idempotent.
-            add_peer(&handle, &dev, &peer).await.unwrap();
-            add_peer(&handle, &dev, &peer).await.unwrap();
-        });
+            f(&handle, &dev).await
+        })
     })
-    .unwrap();
+    .unwrap()
 }
 
 /// Connects from 10.60.1.1 in `a` to `to` served in `b`; what `b` saw.
@@ -240,4 +255,97 @@ fn two_nodes_reach_each_others_subnet_through_flannel_1() {
     assert!(!routes.contains("10.60.2.0/24"), "{routes}");
     let neigh = ip(&["-n", a.0, "neigh", "show", "dev", "flannel.1"]);
     assert!(!neigh.contains("10.60.2.0"), "{neigh}");
+}
+
+/// A namespace `ferry-test-TAG-PID` with a veth `eth0` (up, its peer
+/// unused) and flannel.1 on it for subnet `own`; runs `f` with the handle
+/// and device inside it.
+fn with_device<T: Send>(
+    tag: &str,
+    own: &str,
+    f: impl AsyncFnOnce(&rtnetlink::Handle, &ferry_overlay::vxlan::VxlanDevice) -> T + Send,
+) -> (Ns, T) {
+    let ns = Ns(Box::leak(
+        format!("ferry-test-{tag}-{}", std::process::id()).into_boxed_str(),
+    ));
+    ip(&["netns", "add", ns.0]);
+    ip(&[
+        "-n", ns.0, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
+    ]);
+    ip(&["-n", ns.0, "link", "set", "eth0", "up"]);
+    let own = lease(own, [192, 168, 253, 1], [0x02, 0, 0, 0, 0, 0x0c]);
+    let out = on_device(ns.0, &own, [0x02, 0, 0, 0, 0, 0x0c], f);
+    (ns, out)
+}
+
+#[test]
+fn a_thousand_peers_programmed_at_once_all_land() {
+    if !ferry_sys::testing::root_or_skip("the overlay's kernel tests") {
+        return;
+    }
+    let leases: Vec<Lease> = (0..1000u32)
+        .map(|i| {
+            let (hi, lo) = ((i / 256) as u8, (i % 256) as u8);
+            lease(
+                &format!("10.{}.{lo}.0/24", 100 + hi),
+                [172, 22, hi, lo],
+                [0x02, 0xee, 0, 0, hi, lo],
+            )
+        })
+        .collect();
+    let (ns, ()) = with_device("vxp", "10.99.0.0/24", async |handle, dev| {
+        add_peers(handle, dev, &leases).await.unwrap();
+        // Again: replacing what is there is not an error.
+        add_peers(handle, dev, &leases[..10]).await.unwrap();
+    });
+
+    let routes = ip(&["-n", ns.0, "route", "show", "dev", "flannel.1"]);
+    let neigh = ip(&["-n", ns.0, "neigh", "show", "dev", "flannel.1"]);
+    let fdb = Command::new("bridge")
+        .args(["-n", ns.0, "fdb", "show", "dev", "flannel.1"])
+        .output()
+        .unwrap();
+    let fdb = String::from_utf8_lossy(&fdb.stdout).into_owned();
+    assert_eq!(
+        routes.lines().filter(|l| l.contains("onlink")).count(),
+        1000
+    );
+    assert_eq!(
+        neigh.lines().filter(|l| l.contains("PERMANENT")).count(),
+        1000
+    );
+    assert_eq!(
+        fdb.lines().filter(|l| l.contains("dst 172.22.")).count(),
+        1000
+    );
+    // The last and the first, entry by entry.
+    assert!(
+        routes.contains("10.103.231.0/24 via 10.103.231.0")
+            && routes.contains("10.100.0.0/24 via 10.100.0.0"),
+        "{routes}"
+    );
+    assert!(
+        neigh.contains("10.103.231.0 lladdr 02:ee:00:00:03:e7 PERMANENT"),
+        "{neigh}"
+    );
+    assert!(
+        fdb.contains("02:ee:00:00:03:e7 dst 172.22.3.231 self permanent"),
+        "{fdb}"
+    );
+}
+
+#[test]
+fn add_peers_refuses_a_lease_without_a_vtep_mac_before_sending_anything() {
+    if !ferry_sys::testing::root_or_skip("the overlay's kernel tests") {
+        return;
+    }
+    let good = lease("10.70.1.0/24", [172, 23, 0, 1], [0x02, 0, 0, 0, 0x70, 1]);
+    let mut bad = lease("10.70.2.0/24", [172, 23, 0, 2], [0x02, 0, 0, 0, 0x70, 2]);
+    bad.attrs.backend_data = None;
+    let (ns, err) = with_device("vxq", "10.70.0.0/24", async |handle, dev| {
+        add_peers(handle, dev, &[good, bad]).await.unwrap_err()
+    });
+    assert!(err.to_string().contains("10.70.2.0/24"), "{err}");
+    let routes = ip(&["-n", ns.0, "route", "show", "dev", "flannel.1"]);
+    assert!(!routes.contains("10.70.1.0"), "nothing sent: {routes}");
 }

@@ -23,6 +23,8 @@ enum What {
     Dns(DnsArgs),
     /// The ingress gateway against Debian's nginx with wrk: throughput, p99, CPU per request, and what adding a host costs under load.
     Ingress(IngressArgs),
+    /// The pod network: iperf3 across nodes (VXLAN, host-gw, the switch's limit), programming 1,000 peers, CNI ADD/DEL against Debian's bridge + host-local, lease allocation against etcd (needs root).
+    Overlay(OverlayArgs),
     /// One proxy measurement (run by `bench proxy` in a child process).
     #[command(hide = true)]
     ProxyChild {
@@ -122,6 +124,28 @@ struct DnsArgs {
     seconds: u32,
 }
 
+#[derive(clap::Args)]
+struct OverlayArgs {
+    /// Whole runs (each cell is the median over them).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Seconds per iperf3 throughput test.
+    #[arg(long, default_value_t = 3)]
+    seconds: u32,
+    /// Remote peers programmed from scratch.
+    #[arg(long, default_value_t = 1000)]
+    peers: usize,
+    /// Pods added and deleted per CNI plugin and run.
+    #[arg(long, default_value_t = 50)]
+    pods: usize,
+    /// Nodes taking leases per store and run.
+    #[arg(long, default_value_t = 200)]
+    nodes: usize,
+    /// Threads the nodes take their leases from.
+    #[arg(long, default_value_t = 4)]
+    threads: usize,
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.what {
         What::Model(a) => ferry_bench::model(ferry_bench::ModelOptions {
@@ -159,6 +183,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             sizes: a.sizes,
             runs: a.runs,
             seconds: a.seconds,
+        }),
+        What::Overlay(a) => ferry_bench::overlay(ferry_bench::OverlayOptions {
+            runs: a.runs,
+            seconds: a.seconds,
+            peers: a.peers,
+            pods: a.pods,
+            nodes: a.nodes,
+            threads: a.threads,
         }),
         What::ModelLoadChild { file } => ferry_bench::model_load_child(&file),
     }?;
