@@ -34,6 +34,16 @@ pub fn forward_policy_drops(save: &str) -> bool {
     save.lines().any(|l| l.starts_with(":FORWARD DROP"))
 }
 
+/// A backend's filter table as `iptables-save` prints it; None when its
+/// tools or its tables are missing.
+fn filter_table(flavor: &str) -> Option<String> {
+    Tool::new(format!("{flavor}-save"))
+        .args(["-t", "filter"])
+        .run()
+        .ok()
+        .map(|o| o.stdout)
+}
+
 /// Makes sure the pod network is forwarded by every iptables backend that
 /// would drop it; returns the backends it had to program.
 pub fn ensure(cluster_cidr: Ipv4Net) -> Result<Vec<&'static str>, ToolError> {
@@ -41,13 +51,10 @@ pub fn ensure(cluster_cidr: Ipv4Net) -> Result<Vec<&'static str>, ToolError> {
     for flavor in FLAVORS {
         // A backend whose tools are missing or whose tables do not exist
         // drops nothing.
-        let Ok(save) = Tool::new(format!("{flavor}-save"))
-            .args(["-t", "filter"])
-            .run()
-        else {
+        let Some(save) = filter_table(flavor) else {
             continue;
         };
-        if !forward_policy_drops(&save.stdout) {
+        if !forward_policy_drops(&save) {
             continue;
         }
         Tool::new(format!("{flavor}-restore"))
@@ -70,13 +77,10 @@ pub fn ensure(cluster_cidr: Ipv4Net) -> Result<Vec<&'static str>, ToolError> {
 pub fn remove() -> Result<Vec<&'static str>, ToolError> {
     let mut cleaned = Vec::new();
     for flavor in FLAVORS {
-        let Ok(save) = Tool::new(format!("{flavor}-save"))
-            .args(["-t", "filter"])
-            .run()
-        else {
+        let Some(save) = filter_table(flavor) else {
             continue;
         };
-        if !save.stdout.contains(&format!(":{CHAIN} ")) {
+        if !save.contains(&format!(":{CHAIN} ")) {
             continue;
         }
         while Tool::new(flavor)
