@@ -78,6 +78,9 @@ struct Controller {
     etcd: Option<Child>,
     /// The pod network's config as last written to the lease store.
     overlay_config: String,
+    /// Pods the last reconcile could not create (their network was not
+    /// ready): tried again at the next one.
+    pods_waiting: usize,
 }
 
 fn wall_clock() -> Timestamp {
@@ -126,6 +129,7 @@ pub fn run_controller(args: ControllerArgs) -> Result<(), LabError> {
         api_server: None,
         etcd: None,
         overlay_config: String::new(),
+        pods_waiting: 0,
     };
     let result = c.run(events);
     if let Err(e) = &result {
@@ -230,8 +234,11 @@ impl Controller {
                 p.deleting = Some((now, *grace));
             }
         }
+        self.pods_waiting = 0;
         for pod in changes.create {
             if let Err(e) = self.create_pod(&pod) {
+                // Not created yet: the lab is not Ready while a pod waits.
+                self.pods_waiting += 1;
                 let text = e.to_string();
                 // The node's network not set up yet (its agent has no lease
                 // yet): kubelet waits too, and tries again.

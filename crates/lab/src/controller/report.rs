@@ -50,7 +50,10 @@ impl Controller {
             .node_rt
             .values()
             .all(|rt| rt.shared.agent_synced.load(Ordering::Relaxed) >= generation);
-        let done = agents_up == self.node_rt.len() && settled == live.len() && programmed;
+        let done = agents_up == self.node_rt.len()
+            && settled == live.len()
+            && self.pods_waiting == 0
+            && programmed;
         (if done { "Ready" } else { "Starting" }, message)
     }
 
