@@ -670,12 +670,13 @@ fn an_agent_restarted_keeps_its_subnet_and_mac_even_when_its_device_is_gone() {
 }
 
 #[test]
-fn a_node_removed_while_an_agent_was_down_leaves_no_route_once_it_is_back() {
+fn a_node_removed_while_an_agent_was_down_leaves_no_route_or_fdb_entry_once_it_is_back() {
     if !can_run() {
         return;
     }
     let lab = Lab::up("e2esw", &[&fixture("lab-three-nodes.yaml")], &[]);
     let n1 = node_ns(&lab, "node-1");
+    let node3_ip = lab.node_ip("node-3");
     let pid = lab.status()["nodes"][0]["agent_pid"]
         .as_u64()
         .unwrap()
@@ -704,6 +705,20 @@ fn a_node_removed_while_an_agent_was_down_leaves_no_route_once_it_is_back() {
     );
     let neigh = ip_in(&n1, &["neigh", "show", "dev", "flannel.1"]);
     assert!(!neigh.contains("10.30.3.0"), "{neigh}");
+    let fdb = Command::new("bridge")
+        .args(["-n", &n1, "fdb", "show", "dev", "flannel.1"])
+        .output()
+        .unwrap();
+    assert!(
+        !text(&fdb).contains(&node3_ip),
+        "the stale FDB entry to node-3 is swept too: {}",
+        text(&fdb)
+    );
+    assert!(
+        text(&fdb).contains(&lab.node_ip("node-2")),
+        "node-2's FDB entry stays: {}",
+        text(&fdb)
+    );
     assert!(ip_in(&n1, &["route", "show", "10.30.2.0/24"]).contains("flannel.1"));
 }
 

@@ -300,9 +300,17 @@ struct Node {
     /// Peer routes found at start (an earlier run's), swept once the
     /// first leases are known: a node removed while this agent was down
     /// leaves nothing behind.
-    leftovers: Option<Vec<(Ipv4Net, Option<Ipv4Addr>)>>,
+    leftovers: Option<Leftovers>,
     /// The newest state, for the Kubernetes lease store.
     state: Arc<Mutex<ClusterState>>,
+}
+
+/// What an earlier run programmed, found at start.
+struct Leftovers {
+    /// Routes: destination and gateway.
+    routes: Vec<(Ipv4Net, Option<Ipv4Addr>)>,
+    /// FDB entries on the VXLAN device: VTEP MAC and remote IP.
+    fdb: Vec<([u8; 6], Ipv4Addr)>,
 }
 
 /// How often the iptables FORWARD policy is looked at again (flannel: 5 s).
@@ -386,11 +394,17 @@ async fn set_up(
     );
     // What an earlier run programmed: routes on the device (VXLAN) or
     // via peers on the underlay into the pod network (host-gw, DirectRouting).
-    let mut leftovers = Vec::new();
+    let mut leftovers = Leftovers {
+        routes: Vec::new(),
+        fdb: Vec::new(),
+    };
     if let Some(dev) = device.as_ref().filter(|_| device_existed) {
-        leftovers.extend(underlay::routes_via(handle, dev.index).await?);
+        leftovers
+            .routes
+            .extend(underlay::routes_via(handle, dev.index).await?);
+        leftovers.fdb = vxlan::fdb_entries(handle, dev).await?;
     }
-    leftovers.extend(
+    leftovers.routes.extend(
         underlay::routes_via(handle, underlay.index)
             .await?
             .into_iter()
@@ -484,8 +498,23 @@ impl Node {
             self.programmed.remove(&subnet);
             tracing::info!(%subnet, "peer removed");
         }
+        // Tunnel peers in one pipelined netlink batch (a node joining a
+        // 1,000-node cluster programs them all at once), plain routes one
+        // by one.
+        let tunnels: Vec<Lease> = add
+            .iter()
+            .filter_map(|(_, r)| match r {
+                PeerRoute::Tunnel(lease) => Some(lease.clone()),
+                PeerRoute::Direct { .. } => None,
+            })
+            .collect();
+        if let Some(first) = tunnels.first() {
+            vxlan::add_peers(handle, self.device(first.subnet)?, &tunnels).await?;
+        }
         for (subnet, route) in add {
-            self.program(handle, subnet, &route).await?;
+            if let PeerRoute::Direct { via } = route {
+                underlay::add_route(handle, &self.underlay, subnet, via).await?;
+            }
             tracing::info!(%subnet, route = ?route, "peer added");
             self.programmed.insert(subnet, route);
         }
@@ -497,10 +526,34 @@ impl Node {
     async fn sweep(
         &self,
         handle: &Handle,
-        leftovers: Vec<(Ipv4Net, Option<Ipv4Addr>)>,
+        leftovers: Leftovers,
         wanted: &BTreeMap<Ipv4Net, PeerRoute>,
     ) {
-        for (subnet, gateway) in leftovers {
+        if let Some(dev) = &self.device {
+            let wanted_macs: Vec<[u8; 6]> = wanted
+                .values()
+                .filter_map(|r| match r {
+                    PeerRoute::Tunnel(lease) => lease
+                        .attrs
+                        .backend_data
+                        .as_ref()
+                        .and_then(|d| vxlan::parse_mac(&d.vtep_mac)),
+                    PeerRoute::Direct { .. } => None,
+                })
+                .collect();
+            for (mac, dst) in leftovers.fdb {
+                if wanted_macs.contains(&mac) {
+                    continue;
+                }
+                match vxlan::remove_fdb(handle, dev, mac, dst).await {
+                    Ok(()) => {
+                        tracing::info!(mac = %vxlan::format_mac(&mac), %dst, "stale FDB entry removed (its lease is gone)")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot remove a stale FDB entry"),
+                }
+            }
+        }
+        for (subnet, gateway) in leftovers.routes {
             if wanted.contains_key(&subnet) || subnet == self.lease.subnet {
                 continue;
             }
@@ -525,23 +578,6 @@ impl Node {
                 why: "a tunnel peer without a VXLAN device".into(),
             })
         })
-    }
-
-    async fn program(
-        &self,
-        handle: &Handle,
-        subnet: Ipv4Net,
-        route: &PeerRoute,
-    ) -> Result<(), OverlayError> {
-        match route {
-            PeerRoute::Tunnel(lease) => {
-                vxlan::add_peer(handle, self.device(subnet)?, lease).await?
-            }
-            PeerRoute::Direct { via } => {
-                underlay::add_route(handle, &self.underlay, subnet, *via).await?
-            }
-        }
-        Ok(())
     }
 
     async fn unprogram(

@@ -265,21 +265,12 @@ pub async fn remove_peer(
         handle.neighbours().del(neigh).execute().await,
         format!("deleting the neighbour of {}", lease.subnet),
     )?;
-    let mut fdb = handle
-        .neighbours()
-        .add_bridge(dev.index, &mac)
-        .destination(IpAddr::V4(lease.attrs.public_ip))
-        .flags(NeighbourFlags::Own);
-    let fdb = fdb.message_mut().clone();
-    gone(
-        handle.neighbours().del(fdb).execute().await,
-        format!("deleting the FDB entry of {}", lease.subnet),
-    )
+    remove_fdb(handle, dev, mac, lease.attrs.public_ip).await
 }
 
 /// Removes the route and neighbour an earlier run left for `subnet`
-/// whose lease (and so VTEP MAC) is no longer known; its FDB entry, if
-/// any, points nowhere once nothing routes to its MAC.
+/// whose lease (and so VTEP MAC) is no longer known; its FDB entry goes
+/// by [`remove_fdb`] (the sweep matches entries by MAC).
 pub async fn remove_stale(
     handle: &Handle,
     dev: &VxlanDevice,
@@ -301,6 +292,73 @@ pub async fn remove_stale(
         handle.neighbours().del(neigh).execute().await,
         format!("deleting the stale neighbour of {subnet}"),
     )
+}
+
+/// The unicast FDB entries on the device that point at a remote VTEP
+/// (MAC -> destination IP): what an earlier run may have left.
+pub async fn fdb_entries(
+    handle: &Handle,
+    dev: &VxlanDevice,
+) -> Result<Vec<([u8; 6], Ipv4Addr)>, VxlanError> {
+    use rtnetlink::packet_route::AddressFamily;
+    use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute};
+    let mut dump = handle
+        .neighbours()
+        .get()
+        .set_address_family(AddressFamily::Bridge)
+        .execute();
+    let mut out = Vec::new();
+    while let Some(n) = dump
+        .try_next()
+        .await
+        .map_err(nl(format!("listing the FDB of {}", dev.name)))?
+    {
+        if n.header.ifindex != dev.index {
+            continue;
+        }
+        let (mut mac, mut dst) = (None, None);
+        for a in &n.attributes {
+            match a {
+                NeighbourAttribute::LinkLayerAddress(b) if b.len() == 6 => {
+                    mac = <[u8; 6]>::try_from(b.as_slice()).ok()
+                }
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => dst = Some(*ip),
+                // A bridge FDB dump leaves the address undecoded.
+                NeighbourAttribute::Destination(NeighbourAddress::Other(b)) if b.len() == 4 => {
+                    dst = Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+                }
+                _ => {}
+            }
+        }
+        if let (Some(mac), Some(dst)) = (mac, dst)
+            && mac != [0; 6]
+        {
+            out.push((mac, dst));
+        }
+    }
+    Ok(out)
+}
+
+/// Removes one FDB entry (already gone is fine).
+pub async fn remove_fdb(
+    handle: &Handle,
+    dev: &VxlanDevice,
+    mac: [u8; 6],
+    dst: Ipv4Addr,
+) -> Result<(), VxlanError> {
+    let mut fdb = handle
+        .neighbours()
+        .add_bridge(dev.index, &mac)
+        .destination(IpAddr::V4(dst))
+        .flags(NeighbourFlags::Own);
+    let fdb = fdb.message_mut().clone();
+    match handle.neighbours().del(fdb).execute().await {
+        Err(rtnetlink::Error::NetlinkError(e)) if matches!(e.raw_code(), -2 | -3) => Ok(()),
+        other => other.map_err(nl(format!(
+            "deleting the stale FDB entry {} -> {dst}",
+            format_mac(&mac)
+        ))),
+    }
 }
 
 #[cfg(test)]
