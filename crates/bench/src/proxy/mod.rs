@@ -219,15 +219,24 @@ pub fn run(options: ProxyOptions) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     let _cleanup = Scratch::router_only()?;
-    let mut e2e = end_to_end::end_to_end(1000, 50);
-    let e2e = e2e
-        .as_mut()
-        .map_err(|e| anyhow::anyhow!("end to end: {e}"))?;
-    println!(
-        "\n  manifest change -> rule in the kernel (nftables, 1000 services, inotify + decode + plan + netlink): p50 {:.1} ms, p99 {:.1} ms over {} changes",
-        percentile(e2e, 0.5),
-        percentile(e2e, 0.99),
-        e2e.len()
-    );
+    for (via, what) in [
+        (
+            end_to_end::Via::Manifests,
+            "manifest change -> rule in the kernel (nftables, 1000 services, inotify + decode + plan + netlink)",
+        ),
+        (
+            end_to_end::Via::Api,
+            "the same change through the API (ferry apiserver's watch event, kube-rs watcher, 10 ms batching, plan, netlink)",
+        ),
+    ] {
+        let mut e2e = end_to_end::end_to_end(1000, 50, via)
+            .map_err(|e| anyhow::anyhow!("end to end ({via:?}): {e:#}"))?;
+        println!(
+            "\n  {what}: p50 {:.1} ms, p99 {:.1} ms over {} changes",
+            percentile(&mut e2e, 0.5),
+            percentile(&mut e2e, 0.99),
+            e2e.len()
+        );
+    }
     Ok(())
 }
