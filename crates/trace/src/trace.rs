@@ -236,4 +236,45 @@ pub enum Expect {
         mac: String,
         dst: Ipv4Addr,
     },
+    /// The answer of the nameserver `server` (asked from the hop's
+    /// namespace, as FROM's resolver asks) to an A query for `name`.
+    Dns {
+        server: IpAddr,
+        name: String,
+        answer: DnsAnswer,
+    },
+}
+
+/// What a nameserver should answer to one A query.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsAnswer {
+    /// `NOERROR` or `NXDOMAIN`; None: any (an ExternalName's CNAME is
+    /// chased upstream, whose rcode the answer carries).
+    pub rcode: Option<String>,
+    /// The records, as `A 10.0.0.1` or `CNAME example.com`, sorted. With
+    /// `rcode` None, the records that must be among the answer's.
+    pub records: Vec<String>,
+}
+
+impl DnsAnswer {
+    /// `NOERROR A 10.0.0.1, A 10.0.0.2`, `NXDOMAIN`, `NOERROR (no record)`.
+    pub fn describe(rcode: &str, records: &[String]) -> String {
+        if records.is_empty() {
+            if rcode == "NOERROR" {
+                "NOERROR (no record: NODATA)".into()
+            } else {
+                rcode.to_string()
+            }
+        } else {
+            format!("{rcode} {}", records.join(", "))
+        }
+    }
+
+    /// Whether an answer with `rcode` and `records` (sorted) is this one.
+    pub fn matches(&self, rcode: &str, records: &[String]) -> bool {
+        match &self.rcode {
+            Some(want) => want == rcode && self.records == records,
+            None => self.records.iter().all(|r| records.contains(r)),
+        }
+    }
 }

@@ -68,9 +68,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .netns
             .clone()
             .context("FROM has no namespace to connect from")?;
+        // The node that translates: the first hop on a node (the DNS
+        // hop's namespace is FROM's own).
         let node_ns = trace
             .hops
             .iter()
+            .filter(|h| h.kind != ferry_trace::HopKind::Dns)
             .find_map(|h| h.netns.clone())
             .unwrap_or_else(|| from_ns.clone());
         trace.probe = Some(ferry_trace::probe::probe(
