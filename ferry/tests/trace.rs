@@ -409,20 +409,24 @@ fn dns_hop_asks_the_pods_real_nameserver_and_flags_a_stale_or_silent_one() {
             .spawn()
             .unwrap(),
     );
-    lab.wait("the stale nameserver answers", std::time::Duration::from_secs(20), |_| {
-        let o = in_netns(
-            &pod_ns,
-            &[
-                "dig",
-                "+time=1",
-                "+tries=1",
-                "+short",
-                "@127.0.0.53",
-                "nginx-web-service.demo.svc.cluster.local",
-            ],
-        );
-        String::from_utf8_lossy(&o.stdout).trim() == "172.16.255.221"
-    });
+    lab.wait(
+        "the stale nameserver answers",
+        std::time::Duration::from_secs(20),
+        |_| {
+            let o = in_netns(
+                &pod_ns,
+                &[
+                    "dig",
+                    "+time=1",
+                    "+tries=1",
+                    "+short",
+                    "@127.0.0.53",
+                    "nginx-web-service.demo.svc.cluster.local",
+                ],
+            );
+            String::from_utf8_lossy(&o.stdout).trim() == "172.16.255.221"
+        },
+    );
     std::fs::write(
         &resolv_path,
         original.replace("nameserver 169.254.20.10", "nameserver 127.0.0.53"),
@@ -453,4 +457,113 @@ fn dns_hop_asks_the_pods_real_nameserver_and_flags_a_stale_or_silent_one() {
     assert_eq!(status, "mismatch");
     assert!(kernel.contains("127.0.0.53:53"), "{kernel}");
     std::fs::write(&resolv_path, original).unwrap();
+}
+
+fn decided(hop: &Value) -> Vec<String> {
+    hop["decided"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn ingress_hop_names_the_rule_path_match_and_backend_endpoints() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::up(
+        &format!("trg{}", std::process::id() % 10000),
+        &[&seed(), &fixture("trace-ingress.yaml")],
+        &[],
+    );
+    let via = format!("{}:80", lab.node_ip("node-1"));
+
+    // Exact /cart beats the Prefix /cart and the Prefix /.
+    let t = trace_json(
+        &lab,
+        &["outside", "http://shop.example/cart", "--ingress", &via],
+    );
+    assert_eq!(
+        kinds(&t),
+        ["ingress", "routing", "routing", "routing", "reply"],
+        "{t:#}"
+    );
+    assert_eq!(t["mismatches"], 0, "{t:#}");
+    assert_eq!(t["destination"], via.as_str());
+    let hop = &t["hops"][0];
+    assert_eq!(hop["node"], "node-1");
+    let d = decided(hop);
+    assert!(
+        d.contains(&"Host shop.example: the rules for exactly shop.example".to_string()),
+        "{d:#?}"
+    );
+    assert!(
+        d.contains(&"path /cart: matches Exact /cart of Ingress demo/shop".to_string()),
+        "{d:#?}"
+    );
+    assert!(
+        d.contains(&"also matches Prefix /cart of Ingress demo/shop (Service demo/nginx-web-service:80): passed over, an Exact match beats every Prefix match".to_string()),
+        "{d:#?}"
+    );
+    assert!(
+        d.iter()
+            .any(|l| l.starts_with("also matches Prefix / of Ingress demo/shop")),
+        "{d:#?}"
+    );
+    assert_eq!(
+        hop["path"],
+        serde_json::json!(["host shop.example", "Exact /cart", "Service demo/cart:8080"])
+    );
+    let mut eps: Vec<String> = hop["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| format!("{}:{}", e["ip"].as_str().unwrap(), e["port"]))
+        .collect();
+    eps.sort();
+    assert_eq!(eps, ["10.204.0.13:80", "10.204.1.3:80", "10.204.1.8:80"]);
+
+    // A longer path: the longest Prefix, /cart, wins; in text.
+    let out = trace(
+        &lab,
+        &[
+            "outside",
+            "http://shop.example/cart/items?x=1",
+            "--ingress",
+            &via,
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", common::text(&out));
+    assert!(
+        text.contains("[1] Ingress: shop.example/cart/items  (on node-1)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("    - path /cart/items: matches Prefix /cart of Ingress demo/shop\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("passed over, the longest matching Prefix wins"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "    path: host shop.example -> Prefix /cart -> Service demo/nginx-web-service:80"
+        ),
+        "{text}"
+    );
+
+    // Without the gateway's address: the cluster DNS does not know the
+    // name, and the hop says an Ingress routes it.
+    let t = trace_json(&lab, &["outside", "http://shop.example/", "--model-only"]);
+    assert_eq!(kinds(&t), ["dns", "ingress"], "{t:#}");
+    assert!(
+        decided(&t["hops"][1])
+            .iter()
+            .any(|l| l.contains("give it with --ingress ADDR")),
+        "{t:#}"
+    );
 }

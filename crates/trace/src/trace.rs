@@ -80,6 +80,7 @@ impl Trace {
 #[serde(rename_all = "lowercase")]
 pub enum HopKind {
     Dns,
+    Ingress,
     Service,
     Routing,
     Reply,
@@ -89,6 +90,7 @@ impl HopKind {
     pub fn as_str(self) -> &'static str {
         match self {
             HopKind::Dns => "dns",
+            HopKind::Ingress => "ingress",
             HopKind::Service => "service",
             HopKind::Routing => "routing",
             HopKind::Reply => "reply",
@@ -112,7 +114,7 @@ pub struct Hop {
     pub decided: Vec<String>,
     /// What the packet goes through, in order: chains or maps, devices.
     pub path: Vec<String>,
-    /// Candidate endpoints (service hops).
+    /// Candidate endpoints (service and ingress hops).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<Candidate>,
     pub checks: Vec<Check>,

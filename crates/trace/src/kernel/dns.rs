@@ -25,17 +25,16 @@ pub struct Reply {
     pub records: Vec<String>,
 }
 
+/// Each name asked, with its reply or why there was none.
+pub type Replies = Vec<(String, Result<Reply, String>)>;
+
 const TRIES: usize = 2;
 const WAIT: Duration = Duration::from_secs(1);
 
 /// Asks `server` (port 53) for the A records of `names` in order from
 /// network namespace `netns`, until one answer has records. Each name
 /// asked gives its reply or why there was none.
-pub fn ask(
-    netns: &str,
-    server: IpAddr,
-    names: &[String],
-) -> Result<Vec<(String, Result<Reply, String>)>, TraceError> {
+pub fn ask(netns: &str, server: IpAddr, names: &[String]) -> Result<Replies, TraceError> {
     let names = names.to_vec();
     ferry_sys::netns::in_netns(netns, move || {
         let mut out = Vec::new();
@@ -93,8 +92,9 @@ fn query(server: IpAddr, name: &str, id: u16) -> Result<Reply, String> {
                     }
                     return Ok(reply(&answer));
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.kind() == std::io::ErrorKind::TimedOut =>
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
                 {
                     last = format!("no answer from {server}:53 within {WAIT:?}");
                     break;
