@@ -450,6 +450,18 @@ fn dns_hop_asks_the_pods_real_nameserver_and_flags_a_stale_or_silent_one() {
     let t = trace_json(&lab, &[&from, to]);
     assert_eq!(t["mismatches"], 1, "{t:#}");
     assert_eq!(checks(&t["hops"][0])[0].0, "mismatch");
+    let dir_svg = tempfile::tempdir().unwrap();
+    let svg_path = dir_svg.path().join("dns.svg");
+    trace(&lab, &[&from, to, "--svg", svg_path.to_str().unwrap()]);
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    assert!(
+        svg.contains("<g class=\"hop\" data-index=\"1\" data-kind=\"dns\" data-mismatch=\"true\">"),
+        "the picture marks the DNS hop"
+    );
+    assert!(
+        svg.contains("data-kind=\"service\" data-mismatch=\"false\""),
+        "and only it"
+    );
 
     drop(server);
     let t = trace_json(&lab, &[&from, to]);
