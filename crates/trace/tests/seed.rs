@@ -256,6 +256,23 @@ fn an_unknown_name_ends_at_dns() {
         "three search domains, then the name"
     );
     assert!(t.destination.is_none());
+    // Each name is a check on the pod's nameserver: NXDOMAIN in the
+    // cluster zone; the bare name goes upstream, which the model cannot
+    // decide.
+    let models: Vec<&str> = t.hops[0].checks.iter().map(|c| c.model.as_str()).collect();
+    assert_eq!(
+        models,
+        [
+            "NXDOMAIN",
+            "NXDOMAIN",
+            "NXDOMAIN",
+            "forwarded upstream: whatever upstream answers"
+        ]
+    );
+    assert!(matches!(
+        &t.hops[0].checks[3].expect,
+        Expect::Dns { name, .. } if name == "nothing-here"
+    ));
 }
 
 #[test]

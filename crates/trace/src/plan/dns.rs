@@ -23,6 +23,12 @@ fn expected(asked: &Asked) -> DnsAnswer {
         v
     };
     match &asked.answer {
+        // Outside the cluster zone the nameserver forwards upstream; the
+        // model cannot say what upstream answers.
+        None if !asked.name.ends_with(".cluster.local") => DnsAnswer {
+            rcode: None,
+            records: Vec::new(),
+        },
         None => DnsAnswer {
             rcode: Some("NXDOMAIN".into()),
             records: Vec::new(),
@@ -84,6 +90,9 @@ pub(super) fn hop(inputs: &Inputs, peer: &Peer, name: &str) -> (Hop, Option<IpAd
             let answer = expected(a);
             let model = match &answer.rcode {
                 Some(rcode) => DnsAnswer::describe(rcode, &answer.records),
+                None if answer.records.is_empty() => {
+                    "forwarded upstream: whatever upstream answers".to_string()
+                }
                 None => format!(
                     "{} (then the target's records from upstream)",
                     answer.records.join(", ")
