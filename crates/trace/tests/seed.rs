@@ -387,4 +387,35 @@ fn a_url_through_the_ingress_gateway_is_routed_by_the_ingress_rules() {
         "{:#?}",
         t.hops[0].decided
     );
+    // With an Ingress that has only a defaultBackend, unknown hosts go there.
+    std::fs::write(dir.path().join("d.yaml"), CATCH_ALL).unwrap();
+    let (source, _) = ManifestSource::open(&[dir.path().to_path_buf()], false).unwrap();
+    let t = trace_via(
+        source.state().clone(),
+        ProxyMode::Nftables,
+        &from,
+        "http://other.example/x",
+        via,
+    );
+    let hop = &t.hops[0];
+    assert!(
+        hop.decided.contains(
+            &"path /x: no rule path matches; the catch-all spec.defaultBackend of Ingress demo/fallback"
+                .to_string()
+        ),
+        "{:#?}",
+        hop.decided
+    );
+    assert_eq!(
+        hop.path,
+        ["any host", "default backend", "Service demo/web-lb:80"]
+    );
 }
+
+const CATCH_ALL: &str = "apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: fallback, namespace: demo}
+spec:
+  ingressClassName: ferry
+  defaultBackend: {service: {name: web-lb, port: {number: 80}}}
+";
