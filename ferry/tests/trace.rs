@@ -334,3 +334,248 @@ fn svg_pictures_of_three_traces_render_and_show_every_hop_in_order() {
         assert!(h > 300 + 60 * kinds(&t).len() as u32, "{h}");
     }
 }
+
+/// The checks of a hop as (status, what, kernel).
+fn checks(hop: &Value) -> Vec<(String, String, String)> {
+    hop["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap().to_string(),
+                c["what"].as_str().unwrap().to_string(),
+                c["kernel"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn dns_hop_asks_the_pods_real_nameserver_and_flags_a_stale_or_silent_one() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::up(
+        &format!("trd{}", std::process::id() % 10000),
+        &[&seed()],
+        &[],
+    );
+    let from = client(&lab);
+    let to = "http://nginx-web-service/";
+
+    // Healthy: the node-local DNS answers what the model says.
+    let t = trace_json(&lab, &[&from, to]);
+    let dns = &t["hops"][0];
+    assert_eq!(dns["kind"], "dns");
+    assert_eq!(
+        checks(dns),
+        [(
+            "match".to_string(),
+            "169.254.20.10 answers A nginx-web-service.demo.svc.cluster.local".to_string(),
+            "NOERROR A 172.16.255.220".to_string()
+        )],
+        "{dns:#}"
+    );
+    let out = trace(&lab, &[&from, to]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", common::text(&out));
+    assert!(
+        text.contains(
+            "    ok      169.254.20.10 answers A nginx-web-service.demo.svc.cluster.local: NOERROR A 172.16.255.220"
+        ),
+        "{text}"
+    );
+
+    // Behind ferry's back: the pod's resolv.conf names a nameserver in the
+    // pod that answers from a stale copy of the cluster (the Service had
+    // another ClusterIP), then one where nothing answers.
+    let pod_ns = t["from"]["netns"].as_str().unwrap().to_string();
+    let resolv_path = format!("/etc/netns/{pod_ns}/resolv.conf");
+    let original = std::fs::read_to_string(&resolv_path).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stale = std::fs::read_to_string(seed())
+        .unwrap()
+        .replace("172.16.255.220", "172.16.255.221");
+    std::fs::write(dir.path().join("stale.yaml"), stale).unwrap();
+    let server = Running(
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &pod_ns])
+            .arg(env!("CARGO_BIN_EXE_ferry"))
+            .args(["dns", "--listen", "127.0.0.53:53", "--source"])
+            .arg(format!("manifests:{}", dir.path().display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    lab.wait(
+        "the stale nameserver answers",
+        std::time::Duration::from_secs(20),
+        |_| {
+            let o = in_netns(
+                &pod_ns,
+                &[
+                    "dig",
+                    "+time=1",
+                    "+tries=1",
+                    "+short",
+                    "@127.0.0.53",
+                    "nginx-web-service.demo.svc.cluster.local",
+                ],
+            );
+            String::from_utf8_lossy(&o.stdout).trim() == "172.16.255.221"
+        },
+    );
+    std::fs::write(
+        &resolv_path,
+        original.replace("nameserver 169.254.20.10", "nameserver 127.0.0.53"),
+    )
+    .unwrap();
+    let out = trace(&lab, &[&from, to]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{}", common::text(&out));
+    let flagged: Vec<&str> = text.lines().filter(|l| l.starts_with("MISMATCH")).collect();
+    assert_eq!(
+        flagged,
+        [
+            "MISMATCH    127.0.0.53 answers A nginx-web-service.demo.svc.cluster.local: NOERROR A 172.16.255.220"
+        ],
+        "{text}"
+    );
+    assert!(
+        text.contains("            kernel: NOERROR A 172.16.255.221"),
+        "{text}"
+    );
+    let t = trace_json(&lab, &[&from, to]);
+    assert_eq!(t["mismatches"], 1, "{t:#}");
+    assert_eq!(checks(&t["hops"][0])[0].0, "mismatch");
+    let dir_svg = tempfile::tempdir().unwrap();
+    let svg_path = dir_svg.path().join("dns.svg");
+    trace(&lab, &[&from, to, "--svg", svg_path.to_str().unwrap()]);
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    assert!(
+        svg.contains("<g class=\"hop\" data-index=\"1\" data-kind=\"dns\" data-mismatch=\"true\">"),
+        "the picture marks the DNS hop"
+    );
+    assert!(
+        svg.contains("data-kind=\"service\" data-mismatch=\"false\""),
+        "and only it"
+    );
+
+    drop(server);
+    let t = trace_json(&lab, &[&from, to]);
+    let (status, _, kernel) = checks(&t["hops"][0]).remove(0);
+    assert_eq!(status, "mismatch");
+    assert!(kernel.contains("127.0.0.53:53"), "{kernel}");
+    std::fs::write(&resolv_path, original).unwrap();
+}
+
+fn decided(hop: &Value) -> Vec<String> {
+    hop["decided"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn ingress_hop_names_the_rule_path_match_and_backend_endpoints() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::up(
+        &format!("trg{}", std::process::id() % 10000),
+        &[&seed(), &fixture("trace-ingress.yaml")],
+        &[],
+    );
+    let via = format!("{}:80", lab.node_ip("node-1"));
+
+    // Exact /cart beats the Prefix /cart and the Prefix /.
+    let t = trace_json(
+        &lab,
+        &["outside", "http://shop.example/cart", "--ingress", &via],
+    );
+    assert_eq!(
+        kinds(&t),
+        ["ingress", "routing", "routing", "routing", "reply"],
+        "{t:#}"
+    );
+    assert_eq!(t["mismatches"], 0, "{t:#}");
+    assert_eq!(t["destination"], via.as_str());
+    let hop = &t["hops"][0];
+    assert_eq!(hop["node"], "node-1");
+    let d = decided(hop);
+    assert!(
+        d.contains(&"Host shop.example: the rules for exactly shop.example".to_string()),
+        "{d:#?}"
+    );
+    assert!(
+        d.contains(&"path /cart: matches Exact /cart of Ingress demo/shop".to_string()),
+        "{d:#?}"
+    );
+    assert!(
+        d.contains(&"also matches Prefix /cart of Ingress demo/shop (Service demo/nginx-web-service:80): passed over, an Exact match beats every Prefix match".to_string()),
+        "{d:#?}"
+    );
+    assert!(
+        d.iter()
+            .any(|l| l.starts_with("also matches Prefix / of Ingress demo/shop")),
+        "{d:#?}"
+    );
+    assert_eq!(
+        hop["path"],
+        serde_json::json!(["host shop.example", "Exact /cart", "Service demo/cart:8080"])
+    );
+    let mut eps: Vec<String> = hop["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| format!("{}:{}", e["ip"].as_str().unwrap(), e["port"]))
+        .collect();
+    eps.sort();
+    assert_eq!(eps, ["10.204.0.13:80", "10.204.1.3:80", "10.204.1.8:80"]);
+
+    // A longer path: the longest Prefix, /cart, wins; in text.
+    let out = trace(
+        &lab,
+        &[
+            "outside",
+            "http://shop.example/cart/items?x=1",
+            "--ingress",
+            &via,
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", common::text(&out));
+    assert!(
+        text.contains("[1] Ingress: shop.example/cart/items  (on node-1)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("    - path /cart/items: matches Prefix /cart of Ingress demo/shop\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("passed over, the longest matching Prefix wins"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "    path: host shop.example -> Prefix /cart -> Service demo/nginx-web-service:80"
+        ),
+        "{text}"
+    );
+
+    // Without the gateway's address: the cluster DNS does not know the
+    // name, and the hop says an Ingress routes it.
+    let t = trace_json(&lab, &["outside", "http://shop.example/", "--model-only"]);
+    assert_eq!(kinds(&t), ["dns", "ingress"], "{t:#}");
+    assert!(
+        decided(&t["hops"][1])
+            .iter()
+            .any(|l| l.contains("give it with --ingress ADDR")),
+        "{t:#}"
+    );
+}

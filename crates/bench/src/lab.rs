@@ -18,6 +18,10 @@ pub struct LabOptions {
     pub runs: usize,
     /// Sizes as NODESxPODS.
     pub sizes: Vec<String>,
+    /// Write the figures of every size as JSON here.
+    pub json: Option<std::path::PathBuf>,
+    /// Draw lab up / down time and idle memory against the pods as SVG here.
+    pub svg: Option<std::path::PathBuf>,
 }
 
 const LAB: &str = "bench";
@@ -36,7 +40,13 @@ fn ferry(args: &[&str]) -> anyhow::Result<Duration> {
 
 /// Runs the benchmark and prints its table.
 pub fn run(options: LabOptions) -> anyhow::Result<()> {
-    let LabOptions { runs, sizes } = options;
+    let LabOptions {
+        runs,
+        sizes,
+        json,
+        svg,
+    } = options;
+    let mut figures = Vec::new();
     let dir = tempfile::tempdir().context("creating a scratch directory")?;
     println!(
         "ferry bench lab  (median of {runs} runs; each run is `ferry lab up` until ready, a 2 s idle pause, `ferry lab down`)"
@@ -94,15 +104,25 @@ pub fn run(options: LabOptions) -> anyhow::Result<()> {
                 pod_rss.push(median(&mut p));
             }
         }
+        let (up, down) = (median(&mut ups), median(&mut downs));
+        let (agent, pod) = (median(&mut agent_rss), median(&mut pod_rss));
         println!(
-            "  {:>6}  {:>5}  {:>9.2}s  {:>9.2}s  {:>13.1}MiB  {:>12.1}MiB",
-            nodes,
-            pods,
-            median(&mut ups),
-            median(&mut downs),
-            median(&mut agent_rss),
-            median(&mut pod_rss),
+            "  {nodes:>6}  {pods:>5}  {up:>9.2}s  {down:>9.2}s  {agent:>13.1}MiB  {pod:>12.1}MiB",
         );
+        figures.push(serde_json::json!({
+            "nodes": nodes,
+            "pods": pods,
+            "runs": runs,
+            "up_s": up,
+            "down_s": down,
+            "agent_rss_mib": agent,
+            "pod_rss_mib": pod,
+        }));
     }
-    Ok(())
+    crate::figures::write(
+        &serde_json::json!({ "runs": figures }),
+        json.as_deref(),
+        svg.as_deref(),
+        crate::figures::lab_chart,
+    )
 }

@@ -19,6 +19,7 @@
 
 mod child;
 mod dns;
+mod figures;
 mod ingress;
 mod lab;
 mod memory;
@@ -30,6 +31,7 @@ mod stats;
 mod synth;
 
 pub use dns::{DnsOptions, run as dns};
+pub use figures::{dns_chart, lab_chart};
 pub use ingress::{IngressOptions, run as ingress};
 pub use lab::{LabOptions, run as lab};
 pub use model::{ModelOptions, load_child as model_load_child, run as model};

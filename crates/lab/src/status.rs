@@ -12,6 +12,13 @@ pub struct LabStatus {
     pub message: String,
     pub controller_pid: u32,
     pub state_dir: String,
+    /// The agents' `--proxy-mode`: `nftables` or `iptables` (every node's).
+    #[serde(default)]
+    pub proxy_mode: String,
+    /// The pod network's backend (flannel's `Backend.Type`): `vxlan` or
+    /// `host-gw`.
+    #[serde(default)]
+    pub overlay_backend: String,
     pub nodes: Vec<NodeStatus>,
     pub pods: Vec<PodStatus>,
     pub services: Vec<ServiceStatus>,

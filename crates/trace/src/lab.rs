@@ -1,10 +1,9 @@
 //! What a trace reads from a running lab: its status (nodes, pods and
-//! their namespaces and addresses), the manifests its agents read (the
-//! cluster state), the pod network's lease store, the proxy mode its
-//! agents run, and a pod's resolv.conf.
+//! their namespaces and addresses, the agents' proxy mode), the manifests
+//! its agents read (the cluster state), the pod network's lease store, and
+//! a pod's resolv.conf.
 //!
-//! Touches files under /run/ferry/labs/NAME and /etc/netns, and /proc
-//! (an agent's command line).
+//! Touches files under /run/ferry/labs/NAME and /etc/netns.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -69,11 +68,19 @@ pub fn read(name: &str) -> Result<Lab, TraceError> {
         leases: store.leases().unwrap_or_default(),
         pod_network: config.map(|c| c.network),
     };
-    let mode = status
-        .nodes
-        .iter()
-        .find_map(|n| n.agent_pid.and_then(agent_mode))
-        .unwrap_or(ProxyMode::Nftables);
+    let mode = match status.proxy_mode.as_str() {
+        "iptables" => ProxyMode::Iptables,
+        "nftables" => ProxyMode::Nftables,
+        other => {
+            return Err(lab_err(
+                name,
+                format!(
+                    "{}: proxy_mode {other:?} (a lab started by an older ferry has none; take it down and up again)",
+                    status_path.display()
+                ),
+            ));
+        }
+    };
     Ok(Lab {
         name: name.into(),
         status,
@@ -120,18 +127,6 @@ pub fn topology(status: &LabStatus) -> Topology {
             .parse::<IpAddr>()
             .ok()
             .map(|ip| (status.outside.netns.clone(), ip)),
-    }
-}
-
-/// The `--proxy-mode` on an agent's command line.
-fn agent_mode(pid: u32) -> Option<ProxyMode> {
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    let i = args.iter().position(|a| *a == b"--proxy-mode")?;
-    match *args.get(i + 1)? {
-        b"iptables" => Some(ProxyMode::Iptables),
-        b"nftables" => Some(ProxyMode::Nftables),
-        _ => None,
     }
 }
 

@@ -68,7 +68,11 @@ pub fn render(t: &Trace) -> String {
     let n = names.len().max(1) as f64;
     let gap = 60.0;
     let node_w = ((WIDTH - 2.0 * MARGIN - gap * (n - 1.0)) / n).min(520.0);
-    let service = t.hops.iter().find(|h| h.kind == HopKind::Service);
+    // The hop that picks an endpoint: the service proxy, or the ingress.
+    let service = t
+        .hops
+        .iter()
+        .find(|h| matches!(h.kind, HopKind::Service | HopKind::Ingress));
     let mut vxlan_boxes: Vec<(f64, f64)> = Vec::new();
     for (i, name) in names.iter().enumerate() {
         let x = MARGIN + i as f64 * (node_w + gap);

@@ -44,6 +44,8 @@ pub struct To {
     pub port: u16,
     /// `http` or `https` when given as a URL.
     pub scheme: Option<String>,
+    /// A URL's path without the query (`/` when none); `/` otherwise.
+    pub path: String,
 }
 
 impl std::str::FromStr for To {
@@ -56,6 +58,12 @@ impl std::str::FromStr for To {
             None => (None, s),
         };
         let authority = rest.split('/').next().unwrap_or_default();
+        let path = rest[authority.len()..]
+            .split(['?', '#'])
+            .next()
+            .filter(|p| !p.is_empty())
+            .unwrap_or("/")
+            .to_string();
         let (host, port) = match authority.rsplit_once(':') {
             Some((h, p)) => (h, Some(p.parse::<u16>().map_err(|_| bad())?)),
             None => (authority, None),
@@ -73,6 +81,7 @@ impl std::str::FromStr for To {
             host: host.trim_end_matches('.').to_ascii_lowercase(),
             port,
             scheme,
+            path,
         })
     }
 }
@@ -216,10 +225,11 @@ mod tests {
         );
         assert_eq!("outside".parse::<From>().unwrap(), From::Outside);
         assert!("pod/demo".parse::<From>().is_err());
-        let url: To = "http://web.demo:8080/x".parse().unwrap();
+        let url: To = "http://web.demo:8080/x/y?q=1".parse().unwrap();
         assert_eq!((url.host.as_str(), url.port), ("web.demo", 8080));
-        let plain: To = "http://web/".parse().unwrap();
-        assert_eq!(plain.port, 80);
+        assert_eq!(url.path, "/x/y");
+        let plain: To = "http://web".parse().unwrap();
+        assert_eq!((plain.port, plain.path.as_str()), (80, "/"));
         let ip: To = "172.16.255.220:80".parse().unwrap();
         assert_eq!(ip.host, "172.16.255.220");
         assert!(

@@ -80,6 +80,7 @@ impl Trace {
 #[serde(rename_all = "lowercase")]
 pub enum HopKind {
     Dns,
+    Ingress,
     Service,
     Routing,
     Reply,
@@ -89,6 +90,7 @@ impl HopKind {
     pub fn as_str(self) -> &'static str {
         match self {
             HopKind::Dns => "dns",
+            HopKind::Ingress => "ingress",
             HopKind::Service => "service",
             HopKind::Routing => "routing",
             HopKind::Reply => "reply",
@@ -112,7 +114,7 @@ pub struct Hop {
     pub decided: Vec<String>,
     /// What the packet goes through, in order: chains or maps, devices.
     pub path: Vec<String>,
-    /// Candidate endpoints (service hops).
+    /// Candidate endpoints (service and ingress hops).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<Candidate>,
     pub checks: Vec<Check>,
@@ -236,4 +238,45 @@ pub enum Expect {
         mac: String,
         dst: Ipv4Addr,
     },
+    /// The answer of the nameserver `server` (asked from the hop's
+    /// namespace, as FROM's resolver asks) to an A query for `name`.
+    Dns {
+        server: IpAddr,
+        name: String,
+        answer: DnsAnswer,
+    },
+}
+
+/// What a nameserver should answer to one A query.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsAnswer {
+    /// `NOERROR` or `NXDOMAIN`; None: any (an ExternalName's CNAME is
+    /// chased upstream, whose rcode the answer carries).
+    pub rcode: Option<String>,
+    /// The records, as `A 10.0.0.1` or `CNAME example.com`, sorted. With
+    /// `rcode` None, the records that must be among the answer's.
+    pub records: Vec<String>,
+}
+
+impl DnsAnswer {
+    /// `NOERROR A 10.0.0.1, A 10.0.0.2`, `NXDOMAIN`, `NOERROR (no record)`.
+    pub fn describe(rcode: &str, records: &[String]) -> String {
+        if records.is_empty() {
+            if rcode == "NOERROR" {
+                "NOERROR (no record: NODATA)".into()
+            } else {
+                rcode.to_string()
+            }
+        } else {
+            format!("{rcode} {}", records.join(", "))
+        }
+    }
+
+    /// Whether an answer with `rcode` and `records` (sorted) is this one.
+    pub fn matches(&self, rcode: &str, records: &[String]) -> bool {
+        match &self.rcode {
+            Some(want) => want == rcode && self.records == records,
+            None => self.records.iter().all(|r| records.contains(r)),
+        }
+    }
 }

@@ -114,6 +114,16 @@ fn trace_in(state: ferry_model::ClusterState, mode: ProxyMode, to: &str) -> Trac
 }
 
 fn trace_from(state: ferry_model::ClusterState, mode: ProxyMode, from: &From, to: &str) -> Trace {
+    trace_via(state, mode, from, to, None)
+}
+
+fn trace_via(
+    state: ferry_model::ClusterState,
+    mode: ProxyMode,
+    from: &From,
+    to: &str,
+    ingress: Option<std::net::SocketAddr>,
+) -> Trace {
     let topology = topology();
     let network = network();
     let inputs = Inputs {
@@ -122,6 +132,7 @@ fn trace_from(state: ferry_model::ClusterState, mode: ProxyMode, from: &From, to
         network: &network,
         mode,
         resolv: Resolv::cluster_first("demo", "169.254.20.10"),
+        ingress,
     };
     plan(&inputs, from, &to.parse().unwrap()).unwrap()
 }
@@ -245,6 +256,23 @@ fn an_unknown_name_ends_at_dns() {
         "three search domains, then the name"
     );
     assert!(t.destination.is_none());
+    // Each name is a check on the pod's nameserver: NXDOMAIN in the
+    // cluster zone; the bare name goes upstream, which the model cannot
+    // decide.
+    let models: Vec<&str> = t.hops[0].checks.iter().map(|c| c.model.as_str()).collect();
+    assert_eq!(
+        models,
+        [
+            "NXDOMAIN",
+            "NXDOMAIN",
+            "NXDOMAIN",
+            "forwarded upstream: whatever upstream answers"
+        ]
+    );
+    assert!(matches!(
+        &t.hops[0].checks[3].expect,
+        Expect::Dns { name, .. } if name == "nothing-here"
+    ));
 }
 
 #[test]
@@ -274,3 +302,120 @@ fn pod_traffic_to_a_local_policy_load_balancer_short_circuits_only_in_iptables_m
         nft.hops[0].decided
     );
 }
+
+/// The seed plus LOCAL_LB's web-lb, and an Ingress for shop.example:
+/// Exact /cart to web-lb, Prefix / to nginx-web-service.
+const SHOP: &str = "apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: ferry}
+spec: {controller: ferry.dev/ingress-controller}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: shop, namespace: demo}
+spec:
+  ingressClassName: ferry
+  rules:
+  - host: shop.example
+    http:
+      paths:
+      - {path: /cart, pathType: Exact, backend: {service: {name: web-lb, port: {number: 80}}}}
+      - {path: /, pathType: Prefix, backend: {service: {name: nginx-web-service, port: {number: 80}}}}
+";
+
+#[test]
+fn a_url_through_the_ingress_gateway_is_routed_by_the_ingress_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(seed_path(), dir.path().join("a.yaml")).unwrap();
+    std::fs::write(dir.path().join("b.yaml"), LOCAL_LB).unwrap();
+    std::fs::write(dir.path().join("c.yaml"), SHOP).unwrap();
+    let (source, snap) = ManifestSource::open(&[dir.path().to_path_buf()], false).unwrap();
+    assert!(snap.errors.is_empty(), "{:?}", snap.errors);
+    let state = source.state().clone();
+    let via = Some("172.18.0.12:80".parse().unwrap());
+    let from = From::Address("192.0.2.99".parse().unwrap());
+    let t = trace_via(
+        state.clone(),
+        ProxyMode::Nftables,
+        &from,
+        "http://shop.example/cart",
+        via,
+    );
+    let kinds: Vec<HopKind> = t.hops.iter().map(|h| h.kind).collect();
+    assert_eq!(kinds, [HopKind::Ingress, HopKind::Routing, HopKind::Reply]);
+    let hop = &t.hops[0];
+    assert_eq!(hop.node.as_deref(), Some("node-2"), "the gateway's node");
+    assert_eq!(
+        hop.path,
+        ["host shop.example", "Exact /cart", "Service demo/web-lb:80"]
+    );
+    assert!(
+        hop.decided.iter().any(|d| d
+            == "also matches Prefix / of Ingress demo/shop (Service demo/nginx-web-service:80): passed over, an Exact match beats every Prefix match"),
+        "{:#?}",
+        hop.decided
+    );
+    assert_eq!(
+        t.hops[1].path[0], "cni0",
+        "web-lb's endpoint is on node-2 itself"
+    );
+    // Another path: the Prefix /, three endpoints; from node-1's address
+    // the routes go through the bridge and VXLAN.
+    let t = trace_via(
+        state.clone(),
+        ProxyMode::Nftables,
+        &from,
+        "http://shop.example/other",
+        via,
+    );
+    assert_eq!(t.hops[0].endpoints.len(), 3);
+    assert_eq!(t.hops[0].path[1], "Prefix /");
+    // An unknown host: the host-less rules (none) and no default backend.
+    let t = trace_via(
+        state,
+        ProxyMode::Nftables,
+        &from,
+        "http://other.example/",
+        via,
+    );
+    assert_eq!(t.hops.len(), 1);
+    assert!(
+        t.hops[0]
+            .decided
+            .iter()
+            .any(|d| d.contains("the gateway answers 404")),
+        "{:#?}",
+        t.hops[0].decided
+    );
+    // With an Ingress that has only a defaultBackend, unknown hosts go there.
+    std::fs::write(dir.path().join("d.yaml"), CATCH_ALL).unwrap();
+    let (source, _) = ManifestSource::open(&[dir.path().to_path_buf()], false).unwrap();
+    let t = trace_via(
+        source.state().clone(),
+        ProxyMode::Nftables,
+        &from,
+        "http://other.example/x",
+        via,
+    );
+    let hop = &t.hops[0];
+    assert!(
+        hop.decided.contains(
+            &"path /x: no rule path matches; the catch-all spec.defaultBackend of Ingress demo/fallback"
+                .to_string()
+        ),
+        "{:#?}",
+        hop.decided
+    );
+    assert_eq!(
+        hop.path,
+        ["any host", "default backend", "Service demo/web-lb:80"]
+    );
+}
+
+const CATCH_ALL: &str = "apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: fallback, namespace: demo}
+spec:
+  ingressClassName: ferry
+  defaultBackend: {service: {name: web-lb, port: {number: 80}}}
+";

@@ -71,6 +71,12 @@ struct LabArgs {
     /// Sizes as NODESxPODS.
     #[arg(long, value_delimiter = ',', default_value = "2x10,10x200")]
     sizes: Vec<String>,
+    /// Also write every figure as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Also draw lab up / down time and idle memory against the number of pods as SVG to FILE.
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -122,6 +128,12 @@ struct DnsArgs {
     /// Seconds per saturated run (dnsperf -l).
     #[arg(long, default_value_t = 10)]
     seconds: u32,
+    /// Also write every row as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Also draw qps and p50 / p99 latency per server against the zone's size as SVG to FILE.
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -158,6 +170,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         What::Lab(a) => ferry_bench::lab(ferry_bench::LabOptions {
             runs: a.runs,
             sizes: a.sizes,
+            json: a.json,
+            svg: a.svg,
         }),
         What::Ingress(a) => ferry_bench::ingress(ferry_bench::IngressOptions {
             runs: a.runs,
@@ -183,6 +197,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             sizes: a.sizes,
             runs: a.runs,
             seconds: a.seconds,
+            json: a.json,
+            svg: a.svg,
         }),
         What::Overlay(a) => ferry_bench::overlay(ferry_bench::OverlayOptions {
             runs: a.runs,

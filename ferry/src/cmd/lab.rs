@@ -218,6 +218,12 @@ fn first_port(status: &LabStatus) -> Option<u16> {
 }
 
 fn print_status(s: &LabStatus) {
+    if !s.proxy_mode.is_empty() {
+        println!(
+            "proxy mode {}, pod network {}\n",
+            s.proxy_mode, s.overlay_backend
+        );
+    }
     println!("NODE          IP              POD-CIDR         AGENT");
     for n in &s.nodes {
         println!(

@@ -1,4 +1,4 @@
-//! `ferry trace FROM TO [--lab NAME] [--json | --svg FILE] [--probe] [--model-only]`:
+//! `ferry trace FROM TO [--lab NAME] [--json | --svg FILE] [--probe] [--model-only] [--ingress ADDR]`:
 //! the path of one request through a lab, hop by hop, from the model and
 //! from the kernel.
 
@@ -30,6 +30,11 @@ pub struct Args {
     /// Do not read the kernel: the model's trace only.
     #[arg(long)]
     model_only: bool,
+    /// The ingress gateway's address, IP:PORT: a URL TO is sent there
+    /// (its host in the Host header, as `curl --resolve` does) and traced
+    /// through the Ingress rules.
+    #[arg(long, value_name = "ADDR")]
+    ingress: Option<std::net::SocketAddr>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -53,6 +58,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         network: &lab.network,
         mode: lab.mode,
         resolv,
+        ingress: args.ingress,
     };
     let mut trace = plan::plan(&inputs, &from, &to)?;
     if !args.model_only {
@@ -68,9 +74,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .netns
             .clone()
             .context("FROM has no namespace to connect from")?;
+        // The node that translates: the first hop on a node (the DNS
+        // hop's namespace is FROM's own).
         let node_ns = trace
             .hops
             .iter()
+            .filter(|h| h.kind != ferry_trace::HopKind::Dns)
             .find_map(|h| h.netns.clone())
             .unwrap_or_else(|| from_ns.clone());
         trace.probe = Some(ferry_trace::probe::probe(

@@ -30,11 +30,18 @@ pub struct DnsOptions {
     pub runs: usize,
     /// Seconds per saturated run (dnsperf -l).
     pub seconds: u32,
+    /// Write every row as JSON here.
+    pub json: Option<std::path::PathBuf>,
+    /// Draw qps and p50 / p99 latency per server against the zone's size
+    /// as SVG here.
+    pub svg: Option<std::path::PathBuf>,
 }
 
 struct Row {
     server: String,
     what: String,
+    /// The zone's Services (None: the forward-cache rows).
+    services: Option<usize>,
     qps: f64,
     range: (f64, f64),
     cpu: f64,
@@ -46,7 +53,13 @@ struct Row {
     rss: f64,
 }
 
-fn measure(p: &Proc, what: &str, queries: &Path, args: &DnsOptions) -> anyhow::Result<Row> {
+fn measure(
+    p: &Proc,
+    what: &str,
+    services: Option<usize>,
+    queries: &Path,
+    args: &DnsOptions,
+) -> anyhow::Result<Row> {
     let mut runs = Vec::new();
     for _ in 0..args.runs.max(1) {
         runs.push(dnsperf(p, queries, args.seconds)?);
@@ -59,6 +72,7 @@ fn measure(p: &Proc, what: &str, queries: &Path, args: &DnsOptions) -> anyhow::R
     Ok(Row {
         server: p.name.clone(),
         what: what.to_string(),
+        services,
         qps: mid,
         range: (qps[0], qps[qps.len() - 1]),
         cpu: run.cpu,
@@ -99,19 +113,19 @@ pub fn run(args: DnsOptions) -> anyhow::Result<()> {
         } else {
             format!("{n} svc")
         };
-        rows.push(measure(&fe, &what, &q, &args)?);
-        rows.push(measure(&ns, &what, &q, &args)?);
+        rows.push(measure(&fe, &what, Some(n), &q, &args)?);
+        rows.push(measure(&ns, &what, Some(n), &q, &args)?);
         {
             let kn = knot(dir.path())?;
-            rows.push(measure(&kn, &what, &q, &args)?);
+            rows.push(measure(&kn, &what, Some(n), &q, &args)?);
         }
         if n == args.sizes[0] {
             let fq = dir.path().join("fq.txt");
             let ub = unbound(dir.path(), ns.port)?;
             warm(&ub, dir.path());
             warm(&fe, dir.path());
-            rows.push(measure(&fe, "forwarded, cached", &fq, &args)?);
-            rows.push(measure(&ub, "forwarded, cached", &fq, &args)?);
+            rows.push(measure(&fe, "forwarded, cached", None, &fq, &args)?);
+            rows.push(measure(&ub, "forwarded, cached", None, &fq, &args)?);
         }
     }
     println!();
@@ -142,5 +156,35 @@ pub fn run(args: DnsOptions) -> anyhow::Result<()> {
             r.rss
         );
     }
-    Ok(())
+    crate::figures::write(
+        &figures(&rows),
+        args.json.as_deref(),
+        args.svg.as_deref(),
+        crate::figures::dns_chart,
+    )
+}
+
+/// The rows as `--json` writes them.
+fn figures(rows: &[Row]) -> serde_json::Value {
+    let runs: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "server": r.server,
+                "load": r.what,
+                "services": r.services,
+                "qps": r.qps,
+                "qps_min": r.range.0,
+                "qps_max": r.range.1,
+                "server_cpu": r.cpu,
+                "qps_per_core": r.per_core,
+                "avg_ms": r.avg_ms,
+                "p50_ms": r.p50,
+                "p99_ms": r.p99,
+                "lost": r.lost,
+                "rss_mib": r.rss,
+            })
+        })
+        .collect();
+    serde_json::json!({ "runs": runs })
 }

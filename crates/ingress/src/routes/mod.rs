@@ -22,6 +22,7 @@ mod path;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -150,27 +151,114 @@ impl HostRoutes {
     /// always at least as long as any matching Prefix), then the longest
     /// matching Prefix, then the fallback.
     fn lookup(&self, path: &str) -> Option<&Arc<Backend>> {
-        if let Some(b) = self.exact.get(path) {
-            return Some(b);
+        match self.matching(path).next() {
+            Some((_, b)) => Some(b),
+            None => self.fallback.as_ref(),
         }
-        if !self.prefix.is_empty() {
-            let norm = path::normalize(path);
-            let mut candidate: &str = &norm;
-            loop {
-                if let Some(b) = self.prefix.get(candidate) {
-                    return Some(b);
-                }
-                match candidate.rfind('/') {
-                    Some(i) => candidate = &candidate[..i],
-                    None => break,
-                }
-            }
+    }
+
+    /// Every path of this host that matches `path`, best first: the Exact
+    /// one, then the Prefixes from the longest.
+    fn matching<'t, 'p>(&'t self, path: &'p str) -> Matching<'t, 'p> {
+        Matching {
+            routes: self,
+            path,
+            step: Step::Exact,
         }
-        self.fallback.as_ref()
     }
 
     fn is_empty(&self) -> bool {
         self.exact.is_empty() && self.prefix.is_empty()
+    }
+}
+
+/// Where [`Matching`] is: the Exact probe, then the Prefix probes from
+/// the whole normalized path down to "" (the root), then done.
+enum Step<'p> {
+    Exact,
+    Prefix { norm: Cow<'p, str>, end: usize },
+    Done,
+}
+
+/// The paths of one host that match a request path, best first.
+struct Matching<'t, 'p> {
+    routes: &'t HostRoutes,
+    path: &'p str,
+    step: Step<'p>,
+}
+
+impl<'t> Iterator for Matching<'t, '_> {
+    type Item = (PathMatched<'t>, &'t Arc<Backend>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            match &mut self.step {
+                Step::Exact => {
+                    self.step = if self.routes.prefix.is_empty() {
+                        Step::Done
+                    } else {
+                        let norm = path::normalize(self.path);
+                        let end = norm.len();
+                        Step::Prefix { norm, end }
+                    };
+                    if let Some((k, b)) = self.routes.exact.get_key_value(self.path) {
+                        return Some((PathMatched::Exact(k), b));
+                    }
+                }
+                Step::Prefix { norm, end } => {
+                    let candidate = &norm[..*end];
+                    let found = self.routes.prefix.get_key_value(candidate);
+                    match candidate.rfind('/') {
+                        Some(i) => *end = i,
+                        None => self.step = Step::Done,
+                    }
+                    if let Some((k, b)) = found {
+                        return Some((PathMatched::Prefix(k), b));
+                    }
+                }
+                Step::Done => return None,
+            }
+        }
+    }
+}
+
+/// How a request's host picked the rules it is matched against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostMatch<'t> {
+    /// Rules for exactly this host.
+    Exact(&'t str),
+    /// The `*.rest` rules for the host's first label; holds `rest`.
+    Wildcard(&'t str),
+    /// No rule names the host: the rules without a host.
+    Any,
+}
+
+/// A rule path that matched a request's path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathMatched<'t> {
+    /// An Exact path, as written.
+    Exact(&'t str),
+    /// A Prefix (or ImplementationSpecific) path, normalized: no trailing
+    /// slash, and "" for `/`.
+    Prefix(&'t str),
+}
+
+/// Why a request goes where it goes: what [`RouteTable::lookup`] decides,
+/// with the alternatives it passed over. Built by [`RouteTable::explain`].
+#[derive(Debug)]
+pub struct Explained<'t> {
+    pub host: HostMatch<'t>,
+    /// Every path of the picked host that matches, best first; the first
+    /// is the one taken.
+    pub matches: Vec<(PathMatched<'t>, &'t Arc<Backend>)>,
+    /// Where a request matching no path goes (None: 404).
+    pub fallback: Option<&'t Arc<Backend>>,
+}
+
+impl<'t> Explained<'t> {
+    /// The backend the request goes to, as `lookup` gives it.
+    pub fn backend(&self) -> Option<&'t Arc<Backend>> {
+        self.matches.first().map(|(_, b)| *b).or(self.fallback)
     }
 }
 
@@ -201,6 +289,24 @@ impl RouteTable {
     /// any case, with or without a port) and `path` (without the query);
     /// None: answer 404.
     pub fn lookup(&self, host: &str, path: &str) -> Option<&Arc<Backend>> {
+        self.host_routes(host).1.lookup(path)
+    }
+
+    /// What [`RouteTable::lookup`] decides for `host` and `path`, and why:
+    /// the host rules picked, every matching path best first, the
+    /// fallback. For tools (`ferry trace`); the proxy calls `lookup`.
+    pub fn explain(&self, host: &str, path: &str) -> Explained<'_> {
+        let (host, routes) = self.host_routes(host);
+        Explained {
+            host,
+            matches: routes.matching(path).collect(),
+            fallback: routes.fallback.as_ref(),
+        }
+    }
+
+    /// The rules a request's host picks: its exact host, else the wildcard
+    /// of its first label, else the rules without a host.
+    fn host_routes(&self, host: &str) -> (HostMatch<'_>, &HostRoutes) {
         let host = host_only(host);
         let lower;
         let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -209,15 +315,15 @@ impl RouteTable {
         } else {
             host
         };
-        let routes = self
-            .hosts
-            .get(host)
-            .or_else(|| {
-                let (_, rest) = host.split_once('.')?;
-                self.wildcards.get(rest)
-            })
-            .unwrap_or(&self.any_host);
-        routes.lookup(path)
+        if let Some((k, r)) = self.hosts.get_key_value(host) {
+            return (HostMatch::Exact(k), r);
+        }
+        if let Some((_, rest)) = host.split_once('.')
+            && let Some((k, r)) = self.wildcards.get_key_value(rest)
+        {
+            return (HostMatch::Wildcard(k), r);
+        }
+        (HostMatch::Any, &self.any_host)
     }
 
     /// The state version this table was built from.

@@ -615,3 +615,50 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn explain_names_the_host_rules_and_every_matching_path_best_first() {
+    let t = table(vec![
+        rules(
+            "shop",
+            "shop.example",
+            &[
+                ("/", "Prefix", "a"),
+                ("/cart", "Prefix", "b"),
+                ("/cart/items", "Exact", "c"),
+            ],
+        ),
+        rules("wild", "*.example", &[("/", "Prefix", "d")]),
+    ]);
+    let e = t.explain("Shop.Example:8080", "/cart/items");
+    assert_eq!(e.host, HostMatch::Exact("shop.example"));
+    let matched: Vec<(PathMatched, &str)> = e
+        .matches
+        .iter()
+        .map(|(m, b)| (*m, &*b.target.service.name))
+        .collect();
+    assert_eq!(
+        matched,
+        [
+            (PathMatched::Exact("/cart/items"), "c"),
+            (PathMatched::Prefix("/cart"), "b"),
+            (PathMatched::Prefix(""), "a"),
+        ]
+    );
+    assert_eq!(
+        e.backend().map(|b| &*b.target.service.name),
+        route(&t, "shop.example", "/cart/items").as_deref()
+    );
+    // The longest Prefix when no Exact path matches.
+    let e = t.explain("shop.example", "/cart/items/");
+    assert_eq!(e.matches[0].0, PathMatched::Prefix("/cart"));
+    // A wildcard host, and a host nothing routes.
+    assert_eq!(
+        t.explain("api.example", "/").host,
+        HostMatch::Wildcard("example")
+    );
+    let none = t.explain("other.test", "/");
+    assert_eq!(none.host, HostMatch::Any);
+    assert!(none.matches.is_empty() && none.fallback.is_none());
+    assert!(none.backend().is_none());
+}

@@ -64,6 +64,8 @@ impl Controller {
             message: message.into(),
             controller_pid: std::process::id(),
             state_dir: self.names.state_dir().display().to_string(),
+            proxy_mode: self.settings.proxy_mode.clone(),
+            overlay_backend: self.settings.backend.clone(),
             nodes: self
                 .nodes
                 .iter()

@@ -5,11 +5,12 @@
 //! Touches the kernel (see `netfilter` and `links`); the comparison
 //! itself ([`compare`]) is pure.
 
+pub mod dns;
 pub mod links;
 pub mod netfilter;
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use ferry_proxy::nft::sets::{Data, Element, Key, Set};
 
@@ -23,6 +24,9 @@ pub struct Observed {
     pub nft: Option<Result<Vec<Element>, String>>,
     pub iptables: Option<Result<Vec<Rule>, String>>,
     pub links: Option<Result<Links, String>>,
+    /// The nameserver's replies, by name asked; a name the resolver did
+    /// not reach (an earlier one had records) is absent.
+    pub dns: BTreeMap<String, Result<dns::Reply, String>>,
 }
 
 /// Reads every namespace the trace's checks need and fills each check's
@@ -34,8 +38,15 @@ pub fn check(trace: &mut Trace) -> Result<(), TraceError> {
         let o = seen.entry(ns.clone()).or_default();
         let mut dsts: Vec<Ipv4Addr> = Vec::new();
         let mut devs: Vec<String> = Vec::new();
+        let mut asked: Option<(IpAddr, Vec<String>)> = None;
         for c in &hop.checks {
             match &c.expect {
+                Expect::Dns { server, name, .. } => {
+                    asked
+                        .get_or_insert_with(|| (*server, Vec::new()))
+                        .1
+                        .push(name.clone());
+                }
                 Expect::IptablesRule(_) if o.iptables.is_none() => {
                     o.iptables = Some(netfilter::iptables_nat(ns).map_err(|e| e.to_string()));
                 }
@@ -45,6 +56,16 @@ pub fn check(trace: &mut Trace) -> Result<(), TraceError> {
                 Expect::Route { dst, .. } => dsts.push(*dst),
                 Expect::Neighbour { dev, .. } | Expect::Fdb { dev, .. } => devs.push(dev.clone()),
                 _ => {}
+            }
+        }
+        if let Some((server, names)) = asked {
+            match dns::ask(ns, server, &names) {
+                Ok(replies) => o.dns.extend(replies),
+                Err(e) => {
+                    for n in names {
+                        o.dns.insert(n, Err(e.to_string()));
+                    }
+                }
             }
         }
         if !dsts.is_empty() || !devs.is_empty() {
@@ -234,6 +255,17 @@ pub fn compare(
                 ),
             }
         }
+        Expect::Dns { name, answer, .. } => match o.dns.get(name) {
+            None => (
+                Some("not asked: the resolver stopped at an earlier name's answer".into()),
+                Some(false),
+            ),
+            Some(Err(e)) => (Some(e.clone()), Some(false)),
+            Some(Ok(r)) => (
+                Some(crate::DnsAnswer::describe(&r.rcode, &r.records)),
+                Some(answer.matches(&r.rcode, &r.records)),
+            ),
+        },
         Expect::Fdb { dev, mac, dst } => {
             let Some(links) = links(o) else {
                 return err(&o.links).unwrap_or((None, None));

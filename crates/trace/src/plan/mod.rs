@@ -11,6 +11,7 @@
 //! Pure.
 
 mod dns;
+mod ingress;
 mod route;
 mod service;
 
@@ -118,6 +119,9 @@ pub struct Inputs<'a> {
     /// The resolver of FROM (a pod's resolv.conf; nodes and the outside
     /// get the cluster-first settings of namespace `default`).
     pub resolv: Resolv,
+    /// The ingress gateway's address (`--ingress`): a URL is sent there,
+    /// with its host in the Host header.
+    pub ingress: Option<std::net::SocketAddr>,
 }
 
 impl Inputs<'_> {
@@ -210,7 +214,7 @@ pub fn plan(inputs: &Inputs, from: &From, to: &To) -> Result<Trace, TraceError> 
         format: 1,
         from: peer.clone(),
         to: match &to.scheme {
-            Some(s) => format!("{s}://{}:{}", to.host, to.port),
+            Some(s) => format!("{s}://{}:{}{}", to.host, to.port, to.path),
             None => format!("{}:{}", to.host, to.port),
         },
         destination: None,
@@ -221,6 +225,16 @@ pub fn plan(inputs: &Inputs, from: &From, to: &To) -> Result<Trace, TraceError> 
         kernel_checked: false,
         probe: None,
     };
+    if let (Some(_), Some(via)) = (&to.scheme, inputs.ingress) {
+        trace.destination = Some(via.to_string());
+        let node = inputs
+            .topology
+            .node_with_ip(via.ip())
+            .map(|n| n.name.clone());
+        let table = ingress::table(inputs);
+        push_ingress(&mut trace, inputs, &peer, &table, to, Some(via), node);
+        return Ok(trace);
+    }
     let dest: IpAddr = match to.host.parse() {
         Ok(ip) => ip,
         Err(_) => {
@@ -228,7 +242,14 @@ pub fn plan(inputs: &Inputs, from: &From, to: &To) -> Result<Trace, TraceError> 
             trace.hops.push(hop);
             match ip {
                 Some(ip) => ip,
-                None => return Ok(trace),
+                None => {
+                    // Not a cluster name: an Ingress may route it.
+                    let table = ingress::table(inputs);
+                    if to.scheme.is_some() && ingress::routes_host(&table, &to.host) {
+                        push_ingress(&mut trace, inputs, &peer, &table, to, None, None);
+                    }
+                    return Ok(trace);
+                }
             }
         }
     };
@@ -275,4 +296,37 @@ pub fn plan(inputs: &Inputs, from: &From, to: &To) -> Result<Trace, TraceError> 
         overlay_masq,
     ));
     Ok(trace)
+}
+
+/// The ingress hop, then (when the gateway's node is known) the route from
+/// that node to each endpoint, and the reply.
+fn push_ingress(
+    trace: &mut Trace,
+    inputs: &Inputs,
+    peer: &Peer,
+    table: &ferry_ingress::RouteTable,
+    to: &To,
+    via: Option<std::net::SocketAddr>,
+    node: Option<String>,
+) {
+    let i = ingress::hop(inputs, table, to, via, node.as_deref());
+    trace.hops.push(i.hop);
+    // No endpoint (404, 503): the gateway answers itself.
+    let Some(node) = node.filter(|_| !i.targets.is_empty()) else {
+        return;
+    };
+    for ip in &i.targets {
+        trace.hops.push(route::hop(inputs, &node, *ip));
+    }
+    let mut reply = Hop::new(HopKind::Reply, format!("reply to {}", peer.name));
+    reply.node = Some(node.clone());
+    reply.decided.push(format!(
+        "the gateway on {node} proxies: the client's connection ends there, the endpoint answers the gateway's own connection, and the gateway writes the response back to {}",
+        peer.ip
+    ));
+    reply.path = vec![
+        "endpoint -> gateway".into(),
+        format!("gateway -> {}", peer.ip),
+    ];
+    trace.hops.push(reply);
 }
