@@ -20,6 +20,15 @@ fn ip_in(ns: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `bridge fdb show dev flannel.1` in a node's namespace.
+fn fdb_of(ns: &str) -> String {
+    let out = Command::new("bridge")
+        .args(["-n", ns, "fdb", "show", "dev", "flannel.1"])
+        .output()
+        .unwrap();
+    text(&out)
+}
+
 fn node_ns(lab: &Lab, node: &str) -> String {
     format!("ferry.{}.node.{node}", lab.name)
 }
@@ -100,11 +109,7 @@ fn pods_on_different_nodes_talk_through_flannel_1_as_flannel_programs_it() {
         "{routes}"
     );
     let neigh = ip_in(&n1, &["neigh", "show", "dev", "flannel.1"]);
-    let fdb = Command::new("bridge")
-        .args(["-n", &n1, "fdb", "show", "dev", "flannel.1"])
-        .output()
-        .unwrap();
-    let fdb = String::from_utf8_lossy(&fdb.stdout).into_owned();
+    let fdb = fdb_of(&n1);
     // node-2's lease in the store names its public IP and VTEP MAC, and the
     // MAC is the one on node-2's device.
     let lease: serde_json::Value = serde_json::from_slice(
@@ -317,15 +322,8 @@ fn a_removed_node_loses_its_lease_and_the_others_drop_its_routes() {
     );
     let neigh = ip_in(&n1, &["neigh", "show", "dev", "flannel.1"]);
     assert!(!neigh.contains("10.30.3.0"), "{neigh}");
-    let fdb = Command::new("bridge")
-        .args(["-n", &n1, "fdb", "show", "dev", "flannel.1"])
-        .output()
-        .unwrap();
-    assert!(
-        !text(&fdb).contains(&node3_ip),
-        "no FDB entry to node-3: {}",
-        text(&fdb)
-    );
+    let fdb = fdb_of(&n1);
+    assert!(!fdb.contains(&node3_ip), "no FDB entry to node-3: {}", fdb);
     // The rest of the pod network is untouched.
     let b = pod_ip(&lab, "b");
     let answer = get_from(&lab, "pod/net/a", &b);
@@ -507,15 +505,8 @@ fn leases_in_a_real_etcd_follow_flannels_keys_and_a_flannel_nodes_lease_is_follo
         Duration::from_secs(10),
         |_| ip_in(&n1, &["route", "show", "10.30.9.0/24"]).contains("flannel.1"),
     );
-    let fdb = Command::new("bridge")
-        .args(["-n", &n1, "fdb", "show", "dev", "flannel.1"])
-        .output()
-        .unwrap();
-    assert!(
-        text(&fdb).contains("0a:0b:0c:0d:0e:0f dst 172.18.0.99"),
-        "{}",
-        text(&fdb)
-    );
+    let fdb = fdb_of(&n1);
+    assert!(fdb.contains("0a:0b:0c:0d:0e:0f dst 172.18.0.99"), "{}", fdb);
     // etcd stops answering: the pod network keeps forwarding with what it
     // has; when etcd is back, the agents follow new leases again.
     let etcd_pid = Command::new("ip")
@@ -705,19 +696,16 @@ fn a_node_removed_while_an_agent_was_down_leaves_no_route_or_fdb_entry_once_it_i
     );
     let neigh = ip_in(&n1, &["neigh", "show", "dev", "flannel.1"]);
     assert!(!neigh.contains("10.30.3.0"), "{neigh}");
-    let fdb = Command::new("bridge")
-        .args(["-n", &n1, "fdb", "show", "dev", "flannel.1"])
-        .output()
-        .unwrap();
+    let fdb = fdb_of(&n1);
     assert!(
-        !text(&fdb).contains(&node3_ip),
+        !fdb.contains(&node3_ip),
         "the stale FDB entry to node-3 is swept too: {}",
-        text(&fdb)
+        fdb
     );
     assert!(
-        text(&fdb).contains(&lab.node_ip("node-2")),
+        fdb.contains(&lab.node_ip("node-2")),
         "node-2's FDB entry stays: {}",
-        text(&fdb)
+        fdb
     );
     assert!(ip_in(&n1, &["route", "show", "10.30.2.0/24"]).contains("flannel.1"));
 }

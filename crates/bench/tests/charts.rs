@@ -38,29 +38,7 @@ fn structure(svg: &str) -> (Vec<String>, Vec<(String, usize)>) {
 
 /// Renders `svg` to PNG and returns its width and height.
 fn rendered(svg: &str) -> Option<(u32, u32)> {
-    if !ferry_sys::testing::have_or_skip("rsvg-convert") {
-        return None;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let (svg_path, png_path) = (dir.path().join("c.svg"), dir.path().join("c.png"));
-    std::fs::write(&svg_path, svg).unwrap();
-    let out = std::process::Command::new("rsvg-convert")
-        .arg(&svg_path)
-        .arg("-o")
-        .arg(&png_path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let png = std::fs::read(&png_path).unwrap();
-    assert_eq!(&png[1..4], b"PNG");
-    Some((
-        u32::from_be_bytes(png[16..20].try_into().unwrap()),
-        u32::from_be_bytes(png[20..24].try_into().unwrap()),
-    ))
+    ferry_sys::testing::render_svg(svg)
 }
 
 #[test]

@@ -40,6 +40,41 @@ pub fn have_or_skip(tool: &str) -> bool {
     found
 }
 
+/// Renders `svg` to PNG with Debian's `rsvg-convert` (as a user's viewer
+/// would) and returns the picture's width and height in pixels; panics
+/// when it does not render. `None` (with a note) when `rsvg-convert` is
+/// missing outside CI.
+pub fn render_svg(svg: &str) -> Option<(u32, u32)> {
+    if !have_or_skip("rsvg-convert") {
+        return None;
+    }
+    let dir = std::env::temp_dir().join(format!(
+        "ferry-render-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let (svg_path, png_path) = (dir.join("picture.svg"), dir.join("picture.png"));
+    std::fs::write(&svg_path, svg).expect("writing the SVG");
+    let out = std::process::Command::new("rsvg-convert")
+        .arg(&svg_path)
+        .arg("-o")
+        .arg(&png_path)
+        .output()
+        .expect("running rsvg-convert");
+    let png = std::fs::read(&png_path).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "rsvg-convert: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(png.get(1..4), Some(&b"PNG"[..]), "rsvg-convert wrote no PNG");
+    // Width and height from the IHDR chunk.
+    let be = |r: std::ops::Range<usize>| u32::from_be_bytes(png[r].try_into().expect("IHDR"));
+    Some((be(16..20), be(20..24)))
+}
+
 #[cfg(test)]
 mod tests {
     // Each nextest test runs in its own process: setting CI here touches
