@@ -69,7 +69,11 @@ pub fn render_svg(svg: &str) -> Option<(u32, u32)> {
         "rsvg-convert: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(png.get(1..4), Some(&b"PNG"[..]), "rsvg-convert wrote no PNG");
+    assert_eq!(
+        png.get(1..4),
+        Some(&b"PNG"[..]),
+        "rsvg-convert wrote no PNG"
+    );
     // Width and height from the IHDR chunk.
     let be = |r: std::ops::Range<usize>| u32::from_be_bytes(png[r].try_into().expect("IHDR"));
     Some((be(16..20), be(20..24)))

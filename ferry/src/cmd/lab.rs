@@ -142,23 +142,37 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             );
             print_status(&status);
             println!("\nTry:");
-            if let Some(p) = status.pods.first() {
-                println!(
-                    "  ferry lab exec --lab {lab} pod/{}/{} -- curl -s {}:{}/",
-                    p.namespace,
-                    p.name,
-                    p.ip,
-                    first_port(&status).unwrap_or(80)
-                );
-            }
-            if let (Some(p), Some(svc)) = (
-                status.pods.first(),
-                status.services.iter().find(|s| s.cluster_ip.is_some()),
-            ) {
-                println!(
-                    "  ferry lab exec --lab {lab} pod/{}/{} -- dig +short {}.{}.svc.cluster.local",
-                    p.namespace, p.name, svc.name, svc.namespace
-                );
+            let client = status.pods.first();
+            let service = status.services.iter().find(|s| {
+                s.cluster_ip.as_deref().is_some_and(|ip| ip != "None")
+                    && s.ports.iter().any(|p| p.protocol == "TCP")
+            });
+            match (client, service) {
+                (Some(p), Some(svc)) => {
+                    let port = svc
+                        .ports
+                        .iter()
+                        .find(|p| p.protocol == "TCP")
+                        .map_or(80, |p| p.port);
+                    let from = format!("pod/{}/{}", p.namespace, p.name);
+                    println!(
+                        "  ferry lab exec --lab {lab} {from} -- curl -s {}.{}:{port}/      # by name: DNS, then the Service's ClusterIP",
+                        svc.name, svc.namespace
+                    );
+                    println!(
+                        "  ferry lab exec --lab {lab} {from} -- dig +short {}.{}.svc.cluster.local",
+                        svc.name, svc.namespace
+                    );
+                    println!(
+                        "  ferry trace --lab {lab} {from} {}.{}:{port}                 # every hop, from the model and the kernel",
+                        svc.name, svc.namespace
+                    );
+                }
+                (Some(p), None) => println!(
+                    "  ferry lab exec --lab {lab} pod/{}/{} -- ip addr",
+                    p.namespace, p.name
+                ),
+                _ => {}
             }
             println!("  ferry lab status --lab {lab}");
             println!("  ferry lab down --lab {lab}");
@@ -207,14 +221,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn first_port(status: &LabStatus) -> Option<u16> {
-    status
-        .services
-        .first()
-        .and_then(|s| s.ports.first())
-        .map(|p| p.port)
 }
 
 fn print_status(s: &LabStatus) {
