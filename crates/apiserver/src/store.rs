@@ -199,6 +199,14 @@ impl Store {
         }
     }
 
+    /// A restart of a server that had reached `rv`: versions go on from
+    /// there, and watches from `rv` or before get 410 (their history is
+    /// gone; a relist finds what changed meanwhile, deletions included).
+    pub fn restart_after(&mut self, rv: u64) {
+        self.rv = self.rv.max(rv);
+        self.oldest = self.oldest.max(rv + 1);
+    }
+
     /// The current time (RFC 3339), for objects created from now on.
     pub fn set_time(&mut self, rfc3339: String) {
         self.now = rfc3339;

@@ -49,6 +49,8 @@ pub struct Fold {
     node_ports: NodePortClaims,
     state: ClusterState,
     published_errors: Option<Vec<ManifestError>>,
+    /// Per kind, the resourceVersion up to which every change was pushed.
+    seen: BTreeMap<Kind, u64>,
 }
 
 impl Fold {
@@ -65,7 +67,29 @@ impl Fold {
             node_ports: NodePortClaims::new(),
             state: ClusterState::new(),
             published_errors: None,
+            seen: BTreeMap::new(),
         }
+    }
+
+    /// Every change of `kind` up to `resource_version` has been pushed (a
+    /// list's version, an event's, a bookmark's).
+    pub fn progress(&mut self, kind: Kind, resource_version: u64) {
+        self.seen.insert(kind, resource_version);
+    }
+
+    /// The resourceVersion up to which every kind has been pushed: the
+    /// state after the next [`Fold::flush`] holds every change the server
+    /// made up to it. `None` until every kind has said.
+    pub fn resource_version(&self) -> Option<u64> {
+        if self.kinds.iter().any(|k| !self.seen.contains_key(k)) {
+            return None;
+        }
+        self.seen.values().min().copied()
+    }
+
+    /// The version of the state the last flush made.
+    pub fn state_version(&self) -> u64 {
+        self.state.version()
     }
 
     /// True once every kind's first list is complete.
