@@ -141,3 +141,31 @@ impl Progress {
         versions.range(..=min).next_back().map_or(0, |(_, rv)| *rv)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn on_the_api_source_the_synced_version_is_the_sources_report_for_the_applied_state() {
+        let progress = Progress::default();
+        progress.follow_source();
+        let (applied, rx) = watch::channel(None);
+        progress.add("proxy", rx);
+        progress.note(1, 10);
+        assert_eq!(progress.synced_resource_version(), 0, "nothing applied");
+        applied.send_replace(Some(1));
+        assert_eq!(progress.synced_resource_version(), 10);
+        // A bookmark: the same state holds everything up to a later version.
+        progress.note(1, 15);
+        assert_eq!(progress.synced_resource_version(), 15);
+        progress.note(2, 20);
+        assert_eq!(
+            progress.synced_resource_version(),
+            15,
+            "state 2 is not applied yet"
+        );
+        applied.send_replace(Some(2));
+        assert_eq!(progress.synced_resource_version(), 20);
+    }
+}
