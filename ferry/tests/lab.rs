@@ -237,10 +237,11 @@ fn lab_down_leaves_nothing_and_lab_up_recovers_after_kill_9() {
         return;
     }
     let lab = Lab::up("e2edown", &[&fixture("lab-basic.yaml")], &[]);
-    assert!(!lab_leftovers("e2edown").is_empty());
+    let name = lab.name.clone();
+    assert!(!lab_leftovers(&name).is_empty());
     // Kill every lab process at once, as a crash would.
     let out = Command::new("pkill")
-        .args(["-9", "-f", "--", "--lab e2edown( |$)"])
+        .args(["-9", "-f", "--", &format!("--lab {name}( |$)")])
         .output()
         .unwrap();
     assert!(out.status.success(), "nothing killed");
@@ -248,7 +249,7 @@ fn lab_down_leaves_nothing_and_lab_up_recovers_after_kill_9() {
     assert!(lab.status()["phase"] == "Stopped");
     // A new lab up cleans the leftovers and comes up.
     let again = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["lab", "up", "--lab", "e2edown", &fixture("lab-basic.yaml")])
+        .args(["lab", "up", "--lab", &name, &fixture("lab-basic.yaml")])
         .output()
         .unwrap();
     assert!(again.status.success(), "{}", text(&again));
@@ -268,7 +269,7 @@ fn lab_down_leaves_nothing_and_lab_up_recovers_after_kill_9() {
 
     let out = lab.run(&["down"]);
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(lab_leftovers("e2edown"), Vec::<String>::new());
+    assert_eq!(lab_leftovers(&name), Vec::<String>::new());
     // Down again: nothing to do, still fine.
     assert!(text(&lab.run(&["down"])).contains("nothing to remove"));
 }
@@ -316,8 +317,9 @@ fn bad_manifests_are_refused_and_the_running_lab_is_untouched() {
         .join("examples/broken/mistakes.yaml")
         .display()
         .to_string();
+    let name = lab_name("e2ebad");
     let out = ferry()
-        .args(["lab", "up", "--lab", "e2ebad", &broken])
+        .args(["lab", "up", "--lab", &name, &broken])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -328,7 +330,7 @@ fn bad_manifests_are_refused_and_the_running_lab_is_untouched() {
         "{msg}"
     );
     assert!(
-        !Path::new("/run/ferry/labs/e2ebad").exists(),
+        !Path::new(&format!("/run/ferry/labs/{name}")).exists(),
         "a refused lab up leaves nothing"
     );
 
@@ -370,7 +372,8 @@ fn the_lab_state_is_root_only_and_a_silent_control_client_blocks_nothing() {
         return;
     }
     let lab = Lab::up("e2eperms", &[&fixture("lab-basic.yaml")], &[]);
-    let state = std::path::Path::new("/run/ferry/labs/e2eperms");
+    let state_dir = format!("/run/ferry/labs/{}", lab.name);
+    let state = std::path::Path::new(&state_dir);
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(state), 0o700, "the state directory");
     assert_eq!(
