@@ -103,18 +103,16 @@ fn health(port: u16) -> Option<Value> {
     serde_json::from_slice(&out.stdout).ok()
 }
 
-#[test]
-fn the_agent_on_the_kube_source_reports_an_outage_as_stale() {
-    if !ferry_sys::testing::have_or_skip("curl") {
-        return;
-    }
-    let server = fake::ApiServer::start(&cluster());
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = server.kubeconfig(dir.path());
-    let healthz = free_port();
+/// `ferry agent` on the API source with DNS on no address and no proxy
+/// (nothing that needs root), its health on 127.0.0.1:`healthz`.
+fn agent_without_kernel_components(
+    kubeconfig: &std::path::Path,
+    healthz: u16,
+    node: &str,
+) -> Running {
     let child = common::ferry()
         .args(["agent", "--source", "kube", "--kubeconfig"])
-        .arg(&kubeconfig)
+        .arg(kubeconfig)
         .args([
             "--components",
             "dns",
@@ -128,12 +126,24 @@ fn the_agent_on_the_kube_source_reports_an_outage_as_stale() {
             "--metrics-bind-address",
             &format!("127.0.0.1:{}", free_port()),
         ])
-        .env("NODE_NAME", "node-from-env")
+        .env("NODE_NAME", node)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let _running = Running(child);
+    Running(child)
+}
+
+#[test]
+fn the_agent_on_the_kube_source_reports_an_outage_as_stale() {
+    if !ferry_sys::testing::have_or_skip("curl") {
+        return;
+    }
+    let server = fake::ApiServer::start(&cluster());
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = server.kubeconfig(dir.path());
+    let healthz = free_port();
+    let _running = agent_without_kernel_components(&kubeconfig, healthz, "node-from-env");
     eventually("the agent's health", || health(healthz).is_some());
     let body = health(healthz).unwrap();
     assert_eq!(body["nodeName"], "node-from-env", "{body}");
@@ -170,8 +180,7 @@ fn status_of(port: u16, path: &str) -> Option<(u16, Value)> {
 }
 
 #[test]
-fn the_agent_started_while_the_api_server_is_down_serves_its_health_and_lists_when_it_returns()
-{
+fn the_agent_started_while_the_api_server_is_down_serves_its_health_and_lists_when_it_returns() {
     if !ferry_sys::testing::have_or_skip("curl") {
         return;
     }
@@ -180,28 +189,7 @@ fn the_agent_started_while_the_api_server_is_down_serves_its_health_and_lists_wh
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = server.kubeconfig(dir.path());
     let healthz = free_port();
-    let child = common::ferry()
-        .args(["agent", "--source", "kube", "--kubeconfig"])
-        .arg(&kubeconfig)
-        .args([
-            "--components",
-            "dns",
-            "--dns-addresses",
-            "none",
-            "--proxy-mode",
-            "none",
-        ])
-        .args(["--healthz-bind-address", &format!("127.0.0.1:{healthz}")])
-        .args([
-            "--metrics-bind-address",
-            &format!("127.0.0.1:{}", free_port()),
-        ])
-        .env("NODE_NAME", "node-a")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let _running = Running(child);
+    let _running = agent_without_kernel_components(&kubeconfig, healthz, "node-a");
     eventually("the agent's health while the API is down", || {
         status_of(healthz, "/healthz").is_some()
     });

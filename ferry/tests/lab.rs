@@ -534,7 +534,13 @@ fn agent_health(lab: &Lab, node: &str) -> serde_json::Value {
     let ip = lab.node_ip(node);
     json(&lab.exec_ok(
         &format!("node/{node}"),
-        &["curl", "-sS", "-m", "2", &format!("http://{ip}:10256/healthz")],
+        &[
+            "curl",
+            "-sS",
+            "-m",
+            "2",
+            &format!("http://{ip}:10256/healthz"),
+        ],
     ))
 }
 
@@ -555,7 +561,9 @@ fn a_10_second_api_server_outage_drops_no_traffic_agents_say_stale_and_catch_up(
             .success()
     };
     assert!(get(&lab, &format!("http://{ip}/")));
-    let pid = lab.status()["api_server"]["pid"].as_u64().expect("the API server's pid");
+    let pid = lab.status()["api_server"]["pid"]
+        .as_u64()
+        .expect("the API server's pid");
     let killed = std::process::Command::new("kill")
         .args(["-9", &pid.to_string()])
         .status()
@@ -589,11 +597,17 @@ fn a_10_second_api_server_outage_drops_no_traffic_agents_say_stale_and_catch_up(
             stale_seen = true;
         }
     }
-    assert_eq!(failed, 0, "{failed} of {sent} requests failed during the outage");
+    assert_eq!(
+        failed, 0,
+        "{failed} of {sent} requests failed during the outage"
+    );
     assert!(sent >= 10, "only {sent} requests in the outage");
     assert!(stale_seen);
     let back_pid = lab.status()["api_server"]["pid"].as_u64();
-    assert!(back_pid.is_some_and(|p| p != pid), "the API server was not started again");
+    assert!(
+        back_pid.is_some_and(|p| p != pid),
+        "the API server was not started again"
+    );
     // Back: the Service made during the outage answers, and the agents
     // are in step again.
     let ip2 = lab.cluster_ip("web2");
@@ -603,11 +617,9 @@ fn a_10_second_api_server_outage_drops_no_traffic_agents_say_stale_and_catch_up(
         |lab| get(lab, &format!("http://{ip2}/")),
     );
     for node in ["node-1", "node-2"] {
-        lab.wait(
-            "the agent in step again",
-            Duration::from_secs(30),
-            |lab| agent_health(lab, node).get("sourceStaleSince").is_none(),
-        );
+        lab.wait("the agent in step again", Duration::from_secs(30), |lab| {
+            agent_health(lab, node).get("sourceStaleSince").is_none()
+        });
     }
     lab.wait("the lab Ready again", Duration::from_secs(30), |lab| {
         lab.status()["phase"] == "Ready"

@@ -66,10 +66,7 @@ impl Progress {
     /// Notes the highest resourceVersion of a state the source published
     /// (from its changed objects; all objects for the first one).
     pub(crate) fn record(&self, snapshot: &Snapshot) {
-        if self
-            .from_source
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
+        if self.from_source.load(std::sync::atomic::Ordering::Relaxed) {
             return;
         }
         let mut versions = self.lock_versions();

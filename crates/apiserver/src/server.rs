@@ -202,7 +202,9 @@ async fn keep_resource_version(path: PathBuf, mut version: watch::Receiver<u64>)
     loop {
         let rv = *version.borrow_and_update();
         let tmp = path.with_extension("tmp");
-        if let Err(e) = std::fs::write(&tmp, format!("{rv}\n")).and_then(|()| std::fs::rename(&tmp, &path)) {
+        if let Err(e) =
+            std::fs::write(&tmp, format!("{rv}\n")).and_then(|()| std::fs::rename(&tmp, &path))
+        {
             tracing::warn!(path = %path.display(), error = %e, "cannot keep the resourceVersion");
         }
         if version.changed().await.is_err() {
@@ -529,7 +531,10 @@ fn watch_response(
                     // lab's Ready waits for exactly that).
                     if bookmarks
                         && rv > sent
-                        && tx.send(line("BOOKMARK", &bookmark(resource, rv))).await.is_err()
+                        && tx
+                            .send(line("BOOKMARK", &bookmark(resource, rv)))
+                            .await
+                            .is_err()
                     {
                         return;
                     }

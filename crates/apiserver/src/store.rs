@@ -650,6 +650,23 @@ mod tests {
     }
 
     #[test]
+    fn a_restarted_store_numbers_on_and_sends_watches_from_before_410() {
+        let mut s = Store::new(100);
+        s.restart_after(500);
+        s.sync(&state(TWO), None);
+        assert_eq!(s.resource_version(), 502, "two objects after 500");
+        let from_before = s.events_since(500, Kind::Service, None, &Selector::default());
+        assert!(
+            matches!(from_before, Err(ApiError::Gone { .. })),
+            "{from_before:?}"
+        );
+        let since_restart = s
+            .events_since(501, Kind::Service, None, &Selector::default())
+            .unwrap();
+        assert_eq!(since_restart.len(), 1);
+    }
+
+    #[test]
     fn an_unchanged_object_gets_no_new_version() {
         let mut s = Store::new(100);
         s.sync(&state(TWO), None);

@@ -180,7 +180,10 @@ async fn run(
     };
     let (publisher, feed) = Feed::publisher_pending();
     let mut feed = Some(feed);
-    if wait == Wait::Connected && let Some(feed) = feed.take() && ready.send(Ok(feed)).is_err() {
+    if wait == Wait::Connected
+        && let Some(feed) = feed.take()
+        && ready.send(Ok(feed)).is_err()
+    {
         return;
     }
     let (tx, mut rx) = mpsc::unbounded_channel();

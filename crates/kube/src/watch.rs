@@ -216,7 +216,10 @@ impl<K: Watched> Watcher<K> {
         self.succeeded()?;
         self.send(Report::Event(self.kind, Change::Init))?;
         for item in items {
-            self.send(Report::Event(self.kind, Change::InitApply(item.into_object())))?;
+            self.send(Report::Event(
+                self.kind,
+                Change::InitApply(item.into_object()),
+            ))?;
         }
         self.send(Report::Event(self.kind, Change::InitDone))?;
         if let Some(n) = version_number(&version) {
@@ -230,14 +233,10 @@ impl<K: Watched> Watcher<K> {
         let mut params = WatchParams::default();
         params.label_selector = self.selectors.labels.map(str::to_string);
         params.field_selector = self.selectors.fields.map(str::to_string);
-        let stream = self
-            .api
-            .watch(&params, from)
-            .await
-            .map_err(|e| match &e {
-                kube::Error::Api(status) if status.code == 410 => Stop::Expired,
-                _ => Stop::Failed(format!("watch: {e}")),
-            })?;
+        let stream = self.api.watch(&params, from).await.map_err(|e| match &e {
+            kube::Error::Api(status) if status.code == 410 => Stop::Expired,
+            _ => Stop::Failed(format!("watch: {e}")),
+        })?;
         self.succeeded()?;
         let mut stream = std::pin::pin!(stream);
         let mut last = from.to_string();

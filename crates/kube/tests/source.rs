@@ -484,13 +484,21 @@ fn started_in_the_background_during_an_outage_it_is_stale_then_lists() {
     let health = feed.health();
     assert!(health.stale_since.is_some(), "{health:?}");
     assert!(
-        health.reason.as_deref().unwrap_or("").contains("not listed yet"),
+        health
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("not listed yet"),
         "{health:?}"
     );
     server.restart();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !feed.has_state() {
-        assert!(Instant::now() < deadline, "never listed: {:?}", feed.health());
+        assert!(
+            Instant::now() < deadline,
+            "never listed: {:?}",
+            feed.health()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let first = follower.try_next().expect("the first state");

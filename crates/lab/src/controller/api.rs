@@ -45,15 +45,17 @@ pub(super) fn api_progress_poller(
     ip: Ipv4Addr,
     wake: Sender<super::Event>,
 ) {
-    let path = format!(
-        "/api/v1/namespaces/kube-system/configmaps?fieldSelector=metadata.name%3D{MARKER}"
-    );
+    let path =
+        format!("/api/v1/namespaces/kube-system/configmaps?fieldSelector=metadata.name%3D{MARKER}");
     while !progress.stop.load(Ordering::Relaxed) {
         let found = probe::http_get(IpAddr::V4(ip), API_PORT, &path, Duration::from_millis(500))
             .filter(|(status, _)| *status == 200)
             .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
             .and_then(|list| {
-                let generation = list["items"][0]["data"]["generation"].as_str()?.parse().ok()?;
+                let generation = list["items"][0]["data"]["generation"]
+                    .as_str()?
+                    .parse()
+                    .ok()?;
                 let rv = list["metadata"]["resourceVersion"].as_str()?.parse().ok()?;
                 Some((generation, rv))
             });
@@ -330,7 +332,11 @@ impl Controller {
                 "--patches-file".into(),
                 self.names.api_patches().display().to_string(),
                 "--resource-version-file".into(),
-                self.names.state_dir().join("apiserver.rv").display().to_string(),
+                self.names
+                    .state_dir()
+                    .join("apiserver.rv")
+                    .display()
+                    .to_string(),
                 "--lab".into(),
                 self.names.lab.clone(),
             ],
