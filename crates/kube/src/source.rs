@@ -229,10 +229,10 @@ async fn run(
     health.waiting_since = None;
     publisher.set_health(health.report(&fold));
     publish_progress(&publisher, &fold);
-    if let Some(feed) = feed.take() {
-        if ready.send(Ok(feed)).is_err() {
-            return;
-        }
+    if let Some(feed) = feed.take()
+        && ready.send(Ok(feed)).is_err()
+    {
+        return;
     }
     drop(ready);
 

@@ -230,9 +230,11 @@ impl<K: Watched> Watcher<K> {
 
     /// Watches from `from` until the stream ends; returns the last version seen.
     async fn watch(&mut self, from: &str) -> Result<String, Stop> {
-        let mut params = WatchParams::default();
-        params.label_selector = self.selectors.labels.map(str::to_string);
-        params.field_selector = self.selectors.fields.map(str::to_string);
+        let params = WatchParams {
+            label_selector: self.selectors.labels.map(str::to_string),
+            field_selector: self.selectors.fields.map(str::to_string),
+            ..WatchParams::default()
+        };
         let stream = self.api.watch(&params, from).await.map_err(|e| match &e {
             kube::Error::Api(status) if status.code == 410 => Stop::Expired,
             _ => Stop::Failed(format!("watch: {e}")),
