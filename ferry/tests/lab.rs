@@ -580,10 +580,12 @@ fn a_10_second_api_server_outage_drops_no_traffic_agents_say_stale_and_catch_up(
     )
     .unwrap();
     lab.ok(&["apply", &file.display().to_string()]);
-    // Traffic through the outage (bounded: at most 120 requests of at
-    // most 1 s each, until the lab has started its API server again).
+    // Traffic through the outage, one request each 100 ms (bounded: at
+    // most 200 requests of at most 1 s each), until the lab has started
+    // its API server again (10 s after it went).
     let (mut sent, mut failed, mut stale_seen) = (0, 0, false);
-    while sent < 120 && down.elapsed() < Duration::from_secs(14) {
+    while sent < 200 && down.elapsed() < Duration::from_secs(12) {
+        std::thread::sleep(Duration::from_millis(100));
         sent += 1;
         if !get(&lab, &format!("http://{ip}/")) {
             failed += 1;
@@ -603,17 +605,23 @@ fn a_10_second_api_server_outage_drops_no_traffic_agents_say_stale_and_catch_up(
     );
     assert!(sent >= 10, "only {sent} requests in the outage");
     assert!(stale_seen);
-    let back_pid = lab.status()["api_server"]["pid"].as_u64();
-    assert!(
-        back_pid.is_some_and(|p| p != pid),
-        "the API server was not started again"
+    lab.wait(
+        "the API server started again",
+        Duration::from_secs(10),
+        |lab| {
+            lab.status()["api_server"]["pid"]
+                .as_u64()
+                .is_some_and(|p| p != pid)
+        },
     );
+    let outage = down.elapsed();
     // Back: the Service made during the outage answers, and the agents
-    // are in step again.
+    // are in step again (their watchers retry with client-go's backoff,
+    // up to 30 s apart).
     let ip2 = lab.cluster_ip("web2");
     let caught_up = lab.wait(
         "the Service made during the outage answers",
-        Duration::from_secs(30),
+        Duration::from_secs(40),
         |lab| get(lab, &format!("http://{ip2}/")),
     );
     for node in ["node-1", "node-2"] {
@@ -625,6 +633,6 @@ fn a_10_second_api_server_outage_drops_no_traffic_agents_say_stale_and_catch_up(
         lab.status()["phase"] == "Ready"
     });
     eprintln!(
-        "outage: {sent} requests, {failed} failed; the new Service answered {caught_up:?} after the API server's return"
+        "outage of {outage:?}: {sent} requests, {failed} failed; the new Service answered {caught_up:?} after the API server's return"
     );
 }

@@ -51,6 +51,8 @@ pub struct Fold {
     published_errors: Option<Vec<ManifestError>>,
     /// Per kind, the resourceVersion up to which every change was pushed.
     seen: BTreeMap<Kind, u64>,
+    /// A list's version, held until the list is complete.
+    listing_at: BTreeMap<Kind, u64>,
 }
 
 impl Fold {
@@ -68,13 +70,20 @@ impl Fold {
             state: ClusterState::new(),
             published_errors: None,
             seen: BTreeMap::new(),
+            listing_at: BTreeMap::new(),
         }
     }
 
     /// Every change of `kind` up to `resource_version` has been pushed (a
     /// list's version, an event's, a bookmark's).
+    /// During a (re)list it counts from the list's end, when the objects
+    /// it no longer holds are deleted.
     pub fn progress(&mut self, kind: Kind, resource_version: u64) {
-        self.seen.insert(kind, resource_version);
+        if self.relisting.contains_key(&kind) {
+            self.listing_at.insert(kind, resource_version);
+        } else {
+            self.seen.insert(kind, resource_version);
+        }
     }
 
     /// The resourceVersion up to which every kind has been pushed: the
@@ -140,6 +149,9 @@ impl Fold {
                 self.invalid
                     .retain(|k, _| k.kind != kind || listed.contains(k));
                 self.listed.insert(kind);
+                if let Some(rv) = self.listing_at.remove(&kind) {
+                    self.seen.insert(kind, rv);
+                }
             }
             Change::Apply(object) => self.accept(object),
             Change::Delete(object) => self.remove(object.key()),

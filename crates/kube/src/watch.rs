@@ -3,13 +3,15 @@
 //! then watch from the list's resourceVersion with bookmarks; a watch that
 //! ends is resumed from the last version seen; `410 Gone` relists; a
 //! failed request is retried after client-go's backoff (800 ms doubling to
-//! 30 s). kube-runtime's `watcher` does the same but keeps the list's
+//! 30 s), or at once when another kind's watcher got through again (the
+//! server is back: nobody waits out a long backoff step). kube-runtime's `watcher` does the same but keeps the list's
 //! version and bookmarks to itself; the source needs both to say how far
 //! each kind is known ([`Report::Progress`]), which is what lets the lab
 //! (or anyone) wait until a node has seen a given write.
 //!
 //! Touches the network (the API server, through the kube client).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_model::Kind;
@@ -21,7 +23,7 @@ use kube::api::{ListParams, WatchEvent, WatchParams};
 use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::DefaultBackoff;
 use kube::{Api, Client, ResourceExt};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use crate::fold::Change;
 use crate::strip::Watched;
@@ -78,24 +80,25 @@ struct Selectors {
 
 /// Starts every kind's watcher on the current runtime.
 pub(crate) fn spawn_all(client: &Client, tx: &mpsc::UnboundedSender<Report>) {
+    let back = Arc::new(Notify::new());
     let all = Selectors::default();
-    spawn::<Namespace>(client, Kind::Namespace, all.clone(), tx);
-    spawn::<Node>(client, Kind::Node, all.clone(), tx);
-    spawn::<Service>(client, Kind::Service, all.clone(), tx);
-    spawn::<EndpointSlice>(client, Kind::EndpointSlice, all.clone(), tx);
-    spawn::<Pod>(client, Kind::Pod, all.clone(), tx);
-    spawn::<Ingress>(client, Kind::Ingress, all.clone(), tx);
-    spawn::<IngressClass>(client, Kind::IngressClass, all, tx);
+    spawn::<Namespace>(client, Kind::Namespace, all.clone(), tx, &back);
+    spawn::<Node>(client, Kind::Node, all.clone(), tx, &back);
+    spawn::<Service>(client, Kind::Service, all.clone(), tx, &back);
+    spawn::<EndpointSlice>(client, Kind::EndpointSlice, all.clone(), tx, &back);
+    spawn::<Pod>(client, Kind::Pod, all.clone(), tx, &back);
+    spawn::<Ingress>(client, Kind::Ingress, all.clone(), tx, &back);
+    spawn::<IngressClass>(client, Kind::IngressClass, all, tx, &back);
     let tls = Selectors {
         fields: Some(SECRET_SELECTOR),
         ..Selectors::default()
     };
-    spawn::<Secret>(client, Kind::Secret, tls, tx);
+    spawn::<Secret>(client, Kind::Secret, tls, tx, &back);
     let ours = Selectors {
         labels: Some(CONFIG_MAP_SELECTOR),
         ..Selectors::default()
     };
-    spawn::<ConfigMap>(client, Kind::ConfigMap, ours, tx);
+    spawn::<ConfigMap>(client, Kind::ConfigMap, ours, tx, &back);
 }
 
 fn spawn<K: Watched>(
@@ -103,8 +106,10 @@ fn spawn<K: Watched>(
     kind: Kind,
     selectors: Selectors,
     tx: &mpsc::UnboundedSender<Report>,
+    back: &Arc<Notify>,
 ) {
     let watcher = Watcher::<K> {
+        back: back.clone(),
         api: Api::all(client.clone()),
         kind,
         selectors,
@@ -133,6 +138,9 @@ struct Watcher<K: Watched> {
     backoff: DefaultBackoff,
     /// The last request failed (so the next success is reported).
     failing: bool,
+    /// Shared by every kind's watcher: one that gets through after
+    /// failing wakes the others from their backoff.
+    back: Arc<Notify>,
 }
 
 fn version_number(rv: &str) -> Option<u64> {
@@ -178,7 +186,10 @@ impl<K: Watched> Watcher<K> {
         if self.tx.send(report).is_err() {
             return false;
         }
-        tokio::time::sleep(retry_in).await;
+        tokio::select! {
+            () = tokio::time::sleep(retry_in) => {}
+            () = self.back.notified() => {}
+        }
         true
     }
 
@@ -190,6 +201,7 @@ impl<K: Watched> Watcher<K> {
     fn succeeded(&mut self) -> Result<(), Stop> {
         self.backoff.reset();
         if std::mem::take(&mut self.failing) {
+            self.back.notify_waiters();
             self.send(Report::Connected(self.kind))?;
         }
         Ok(())
@@ -221,10 +233,12 @@ impl<K: Watched> Watcher<K> {
                 Change::InitApply(item.into_object()),
             ))?;
         }
-        self.send(Report::Event(self.kind, Change::InitDone))?;
+        // The list's version before its end, so that the state made at
+        // the end of the first lists already comes with its progress.
         if let Some(n) = version_number(&version) {
             self.send(Report::Progress(self.kind, n))?;
         }
+        self.send(Report::Event(self.kind, Change::InitDone))?;
         Ok(version)
     }
 
