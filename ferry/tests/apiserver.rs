@@ -332,6 +332,38 @@ fn idle_watches_that_allow_bookmarks_get_them_and_a_watch_without_a_version_star
 }
 
 #[test]
+fn a_watch_that_allows_bookmarks_hears_at_once_when_the_store_moved_past_it() {
+    let dir = dir_with(SERVICES);
+    // No idle bookmark within the test: only the prompt one can arrive.
+    let server = Server::start(dir.path(), &["--bookmark-seconds", "600"]);
+    let now = server.get_json("/api/v1/namespaces")["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dir_path = dir.path().to_path_buf();
+    let changer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        rewrite(&dir_path, &SERVICES.replace("port: 80}", "port: 90}"));
+    });
+    // Namespaces do not change; a Service does.
+    let started = std::time::Instant::now();
+    let events = server.watch(
+        &format!("/api/v1/namespaces?watch=true&allowWatchBookmarks=true&resourceVersion={now}"),
+        Duration::from_secs(10),
+        |e| !e.is_empty(),
+    );
+    changer.join().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(events[0]["type"], "BOOKMARK", "{events:?}");
+    let moved: u64 = events[0]["object"]["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(moved > now.parse().unwrap(), "{events:?}");
+}
+
+#[test]
 fn selectors_filter_and_bad_requests_get_api_status_errors() {
     let dir = dir_with(SERVICES);
     let server = Server::start(dir.path(), &[]);

@@ -478,7 +478,8 @@ fn a_manifest_rewritten_in_place_a_thousand_times_never_loses_an_object() {
         .iter()
         .map(|p| p["ip"].as_str().unwrap().to_string())
         .collect();
-    let file = std::path::Path::new("/run/ferry/labs/e2einplace/manifests/zz-in-place.yaml");
+    let path = format!("/run/ferry/labs/{}/manifests/zz-in-place.yaml", lab.name);
+    let file = std::path::Path::new(&path);
     let version = |i: u32| {
         let mut y = String::from(
             "apiVersion: v1\nkind: Service\nmetadata: {name: stable, namespace: shop}\nspec:\n  clusterIP: 172.16.40.40\n  ports: [{port: 80, targetPort: 8080}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: stable-1, namespace: shop, labels: {kubernetes.io/service-name: stable}}\naddressType: IPv4\nports: [{port: 8080}]\nendpoints:\n",
@@ -564,7 +565,7 @@ fn a_second_agent_on_a_lab_node_is_refused_and_the_first_keeps_serving() {
             "--node",
             "node-1",
             "--source",
-            "manifests:/run/ferry/labs/e2esecond/manifests",
+            &format!("manifests:/run/ferry/labs/{}/manifests", lab.name),
             "--healthz-bind-address",
             "127.0.0.1:20256",
             "--metrics-bind-address",

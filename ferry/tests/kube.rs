@@ -103,18 +103,16 @@ fn health(port: u16) -> Option<Value> {
     serde_json::from_slice(&out.stdout).ok()
 }
 
-#[test]
-fn the_agent_on_the_kube_source_reports_an_outage_as_stale() {
-    if !ferry_sys::testing::have_or_skip("curl") {
-        return;
-    }
-    let server = fake::ApiServer::start(&cluster());
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = server.kubeconfig(dir.path());
-    let healthz = free_port();
+/// `ferry agent` on the API source with DNS on no address and no proxy
+/// (nothing that needs root), its health on 127.0.0.1:`healthz`.
+fn agent_without_kernel_components(
+    kubeconfig: &std::path::Path,
+    healthz: u16,
+    node: &str,
+) -> Running {
     let child = common::ferry()
         .args(["agent", "--source", "kube", "--kubeconfig"])
-        .arg(&kubeconfig)
+        .arg(kubeconfig)
         .args([
             "--components",
             "dns",
@@ -128,12 +126,24 @@ fn the_agent_on_the_kube_source_reports_an_outage_as_stale() {
             "--metrics-bind-address",
             &format!("127.0.0.1:{}", free_port()),
         ])
-        .env("NODE_NAME", "node-from-env")
+        .env("NODE_NAME", node)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let _running = Running(child);
+    Running(child)
+}
+
+#[test]
+fn the_agent_on_the_kube_source_reports_an_outage_as_stale() {
+    if !ferry_sys::testing::have_or_skip("curl") {
+        return;
+    }
+    let server = fake::ApiServer::start(&cluster());
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = server.kubeconfig(dir.path());
+    let healthz = free_port();
+    let _running = agent_without_kernel_components(&kubeconfig, healthz, "node-from-env");
     eventually("the agent's health", || health(healthz).is_some());
     let body = health(healthz).unwrap();
     assert_eq!(body["nodeName"], "node-from-env", "{body}");
@@ -156,6 +166,53 @@ fn the_agent_on_the_kube_source_reports_an_outage_as_stale() {
     eventually("the source in step again", || {
         health(healthz).is_some_and(|b| b.get("sourceStaleSince").is_none())
     });
+}
+
+fn status_of(port: u16, path: &str) -> Option<(u16, Value)> {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "2", "-w", "\n%{http_code}"])
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n')?;
+    Some((code.trim().parse().ok()?, serde_json::from_str(body).ok()?))
+}
+
+#[test]
+fn the_agent_started_while_the_api_server_is_down_serves_its_health_and_lists_when_it_returns() {
+    if !ferry_sys::testing::have_or_skip("curl") {
+        return;
+    }
+    let server = fake::ApiServer::start(&cluster());
+    server.stop();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = server.kubeconfig(dir.path());
+    let healthz = free_port();
+    let _running = agent_without_kernel_components(&kubeconfig, healthz, "node-a");
+    eventually("the agent's health while the API is down", || {
+        status_of(healthz, "/healthz").is_some()
+    });
+    for path in ["/healthz", "/readyz"] {
+        let (code, body) = status_of(healthz, path).unwrap();
+        assert_eq!(code, 503, "{path}: {body}");
+        assert!(body.get("sourceStaleSince").is_some(), "{path}: {body}");
+        assert!(
+            body["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("no state yet")),
+            "{path}: {body}"
+        );
+        assert_eq!(body["objects"], 0, "{path}: {body}");
+    }
+    server.restart();
+    eventually("ready once the lists arrive", || {
+        status_of(healthz, "/readyz").is_some_and(|(code, _)| code == 200)
+    });
+    let (code, body) = status_of(healthz, "/healthz").unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["objects"], 2, "{body}");
+    assert!(body.get("sourceStaleSince").is_none(), "{body}");
 }
 
 /// A network namespace of this test's own, deleted on drop (after the

@@ -237,10 +237,11 @@ fn lab_down_leaves_nothing_and_lab_up_recovers_after_kill_9() {
         return;
     }
     let lab = Lab::up("e2edown", &[&fixture("lab-basic.yaml")], &[]);
-    assert!(!lab_leftovers("e2edown").is_empty());
+    let name = lab.name.clone();
+    assert!(!lab_leftovers(&name).is_empty());
     // Kill every lab process at once, as a crash would.
     let out = Command::new("pkill")
-        .args(["-9", "-f", "--", "--lab e2edown( |$)"])
+        .args(["-9", "-f", "--", &format!("--lab {name}( |$)")])
         .output()
         .unwrap();
     assert!(out.status.success(), "nothing killed");
@@ -248,7 +249,7 @@ fn lab_down_leaves_nothing_and_lab_up_recovers_after_kill_9() {
     assert!(lab.status()["phase"] == "Stopped");
     // A new lab up cleans the leftovers and comes up.
     let again = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["lab", "up", "--lab", "e2edown", &fixture("lab-basic.yaml")])
+        .args(["lab", "up", "--lab", &name, &fixture("lab-basic.yaml")])
         .output()
         .unwrap();
     assert!(again.status.success(), "{}", text(&again));
@@ -268,7 +269,7 @@ fn lab_down_leaves_nothing_and_lab_up_recovers_after_kill_9() {
 
     let out = lab.run(&["down"]);
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(lab_leftovers("e2edown"), Vec::<String>::new());
+    assert_eq!(lab_leftovers(&name), Vec::<String>::new());
     // Down again: nothing to do, still fine.
     assert!(text(&lab.run(&["down"])).contains("nothing to remove"));
 }
@@ -316,8 +317,9 @@ fn bad_manifests_are_refused_and_the_running_lab_is_untouched() {
         .join("examples/broken/mistakes.yaml")
         .display()
         .to_string();
+    let name = lab_name("e2ebad");
     let out = ferry()
-        .args(["lab", "up", "--lab", "e2ebad", &broken])
+        .args(["lab", "up", "--lab", &name, &broken])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -328,7 +330,7 @@ fn bad_manifests_are_refused_and_the_running_lab_is_untouched() {
         "{msg}"
     );
     assert!(
-        !Path::new("/run/ferry/labs/e2ebad").exists(),
+        !Path::new(&format!("/run/ferry/labs/{name}")).exists(),
         "a refused lab up leaves nothing"
     );
 
@@ -370,7 +372,8 @@ fn the_lab_state_is_root_only_and_a_silent_control_client_blocks_nothing() {
         return;
     }
     let lab = Lab::up("e2eperms", &[&fixture("lab-basic.yaml")], &[]);
-    let state = std::path::Path::new("/run/ferry/labs/e2eperms");
+    let state_dir = format!("/run/ferry/labs/{}", lab.name);
+    let state = std::path::Path::new(&state_dir);
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(state), 0o700, "the state directory");
     assert_eq!(
@@ -475,27 +478,8 @@ fn on_the_api_source_pods_reach_services_by_name_and_scaling_reaches_the_rules()
         &["--source", "kube"],
     );
     let ip = lab.cluster_ip("web");
-    // On this source `lab up`'s Ready does not yet mean "programmed" (the
-    // lab compares resourceVersions with its own generation, which the API
-    // server renumbers; see the issue note): wait for the first answer.
-    lab.wait(
-        "the Service answers by name",
-        Duration::from_secs(20),
-        |lab| {
-            lab.exec(
-                "pod/shop/client",
-                &[
-                    "curl",
-                    "-sS",
-                    "-m",
-                    "1",
-                    "http://web.shop.svc.cluster.local/",
-                ],
-            )
-            .status
-            .success()
-        },
-    );
+    // Ready means every agent has programmed what the lab wrote: the
+    // first request goes through.
     let answer = json(&lab.exec_ok(
         "pod/shop/client",
         &[
@@ -543,4 +527,112 @@ fn on_the_api_source_pods_reach_services_by_name_and_scaling_reaches_the_rules()
     ))
     .unwrap();
     assert!(log.contains("listed every kind; watching"), "{log}");
+}
+
+/// How the agents' health reads on a node (from the node's namespace).
+fn agent_health(lab: &Lab, node: &str) -> serde_json::Value {
+    let ip = lab.node_ip(node);
+    json(&lab.exec_ok(
+        &format!("node/{node}"),
+        &[
+            "curl",
+            "-sS",
+            "-m",
+            "2",
+            &format!("http://{ip}:10256/healthz"),
+        ],
+    ))
+}
+
+#[test]
+fn a_10_second_api_server_outage_drops_no_traffic_agents_say_stale_and_catch_up() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::up(
+        "e2eoutage",
+        &[&fixture("lab-basic.yaml")],
+        &["--source", "kube"],
+    );
+    let ip = lab.cluster_ip("web");
+    let get = |lab: &Lab, url: &str| {
+        lab.exec("pod/shop/client", &["curl", "-sS", "-m", "1", url])
+            .status
+            .success()
+    };
+    assert!(get(&lab, &format!("http://{ip}/")));
+    let pid = lab.status()["api_server"]["pid"]
+        .as_u64()
+        .expect("the API server's pid");
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let down = Instant::now();
+    // A Service made while the API server is down.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("web2.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web2, namespace: shop}\n\
+         spec:\n  selector: {app: web}\n  ports: [{name: http, port: 80, targetPort: http}]\n",
+    )
+    .unwrap();
+    lab.ok(&["apply", &file.display().to_string()]);
+    // Traffic through the outage, one request each 100 ms (bounded: at
+    // most 200 requests of at most 1 s each), until the lab has started
+    // its API server again (10 s after it went).
+    let (mut sent, mut failed, mut stale_seen) = (0, 0, false);
+    while sent < 200 && down.elapsed() < Duration::from_secs(12) {
+        std::thread::sleep(Duration::from_millis(100));
+        sent += 1;
+        if !get(&lab, &format!("http://{ip}/")) {
+            failed += 1;
+        }
+        if !stale_seen && down.elapsed() > Duration::from_secs(3) {
+            let health = agent_health(&lab, "node-1");
+            assert!(
+                health.get("sourceStaleSince").is_some(),
+                "the agent does not say its source is stale: {health}"
+            );
+            stale_seen = true;
+        }
+    }
+    assert_eq!(
+        failed, 0,
+        "{failed} of {sent} requests failed during the outage"
+    );
+    assert!(sent >= 10, "only {sent} requests in the outage");
+    assert!(stale_seen);
+    lab.wait(
+        "the API server started again",
+        Duration::from_secs(10),
+        |lab| {
+            lab.status()["api_server"]["pid"]
+                .as_u64()
+                .is_some_and(|p| p != pid)
+        },
+    );
+    let outage = down.elapsed();
+    // Back: the Service made during the outage answers, and the agents
+    // are in step again (their watchers retry with client-go's backoff,
+    // up to 30 s apart).
+    let ip2 = lab.cluster_ip("web2");
+    let caught_up = lab.wait(
+        "the Service made during the outage answers",
+        Duration::from_secs(40),
+        |lab| get(lab, &format!("http://{ip2}/")),
+    );
+    for node in ["node-1", "node-2"] {
+        lab.wait("the agent in step again", Duration::from_secs(30), |lab| {
+            agent_health(lab, node).get("sourceStaleSince").is_none()
+        });
+    }
+    lab.wait("the lab Ready again", Duration::from_secs(30), |lab| {
+        lab.status()["phase"] == "Ready"
+    });
+    eprintln!(
+        "outage of {outage:?}: {sent} requests, {failed} failed; the new Service answered {caught_up:?} after the API server's return"
+    );
 }

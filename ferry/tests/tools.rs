@@ -177,7 +177,7 @@ fn lab_up_fails_fast_naming_the_node_and_the_agents_error_when_a_program_is_miss
     let bin = path_without(|n| n.starts_with("iptables") || n.starts_with("ip6tables"));
     let started = Instant::now();
     let lab = Lab {
-        name: "e2enotools".into(),
+        name: lab_name("e2enotools"),
     };
     let out = ferry()
         .env("PATH", bin.path())

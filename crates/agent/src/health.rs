@@ -4,7 +4,9 @@
 //! also needs the node to be eligible (not being deleted, not tainted for
 //! deletion by the cluster autoscaler), because cloud load balancers probe
 //! it to decide where to send traffic. The body says when the rules were
-//! last updated and, when unhealthy, why.
+//! last updated and, when unhealthy, why. Before the source's first state
+//! (the API server unreachable at start) `/healthz` and `/readyz` are 503
+//! and the body says the source is stale and why.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -96,6 +98,15 @@ pub(crate) async fn serve(listener: TcpListener, ctx: Context) {
                 body["sourceStaleReason"] = source.reason.unwrap_or_default().into();
             }
             let (ok, why) = match path {
+                // Nothing programmed from the cluster yet: a load balancer
+                // must not send traffic here, nor may the node count as ready.
+                "/healthz" | "/readyz" if !published.listed => (
+                    false,
+                    Some(format!(
+                        "the source has no state yet: {}",
+                        body["sourceStaleReason"].as_str().unwrap_or("starting")
+                    )),
+                ),
                 "/healthz" if !eligible => (false, Some("the node is being deleted".to_string())),
                 "/readyz" if !waiting.is_empty() => (
                     false,

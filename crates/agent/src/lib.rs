@@ -178,6 +178,10 @@ pub enum AgentError {
 pub struct Published {
     pub snapshot: Arc<Snapshot>,
     pub at: SystemTime,
+    /// False while the source has not read its first state (the
+    /// Kubernetes API source during an outage at start): `snapshot` is
+    /// then an empty placeholder.
+    pub listed: bool,
 }
 
 /// The external programs this configuration runs; the agent refuses to
@@ -273,8 +277,10 @@ pub async fn run(mut config: Config) -> Result<(), AgentError> {
     let healthz = bind(config.healthz_bind, "healthz").await?;
     let metrics_listener = bind(config.metrics_bind, "metrics").await?;
     // Watching starts before the first read, so a change made while the
-    // components start is not lost.
-    let feed = ferry_kube::start(
+    // components start is not lost. The API source does not wait for its
+    // first lists: the agent serves its health (not ready, the source
+    // stale) and the components start programming when the lists arrive.
+    let feed = ferry_kube::start_in_background(
         &config.source,
         FeedOptions {
             validation: ferry_model::ValidationOptions {
@@ -367,7 +373,26 @@ pub async fn run(mut config: Config) -> Result<(), AgentError> {
     let (tx, rx) = watch::channel(Published {
         snapshot: first,
         at: SystemTime::now(),
+        listed: feed.has_state(),
     });
+    // The API source says how far it has read (per kind, bookmarks
+    // included); it tells exactly which resourceVersion a state holds.
+    let mut source_progress = feed.watch_progress();
+    if matches!(config.source, SourceSpec::Kube { .. }) {
+        progress.follow_source();
+        let progress = progress.clone();
+        tokio::spawn(async move {
+            loop {
+                let reported = *source_progress.borrow_and_update();
+                if let Some(p) = reported {
+                    progress.note(p.state_version, p.resource_version);
+                }
+                if source_progress.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
     tokio::spawn(health::serve(
         healthz,
         health::Context {
@@ -392,6 +417,7 @@ pub async fn run(mut config: Config) -> Result<(), AgentError> {
                 .send(Published {
                     snapshot,
                     at: SystemTime::now(),
+                    listed: true,
                 })
                 .is_err()
             {

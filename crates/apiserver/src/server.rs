@@ -39,6 +39,10 @@ pub struct Config {
     pub max_events: usize,
     /// A BOOKMARK this often on idle watches that allow them.
     pub bookmark_interval: Duration,
+    /// Where the last resourceVersion is kept: a restarted server numbers
+    /// on from it, as etcd's revision survives a restart, and a watch
+    /// from before the restart gets 410 (None: start from 0).
+    pub resource_version_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +125,24 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     )?;
     let mut store = Store::new(config.max_events);
     store.set_time(now());
+    if let Some(path) = &config.resource_version_file {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let rv = text.trim().parse().map_err(|e| ServerError::Patches {
+                    path: path.clone(),
+                    why: format!("not a resourceVersion: {e}"),
+                })?;
+                store.restart_after(rv);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(ServerError::Patches {
+                    path: path.clone(),
+                    why: e.to_string(),
+                });
+            }
+        }
+    }
     store.sync(&feed.latest().state, None);
     if let Some(path) = &config.patches_file {
         store.restore_patches(load_patches(path)?);
@@ -140,6 +162,9 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             source,
         })?;
     tracing::info!(listen = %config.listen, manifests = %config.manifests.display(), "API server serving");
+    if let Some(path) = config.resource_version_file.clone() {
+        tokio::spawn(keep_resource_version(path, shared.version.subscribe()));
+    }
     let mut follower = feed.follow();
     let following = shared.clone();
     tokio::spawn(async move {
@@ -170,6 +195,22 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     })
     .await;
     Ok(())
+}
+
+/// Writes every new resourceVersion to `path` (atomically).
+async fn keep_resource_version(path: PathBuf, mut version: watch::Receiver<u64>) {
+    loop {
+        let rv = *version.borrow_and_update();
+        let tmp = path.with_extension("tmp");
+        if let Err(e) =
+            std::fs::write(&tmp, format!("{rv}\n")).and_then(|()| std::fs::rename(&tmp, &path))
+        {
+            tracing::warn!(path = %path.display(), error = %e, "cannot keep the resourceVersion");
+        }
+        if version.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Now, as the API server stamps objects.
@@ -400,6 +441,19 @@ fn line(kind: &str, object: &Value) -> Bytes {
     Bytes::from(s)
 }
 
+/// A BOOKMARK event's object: only the kind and the resourceVersion.
+fn bookmark(resource: &Resource, rv: u64) -> Value {
+    json!({
+        "kind": resource.kind.as_str(),
+        "apiVersion": resource.group_version(),
+        "metadata": {"resourceVersion": rv.to_string()},
+    })
+}
+
+fn object_version(o: &Value) -> Option<u64> {
+    o["metadata"]["resourceVersion"].as_str()?.parse().ok()
+}
+
 fn watch_response(
     shared: Arc<Shared>,
     resource: &'static Resource,
@@ -461,10 +515,28 @@ fn watch_response(
             };
             match events {
                 Ok(events) => {
+                    let mut sent = last;
                     for (kind, o) in events {
+                        if let Some(v) = object_version(&o) {
+                            sent = sent.max(v);
+                        }
                         if tx.send(line(kind.as_str(), &o)).await.is_err() {
                             return;
                         }
+                    }
+                    // Progress at once, as a bookmark: the store moved on
+                    // with nothing for this watch after `sent`. A client
+                    // then knows it has every change of its kind up to
+                    // `rv` without waiting for the idle bookmark (the
+                    // lab's Ready waits for exactly that).
+                    if bookmarks
+                        && rv > sent
+                        && tx
+                            .send(line("BOOKMARK", &bookmark(resource, rv)))
+                            .await
+                            .is_err()
+                    {
+                        return;
                     }
                     last = rv;
                 }
@@ -476,12 +548,7 @@ fn watch_response(
             tokio::select! {
                 changed = changes.changed() => if changed.is_err() { return },
                 _ = tokio::time::sleep(shared.config.bookmark_interval), if bookmarks => {
-                    let mark = json!({
-                        "kind": resource.kind.as_str(),
-                        "apiVersion": resource.group_version(),
-                        "metadata": {"resourceVersion": last.to_string()},
-                    });
-                    if tx.send(line("BOOKMARK", &mark)).await.is_err() {
+                    if tx.send(line("BOOKMARK", &bookmark(resource, last))).await.is_err() {
                         return;
                     }
                 }

@@ -199,6 +199,14 @@ impl Store {
         }
     }
 
+    /// A restart of a server that had reached `rv`: versions go on from
+    /// there, and watches from `rv` or before get 410 (their history is
+    /// gone; a relist finds what changed meanwhile, deletions included).
+    pub fn restart_after(&mut self, rv: u64) {
+        self.rv = self.rv.max(rv);
+        self.oldest = self.oldest.max(rv + 1);
+    }
+
     /// The current time (RFC 3339), for objects created from now on.
     pub fn set_time(&mut self, rfc3339: String) {
         self.now = rfc3339;
@@ -639,6 +647,23 @@ mod tests {
         let again = TWO.replace("port: 80}]}\n---", "port: 81}]}\n---");
         s.sync(&state(&again), None);
         assert_eq!(s.resource_version(), 41, "on from there, one by one");
+    }
+
+    #[test]
+    fn a_restarted_store_numbers_on_and_sends_watches_from_before_410() {
+        let mut s = Store::new(100);
+        s.restart_after(500);
+        s.sync(&state(TWO), None);
+        assert_eq!(s.resource_version(), 502, "two objects after 500");
+        let from_before = s.events_since(500, Kind::Service, None, &Selector::default());
+        assert!(
+            matches!(from_before, Err(ApiError::Gone { .. })),
+            "{from_before:?}"
+        );
+        let since_restart = s
+            .events_since(501, Kind::Service, None, &Selector::default())
+            .unwrap();
+        assert_eq!(since_restart.len(), 1);
     }
 
     #[test]

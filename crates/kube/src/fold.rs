@@ -49,6 +49,10 @@ pub struct Fold {
     node_ports: NodePortClaims,
     state: ClusterState,
     published_errors: Option<Vec<ManifestError>>,
+    /// Per kind, the resourceVersion up to which every change was pushed.
+    seen: BTreeMap<Kind, u64>,
+    /// A list's version, held until the list is complete.
+    listing_at: BTreeMap<Kind, u64>,
 }
 
 impl Fold {
@@ -65,7 +69,36 @@ impl Fold {
             node_ports: NodePortClaims::new(),
             state: ClusterState::new(),
             published_errors: None,
+            seen: BTreeMap::new(),
+            listing_at: BTreeMap::new(),
         }
+    }
+
+    /// Every change of `kind` up to `resource_version` has been pushed (a
+    /// list's version, an event's, a bookmark's).
+    /// During a (re)list it counts from the list's end, when the objects
+    /// it no longer holds are deleted.
+    pub fn progress(&mut self, kind: Kind, resource_version: u64) {
+        if self.relisting.contains_key(&kind) {
+            self.listing_at.insert(kind, resource_version);
+        } else {
+            self.seen.insert(kind, resource_version);
+        }
+    }
+
+    /// The resourceVersion up to which every kind has been pushed: the
+    /// state after the next [`Fold::flush`] holds every change the server
+    /// made up to it. `None` until every kind has said.
+    pub fn resource_version(&self) -> Option<u64> {
+        if self.kinds.iter().any(|k| !self.seen.contains_key(k)) {
+            return None;
+        }
+        self.seen.values().min().copied()
+    }
+
+    /// The version of the state the last flush made.
+    pub fn state_version(&self) -> u64 {
+        self.state.version()
     }
 
     /// True once every kind's first list is complete.
@@ -116,6 +149,9 @@ impl Fold {
                 self.invalid
                     .retain(|k, _| k.kind != kind || listed.contains(k));
                 self.listed.insert(kind);
+                if let Some(rv) = self.listing_at.remove(&kind) {
+                    self.seen.insert(kind, rv);
+                }
             }
             Change::Apply(object) => self.accept(object),
             Change::Delete(object) => self.remove(object.key()),

@@ -1,4 +1,4 @@
-//! The Kubernetes API source: one kube-runtime watcher per kind the data
+//! The Kubernetes API source: one list-and-watch loop per kind the data
 //! plane reads (Namespaces, Nodes, Services, EndpointSlices, Pods,
 //! Ingresses, IngressClasses, TLS Secrets, and the ConfigMaps ferry reads),
 //! folded into [`ferry_model::ClusterState`] with the manifests source's
@@ -8,8 +8,9 @@
 //! kube and its TLS stack are compiled here only: this is a leaf crate,
 //! used by the agent and the `ferry` binary.
 //!
-//! - [`source`]: the running source, batching and staleness.
-//! - [`watch`]: the watchers, and which objects of each kind they ask for.
+//! - [`source`]: the running source, batching, staleness and progress.
+//! - [`watch`]: the watchers (list, watch, bookmarks, 410, backoff), and
+//!   which objects of each kind they ask for.
 //! - [`fold`]: events into states and exact change sets (pure).
 //! - [`strip`]: what is kept of each object (pure).
 //! - [`write`]: the one writer to the API (a Node's annotations for the
@@ -27,7 +28,7 @@ pub mod write;
 
 use std::path::PathBuf;
 
-pub use source::start;
+pub use source::{start, start_in_background};
 pub use write::Writer;
 
 #[derive(Debug, thiserror::Error)]

@@ -5,7 +5,9 @@
 //! `410 Gone` mid-watch relists to the server's truth; a dropped watch
 //! resumes from its last version; an outage keeps the last state, reports
 //! the source stale, and recovers; an invalid object is reported and
-//! skipped.
+//! skipped; the source's progress is the lowest version every kind's
+//! watch has reached, bookmarks included; started in the background
+//! during an outage, it has no state and is stale until the first lists.
 //!
 //! Touches the network (127.0.0.1 only) and temporary files.
 
@@ -430,6 +432,82 @@ fn a_bookmark_changes_nothing() {
         has(s, Kind::Service, "demo", "api")
     });
     assert_eq!(setup.feed.health().stale_since, None);
+}
+
+fn progress(feed: &Feed) -> u64 {
+    feed.watch_progress()
+        .borrow()
+        .map_or(0, |p| p.resource_version)
+}
+
+#[test]
+fn progress_is_the_lowest_version_every_kind_reached_and_bookmarks_move_it() {
+    let setup = Setup::new(&[]);
+    setup.wait_for_watches();
+    let listed = setup.server.resource_version();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while progress(&setup.feed) != listed {
+        assert!(Instant::now() < deadline, "not the lists' version");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // One Service changes: the other kinds' watches hear nothing, so the
+    // source cannot yet say it has everything up to the new version.
+    setup.server.apply(json_of(&web_port_81()));
+    let changed = setup.server.resource_version();
+    wait_for(&setup.feed, "port 81", |s| {
+        s.state.service_ports().any(|p| p.port == 81)
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(progress(&setup.feed), listed);
+    // A bookmark on every watch says there is nothing more up to `changed`.
+    setup.server.bookmark();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while progress(&setup.feed) < changed {
+        assert!(Instant::now() < deadline, "the bookmarks moved nothing");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let p = setup.feed.watch_progress().borrow().unwrap();
+    assert_eq!(p.resource_version, changed);
+    assert_eq!(p.state_version, setup.feed.latest().state.version());
+}
+
+#[test]
+fn started_in_the_background_during_an_outage_it_is_stale_then_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ApiServer::start(&[json_of(OBJECTS[0].1)]);
+    server.stop();
+    let spec = SourceSpec::Kube {
+        kubeconfig: Some(server.kubeconfig(dir.path())),
+    };
+    let feed = ferry_kube::start_in_background(&spec, FeedOptions::default())
+        .expect("starts without the server");
+    let mut follower = feed.follow();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!feed.has_state());
+    assert!(follower.try_next().is_none(), "no state to follow yet");
+    let health = feed.health();
+    assert!(health.stale_since.is_some(), "{health:?}");
+    assert!(
+        health
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("not listed yet"),
+        "{health:?}"
+    );
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !feed.has_state() {
+        assert!(
+            Instant::now() < deadline,
+            "never listed: {:?}",
+            feed.health()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let first = follower.try_next().expect("the first state");
+    assert_eq!(first.state.len(), 1);
+    assert_eq!(feed.health().stale_since, None);
 }
 
 #[test]

@@ -19,6 +19,21 @@ use crate::watch::ManifestWatcher;
 pub struct Feed {
     rx: watch::Receiver<Arc<Snapshot>>,
     health: watch::Receiver<SourceHealth>,
+    progress: watch::Receiver<Option<SourceProgress>>,
+    /// The channel's first value is a placeholder, not a state the source
+    /// read: followers wait for the first one it publishes.
+    pending: bool,
+}
+
+/// How far the source has read: every change the server made up to
+/// `resource_version` is in state version `state_version` (or an older
+/// one). The Kubernetes API source knows this per kind, from lists,
+/// events and bookmarks, and reports the lowest; the manifests source
+/// reports nothing (the objects' own resourceVersions say it there).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SourceProgress {
+    pub state_version: u64,
+    pub resource_version: u64,
 }
 
 /// Whether the source is in step with what it watches. A stale source
@@ -40,6 +55,7 @@ pub struct SourceHealth {
 pub struct Publisher {
     snapshots: watch::Sender<Arc<Snapshot>>,
     health: watch::Sender<SourceHealth>,
+    progress: watch::Sender<Option<SourceProgress>>,
 }
 
 impl Publisher {
@@ -53,6 +69,15 @@ impl Publisher {
         self.health.send_if_modified(|h| {
             let changed = *h != health;
             *h = health;
+            changed
+        });
+    }
+
+    /// Says how far the source has read (followers are not woken).
+    pub fn set_progress(&self, progress: SourceProgress) {
+        self.progress.send_if_modified(|p| {
+            let changed = *p != Some(progress);
+            *p = Some(progress);
             changed
         });
     }
@@ -98,7 +123,6 @@ impl Feed {
         let (mut watcher, first) =
             ManifestWatcher::open_with(paths, options.recursive, DEBOUNCE, options.validation)?;
         let (tx, rx) = watch::channel(Arc::new(first));
-        let health = watch::channel(SourceHealth::default()).1;
         std::thread::Builder::new()
             .name("source".into())
             .spawn(move || {
@@ -120,28 +144,75 @@ impl Feed {
                 }
             })
             .map_err(|e| SourceError::Thread(e.to_string()))?;
-        Ok(Feed { rx, health })
+        Ok(Feed::from_channel(rx))
+    }
+
+    /// A feed over `rx`, never stale and reporting no progress.
+    fn from_channel(rx: watch::Receiver<Arc<Snapshot>>) -> Feed {
+        Feed {
+            rx,
+            health: watch::channel(SourceHealth::default()).1,
+            progress: watch::channel(None).1,
+            pending: false,
+        }
     }
 
     /// A feed of fixed snapshots pushed by the caller (tests, benchmarks).
     pub fn manual(first: Snapshot) -> (watch::Sender<Arc<Snapshot>>, Feed) {
         let (tx, rx) = watch::channel(Arc::new(first));
-        let health = watch::channel(SourceHealth::default()).1;
-        (tx, Feed { rx, health })
+        (tx, Feed::from_channel(rx))
     }
 
-    /// A feed whose snapshots and health a source elsewhere publishes;
-    /// `first` is the first state every follower sees.
+    /// A feed whose snapshots, health and progress a source elsewhere
+    /// publishes; `first` is the first state every follower sees.
     pub fn publisher(first: Snapshot) -> (Publisher, Feed) {
+        Feed::publisher_with(first, false)
+    }
+
+    /// A feed with no state yet (a source that has not read its first
+    /// one): followers wait for the first [`Publisher::publish`], and
+    /// [`Feed::has_state`] says whether it came. Until then [`Feed::latest`]
+    /// is an empty cluster that nobody should program.
+    pub fn publisher_pending() -> (Publisher, Feed) {
+        let empty = Snapshot {
+            state: ClusterState::new(),
+            changes: ChangeSet::default(),
+            errors: Vec::new(),
+        };
+        Feed::publisher_with(empty, true)
+    }
+
+    fn publisher_with(first: Snapshot, pending: bool) -> (Publisher, Feed) {
         let (snapshots, rx) = watch::channel(Arc::new(first));
         let (health, health_rx) = watch::channel(SourceHealth::default());
+        let (progress, progress_rx) = watch::channel(None);
         (
-            Publisher { snapshots, health },
+            Publisher {
+                snapshots,
+                health,
+                progress,
+            },
             Feed {
                 rx,
                 health: health_rx,
+                progress: progress_rx,
+                pending,
             },
         )
+    }
+
+    /// Whether the source has published a state it read (always true but
+    /// for a [`Feed::publisher_pending`] feed before its first state).
+    pub fn has_state(&self) -> bool {
+        // This receiver never marks a value seen: "changed" means
+        // "published since the feed was made".
+        !self.pending || self.rx.has_changed().unwrap_or(false)
+    }
+
+    /// How far the source has read, as it changes (`None` for sources
+    /// that do not say).
+    pub fn watch_progress(&self) -> watch::Receiver<Option<SourceProgress>> {
+        self.progress.clone()
     }
 
     /// Whether the source is in step now.
@@ -160,10 +231,13 @@ impl Feed {
     }
 
     /// A new consumer; its first [`Follower::next`] returns the newest
-    /// state with every object in the change set.
+    /// state with every object in the change set (for a pending feed, the
+    /// first state the source publishes).
     pub fn follow(&self) -> Follower {
         let mut rx = self.rx.clone();
-        rx.mark_changed();
+        if !self.pending {
+            rx.mark_changed();
+        }
         Follower { rx, seen: None }
     }
 }

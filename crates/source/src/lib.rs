@@ -17,7 +17,7 @@ pub mod snapshot;
 pub mod spec;
 mod watch;
 
-pub use feed::{Feed, FeedOptions, Follower, Publisher, SourceHealth};
+pub use feed::{Feed, FeedOptions, Follower, Publisher, SourceHealth, SourceProgress};
 pub use manifests::{ManifestSource, SourceError};
 pub use snapshot::Snapshot;
 pub use spec::SourceSpec;

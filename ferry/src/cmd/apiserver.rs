@@ -26,6 +26,10 @@ pub struct Args {
     /// Seconds between BOOKMARK events on idle watches that allow them.
     #[arg(long, default_value_t = 10)]
     bookmark_seconds: u64,
+    /// Keep the last resourceVersion in this file; a restarted server
+    /// numbers on from it and answers older watches with 410 Gone.
+    #[arg(long)]
+    resource_version_file: Option<PathBuf>,
     /// The lab this server belongs to (set by the lab so that it can find its processes).
     #[arg(long)]
     lab: Option<String>,
@@ -43,6 +47,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         patches_file: args.patches_file,
         max_events: args.max_events,
         bookmark_interval: Duration::from_secs(args.bookmark_seconds.max(1)),
+        resource_version_file: args.resource_version_file,
     }))?;
     Ok(ExitCode::SUCCESS)
 }

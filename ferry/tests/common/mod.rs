@@ -88,10 +88,14 @@ pub struct Lab {
 impl Lab {
     /// `FERRY_LAB_SOURCE=kube` runs every lab test's agents on the lab's
     /// API server instead of its manifests (unless a test picks a source).
+    ///
+    /// `FERRY_LAB_PREFIX=P` renames the tests' `e2e...` labs `P...`, so
+    /// two checkouts can run the lab suites at once without sharing a lab.
     pub fn up(name: &str, paths: &[&str], extra: &[&str]) -> Lab {
         let lab = Lab {
-            name: name.to_string(),
+            name: lab_name(name),
         };
+        let name = lab.name.as_str();
         let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         if let Ok(source) = std::env::var("FERRY_LAB_SOURCE")
             && !extra.iter().any(|a| a == "--source")
@@ -223,6 +227,14 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         let _ = ferry().args(["lab", "down", "--lab", &self.name]).output();
+    }
+}
+
+/// A test's lab name, with `FERRY_LAB_PREFIX` in place of `e2e` when set.
+pub fn lab_name(name: &str) -> String {
+    match (std::env::var("FERRY_LAB_PREFIX"), name.strip_prefix("e2e")) {
+        (Ok(prefix), Some(rest)) if !prefix.is_empty() => format!("{prefix}{rest}"),
+        _ => name.to_string(),
     }
 }
 

@@ -4,9 +4,12 @@
 //! receives the requests.
 
 use std::io::{BufRead, BufReader, Write};
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::net::UnixListener;
-use std::sync::mpsc::channel;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use ferry_model::{Kind, NamespacedName, Object, ObjectKey, decode};
 
@@ -16,7 +19,58 @@ use super::{Controller, Event};
 pub(super) const API_PORT: u16 = 6443;
 use crate::plan::{self, Inputs};
 use crate::protocol::{Request, Response};
-use crate::{LabError, net, runtime};
+use crate::write::MARKER;
+use crate::{LabError, net, probe, runtime};
+
+/// How long the lab leaves its API server down after it exited before
+/// starting it again: kubelet's first crash-loop back-off for a static
+/// pod (10 s), so a killed API server is a 10 s outage, as in a cluster.
+pub(super) const API_SERVER_RESTART_DELAY: Duration = Duration::from_secs(10);
+
+/// Where the lab's generation marker landed in its API server: the
+/// generation the marker carries and the resourceVersion of a list that
+/// holds it. Everything the lab wrote up to that generation is in the API
+/// at that version, so an agent whose source has reached it on every kind
+/// has read that generation.
+#[derive(Default)]
+pub(super) struct ApiProgress {
+    pub(super) marker: Mutex<Option<(u64, u64)>>,
+    pub(super) stop: AtomicBool,
+}
+
+/// Asks the API server (from its own namespace) where the marker is, each
+/// 50 ms; wakes the controller when the answer changes.
+pub(super) fn api_progress_poller(
+    progress: Arc<ApiProgress>,
+    ip: Ipv4Addr,
+    wake: Sender<super::Event>,
+) {
+    let path =
+        format!("/api/v1/namespaces/kube-system/configmaps?fieldSelector=metadata.name%3D{MARKER}");
+    while !progress.stop.load(Ordering::Relaxed) {
+        let found = probe::http_get(IpAddr::V4(ip), API_PORT, &path, Duration::from_millis(500))
+            .filter(|(status, _)| *status == 200)
+            .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
+            .and_then(|list| {
+                let generation = list["items"][0]["data"]["generation"]
+                    .as_str()?
+                    .parse()
+                    .ok()?;
+                let rv = list["metadata"]["resourceVersion"].as_str()?.parse().ok()?;
+                Some((generation, rv))
+            });
+        if let Some(found) = found
+            && let Ok(mut marker) = progress.marker.lock()
+            && *marker != Some(found)
+        {
+            *marker = Some(found);
+            if wake.send(super::Event::Probed).is_err() {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
 
 /// How long the control socket waits for a client's request line.
 pub(super) const CONTROL_READ_TIMEOUT: Duration = Duration::from_secs(2);
@@ -241,24 +295,15 @@ impl Controller {
         net::create_control_plane(&self.names, ip, self.settings.node_cidr)?;
         let manifests = self.names.manifests_dir();
         std::fs::create_dir_all(&manifests).map_err(LabError::io(&manifests))?;
-        let log = self.names.logs_dir().join("apiserver.log");
         let url = format!("http://{ip}:{API_PORT}");
-        let child = runtime::spawn_in(
-            &self.names.control_plane_ns(),
-            &[
-                "apiserver".into(),
-                "--manifests".into(),
-                manifests.display().to_string(),
-                "--listen".into(),
-                format!("{ip}:{API_PORT}"),
-                "--patches-file".into(),
-                self.names.api_patches().display().to_string(),
-                "--lab".into(),
-                self.names.lab.clone(),
-            ],
-            &log,
-        )?;
+        let child = self.spawn_api_server()?;
         self.api_server = Some(child);
+        if self.settings.source == "kube" {
+            let thread = super::start_ns_thread(&self.names.control_plane_ns())?;
+            let (progress, wake) = (self.api_progress.clone(), self.events_tx.clone());
+            thread.run(move || api_progress_poller(progress, ip, wake));
+            self._api_thread = Some(thread);
+        }
         if let Some(endpoint) = self.etcd_endpoint() {
             self.start_etcd(&endpoint)?;
         }
@@ -269,6 +314,54 @@ impl Controller {
         );
         std::fs::write(&kubeconfig, text).map_err(LabError::io(&kubeconfig))?;
         tracing::info!(%url, "API server started");
+        Ok(())
+    }
+
+    fn spawn_api_server(&self) -> Result<std::process::Child, LabError> {
+        let ip = self.settings.api_server_ip();
+        let manifests = self.names.manifests_dir();
+        let log = self.names.logs_dir().join("apiserver.log");
+        runtime::spawn_in(
+            &self.names.control_plane_ns(),
+            &[
+                "apiserver".into(),
+                "--manifests".into(),
+                manifests.display().to_string(),
+                "--listen".into(),
+                format!("{ip}:{API_PORT}"),
+                "--patches-file".into(),
+                self.names.api_patches().display().to_string(),
+                "--resource-version-file".into(),
+                self.names
+                    .state_dir()
+                    .join("apiserver.rv")
+                    .display()
+                    .to_string(),
+                "--lab".into(),
+                self.names.lab.clone(),
+            ],
+            &log,
+        )
+    }
+
+    /// Starts the API server again [`API_SERVER_RESTART_DELAY`] after it
+    /// exited (killed by a test, or crashed), as kubelet restarts a
+    /// static pod; agents serve their last state meanwhile.
+    pub(super) fn supervise_api_server(&mut self) -> Result<(), LabError> {
+        if let Some(child) = self.api_server.as_mut()
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            tracing::warn!(%status, delay = ?API_SERVER_RESTART_DELAY, "the API server exited; starting it again after the back-off");
+            self.api_server = None;
+            self.api_server_down_since = Some(Instant::now());
+        }
+        if let Some(since) = self.api_server_down_since
+            && since.elapsed() >= API_SERVER_RESTART_DELAY
+        {
+            self.api_server = Some(self.spawn_api_server()?);
+            self.api_server_down_since = None;
+            tracing::info!("API server started again");
+        }
         Ok(())
     }
 

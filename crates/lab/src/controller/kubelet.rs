@@ -47,7 +47,8 @@ pub(super) struct Shared {
     pub(super) targets: Mutex<Vec<Target>>,
     pub(super) results: Mutex<BTreeMap<NamespacedName, (bool, bool)>>,
     pub(super) agent_healthy: AtomicBool,
-    /// The manifests generation the agent says it has programmed.
+    /// The `syncedResourceVersion` the agent reports (the generation on
+    /// the manifests source, an API server resourceVersion on the API source).
     pub(super) agent_synced: std::sync::atomic::AtomicU64,
     pub(super) stop: AtomicBool,
 }

@@ -74,6 +74,11 @@ struct Controller {
     _outside_thread: Option<NsThread>,
     /// The lab's API server process (in the control-plane namespace).
     api_server: Option<Child>,
+    /// When it exited, while it waits to be started again.
+    api_server_down_since: Option<Instant>,
+    /// With `--source kube`: where the generation marker is in the API.
+    api_progress: Arc<api::ApiProgress>,
+    _api_thread: Option<NsThread>,
     /// The lab's etcd (with `--lease-store etcd`), beside the API server.
     etcd: Option<Child>,
     /// The pod network's config as last written to the lease store.
@@ -127,6 +132,9 @@ pub fn run_controller(args: ControllerArgs) -> Result<(), LabError> {
         lb_checks: Arc::new(LbChecks::default()),
         _outside_thread: None,
         api_server: None,
+        api_server_down_since: None,
+        api_progress: Arc::new(api::ApiProgress::default()),
+        _api_thread: None,
         etcd: None,
         overlay_config: String::new(),
         pods_waiting: 0,
@@ -182,6 +190,7 @@ impl Controller {
     }
 
     fn reconcile(&mut self) -> Result<(), LabError> {
+        self.supervise_api_server()?;
         self.reconcile_nodes()?;
         let now = self.now_ms();
         // What the pods' processes and probes report.
@@ -286,6 +295,8 @@ impl Controller {
     fn teardown(&mut self) {
         self.lb_checks.stop.store(true, Ordering::Relaxed);
         self._outside_thread.take();
+        self.api_progress.stop.store(true, Ordering::Relaxed);
+        self._api_thread.take();
         for rt in self.node_rt.values() {
             rt.shared.stop.store(true, Ordering::Relaxed);
         }

@@ -45,16 +45,39 @@ impl Controller {
             self.node_rt.len(),
             live.len()
         );
-        let generation = self.writer.generation();
-        let programmed = self
-            .node_rt
-            .values()
-            .all(|rt| rt.shared.agent_synced.load(Ordering::Relaxed) >= generation);
+        let programmed = self.programmed();
         let done = agents_up == self.node_rt.len()
             && settled == live.len()
             && self.pods_waiting == 0
             && programmed;
         (if done { "Ready" } else { "Starting" }, message)
+    }
+
+    /// Every agent has programmed the lab's latest generation. On the
+    /// manifests source an agent's `syncedResourceVersion` is that
+    /// generation (the lab numbers its writes). On the API source it is a
+    /// resourceVersion of the API server, which numbers everything itself:
+    /// the lab asks its API server at which version the generation's
+    /// marker landed, and each agent must have reached that version on
+    /// every kind it watches (its source says so, bookmarks included).
+    fn programmed(&self) -> bool {
+        let generation = self.writer.generation();
+        let needed = if self.settings.source == "kube" {
+            match *self
+                .api_progress
+                .marker
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+            {
+                Some((landed, rv)) if landed == generation => rv,
+                _ => return false,
+            }
+        } else {
+            generation
+        };
+        self.node_rt
+            .values()
+            .all(|rt| rt.shared.agent_synced.load(Ordering::Relaxed) >= needed)
     }
 
     pub(super) fn write_status(&mut self, phase: &str, message: &str) {
