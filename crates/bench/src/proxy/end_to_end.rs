@@ -157,6 +157,7 @@ fn api_server(dir: &std::path::Path) -> anyhow::Result<(ApiServerThread, std::pa
                         manifests,
                         listen,
                         patches_file: None,
+                        resource_version_file: None,
                         max_events: 10_000,
                         bookmark_interval: Duration::from_secs(60),
                     }) => r.map_err(anyhow::Error::from),
