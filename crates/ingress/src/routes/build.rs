@@ -13,13 +13,13 @@ use ferry_model::k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 use ferry_model::{ClusterState, Kind, NamespacedName, Object};
 
 use super::backend::endpoints_of;
-use super::class::Classes;
+use super::class::{ClassConfig, Classes};
 use super::path::{PathMatch, normalize};
 use super::{Backend, HostRoutes, PortRef, Problem, RouteTable, RoutesConfig, ServiceRef};
 
-/// Which host a rule is for.
+/// Which host a rule (or a `spec.tls[].hosts` entry) is for.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum HostKey {
+pub(crate) enum HostKey {
     Exact(Box<str>),
     /// `*.foo.com`, held as `foo.com`.
     Wildcard(Box<str>),
@@ -51,8 +51,13 @@ struct Plan {
     rules: Vec<(HostKey, Vec<PlannedPath>)>,
 }
 
-pub(super) fn build(state: &ClusterState, config: &RoutesConfig) -> RouteTable {
-    let classes = Classes::new(state, &config.classes);
+/// The Ingresses of the classes ferry owns, oldest first (the order in
+/// which they claim hosts and paths; the TLS certificates follow it too).
+pub(crate) fn owned_oldest_first<'a>(
+    state: &'a ClusterState,
+    config: &ClassConfig,
+) -> Vec<&'a Ingress> {
+    let classes = Classes::new(state, config);
     let mut ingresses: Vec<&Ingress> = state
         .objects_of(Kind::Ingress)
         .filter_map(|o| match o {
@@ -66,6 +71,11 @@ pub(super) fn build(state: &ClusterState, config: &RoutesConfig) -> RouteTable {
         let created = i.metadata.creation_timestamp.as_ref().map(|t| t.0);
         (created.is_none(), created, name_of(i))
     });
+    ingresses
+}
+
+pub(super) fn build(state: &ClusterState, config: &RoutesConfig) -> RouteTable {
+    let ingresses = owned_oldest_first(state, &config.classes);
     let mut b = Builder {
         state,
         table: RouteTable {
@@ -218,7 +228,7 @@ fn backend_for(
     b
 }
 
-fn name_of(i: &Ingress) -> NamespacedName {
+pub(crate) fn name_of(i: &Ingress) -> NamespacedName {
     NamespacedName::new(
         i.metadata.namespace.as_deref().unwrap_or("default"),
         i.metadata.name.as_deref().unwrap_or_default(),
@@ -302,7 +312,8 @@ fn plan(ingress: &Ingress) -> Result<Plan, Box<Problem>> {
     })
 }
 
-fn host_key(host: &str) -> Result<HostKey, String> {
+/// A host as an Ingress writes it (lowercased), checked.
+pub(crate) fn host_key(host: &str) -> Result<HostKey, String> {
     if host.is_empty() {
         return Ok(HostKey::Any);
     }

@@ -30,6 +30,7 @@ use std::sync::atomic::AtomicUsize;
 
 use ferry_model::NamespacedName;
 
+pub(crate) use build::{HostKey, host_key, name_of, owned_oldest_first};
 pub use class::{CONTROLLER, ClassConfig};
 
 /// What the route table is built with.
@@ -201,14 +202,8 @@ impl RouteTable {
     /// any case, with or without a port) and `path` (without the query);
     /// None: answer 404.
     pub fn lookup(&self, host: &str, path: &str) -> Option<&Arc<Backend>> {
-        let host = host_only(host);
-        let lower;
-        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
-            lower = host.to_ascii_lowercase();
-            lower.as_str()
-        } else {
-            host
-        };
+        let host = request_host(host);
+        let host = host.as_ref();
         let routes = self
             .hosts
             .get(host)
@@ -239,6 +234,17 @@ impl RouteTable {
     /// Hosts with rules (exact and wildcard).
     pub fn hosts(&self) -> usize {
         self.hosts.len() + self.wildcards.len() + usize::from(!self.any_host.is_empty())
+    }
+}
+
+/// The host of a Host header (or SNI) as the tables key it: lowercase,
+/// without the port, without a final dot.
+pub(crate) fn request_host(host: &str) -> std::borrow::Cow<'_, str> {
+    let host = host_only(host);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        host.to_ascii_lowercase().into()
+    } else {
+        host.into()
     }
 }
 
