@@ -16,5 +16,7 @@ pub mod tls;
 
 pub use metrics::Metrics;
 pub use proxy::{Balance, Gateway, ProxyConfig, Scheme};
-pub use routes::{Backend, ClassConfig, PortRef, Problem, RouteTable, RoutesConfig, ServiceRef};
+pub use routes::{
+    Backend, ClassConfig, PortRef, Problem, RouteTable, RoutesConfig, ServiceRef, UpstreamProtocol,
+};
 pub use tls::{CertTable, TlsConfig, TlsProblem};

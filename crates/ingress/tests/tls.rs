@@ -297,10 +297,10 @@ fn resolve(host: &str, addr: SocketAddr) -> [String; 2] {
 /// Objects for the common case: Service `web`, `foo.test` and
 /// `*.wild.test` with their own Secrets, `plain.test` without TLS.
 fn site(ca: &Ca, web: &Upstream) -> (Vec<Object>, Leaf, Leaf) {
-    let foo = ca.leaf(&["foo.test"]);
+    let foo_leaf = ca.leaf(&["foo.test"]);
     let wild = ca.leaf(&["*.wild.test"]);
     let mut objects = service("web", &[web.addr]);
-    objects.push(secret("foo-tls", &foo.crt, &foo.key));
+    objects.push(secret("foo-tls", &foo_leaf.crt, &foo_leaf.key));
     objects.push(secret("wild-tls", &wild.crt, &wild.key));
     objects.push(tls_ingress(
         "web",
@@ -308,7 +308,7 @@ fn site(ca: &Ca, web: &Upstream) -> (Vec<Object>, Leaf, Leaf) {
         "web",
         &[(&["foo.test"], "foo-tls"), (&["*.wild.test"], "wild-tls")],
     ));
-    (objects, foo, wild)
+    (objects, foo_leaf, wild)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -316,14 +316,14 @@ async fn sni_picks_the_secret_certificate_for_exact_and_wildcard_hosts_and_the_d
     let web = upstream("web").await;
     let ca = Ca::new();
     let s = serve().await;
-    let (objects, foo, wild) = site(&ca, &web);
+    let (objects, foo_leaf, wild) = site(&ca, &web);
     let certs = s.install(objects);
     assert!(certs.problems().is_empty(), "{:?}", certs.problems());
     let fake = s.fake.cert[0].to_vec();
     let tls13 = &[&rustls::version::TLS13][..];
     for (sni, want) in [
-        ("foo.test", &foo.der),
-        ("FOO.test", &foo.der),
+        ("foo.test", &foo_leaf.der),
+        ("FOO.test", &foo_leaf.der),
         ("a.wild.test", &wild.der),
         // One label only: a.b.wild.test is not *.wild.test.
         ("a.b.wild.test", &fake),
@@ -414,12 +414,12 @@ async fn only_tls_1_2_and_1_3_are_spoken_and_h2_is_chosen_by_alpn() {
     let web = upstream("web").await;
     let ca = Ca::new();
     let s = serve().await;
-    let (objects, foo, _) = site(&ca, &web);
+    let (objects, foo_leaf, _) = site(&ca, &web);
     s.install(objects);
     let tls12 = connect(s.https, "foo.test", &[&rustls::version::TLS12])
         .await
         .unwrap();
-    assert_eq!(presented(&tls12), foo.der);
+    assert_eq!(presented(&tls12), foo_leaf.der);
     let mut client = HttpsClient::over(tls12).await;
     assert_eq!(client.get("foo.test", "/").await.unwrap().0, StatusCode::OK);
     if !ferry_sys::testing::have_or_skip("curl") {
@@ -547,10 +547,10 @@ async fn a_bad_secret_is_reported_its_hosts_get_the_default_certificate_and_the_
     let web = upstream("web").await;
     let ca = Ca::new();
     let s = serve().await;
-    let (mut objects, foo, _) = site(&ca, &web);
+    let (mut objects, foo_leaf, _) = site(&ca, &web);
     let other = ca.leaf(&["bad.test"]);
     // The key of another certificate, and a certificate that is not PEM.
-    objects.push(secret("mismatch-tls", &other.crt, &foo.key));
+    objects.push(secret("mismatch-tls", &other.crt, &foo_leaf.key));
     objects.push(secret("garbage-tls", "not a certificate", &other.key));
     objects.push(tls_ingress(
         "bad",
@@ -577,7 +577,7 @@ async fn a_bad_secret_is_reported_its_hosts_get_the_default_certificate_and_the_
     }
     let fake = s.fake.cert[0].to_vec();
     for (sni, want) in [
-        ("foo.test", &foo.der),
+        ("foo.test", &foo_leaf.der),
         ("bad.test", &fake),
         ("garbage.test", &fake),
     ] {

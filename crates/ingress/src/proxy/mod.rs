@@ -5,7 +5,8 @@
 //! carry HSTS. Each request loads the current
 //! route table (one atomic load, no lock), picks an endpoint of the
 //! matched backend, and is streamed to it over a pooled HTTP/1.1
-//! connection. Connection failures are retried on the next endpoint
+//! connection (or the endpoint's HTTP/2 connection for h2c and gRPC
+//! backends, trailers kept). Connection failures are retried on the next endpoint
 //! (bounded by `tries`) and mark the endpoint down for a while; an Upgrade
 //! (WebSocket) is spliced byte for byte once the endpoint answers 101. A
 //! new route table is swapped in whole: requests and upgraded connections
@@ -36,7 +37,7 @@ pub use balance::Balance;
 pub use body::ProxyBody;
 
 use crate::metrics::Metrics;
-use crate::routes::{Backend, RouteTable};
+use crate::routes::{Backend, RouteTable, UpstreamProtocol};
 use crate::tls::{self, CertTable};
 use body::RequestBody;
 use headers::Client;
@@ -417,6 +418,17 @@ impl Shared {
             return Err(Failure::TooLarge);
         }
         let upgrade = headers::upgrade_of(req.headers());
+        let h2c = backend.protocol == UpstreamProtocol::H2c;
+        // gRPC servers may insist on `te: trailers`, the one TE HTTP/2 allows.
+        let te_trailers = h2c
+            && req
+                .headers()
+                .get(header::TE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| {
+                    v.split(',')
+                        .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+                });
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         let (mut parts, incoming) = req.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers, upgrade.clone());
@@ -436,6 +448,21 @@ impl Shared {
             |pq| Uri::try_from(pq.as_str()).unwrap_or_else(|_| Uri::from_static("/")),
         );
         parts.version = hyper::Version::HTTP_11;
+        if h2c {
+            // HTTP/2 carries the host in the URI (`:authority`), with a scheme.
+            let authority = host.unwrap_or("localhost");
+            let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+            if let Ok(uri) = Uri::try_from(format!("http://{authority}{pq}")) {
+                parts.uri = uri;
+                parts.headers.remove(header::HOST);
+            }
+            parts.version = hyper::Version::HTTP_2;
+            if te_trailers {
+                parts
+                    .headers
+                    .insert(header::TE, HeaderValue::from_static("trailers"));
+            }
+        }
         let (body, too_large) = RequestBody::new(incoming, self.config.max_body);
         let mut req = Request::from_parts(parts, body);
 
@@ -449,25 +476,28 @@ impl Shared {
             tried.push(addr);
             // An idle pooled connection, or a new one; a pooled one the
             // endpoint closed meanwhile gives the request back unsent.
-            let mut sender = match self.pool.take(addr) {
-                Some(s) => s,
-                None => match self.pool.connect(addr).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "endpoint skipped");
-                        self.endpoints.mark_down(addr);
-                        if let Some(m) = &self.metrics {
-                            m.connect_error();
-                        }
-                        continue;
-                    }
+            let conn = match backend.protocol {
+                UpstreamProtocol::H2c => self.pool.h2(addr).await.map(Conn::H2),
+                UpstreamProtocol::Http1 => match self.pool.take(addr) {
+                    Some(s) => Ok(Conn::H1(s)),
+                    None => self.pool.connect(addr).await.map(Conn::H1),
                 },
+            };
+            let mut sender = match conn {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(error = %e, "endpoint skipped");
+                    self.endpoints.mark_down(addr);
+                    if let Some(m) = &self.metrics {
+                        m.connect_error();
+                    }
+                    continue;
+                }
             };
             let stats = self.endpoints.stats(addr);
             stats.in_flight.fetch_add(1, Ordering::Relaxed);
             let sent_at = Instant::now();
-            let sent =
-                tokio::time::timeout(self.config.read_timeout, sender.try_send_request(req)).await;
+            let sent = tokio::time::timeout(self.config.read_timeout, sender.send(req)).await;
             stats.in_flight.fetch_sub(1, Ordering::Relaxed);
             match sent {
                 Ok(Ok(mut response)) => {
@@ -480,11 +510,15 @@ impl Shared {
                             headers::upgrade_of(response.headers())
                         }
                         _ => {
-                            self.pool.give_back(addr, sender);
+                            if let Conn::H1(sender) = sender {
+                                self.pool.give_back(addr, sender);
+                            }
                             None
                         }
                     };
                     let (mut parts, body) = response.into_parts();
+                    // An h2c endpoint's answer may go to an HTTP/1.1 client.
+                    parts.version = hyper::Version::HTTP_11;
                     headers::strip_hop_by_hop(&mut parts.headers, upgrade_back);
                     return Ok(Response::from_parts(parts, ProxyBody::Upstream(body)));
                 }
@@ -530,6 +564,24 @@ impl Shared {
         let mut z = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         z = (z ^ (z >> 31)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         format!("{:016x}{:016x}", z, n)
+    }
+}
+
+/// A connection to an endpoint, as its backend's protocol wants.
+enum Conn {
+    H1(pool::Sender),
+    H2(pool::H2Sender),
+}
+
+impl Conn {
+    async fn send(
+        &mut self,
+        req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<RequestBody>>> {
+        match self {
+            Conn::H1(s) => s.try_send_request(req).await,
+            Conn::H2(s) => s.try_send_request(req).await,
+        }
     }
 }
 

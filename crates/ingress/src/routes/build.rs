@@ -15,7 +15,9 @@ use ferry_model::{ClusterState, Kind, NamespacedName, Object};
 use super::backend::endpoints_of;
 use super::class::{ClassConfig, Classes};
 use super::path::{PathMatch, normalize};
-use super::{Backend, HostRoutes, PortRef, Problem, RouteTable, RoutesConfig, ServiceRef};
+use super::{
+    Backend, HostRoutes, PortRef, Problem, RouteTable, RoutesConfig, ServiceRef, UpstreamProtocol,
+};
 
 /// Which host a rule (or a `spec.tls[].hosts` entry) is for.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -47,6 +49,9 @@ struct PlannedPath {
 /// An Ingress, checked and ready to insert.
 struct Plan {
     name: NamespacedName,
+    /// `nginx.ingress.kubernetes.io/backend-protocol: GRPC`: every backend
+    /// of this Ingress is spoken to in h2c.
+    grpc: bool,
     default: Option<(ServiceRef, String)>,
     rules: Vec<(HostKey, Vec<PlannedPath>)>,
 }
@@ -90,7 +95,7 @@ pub(super) fn build(state: &ClusterState, config: &RoutesConfig) -> RouteTable {
     b.controller_default = config
         .default_backend
         .as_ref()
-        .map(|t| b.backend(None, t, "--default-backend-service"));
+        .map(|t| b.backend(None, t, "--default-backend-service", false));
     for ingress in ingresses {
         match plan(ingress) {
             Ok(plan) => b.insert(plan),
@@ -125,7 +130,7 @@ impl Builder<'_> {
         let default = plan
             .default
             .as_ref()
-            .map(|(t, field)| self.backend(Some(&plan.name), t, field));
+            .map(|(t, field)| self.backend(Some(&plan.name), t, field, plan.grpc));
         if plan.rules.is_empty()
             && let Some(d) = &default
         {
@@ -170,6 +175,7 @@ impl Builder<'_> {
                     Some(&plan.name),
                     &p.target,
                     &p.field,
+                    plan.grpc,
                 );
                 match p.kind {
                     PathMatch::Exact => routes.exact.insert(p.key, backend),
@@ -186,6 +192,7 @@ impl Builder<'_> {
         ingress: Option<&NamespacedName>,
         target: &ServiceRef,
         field: &str,
+        grpc: bool,
     ) -> Arc<Backend> {
         backend_for(
             self.state,
@@ -194,6 +201,7 @@ impl Builder<'_> {
             ingress,
             target,
             field,
+            grpc,
         )
     }
 }
@@ -207,12 +215,13 @@ fn backend_for(
     ingress: Option<&NamespacedName>,
     target: &ServiceRef,
     field: &str,
+    grpc: bool,
 ) -> Arc<Backend> {
     let key = (ingress.cloned(), target.clone());
     if let Some(b) = backends.get(&key) {
         return b.clone();
     }
-    let endpoints = endpoints_of(state, target).unwrap_or_else(|reason| {
+    let (endpoints, protocol) = endpoints_of(state, target).unwrap_or_else(|reason| {
         problems.push(Problem::NoEndpoints {
             ingress: ingress
                 .cloned()
@@ -221,12 +230,22 @@ fn backend_for(
             target: target.clone(),
             reason,
         });
-        Arc::from(Vec::new())
+        (Arc::from(Vec::new()), UpstreamProtocol::Http1)
     });
-    let b = Arc::new(Backend::new(ingress.cloned(), target.clone(), endpoints));
+    let protocol = if grpc {
+        UpstreamProtocol::H2c
+    } else {
+        protocol
+    };
+    let b =
+        Arc::new(Backend::new(ingress.cloned(), target.clone(), endpoints).with_protocol(protocol));
     backends.insert(key, b.clone());
     b
 }
+
+/// ingress-nginx's annotation naming how to speak to the backends
+/// (HTTP, HTTPS, GRPC, GRPCS, ...); ferry acts on GRPC (h2c) only.
+const BACKEND_PROTOCOL: &str = "nginx.ingress.kubernetes.io/backend-protocol";
 
 pub(crate) fn name_of(i: &Ingress) -> NamespacedName {
     NamespacedName::new(
@@ -238,6 +257,12 @@ pub(crate) fn name_of(i: &Ingress) -> NamespacedName {
 /// Checks an Ingress whole; the first problem found skips it.
 fn plan(ingress: &Ingress) -> Result<Plan, Box<Problem>> {
     let name = name_of(ingress);
+    let grpc = ingress
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(BACKEND_PROTOCOL))
+        .is_some_and(|p| p.eq_ignore_ascii_case("GRPC"));
     let invalid = |field: String, reason: &str| {
         Box::new(Problem::Invalid {
             ingress: name.clone(),
@@ -307,6 +332,7 @@ fn plan(ingress: &Ingress) -> Result<Plan, Box<Problem>> {
     }
     Ok(Plan {
         name,
+        grpc,
         default,
         rules: planned,
     })

@@ -94,6 +94,19 @@ impl fmt::Display for PortRef {
     }
 }
 
+/// How the proxy speaks to a backend's endpoints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 over pooled keep-alive connections.
+    #[default]
+    Http1,
+    /// HTTP/2 without TLS (prior knowledge), one multiplexed connection
+    /// per endpoint, trailers kept: the Service port's `appProtocol` is
+    /// `kubernetes.io/h2c`, or the Ingress has ingress-nginx's
+    /// `nginx.ingress.kubernetes.io/backend-protocol: GRPC`.
+    H2c,
+}
+
 /// Where matching requests go: a Service port and the endpoints it had
 /// when the table was built.
 #[derive(Debug)]
@@ -105,6 +118,7 @@ pub struct Backend {
     /// Ready endpoints; when none is ready, the serving and terminating
     /// ones (as kube-proxy falls back). Sorted.
     pub endpoints: Arc<[SocketAddr]>,
+    pub protocol: UpstreamProtocol,
     /// Round-robin position, shared by every request using this table.
     pub(crate) next: AtomicUsize,
     /// `namespace/name` of the Ingress and of the Service, as metric labels.
@@ -128,9 +142,14 @@ impl Backend {
             ingress,
             target,
             endpoints,
+            protocol: UpstreamProtocol::Http1,
             next: AtomicUsize::new(0),
             labels,
         }
+    }
+
+    pub(crate) fn with_protocol(self, protocol: UpstreamProtocol) -> Backend {
+        Backend { protocol, ..self }
     }
 }
 
