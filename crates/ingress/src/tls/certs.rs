@@ -324,3 +324,188 @@ fn field<'a>(secret: &'a Secret, key: &'static str) -> Result<&'a [u8], SecretEr
             reason: "Required value".to_string(),
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Instant;
+
+    use ferry_model::k8s_openapi::ByteString;
+    use ferry_model::k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+    use serde_json::json;
+
+    use super::*;
+    use crate::RoutesConfig;
+
+    fn secret(name: &str, hosts: &[&str]) -> Object {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let names: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
+        let cert = rcgen::CertificateParams::new(names)
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let mut s = Secret {
+            data: Some(BTreeMap::from([
+                ("tls.crt".to_string(), ByteString(cert.pem().into_bytes())),
+                (
+                    "tls.key".to_string(),
+                    ByteString(key.serialize_pem().into_bytes()),
+                ),
+            ])),
+            ..Secret::default()
+        };
+        s.metadata.name = Some(name.into());
+        s.metadata.namespace = Some("default".into());
+        Object::Secret(Arc::new(s))
+    }
+
+    fn ingress(name: &str, created: &str, tls: serde_json::Value) -> Object {
+        let ing: Ingress = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default", "creationTimestamp": created},
+            "spec": {"ingressClassName": "ferry", "tls": tls,
+                     "defaultBackend": {"service": {"name": "web", "port": {"number": 80}}}},
+        }))
+        .unwrap();
+        Object::Ingress(Arc::new(ing))
+    }
+
+    fn class() -> Object {
+        let c: IngressClass = serde_json::from_value(json!({
+            "metadata": {"name": "ferry"},
+            "spec": {"controller": "ferry.dev/ingress-controller"},
+        }))
+        .unwrap();
+        Object::IngressClass(Arc::new(c))
+    }
+
+    fn build(objects: &[Object], config: &TlsConfig, previous: &CertTable) -> CertTable {
+        let mut objects = objects.to_vec();
+        objects.push(class());
+        let state = ClusterState::from_objects(objects);
+        let routes = RouteTable::build(&state, &RoutesConfig::default());
+        let fake = crate::tls::self_signed().unwrap();
+        CertTable::build(
+            &state,
+            &routes,
+            &ClassConfig::default(),
+            config,
+            &fake,
+            previous,
+        )
+    }
+
+    fn cert_of(objects: &[Object], name: &str) -> Vec<u8> {
+        let Some(Object::Secret(s)) = objects
+            .iter()
+            .find(|o| matches!(o, Object::Secret(s) if s.metadata.name.as_deref() == Some(name)))
+        else {
+            panic!("no Secret {name}");
+        };
+        parse(s).unwrap().cert[0].to_vec()
+    }
+
+    fn served(table: &CertTable, sni: Option<&str>) -> Vec<u8> {
+        table.certificate(sni).unwrap().cert[0].to_vec()
+    }
+
+    #[test]
+    fn the_oldest_ingress_gives_a_host_its_certificate_and_the_newer_claim_is_reported() {
+        let objects = vec![
+            secret("old-tls", &["a.test"]),
+            secret("new-tls", &["a.test"]),
+            ingress(
+                "new",
+                "2026-01-02T00:00:00Z",
+                json!([{"hosts": ["a.test", "b.test"], "secretName": "new-tls"}]),
+            ),
+            ingress(
+                "old",
+                "2026-01-01T00:00:00Z",
+                json!([{"hosts": ["A.test"], "secretName": "old-tls"}]),
+            ),
+        ];
+        let table = build(&objects, &TlsConfig::default(), &CertTable::default());
+        assert_eq!(served(&table, Some("a.test")), cert_of(&objects, "old-tls"));
+        assert_eq!(served(&table, Some("b.test")), cert_of(&objects, "new-tls"));
+        let problems: Vec<String> = table.problems().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            problems,
+            [
+                "Ingress default/new: spec.tls[0].hosts[0]: a.test already has the certificate of the older Ingress default/old; this one is ignored"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_tls_entry_without_a_secret_name_uses_the_default_certificate_and_is_a_tls_host() {
+        let objects = vec![ingress(
+            "web",
+            "2026-01-01T00:00:00Z",
+            json!([{"hosts": ["*.a.test"]}]),
+        )];
+        let table = build(&objects, &TlsConfig::default(), &CertTable::default());
+        assert!(table.has_tls("x.a.test:443"));
+        assert!(!table.has_tls("x.y.a.test"));
+        assert!(!table.has_tls("a.test"));
+        assert_eq!(served(&table, Some("x.a.test")), served(&table, None));
+    }
+
+    #[test]
+    fn the_default_certificate_comes_from_the_named_secret_else_the_self_signed_one_with_a_problem()
+    {
+        let objects = vec![secret("default-tls", &["ingress.test"])];
+        let config = TlsConfig {
+            default_certificate: Some(NamespacedName::new("default", "default-tls")),
+        };
+        let table = build(&objects, &config, &CertTable::default());
+        assert_eq!(
+            served(&table, Some("any.test")),
+            cert_of(&objects, "default-tls")
+        );
+        assert!(table.problems().is_empty());
+        let missing = TlsConfig {
+            default_certificate: Some(NamespacedName::new("default", "nope")),
+        };
+        let table = build(&objects, &missing, &CertTable::default());
+        assert_ne!(served(&table, None), cert_of(&objects, "default-tls"));
+        assert_eq!(
+            table.problems()[0].to_string(),
+            "default certificate: Secret default/nope: not found; the self-signed certificate is used"
+        );
+    }
+
+    #[test]
+    fn an_unchanged_secret_is_not_parsed_again_and_a_changed_one_is() {
+        // 1,000 Ingresses with a Secret each: the first build parses them
+        // all; a rebuild after one Secret changed parses that one only.
+        let mut objects = Vec::new();
+        for i in 0..1000 {
+            objects.push(secret(&format!("s{i}"), &[&format!("h{i}.test")]));
+            objects.push(ingress(
+                &format!("i{i}"),
+                "2026-01-01T00:00:00Z",
+                json!([{"hosts": [format!("h{i}.test")], "secretName": format!("s{i}")}]),
+            ));
+        }
+        let start = Instant::now();
+        let first = build(&objects, &TlsConfig::default(), &CertTable::default());
+        let parsed_all = start.elapsed();
+        assert_eq!(first.hosts(), 1000);
+        objects[0] = secret("s0", &["h0.test"]);
+        let start = Instant::now();
+        let second = build(&objects, &TlsConfig::default(), &first);
+        let reused = start.elapsed();
+        eprintln!(
+            "1,000 TLS Ingresses: first build {parsed_all:?}, rebuild with one changed Secret {reused:?}"
+        );
+        let same = |h: &str| {
+            Arc::ptr_eq(
+                &first.certificate(Some(h)).unwrap(),
+                &second.certificate(Some(h)).unwrap(),
+            )
+        };
+        assert!(!same("h0.test"));
+        assert!((1..1000).all(|i| same(&format!("h{i}.test"))));
+        assert_eq!(served(&second, Some("h0.test")), cert_of(&objects, "s0"));
+    }
+}
