@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use common::*;
 use ferry_ingress::component::{self, IngressConfig};
 use ferry_ingress::tls::self_signed;
@@ -24,11 +23,9 @@ use ferry_model::k8s_openapi::ByteString;
 use ferry_model::k8s_openapi::api::core::v1::Secret;
 use ferry_model::k8s_openapi::api::networking::v1::Ingress;
 use ferry_model::{ClusterState, Object};
-use ferry_source::{Feed, Snapshot};
+use ferry_source::Feed;
 use ferry_sys::Tool;
-use http_body_util::{BodyExt, Full};
-use hyper::{HeaderMap, Request, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::StatusCode;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -233,45 +230,6 @@ fn presented(stream: &TlsStream<TcpStream>) -> Vec<u8> {
     stream.get_ref().1.peer_certificates().unwrap()[0].to_vec()
 }
 
-/// An HTTP/1.1 keep-alive client over a TLS connection.
-struct HttpsClient {
-    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-}
-
-impl HttpsClient {
-    async fn over(stream: TlsStream<TcpStream>) -> HttpsClient {
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        HttpsClient { sender }
-    }
-
-    async fn get(
-        &mut self,
-        host: &str,
-        path: &str,
-    ) -> Result<(StatusCode, HeaderMap, String), String> {
-        self.sender.ready().await.map_err(|e| e.to_string())?;
-        let req = Request::get(path)
-            .header("host", host)
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        let resp = self
-            .sender
-            .send_request(req)
-            .await
-            .map_err(|e| e.to_string())?;
-        let (parts, body) = resp.into_parts();
-        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-        Ok((
-            parts.status,
-            parts.headers,
-            String::from_utf8_lossy(&body).into_owned(),
-        ))
-    }
-}
-
 /// curl's exit status, `-w` output (stdout) and verbose log (stderr).
 async fn curl(args: Vec<String>) -> (i32, String, String) {
     tokio::task::spawn_blocking(move || {
@@ -335,11 +293,11 @@ async fn sni_picks_the_secret_certificate_for_exact_and_wildcard_hosts_and_the_d
     ] {
         let stream = connect(s.https, sni, tls13).await.unwrap();
         assert!(presented(&stream) == *want, "{sni}: wrong certificate");
-        let mut client = HttpsClient::over(stream).await;
+        let mut client = Client::over(stream).await;
         // Hosts without rules are asked for plain.test over the same connection.
         let routed = ["foo.test", "FOO.test", "a.wild.test"].contains(&sni);
         let host = if routed { sni } else { "plain.test" };
-        let (status, _, body) = client.get(host, "/x").await.unwrap();
+        let (status, _, body) = client.get_with_headers(host, "/x").await.unwrap();
         assert_eq!(
             (status, field(&body, "name")),
             (StatusCode::OK, Some("web")),
@@ -420,7 +378,7 @@ async fn only_tls_1_2_and_1_3_are_spoken_and_h2_is_chosen_by_alpn() {
         .await
         .unwrap();
     assert_eq!(presented(&tls12), foo_leaf.der);
-    let mut client = HttpsClient::over(tls12).await;
+    let mut client = Client::over(tls12).await;
     assert_eq!(client.get("foo.test", "/").await.unwrap().0, StatusCode::OK);
     if !ferry_sys::testing::have_or_skip("curl") {
         return;
@@ -533,11 +491,14 @@ async fn http_to_a_tls_host_gets_a_308_to_https_and_only_tls_hosts_get_hsts() {
     let stream = connect(s.https, "plain.test", &[&rustls::version::TLS13])
         .await
         .unwrap();
-    let mut client = HttpsClient::over(stream).await;
-    let (status, headers, _) = client.get("plain.test", "/").await.unwrap();
+    let mut client = Client::over(stream).await;
+    let (status, headers, _) = client.get_with_headers("plain.test", "/").await.unwrap();
     assert_eq!(status, StatusCode::OK);
     assert!(!headers.contains_key("strict-transport-security"));
-    let (_, headers, _) = client.get("foo.test", "/nowhere-but-routed").await.unwrap();
+    let (_, headers, _) = client
+        .get_with_headers("foo.test", "/nowhere-but-routed")
+        .await
+        .unwrap();
     assert!(headers.contains_key("strict-transport-security"));
 }
 
@@ -585,8 +546,8 @@ async fn a_bad_secret_is_reported_its_hosts_get_the_default_certificate_and_the_
             .await
             .unwrap();
         assert!(presented(&stream) == *want, "{sni}");
-        let mut client = HttpsClient::over(stream).await;
-        let (status, headers, _) = client.get(sni, "/").await.unwrap();
+        let mut client = Client::over(stream).await;
+        let (status, headers, _) = client.get_with_headers(sni, "/").await.unwrap();
         assert_eq!(status, StatusCode::OK, "{sni}");
         // No usable certificate: not a TLS host, so no HSTS (and no redirect).
         assert_eq!(
@@ -600,15 +561,6 @@ async fn a_bad_secret_is_reported_its_hosts_get_the_default_certificate_and_the_
         plain.get("foo.test", "/").await.unwrap().0,
         StatusCode::PERMANENT_REDIRECT
     );
-}
-
-fn snapshot(mut objects: Vec<Object>) -> Snapshot {
-    objects.push(class());
-    Snapshot {
-        state: ClusterState::from_objects(objects),
-        changes: Default::default(),
-        errors: Vec::new(),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -655,7 +607,7 @@ async fn a_changed_secret_reaches_new_connections_while_open_ones_keep_answering
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
-    let mut old = HttpsClient::over(old).await;
+    let mut old = Client::over(old).await;
     assert_eq!(old.get("foo.test", "/").await.unwrap().0, StatusCode::OK);
 
     let changed = Instant::now();
@@ -674,7 +626,7 @@ async fn a_changed_secret_reaches_new_connections_while_open_ones_keep_answering
     eprintln!("new certificate served after {:?}", changed.elapsed());
     // The connection opened before the change still answers.
     for _ in 0..3 {
-        let (status, _, body) = old.get("foo.test", "/still").await.unwrap();
+        let (status, _, body) = old.get_with_headers("foo.test", "/still").await.unwrap();
         assert_eq!(
             (status, field(&body, "name")),
             (StatusCode::OK, Some("web"))
