@@ -2,10 +2,11 @@
 //! alone): it binds its listeners first, so a port in use stops it before
 //! anything runs, then serves them on a runtime of its own (ingress load
 //! must not starve DNS or the proxy's syncs in the same agent) and follows
-//! the source's snapshots: each new state gives a new route table, built
-//! on a blocking thread and swapped in whole; it reports the state version
-//! it routes by, and logs each problem (skipped Ingress, conflict, backend
-//! without endpoints) once, when it appears.
+//! the source's snapshots: each new state gives a new route table and a
+//! new certificate table, built on a blocking thread and swapped in whole;
+//! it reports the state version it routes by, and logs each problem
+//! (skipped Ingress, conflict, backend without endpoints, unusable TLS
+//! Secret) once, when it appears.
 //!
 //! Touches the network: binds TCP listeners; starts a thread.
 
@@ -18,6 +19,7 @@ use ferry_source::Follower;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
+use crate::tls::{self, CertTable, TlsConfig};
 use crate::{Gateway, Metrics, ProxyConfig, RouteTable, RoutesConfig, Scheme};
 
 /// The ingress component's settings.
@@ -26,7 +28,11 @@ pub struct IngressConfig {
     /// Plain HTTP listeners (the agent's default: :80, as an ingress-nginx
     /// DaemonSet with host ports).
     pub http: Vec<SocketAddr>,
+    /// HTTPS listeners (the agent's: :443). None by default here, so a
+    /// test or tool starting the component binds only what it names.
+    pub https: Vec<SocketAddr>,
     pub routes: RoutesConfig,
+    pub tls: TlsConfig,
     pub proxy: ProxyConfig,
     /// Threads of the ingress's own runtime (1: a current-thread runtime).
     pub workers: usize,
@@ -36,7 +42,9 @@ impl Default for IngressConfig {
     fn default() -> Self {
         IngressConfig {
             http: vec![SocketAddr::from(([0, 0, 0, 0], 80))],
+            https: Vec::new(),
             routes: RoutesConfig::default(),
+            tls: TlsConfig::default(),
             proxy: ProxyConfig::default(),
             workers: 1,
         }
@@ -45,7 +53,7 @@ impl Default for IngressConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngressError {
-    #[error("cannot listen on {addr} for ingress HTTP: {source}")]
+    #[error("cannot listen on {addr} for ingress HTTP(S): {source}")]
     Bind {
         addr: SocketAddr,
         #[source]
@@ -53,6 +61,8 @@ pub enum IngressError {
     },
     #[error("cannot start the ingress runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    #[error(transparent)]
+    DefaultCertificate(#[from] tls::DefaultCertError),
 }
 
 /// A running ingress.
@@ -61,6 +71,7 @@ pub struct IngressHandle {
     pub applied: watch::Receiver<Option<u64>>,
     /// The addresses listened on (ports resolved).
     pub http: Vec<SocketAddr>,
+    pub https: Vec<SocketAddr>,
     pub gateway: Gateway,
 }
 
@@ -71,23 +82,12 @@ pub fn start(
     mut follower: Follower,
     registry: &mut Registry,
 ) -> Result<IngressHandle, IngressError> {
-    let mut listeners = Vec::new();
-    for addr in &config.http {
-        let l = std::net::TcpListener::bind(addr)
-            .and_then(|l| l.set_nonblocking(true).map(|()| l))
-            .map_err(|source| IngressError::Bind {
-                addr: *addr,
-                source,
-            })?;
-        listeners.push(l);
-    }
-    let http = listeners
-        .iter()
-        .map(|l| l.local_addr())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(IngressError::Runtime)?;
+    let (listeners, http) = bind(&config.http)?;
+    let (tls_listeners, https) = bind(&config.https)?;
+    let self_signed = tls::self_signed()?;
     let metrics = Metrics::register(registry);
     let gateway = Gateway::new(config.proxy.clone(), Some(metrics));
+    gateway.swap_certs(Arc::new(CertTable::with_default(self_signed.clone())));
     // One worker: a current-thread runtime on the ingress thread itself,
     // so a request never wakes another thread (a profile of the
     // one-worker multi-thread runtime spent about a tenth of its time in
@@ -106,7 +106,11 @@ pub fn start(
     .map_err(IngressError::Runtime)?;
     let (applied_tx, applied) = watch::channel(None::<u64>);
     let gw = gateway.clone();
-    let routes = config.routes.clone();
+    let tables = Tables {
+        routes: config.routes.clone(),
+        tls: config.tls.clone(),
+        self_signed,
+    };
     std::thread::Builder::new()
         .name("ingress".into())
         .spawn(move || {
@@ -119,52 +123,109 @@ pub fn start(
                         Err(e) => tracing::error!(error = %e, "ingress listener lost"),
                     }
                 }
-                follow(&gw, &mut follower, routes, &applied_tx).await;
+                for l in tls_listeners {
+                    match tokio::net::TcpListener::from_std(l) {
+                        Ok(l) => {
+                            tokio::spawn(gw.clone().serve_tls(l));
+                        }
+                        Err(e) => tracing::error!(error = %e, "ingress listener lost"),
+                    }
+                }
+                follow(&gw, &mut follower, tables, &applied_tx).await;
             });
         })
         .map_err(IngressError::Runtime)?;
-    tracing::info!(http = ?http, "ingress serving");
+    tracing::info!(http = ?http, https = ?https, "ingress serving");
     Ok(IngressHandle {
         applied,
         http,
+        https,
         gateway,
     })
 }
 
-/// Builds and swaps a table for every snapshot until the source ends.
+/// Binds `addrs` (non-blocking, for tokio): the listeners and their
+/// addresses with ports resolved.
+fn bind(
+    addrs: &[SocketAddr],
+) -> Result<(Vec<std::net::TcpListener>, Vec<SocketAddr>), IngressError> {
+    let mut listeners = Vec::new();
+    let mut bound = Vec::new();
+    for addr in addrs {
+        let l = std::net::TcpListener::bind(addr)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|source| IngressError::Bind {
+                addr: *addr,
+                source,
+            })?;
+        bound.push(l.local_addr().map_err(IngressError::Runtime)?);
+        listeners.push(l);
+    }
+    Ok((listeners, bound))
+}
+
+/// What every snapshot's tables are built with.
+struct Tables {
+    routes: RoutesConfig,
+    tls: TlsConfig,
+    self_signed: Arc<rustls::sign::CertifiedKey>,
+}
+
+/// Builds and swaps a route table and a certificate table for every
+/// snapshot until the source ends.
 async fn follow(
     gateway: &Gateway,
     follower: &mut Follower,
-    routes: RoutesConfig,
+    tables: Tables,
     applied: &watch::Sender<Option<u64>>,
 ) {
-    let routes = Arc::new(routes);
+    let tables = Arc::new(tables);
     let mut logged = BTreeSet::new();
     while let Some(snapshot) = follower.next().await {
-        let routes = routes.clone();
+        let tables = tables.clone();
+        let previous = gateway.certs();
         let start = Instant::now();
-        let built =
-            tokio::task::spawn_blocking(move || RouteTable::build(&snapshot.state, &routes)).await;
-        let Ok(table) = built else {
+        let built = tokio::task::spawn_blocking(move || {
+            let routes = RouteTable::build(&snapshot.state, &tables.routes);
+            let certs = CertTable::build(
+                &snapshot.state,
+                &routes,
+                &tables.routes.classes,
+                &tables.tls,
+                &tables.self_signed,
+                &previous,
+            );
+            (routes, certs)
+        })
+        .await;
+        let Ok((table, certs)) = built else {
             tracing::error!("ingress route table build panicked; keeping the previous table");
             continue;
         };
-        log_new_problems(&mut logged, &table);
+        let problems = table.problems().iter().map(ToString::to_string);
+        log_new_problems(
+            &mut logged,
+            problems.chain(certs.problems().iter().map(ToString::to_string)),
+        );
         let version = table.version();
         tracing::debug!(
             version,
             ingresses = table.ingresses().len(),
             hosts = table.hosts(),
+            tls_hosts = certs.hosts(),
             took = ?start.elapsed(),
             "ingress route table swapped"
         );
+        // Certificates first: a route for a new TLS host is never served
+        // over HTTP without its redirect.
+        gateway.swap_certs(Arc::new(certs));
         gateway.swap(Arc::new(table));
         applied.send_replace(Some(version));
     }
 }
 
-fn log_new_problems(logged: &mut BTreeSet<String>, table: &RouteTable) {
-    let now: BTreeSet<String> = table.problems().iter().map(ToString::to_string).collect();
+fn log_new_problems(logged: &mut BTreeSet<String>, problems: impl Iterator<Item = String>) {
+    let now: BTreeSet<String> = problems.collect();
     for p in now.difference(logged) {
         tracing::warn!("{p}");
     }

@@ -2,19 +2,22 @@
 //! rules of the classes ferry owns to the endpoints of the Services they
 //! name, without reloads.
 //!
-//! Rooms: `routes` (state → route table, pure), `proxy` (the HTTP server
-//! and the upstream connections; network I/O on the sockets it is given),
-//! `metrics`, `component` (following the source's snapshots, as the agent
-//! runs it).
+//! Rooms: `routes` (state → route table, pure), `tls` (state →
+//! certificate table, pure; the rustls configuration), `proxy` (the HTTP
+//! server and the upstream connections; network I/O on the sockets it is
+//! given), `metrics`, `component` (following the source's snapshots, as
+//! the agent runs it).
 
 pub mod component;
 mod metrics;
 pub mod proxy;
 pub mod routes;
+pub mod tls;
 
 pub use metrics::Metrics;
 pub use proxy::{Balance, Gateway, ProxyConfig, Scheme};
 pub use routes::{
     Backend, ClassConfig, Explained, HostMatch, PathMatched, PortRef, Problem, RouteTable,
-    RoutesConfig, ServiceRef,
+    RoutesConfig, ServiceRef, UpstreamProtocol,
 };
+pub use tls::{CertTable, TlsConfig, TlsProblem};

@@ -8,18 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use ferry_ingress::component::{self, IngressConfig};
-use ferry_model::{ClusterState, Object};
-use ferry_source::{Feed, Snapshot};
-
-fn snapshot(objects: Vec<Object>) -> Snapshot {
-    let mut objects = objects;
-    objects.push(class());
-    Snapshot {
-        state: ClusterState::from_objects(objects),
-        changes: Default::default(),
-        errors: Vec::new(),
-    }
-}
+use ferry_source::Feed;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_component_follows_snapshots_and_each_change_routes_within_100ms() {

@@ -1,4 +1,4 @@
-//! `ferry ingress --source manifests:DIR --http ADDR`: the ingress gateway
+//! `ferry ingress --source manifests:DIR --http ADDR [--https ADDR]`: the ingress gateway
 //! alone; and the `--ingress-*` flags the agent shares with it.
 
 use std::net::SocketAddr;
@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ferry_ingress::component::IngressConfig;
-use ferry_ingress::{Balance, ClassConfig, ProxyConfig, RoutesConfig, ServiceRef};
+use ferry_ingress::{Balance, ClassConfig, ProxyConfig, RoutesConfig, ServiceRef, TlsConfig};
+use ferry_model::NamespacedName;
 use ferry_source::{Feed, FeedOptions, SourceSpec};
 
 use super::agent::parse_duration;
@@ -23,6 +24,15 @@ pub struct IngressArgs {
         default_value = "0.0.0.0:80"
     )]
     http: Vec<SocketAddr>,
+    /// HTTPS listeners of the ingress (comma-separated; none unless given),
+    /// e.g. 0.0.0.0:443. Certificates come from the kubernetes.io/tls
+    /// Secrets the Ingresses' spec.tls name, chosen by SNI.
+    #[arg(long = "ingress-https", visible_alias = "https", value_delimiter = ',')]
+    https: Vec<SocketAddr>,
+    /// The Secret (namespace/name, tls.crt and tls.key) whose certificate
+    /// answers hosts without one; default: a self-signed certificate made at start.
+    #[arg(long, value_parser = parse_secret_name)]
+    ingress_default_cert: Option<NamespacedName>,
     /// IngressClasses with these spec.controller values are ferry's
     /// (comma-separated); add k8s.io/ingress-nginx to take over from ingress-nginx.
     #[arg(long, value_delimiter = ',', default_value = ferry_ingress::routes::CONTROLLER)]
@@ -61,6 +71,10 @@ impl IngressArgs {
     pub fn config(&self) -> anyhow::Result<IngressConfig> {
         Ok(IngressConfig {
             http: self.http.clone(),
+            https: self.https.clone(),
+            tls: TlsConfig {
+                default_certificate: self.ingress_default_cert.clone(),
+            },
             routes: RoutesConfig {
                 classes: ClassConfig {
                     controllers: self.ingress_controller.clone(),
@@ -79,6 +93,16 @@ impl IngressArgs {
             },
             workers: self.ingress_workers,
         })
+    }
+}
+
+/// `namespace/name` of a Secret.
+fn parse_secret_name(s: &str) -> Result<NamespacedName, String> {
+    match s.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok(NamespacedName::new(ns, name))
+        }
+        _ => Err(format!("{s:?}: a Secret is namespace/name")),
     }
 }
 
@@ -102,7 +126,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("reading {}", args.source))?;
         let mut registry = prometheus_client::registry::Registry::default();
         let handle = ferry_ingress::component::start(config, feed.follow(), &mut registry)?;
-        eprintln!("ferry ingress: serving HTTP on {:?}", handle.http);
+        eprintln!(
+            "ferry ingress: serving HTTP on {:?}, HTTPS on {:?}",
+            handle.http, handle.https
+        );
         tokio::signal::ctrl_c().await.ok();
         drop(feed);
         anyhow::Ok(())

@@ -1,8 +1,12 @@
 //! The HTTP proxy: hyper serves HTTP/1.1 and HTTP/2 (h2c by prior
-//! knowledge) on the listeners it is given; each request loads the current
+//! knowledge, h2 by ALPN over TLS) on the listeners it is given (TLS
+//! handshakes by `tls`, with the certificate table swapped in last); HTTP
+//! to a host that has TLS gets a 308 to HTTPS, and HTTPS answers for it
+//! carry HSTS. Each request loads the current
 //! route table (one atomic load, no lock), picks an endpoint of the
 //! matched backend, and is streamed to it over a pooled HTTP/1.1
-//! connection. Connection failures are retried on the next endpoint
+//! connection (or the endpoint's HTTP/2 connection for h2c and gRPC
+//! backends, trailers kept). Connection failures are retried on the next endpoint
 //! (bounded by `tries`) and mark the endpoint down for a while; an Upgrade
 //! (WebSocket) is spliced byte for byte once the endpoint answers 101. A
 //! new route table is swapped in whole: requests and upgraded connections
@@ -18,8 +22,8 @@ mod pool;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -33,7 +37,8 @@ pub use balance::Balance;
 pub use body::ProxyBody;
 
 use crate::metrics::Metrics;
-use crate::routes::{Backend, RouteTable};
+use crate::routes::{Backend, RouteTable, UpstreamProtocol};
+use crate::tls::{self, CertTable};
 use body::RequestBody;
 use headers::Client;
 
@@ -89,6 +94,12 @@ pub struct Gateway {
 
 struct Shared {
     table: ArcSwap<RouteTable>,
+    /// Read by the TLS handshakes (through `tls`) and for the redirect and HSTS.
+    certs: Arc<ArcSwap<CertTable>>,
+    tls: Arc<rustls::ServerConfig>,
+    /// The port of the first HTTPS listener: where HTTP to a TLS host is
+    /// redirected (no HTTPS listener: no redirect).
+    https_port: OnceLock<u16>,
     config: ProxyConfig,
     pool: pool::Pool,
     endpoints: balance::Endpoints,
@@ -127,9 +138,17 @@ impl Gateway {
         http.http1()
             .keep_alive(true)
             .timer(hyper_util::rt::TokioTimer::new());
+        let certs = Arc::new(ArcSwap::from_pointee(CertTable::default()));
+        let tls = tls::server_config(certs.clone())
+            // Only fails for protocol versions the provider lacks; ring
+            // has both TLS 1.2 and 1.3.
+            .expect("the ring provider supports TLS 1.2 and 1.3");
         Gateway {
             shared: Arc::new(Shared {
                 table: ArcSwap::from_pointee(RouteTable::default()),
+                certs,
+                tls: Arc::new(tls),
+                https_port: OnceLock::new(),
                 config,
                 pool,
                 endpoints,
@@ -154,13 +173,43 @@ impl Gateway {
         self.shared.table.load_full()
     }
 
+    /// Makes `certs` the table new TLS handshakes and new requests use;
+    /// connections already open keep the certificate they were given.
+    pub fn swap_certs(&self, certs: Arc<CertTable>) {
+        self.shared.certs.store(certs);
+    }
+
+    /// The certificate table in use.
+    pub fn certs(&self) -> Arc<CertTable> {
+        self.shared.certs.load_full()
+    }
+
     /// Idle upstream connections in the pool.
     pub fn idle_connections(&self) -> usize {
         self.shared.pool.idle()
     }
 
-    /// Serves `listener` until the task is dropped.
+    /// Serves plain HTTP on `listener` until the task is dropped.
     pub async fn serve(self, listener: tokio::net::TcpListener, scheme: Scheme) {
+        self.accept(listener, scheme, None).await;
+    }
+
+    /// Serves HTTPS on `listener` until the task is dropped; the first
+    /// HTTPS listener is where plain HTTP to TLS hosts is redirected.
+    pub async fn serve_tls(self, listener: tokio::net::TcpListener) {
+        if let Ok(addr) = listener.local_addr() {
+            let _ = self.shared.https_port.set(addr.port());
+        }
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.shared.tls.clone());
+        self.accept(listener, Scheme::Https, Some(acceptor)).await;
+    }
+
+    async fn accept(
+        self,
+        listener: tokio::net::TcpListener,
+        scheme: Scheme,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) {
         loop {
             let (stream, peer) = match listener.accept().await {
                 Ok(c) => c,
@@ -174,22 +223,25 @@ impl Gateway {
             let _ = stream.set_nodelay(true);
             let local = stream.local_addr().unwrap_or(peer);
             let shared = self.shared.clone();
+            let Some(acceptor) = tls.clone() else {
+                tokio::spawn(shared.connection(stream, peer, local, scheme));
+                continue;
+            };
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(|req| {
-                    let shared = shared.clone();
-                    async move { Ok::<_, Infallible>(shared.handle(req, peer, local, scheme).await) }
-                });
-                if let Err(e) = shared
-                    .http
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .await
-                {
-                    tracing::debug!(client = %peer, error = %e, "client connection ended");
+                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => shared.connection(stream, peer, local, scheme).await,
+                    Ok(Err(e)) => {
+                        tracing::debug!(client = %peer, error = %e, "TLS handshake failed")
+                    }
+                    Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
                 }
             });
         }
     }
 }
+
+/// A client that has not finished its TLS handshake by then is dropped.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A per-process start for request ids, so two runs do not repeat them.
 fn seed() -> u64 {
@@ -249,6 +301,30 @@ impl Failure {
 }
 
 impl Shared {
+    /// Serves one client connection (HTTP/1.1 or HTTP/2, upgrades) until it ends.
+    async fn connection<IO>(
+        self: Arc<Self>,
+        io: IO,
+        peer: SocketAddr,
+        local: SocketAddr,
+        scheme: Scheme,
+    ) where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let shared = self.clone();
+        let service = hyper::service::service_fn(|req| {
+            let shared = shared.clone();
+            async move { Ok::<_, Infallible>(shared.handle(req, peer, local, scheme).await) }
+        });
+        if let Err(e) = self
+            .http
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .await
+        {
+            tracing::debug!(client = %peer, error = %e, "client connection ended");
+        }
+    }
+
     async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
@@ -267,26 +343,52 @@ impl Shared {
                     .and_then(|h| h.to_str().ok())
                     .map(str::to_string)
             });
+        let tls_host = host
+            .as_deref()
+            .is_some_and(|h| self.certs.load().has_tls(h));
+        if tls_host
+            && scheme == Scheme::Http
+            && let Some(r) = self.redirect(host.as_deref().unwrap_or(""), req.uri())
+        {
+            self.record(None, &r, start);
+            return r;
+        }
         let backend = {
             let table = self.table.load();
             table
                 .lookup(host.as_deref().unwrap_or(""), req.uri().path())
                 .cloned()
         };
-        let Some(backend) = backend else {
-            let r = own(StatusCode::NOT_FOUND, "404 page not found\n");
-            self.record(None, &r, start);
-            return r;
+        let (mut response, backend) = match backend {
+            None => (own(StatusCode::NOT_FOUND, "404 page not found\n"), None),
+            Some(backend) => {
+                let r = match self
+                    .forward(req, &backend, host.as_deref(), peer, local, scheme)
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(f) => f.response(),
+                };
+                (r, Some(backend))
+            }
         };
-        let response = match self
-            .forward(req, &backend, host.as_deref(), peer, local, scheme)
-            .await
-        {
-            Ok(r) => r,
-            Err(f) => f.response(),
-        };
-        self.record(Some(&backend), &response, start);
+        if tls_host && scheme == Scheme::Https {
+            response
+                .headers_mut()
+                .insert(header::STRICT_TRANSPORT_SECURITY, tls::policy::HSTS);
+        }
+        self.record(backend.as_deref(), &response, start);
         response
+    }
+
+    /// The 308 to HTTPS for a TLS host; None when there is no HTTPS listener.
+    fn redirect(&self, host: &str, uri: &Uri) -> Option<Response<ProxyBody>> {
+        let port = *self.https_port.get()?;
+        let pq = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let location = tls::policy::https_location(host, pq, port)?;
+        let mut r = own(StatusCode::PERMANENT_REDIRECT, "308 permanent redirect\n");
+        r.headers_mut().insert(header::LOCATION, location);
+        Some(r)
     }
 
     fn record(&self, backend: Option<&Backend>, r: &Response<ProxyBody>, start: Instant) {
@@ -316,6 +418,17 @@ impl Shared {
             return Err(Failure::TooLarge);
         }
         let upgrade = headers::upgrade_of(req.headers());
+        let h2c = backend.protocol == UpstreamProtocol::H2c;
+        // gRPC servers may insist on `te: trailers`, the one TE HTTP/2 allows.
+        let te_trailers = h2c
+            && req
+                .headers()
+                .get(header::TE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| {
+                    v.split(',')
+                        .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+                });
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         let (mut parts, incoming) = req.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers, upgrade.clone());
@@ -335,6 +448,21 @@ impl Shared {
             |pq| Uri::try_from(pq.as_str()).unwrap_or_else(|_| Uri::from_static("/")),
         );
         parts.version = hyper::Version::HTTP_11;
+        if h2c {
+            // HTTP/2 carries the host in the URI (`:authority`), with a scheme.
+            let authority = host.unwrap_or("localhost");
+            let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+            if let Ok(uri) = Uri::try_from(format!("http://{authority}{pq}")) {
+                parts.uri = uri;
+                parts.headers.remove(header::HOST);
+            }
+            parts.version = hyper::Version::HTTP_2;
+            if te_trailers {
+                parts
+                    .headers
+                    .insert(header::TE, HeaderValue::from_static("trailers"));
+            }
+        }
         let (body, too_large) = RequestBody::new(incoming, self.config.max_body);
         let mut req = Request::from_parts(parts, body);
 
@@ -348,25 +476,28 @@ impl Shared {
             tried.push(addr);
             // An idle pooled connection, or a new one; a pooled one the
             // endpoint closed meanwhile gives the request back unsent.
-            let mut sender = match self.pool.take(addr) {
-                Some(s) => s,
-                None => match self.pool.connect(addr).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "endpoint skipped");
-                        self.endpoints.mark_down(addr);
-                        if let Some(m) = &self.metrics {
-                            m.connect_error();
-                        }
-                        continue;
-                    }
+            let conn = match backend.protocol {
+                UpstreamProtocol::H2c => self.pool.h2(addr).await.map(Conn::H2),
+                UpstreamProtocol::Http1 => match self.pool.take(addr) {
+                    Some(s) => Ok(Conn::H1(s)),
+                    None => self.pool.connect(addr).await.map(Conn::H1),
                 },
+            };
+            let mut sender = match conn {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(error = %e, "endpoint skipped");
+                    self.endpoints.mark_down(addr);
+                    if let Some(m) = &self.metrics {
+                        m.connect_error();
+                    }
+                    continue;
+                }
             };
             let stats = self.endpoints.stats(addr);
             stats.in_flight.fetch_add(1, Ordering::Relaxed);
             let sent_at = Instant::now();
-            let sent =
-                tokio::time::timeout(self.config.read_timeout, sender.try_send_request(req)).await;
+            let sent = tokio::time::timeout(self.config.read_timeout, sender.send(req)).await;
             stats.in_flight.fetch_sub(1, Ordering::Relaxed);
             match sent {
                 Ok(Ok(mut response)) => {
@@ -379,11 +510,15 @@ impl Shared {
                             headers::upgrade_of(response.headers())
                         }
                         _ => {
-                            self.pool.give_back(addr, sender);
+                            if let Conn::H1(sender) = sender {
+                                self.pool.give_back(addr, sender);
+                            }
                             None
                         }
                     };
                     let (mut parts, body) = response.into_parts();
+                    // An h2c endpoint's answer may go to an HTTP/1.1 client.
+                    parts.version = hyper::Version::HTTP_11;
                     headers::strip_hop_by_hop(&mut parts.headers, upgrade_back);
                     return Ok(Response::from_parts(parts, ProxyBody::Upstream(body)));
                 }
@@ -429,6 +564,24 @@ impl Shared {
         let mut z = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         z = (z ^ (z >> 31)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         format!("{:016x}{:016x}", z, n)
+    }
+}
+
+/// A connection to an endpoint, as its backend's protocol wants.
+enum Conn {
+    H1(pool::Sender),
+    H2(pool::H2Sender),
+}
+
+impl Conn {
+    async fn send(
+        &mut self,
+        req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<RequestBody>>> {
+        match self {
+            Conn::H1(s) => s.try_send_request(req).await,
+            Conn::H2(s) => s.try_send_request(req).await,
+        }
     }
 }
 

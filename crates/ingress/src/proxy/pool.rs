@@ -1,9 +1,12 @@
-//! Keep-alive connections to endpoints (HTTP/1.1, as nginx's
+//! Keep-alive connections to endpoints. HTTP/1.1 (as nginx's
 //! `proxy_http_version 1.1` with an upstream keepalive pool): a request
 //! takes an idle connection to its endpoint or dials a new one; the
 //! connection goes back to the pool with the response headers, and is
-//! taken again only once its response has been read to the end. Connections idle longer than `idle_timeout`, beyond
-//! `max_idle` per endpoint, or closed by the endpoint are dropped.
+//! taken again only once its response has been read to the end.
+//! Connections idle longer than `idle_timeout`, beyond `max_idle` per
+//! endpoint, or closed by the endpoint are dropped. HTTP/2 (h2c
+//! endpoints): one connection per endpoint, shared by every request to
+//! it, dialled again once it closes.
 //!
 //! Touches the network: dials TCP to endpoints.
 
@@ -13,11 +16,13 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::body::RequestBody;
 
 pub(crate) type Sender = SendRequest<RequestBody>;
+pub(crate) type H2Sender = http2::SendRequest<RequestBody>;
 
 /// Why no connection could be had.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +45,7 @@ pub(crate) enum ConnectError {
 
 pub(crate) struct Pool {
     idle: Mutex<HashMap<SocketAddr, Vec<(Sender, Instant)>>>,
+    h2: Mutex<HashMap<SocketAddr, H2Sender>>,
     max_idle: usize,
     idle_timeout: Duration,
     connect_timeout: Duration,
@@ -49,6 +55,7 @@ impl Pool {
     pub fn new(max_idle: usize, idle_timeout: Duration, connect_timeout: Duration) -> Pool {
         Pool {
             idle: Mutex::default(),
+            h2: Mutex::default(),
             max_idle,
             idle_timeout,
             connect_timeout,
@@ -77,14 +84,7 @@ impl Pool {
     /// A new connection to `addr`; its I/O runs in a task of its own,
     /// with upgrades (WebSocket) allowed.
     pub async fn connect(&self, addr: SocketAddr) -> Result<Sender, ConnectError> {
-        let tcp = tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect(addr))
-            .await
-            .map_err(|_| ConnectError::Timeout {
-                addr,
-                timeout: self.connect_timeout,
-            })?
-            .map_err(|source| ConnectError::Io { addr, source })?;
-        let _ = tcp.set_nodelay(true);
+        let tcp = self.dial(addr).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(tcp))
             .await
@@ -95,6 +95,48 @@ impl Pool {
             }
         });
         Ok(sender)
+    }
+
+    /// The HTTP/2 (h2c) connection to `addr`, dialled when there is none
+    /// open. Two requests racing to dial both succeed; the later
+    /// connection is the one kept.
+    pub async fn h2(&self, addr: SocketAddr) -> Result<H2Sender, ConnectError> {
+        let open = self
+            .h2
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&addr).filter(|s| !s.is_closed()).cloned());
+        if let Some(s) = open {
+            return Ok(s);
+        }
+        let tcp = self.dial(addr).await?;
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|source| ConnectError::Handshake { addr, source })?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(endpoint = %addr, error = %e, "upstream h2 connection ended");
+            }
+        });
+        if let Ok(mut m) = self.h2.lock() {
+            m.insert(addr, sender.clone());
+        }
+        Ok(sender)
+    }
+
+    /// A TCP connection to `addr` within the connect timeout.
+    async fn dial(&self, addr: SocketAddr) -> Result<tokio::net::TcpStream, ConnectError> {
+        let tcp = tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect(addr))
+            .await
+            .map_err(|_| ConnectError::Timeout {
+                addr,
+                timeout: self.connect_timeout,
+            })?
+            .map_err(|source| ConnectError::Io { addr, source })?;
+        let _ = tcp.set_nodelay(true);
+        Ok(tcp)
     }
 
     /// Gives `sender` back as soon as the response headers are in: it is

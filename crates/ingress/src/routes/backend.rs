@@ -2,7 +2,8 @@
 //! number (`spec.ports[].port`) or by name; the model has already matched
 //! the Service port to its EndpointSlices' ports by name, so each port's
 //! endpoints carry the target port to dial. Requests go to those
-//! endpoints, never to the ClusterIP, as ingress-nginx does.
+//! endpoints, never to the ClusterIP, as ingress-nginx does. A port whose
+//! `appProtocol` is `kubernetes.io/h2c` is spoken to in HTTP/2.
 //!
 //! Pure.
 
@@ -11,15 +12,15 @@ use std::sync::Arc;
 
 use ferry_model::{ClusterState, Protocol, ServicePortView};
 
-use super::{PortRef, ServiceRef};
+use super::{PortRef, ServiceRef, UpstreamProtocol};
 
 /// The endpoints to send to: the ready ones; with none ready, the serving
-/// and terminating ones. Err: why there are none (the reason names what
-/// is missing).
+/// and terminating ones; and the protocol the port announces. Err: why
+/// there are none (the reason names what is missing).
 pub(crate) fn endpoints_of(
     state: &ClusterState,
     target: &ServiceRef,
-) -> Result<Arc<[SocketAddr]>, String> {
+) -> Result<(Arc<[SocketAddr]>, UpstreamProtocol), String> {
     let Some(service) = state.service(&target.service) else {
         return Err("no such Service".into());
     };
@@ -50,7 +51,11 @@ pub(crate) fn endpoints_of(
     }
     ready.sort();
     ready.dedup();
-    Ok(ready.into())
+    let protocol = match port.app_protocol.as_deref() {
+        Some("kubernetes.io/h2c") => UpstreamProtocol::H2c,
+        _ => UpstreamProtocol::Http1,
+    };
+    Ok((ready.into(), protocol))
 }
 
 fn same_port(p: &ServicePortView, want: &PortRef) -> bool {

@@ -13,13 +13,15 @@ use ferry_model::k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 use ferry_model::{ClusterState, Kind, NamespacedName, Object};
 
 use super::backend::endpoints_of;
-use super::class::Classes;
+use super::class::{ClassConfig, Classes};
 use super::path::{PathMatch, normalize};
-use super::{Backend, HostRoutes, PortRef, Problem, RouteTable, RoutesConfig, ServiceRef};
+use super::{
+    Backend, HostRoutes, PortRef, Problem, RouteTable, RoutesConfig, ServiceRef, UpstreamProtocol,
+};
 
-/// Which host a rule is for.
+/// Which host a rule (or a `spec.tls[].hosts` entry) is for.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum HostKey {
+pub(crate) enum HostKey {
     Exact(Box<str>),
     /// `*.foo.com`, held as `foo.com`.
     Wildcard(Box<str>),
@@ -47,12 +49,20 @@ struct PlannedPath {
 /// An Ingress, checked and ready to insert.
 struct Plan {
     name: NamespacedName,
+    /// `nginx.ingress.kubernetes.io/backend-protocol: GRPC`: every backend
+    /// of this Ingress is spoken to in h2c.
+    grpc: bool,
     default: Option<(ServiceRef, String)>,
     rules: Vec<(HostKey, Vec<PlannedPath>)>,
 }
 
-pub(super) fn build(state: &ClusterState, config: &RoutesConfig) -> RouteTable {
-    let classes = Classes::new(state, &config.classes);
+/// The Ingresses of the classes ferry owns, oldest first (the order in
+/// which they claim hosts and paths; the TLS certificates follow it too).
+pub(crate) fn owned_oldest_first<'a>(
+    state: &'a ClusterState,
+    config: &ClassConfig,
+) -> Vec<&'a Ingress> {
+    let classes = Classes::new(state, config);
     let mut ingresses: Vec<&Ingress> = state
         .objects_of(Kind::Ingress)
         .filter_map(|o| match o {
@@ -66,6 +76,11 @@ pub(super) fn build(state: &ClusterState, config: &RoutesConfig) -> RouteTable {
         let created = i.metadata.creation_timestamp.as_ref().map(|t| t.0);
         (created.is_none(), created, name_of(i))
     });
+    ingresses
+}
+
+pub(super) fn build(state: &ClusterState, config: &RoutesConfig) -> RouteTable {
+    let ingresses = owned_oldest_first(state, &config.classes);
     let mut b = Builder {
         state,
         table: RouteTable {
@@ -80,7 +95,7 @@ pub(super) fn build(state: &ClusterState, config: &RoutesConfig) -> RouteTable {
     b.controller_default = config
         .default_backend
         .as_ref()
-        .map(|t| b.backend(None, t, "--default-backend-service"));
+        .map(|t| b.backend(None, t, "--default-backend-service", false));
     for ingress in ingresses {
         match plan(ingress) {
             Ok(plan) => b.insert(plan),
@@ -115,7 +130,7 @@ impl Builder<'_> {
         let default = plan
             .default
             .as_ref()
-            .map(|(t, field)| self.backend(Some(&plan.name), t, field));
+            .map(|(t, field)| self.backend(Some(&plan.name), t, field, plan.grpc));
         if plan.rules.is_empty()
             && let Some(d) = &default
         {
@@ -160,6 +175,7 @@ impl Builder<'_> {
                     Some(&plan.name),
                     &p.target,
                     &p.field,
+                    plan.grpc,
                 );
                 match p.kind {
                     PathMatch::Exact => routes.exact.insert(p.key, backend),
@@ -176,6 +192,7 @@ impl Builder<'_> {
         ingress: Option<&NamespacedName>,
         target: &ServiceRef,
         field: &str,
+        grpc: bool,
     ) -> Arc<Backend> {
         backend_for(
             self.state,
@@ -184,6 +201,7 @@ impl Builder<'_> {
             ingress,
             target,
             field,
+            grpc,
         )
     }
 }
@@ -197,12 +215,13 @@ fn backend_for(
     ingress: Option<&NamespacedName>,
     target: &ServiceRef,
     field: &str,
+    grpc: bool,
 ) -> Arc<Backend> {
     let key = (ingress.cloned(), target.clone());
     if let Some(b) = backends.get(&key) {
         return b.clone();
     }
-    let endpoints = endpoints_of(state, target).unwrap_or_else(|reason| {
+    let (endpoints, protocol) = endpoints_of(state, target).unwrap_or_else(|reason| {
         problems.push(Problem::NoEndpoints {
             ingress: ingress
                 .cloned()
@@ -211,14 +230,24 @@ fn backend_for(
             target: target.clone(),
             reason,
         });
-        Arc::from(Vec::new())
+        (Arc::from(Vec::new()), UpstreamProtocol::Http1)
     });
-    let b = Arc::new(Backend::new(ingress.cloned(), target.clone(), endpoints));
+    let protocol = if grpc {
+        UpstreamProtocol::H2c
+    } else {
+        protocol
+    };
+    let b =
+        Arc::new(Backend::new(ingress.cloned(), target.clone(), endpoints).with_protocol(protocol));
     backends.insert(key, b.clone());
     b
 }
 
-fn name_of(i: &Ingress) -> NamespacedName {
+/// ingress-nginx's annotation naming how to speak to the backends
+/// (HTTP, HTTPS, GRPC, GRPCS, ...); ferry acts on GRPC (h2c) only.
+const BACKEND_PROTOCOL: &str = "nginx.ingress.kubernetes.io/backend-protocol";
+
+pub(crate) fn name_of(i: &Ingress) -> NamespacedName {
     NamespacedName::new(
         i.metadata.namespace.as_deref().unwrap_or("default"),
         i.metadata.name.as_deref().unwrap_or_default(),
@@ -228,6 +257,12 @@ fn name_of(i: &Ingress) -> NamespacedName {
 /// Checks an Ingress whole; the first problem found skips it.
 fn plan(ingress: &Ingress) -> Result<Plan, Box<Problem>> {
     let name = name_of(ingress);
+    let grpc = ingress
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(BACKEND_PROTOCOL))
+        .is_some_and(|p| p.eq_ignore_ascii_case("GRPC"));
     let invalid = |field: String, reason: &str| {
         Box::new(Problem::Invalid {
             ingress: name.clone(),
@@ -297,12 +332,14 @@ fn plan(ingress: &Ingress) -> Result<Plan, Box<Problem>> {
     }
     Ok(Plan {
         name,
+        grpc,
         default,
         rules: planned,
     })
 }
 
-fn host_key(host: &str) -> Result<HostKey, String> {
+/// A host as an Ingress writes it (lowercased), checked.
+pub(crate) fn host_key(host: &str) -> Result<HostKey, String> {
     if host.is_empty() {
         return Ok(HostKey::Any);
     }

@@ -31,6 +31,7 @@ use std::sync::atomic::AtomicUsize;
 
 use ferry_model::NamespacedName;
 
+pub(crate) use build::{HostKey, host_key, name_of, owned_oldest_first};
 pub use class::{CONTROLLER, ClassConfig};
 
 /// What the route table is built with.
@@ -94,6 +95,19 @@ impl fmt::Display for PortRef {
     }
 }
 
+/// How the proxy speaks to a backend's endpoints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 over pooled keep-alive connections.
+    #[default]
+    Http1,
+    /// HTTP/2 without TLS (prior knowledge), one multiplexed connection
+    /// per endpoint, trailers kept: the Service port's `appProtocol` is
+    /// `kubernetes.io/h2c`, or the Ingress has ingress-nginx's
+    /// `nginx.ingress.kubernetes.io/backend-protocol: GRPC`.
+    H2c,
+}
+
 /// Where matching requests go: a Service port and the endpoints it had
 /// when the table was built.
 #[derive(Debug)]
@@ -105,6 +119,7 @@ pub struct Backend {
     /// Ready endpoints; when none is ready, the serving and terminating
     /// ones (as kube-proxy falls back). Sorted.
     pub endpoints: Arc<[SocketAddr]>,
+    pub protocol: UpstreamProtocol,
     /// Round-robin position, shared by every request using this table.
     pub(crate) next: AtomicUsize,
     /// `namespace/name` of the Ingress and of the Service, as metric labels.
@@ -128,9 +143,14 @@ impl Backend {
             ingress,
             target,
             endpoints,
+            protocol: UpstreamProtocol::Http1,
             next: AtomicUsize::new(0),
             labels,
         }
+    }
+
+    pub(crate) fn with_protocol(self, protocol: UpstreamProtocol) -> Backend {
+        Backend { protocol, ..self }
     }
 }
 
@@ -307,14 +327,8 @@ impl RouteTable {
     /// The rules a request's host picks: its exact host, else the wildcard
     /// of its first label, else the rules without a host.
     fn host_routes(&self, host: &str) -> (HostMatch<'_>, &HostRoutes) {
-        let host = host_only(host);
-        let lower;
-        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
-            lower = host.to_ascii_lowercase();
-            lower.as_str()
-        } else {
-            host
-        };
+        let host = request_host(host);
+        let host = host.as_ref();
         if let Some((k, r)) = self.hosts.get_key_value(host) {
             return (HostMatch::Exact(k), r);
         }
@@ -345,6 +359,17 @@ impl RouteTable {
     /// Hosts with rules (exact and wildcard).
     pub fn hosts(&self) -> usize {
         self.hosts.len() + self.wildcards.len() + usize::from(!self.any_host.is_empty())
+    }
+}
+
+/// The host of a Host header (or SNI) as the tables key it: lowercase,
+/// without the port, without a final dot.
+pub(crate) fn request_host(host: &str) -> std::borrow::Cow<'_, str> {
+    let host = host_only(host);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        host.to_ascii_lowercase().into()
+    } else {
+        host.into()
     }
 }
 

@@ -201,7 +201,15 @@ pub struct Client {
 impl Client {
     pub async fn connect(addr: SocketAddr) -> Client {
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        Client::over(tcp).await
+    }
+
+    /// A client over an open connection (a TLS stream, say).
+    pub async fn over<IO>(io: IO) -> Client
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
             .await
             .unwrap();
         tokio::spawn(conn);
@@ -210,6 +218,16 @@ impl Client {
 
     /// GET `path` on `host`: status and body.
     pub async fn get(&mut self, host: &str, path: &str) -> Result<(StatusCode, String), String> {
+        let (status, _, body) = self.get_with_headers(host, path).await?;
+        Ok((status, body))
+    }
+
+    /// GET `path` on `host`: status, headers and body.
+    pub async fn get_with_headers(
+        &mut self,
+        host: &str,
+        path: &str,
+    ) -> Result<(StatusCode, hyper::HeaderMap, String), String> {
         self.sender.ready().await.map_err(|e| e.to_string())?;
         let req = Request::get(path)
             .header("host", host)
@@ -220,14 +238,23 @@ impl Client {
             .send_request(req)
             .await
             .map_err(|e| e.to_string())?;
-        let status = resp.status();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok((
+            parts.status,
+            parts.headers,
+            String::from_utf8_lossy(&body).into_owned(),
+        ))
+    }
+}
+
+/// A snapshot of `objects` and ferry's IngressClass, as a source sends it.
+pub fn snapshot(mut objects: Vec<Object>) -> ferry_source::Snapshot {
+    objects.push(class());
+    ferry_source::Snapshot {
+        state: ClusterState::from_objects(objects),
+        changes: Default::default(),
+        errors: Vec::new(),
     }
 }
 
