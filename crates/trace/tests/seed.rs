@@ -419,3 +419,171 @@ spec:
   ingressClassName: ferry
   defaultBackend: {service: {name: web-lb, port: {number: 80}}}
 ";
+
+/// A NodePort Service with an external IP, a headless Service and an
+/// ExternalName Service, all over the seed's pods.
+const SHAPES: &str = "apiVersion: v1
+kind: Service
+metadata: {name: web-np, namespace: demo}
+spec:
+  type: NodePort
+  clusterIP: 172.16.255.222
+  externalIPs: [192.0.2.20]
+  selector: {app: nginx-web}
+  ports: [{port: 8080, targetPort: 80, nodePort: 30081}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-np-1
+  namespace: demo
+  labels: {kubernetes.io/service-name: web-np}
+addressType: IPv4
+ports: [{name: \"\", port: 80, protocol: TCP}]
+endpoints:
+- {addresses: [10.204.0.13], conditions: {ready: true}, nodeName: node-1}
+- {addresses: [10.204.1.3], conditions: {ready: true}, nodeName: node-2}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web-headless, namespace: demo}
+spec:
+  clusterIP: None
+  selector: {app: nginx-web}
+  ports: [{port: 80}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-headless-1
+  namespace: demo
+  labels: {kubernetes.io/service-name: web-headless}
+addressType: IPv4
+ports: [{name: \"\", port: 80, protocol: TCP}]
+endpoints:
+- {addresses: [10.204.1.8], conditions: {ready: true}, nodeName: node-2}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ext, namespace: demo}
+spec:
+  type: ExternalName
+  externalName: www.example.org
+";
+
+fn shapes_state() -> ferry_model::ClusterState {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(seed_path(), dir.path().join("a.yaml")).unwrap();
+    std::fs::write(dir.path().join("b.yaml"), SHAPES).unwrap();
+    let (source, snap) = ManifestSource::open(&[dir.path().to_path_buf()], false).unwrap();
+    assert!(snap.errors.is_empty(), "{:?}", snap.errors);
+    source.state().clone()
+}
+
+fn kinds_of(t: &Trace) -> Vec<HopKind> {
+    t.hops.iter().map(|h| h.kind).collect()
+}
+
+#[test]
+fn a_node_port_from_outside_is_captured_on_the_node_it_was_sent_to_and_masqueraded() {
+    for mode in [ProxyMode::Iptables, ProxyMode::Nftables] {
+        let t = trace_from(shapes_state(), mode, &From::Outside, "172.18.0.12:30081");
+        let svc = t
+            .hops
+            .iter()
+            .find(|h| h.kind == HopKind::Service)
+            .unwrap_or_else(|| panic!("{mode:?}: no service hop: {:?}", kinds_of(&t)));
+        assert!(
+            svc.title.contains("demo/web-np") && svc.title.contains("NodePort"),
+            "{mode:?}: {}",
+            svc.title
+        );
+        assert_eq!(svc.node.as_deref(), Some("node-2"), "{mode:?}");
+        let eps: Vec<String> = svc
+            .endpoints
+            .iter()
+            .map(|c| format!("{}:{}", c.ip, c.port))
+            .collect();
+        assert_eq!(eps, ["10.204.0.13:80", "10.204.1.3:80"], "{mode:?}");
+        // externalTrafficPolicy Cluster: traffic from outside is masqueraded.
+        assert!(
+            svc.endpoints.iter().all(|c| c.masquerade.is_some()),
+            "{mode:?}: {:?}",
+            svc.endpoints
+        );
+        // Then a route from node-2 to each endpoint: the bridge for its own pod, VXLAN for node-1's.
+        let routes: Vec<&str> = t
+            .hops
+            .iter()
+            .filter(|h| h.kind == HopKind::Routing)
+            .map(|h| h.path[0].as_str())
+            .collect();
+        assert!(
+            routes.contains(&"flannel.1") && routes.contains(&"cni0"),
+            "{mode:?}: {routes:?}"
+        );
+    }
+}
+
+#[test]
+fn an_external_ip_is_captured_as_such_in_both_modes() {
+    for mode in [ProxyMode::Iptables, ProxyMode::Nftables] {
+        let t = trace_from(shapes_state(), mode, &From::Outside, "192.0.2.20:8080");
+        let svc = &t.hops.iter().find(|h| h.kind == HopKind::Service).unwrap();
+        assert!(
+            svc.title.contains("demo/web-np") && svc.title.contains("external IP"),
+            "{mode:?}: {}",
+            svc.title
+        );
+        assert_eq!(svc.endpoints.len(), 2, "{mode:?}");
+        // The same Service port on its ClusterIP from a pod is a ClusterIP capture.
+        let t = trace_in(shapes_state(), mode, "172.16.255.222:8080");
+        assert!(
+            t.hops[0].title.contains("ClusterIP"),
+            "{mode:?}: {}",
+            t.hops[0].title
+        );
+    }
+}
+
+#[test]
+fn a_headless_name_resolves_to_its_endpoints_and_skips_the_proxy() {
+    for mode in [ProxyMode::Iptables, ProxyMode::Nftables] {
+        let t = trace_in(shapes_state(), mode, "web-headless:80");
+        assert_eq!(kinds_of(&t)[0], HopKind::Dns, "{mode:?}");
+        assert!(
+            t.hops[0].decided.iter().any(|d| d.contains("headless")),
+            "{mode:?}: {:?}",
+            t.hops[0].decided
+        );
+        assert!(
+            !kinds_of(&t).contains(&HopKind::Service),
+            "{mode:?}: {:?}",
+            kinds_of(&t)
+        );
+        // Straight to the pod on node-2, over the tunnel.
+        let route = t.hops.iter().find(|h| h.kind == HopKind::Routing).unwrap();
+        assert!(
+            route.title.contains("10.204.1.8"),
+            "{mode:?}: {}",
+            route.title
+        );
+        assert_eq!(route.path[0], "flannel.1", "{mode:?}");
+    }
+}
+
+#[test]
+fn an_external_name_is_a_cname_and_no_proxy_hop() {
+    for mode in [ProxyMode::Iptables, ProxyMode::Nftables] {
+        let t = trace_in(shapes_state(), mode, "ext:80");
+        assert_eq!(kinds_of(&t), [HopKind::Dns], "{mode:?}");
+        assert!(
+            t.hops[0]
+                .decided
+                .iter()
+                .any(|d| d.contains("CNAME www.example.org")),
+            "{mode:?}: {:?}",
+            t.hops[0].decided
+        );
+    }
+}
