@@ -30,7 +30,7 @@ use std::sync::atomic::AtomicUsize;
 
 use ferry_model::NamespacedName;
 
-pub use class::{CONTROLLER, ClassConfig};
+pub use class::{CONTROLLER, ClassConfig, Classes};
 
 /// What the route table is built with.
 #[derive(Clone, Debug, Default)]

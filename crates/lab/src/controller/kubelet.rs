@@ -65,6 +65,13 @@ pub(super) struct NodeRuntime {
 /// Every node's agent serves cluster DNS here (NodeLocal DNSCache's address).
 pub(super) const NODE_LOCAL_DNS: &str = "169.254.20.10";
 
+/// The ingress's listeners on a node: its address, port 80, as an
+/// ingress-nginx DaemonSet with host ports, so `outside` reaches the
+/// ingress on any node IP. (The https listener, port 443, joins this list.)
+pub(super) fn ingress_listeners(node: &NodeInfo) -> Vec<String> {
+    vec!["--ingress-http".into(), format!("{}:80", node.ip)]
+}
+
 /// A pod's resolv.conf, as kubelet writes it for `dnsPolicy: ClusterFirst`
 /// with the node-local DNS address as the nameserver.
 pub(super) fn resolv_conf(namespace: &str) -> String {
@@ -350,9 +357,10 @@ impl Controller {
                 "--proxy-mode".into(),
                 self.settings.proxy_mode.clone(),
                 // The pod network: every node's agent runs the overlay with
-                // the lab's lease store (a directory: one machine).
+                // the lab's lease store (a directory: one machine); and the
+                // ingress, as an ingress-nginx DaemonSet with host ports.
                 "--components".into(),
-                "proxy,dns,overlay".into(),
+                "proxy,dns,overlay,ingress".into(),
                 "--lease-store".into(),
                 match (self.settings.lease_store.as_str(), self.etcd_endpoint()) {
                     ("kube", _) => "kube".into(),
@@ -385,7 +393,10 @@ impl Controller {
                 format!("{}:8181", node.ip),
                 "--lab".into(),
                 self.names.lab.clone(),
-            ],
+            ]
+            .into_iter()
+            .chain(ingress_listeners(node))
+            .collect::<Vec<String>>(),
             &log,
         )
     }

@@ -1,7 +1,8 @@
 //! The cluster as the lab writes it for the agents: Namespaces, Nodes,
 //! Pods (with status), Services (with their allocated addresses) and
-//! EndpointSlices that follow selectors and readiness, plus everything
-//! else the user gave, unchanged.
+//! EndpointSlices that follow selectors and readiness, Ingresses of a
+//! class ferry owns with the node addresses in their status, plus
+//! everything else the user gave, unchanged.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -10,6 +11,9 @@ use std::sync::Arc;
 use ferry_model::k8s_openapi::api::core::v1::{
     LoadBalancerIngress, LoadBalancerStatus, Namespace, Node, NodeAddress, NodeCondition, NodeSpec,
     NodeStatus, ObjectReference, Pod, PodCondition, PodIP, PodStatus, Service, ServiceStatus,
+};
+use ferry_model::k8s_openapi::api::networking::v1::{
+    Ingress, IngressLoadBalancerIngress, IngressLoadBalancerStatus, IngressStatus,
 };
 use ferry_model::k8s_openapi::api::discovery::v1::{
     Endpoint, EndpointConditions, EndpointPort, EndpointSlice,
@@ -78,6 +82,7 @@ pub fn render(w: &World) -> Vec<Object> {
     for p in w.pods.values() {
         out.push(Object::Pod(Arc::new(pod(w, p))));
     }
+    let classes = ingress_classes(w.inputs);
     for o in w.inputs.values() {
         match o {
             Object::Node(_) | Object::Pod(_) | Object::Namespace(_) => {
@@ -118,6 +123,10 @@ pub fn render(w: &World) -> Vec<Object> {
                     out.push(o.clone());
                 }
             }
+            Object::Ingress(i) => match classes.owned_class(i) {
+                Some(_) => out.push(Object::Ingress(Arc::new(ingress(w, i)))),
+                None => out.push(o.clone()),
+            },
             _ => out.push(o.clone()),
         }
     }
@@ -133,6 +142,45 @@ pub fn render(w: &World) -> Vec<Object> {
         }
     }
     out
+}
+
+/// Which Ingresses the lab's agents route: the ingress crate's own class
+/// selection, with the agents' default settings.
+pub fn ingress_classes(inputs: &Inputs) -> ferry_ingress::Classes {
+    let classes = inputs.values().filter_map(|o| match o {
+        Object::IngressClass(c) => Some(&**c),
+        _ => None,
+    });
+    ferry_ingress::Classes::of(classes, &ferry_ingress::ClassConfig::default())
+}
+
+/// The addresses the lab writes into the status of every Ingress ferry
+/// routes: every node's, sorted (each node's agent runs the ingress).
+pub fn ingress_addresses(nodes: &[NodeInfo]) -> Vec<std::net::Ipv4Addr> {
+    let mut ips: Vec<std::net::Ipv4Addr> = nodes.iter().map(|n| n.ip).collect();
+    ips.sort();
+    ips
+}
+
+/// An Ingress ferry routes, with the addresses of the nodes its ingress
+/// runs on in `status.loadBalancer.ingress`, as ingress-nginx's status
+/// updater publishes the node addresses of its DaemonSet's pods.
+fn ingress(w: &World, i: &Ingress) -> Ingress {
+    let mut i = i.clone();
+    let ips = ingress_addresses(w.nodes);
+    i.status = Some(IngressStatus {
+        load_balancer: Some(IngressLoadBalancerStatus {
+            ingress: Some(
+                ips.iter()
+                    .map(|ip| IngressLoadBalancerIngress {
+                        ip: Some(ip.to_string()),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+        }),
+    });
+    i
 }
 
 fn node(w: &World, n: &NodeInfo) -> Node {
