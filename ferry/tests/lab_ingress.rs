@@ -80,6 +80,20 @@ fn outside_reaches_services_through_the_ingress_on_every_node() {
         );
         assert_eq!(seen["headers"]["x-forwarded-host"], "shop.example.com");
     }
+    // Each node's agent logs the requests it proxied (access log on stdout,
+    // which the lab keeps in the agent's log).
+    let log_file = format!("/run/ferry/labs/{}/logs/agent-node-1.log", lab.name);
+    let api_line = |log: &str| {
+        log.lines()
+            .find(|l| l.contains("\"GET /api HTTP/1.1\" 200 "))
+            .map(str::to_string)
+    };
+    lab.wait("the access log line", Duration::from_secs(2), |_| {
+        api_line(&std::fs::read_to_string(&log_file).unwrap_or_default()).is_some()
+    });
+    let line = api_line(&std::fs::read_to_string(&log_file).unwrap()).unwrap();
+    assert!(line.starts_with(&format!("{outside_ip} - [")), "{line}");
+    assert!(line.ends_with(" 200 demo/shop demo/api-service:80"), "{line}");
     // Requests are spread over the Service's pods.
     let pods: std::collections::BTreeSet<String> = (0..12)
         .map(|_| pod_of(&lab, &node_ips[0], "shop.example.com", "/"))

@@ -4,10 +4,15 @@
 //!
 //! Rooms: `routes` (state → route table, pure), `proxy` (the HTTP server
 //! and the upstream connections; network I/O on the sockets it is given),
-//! `metrics`, `component` (following the source's snapshots, as the agent
+//! `l4` (the tcp-services and udp-services ConfigMaps: a pure table and
+//! its listeners), `access_log` (one line per request, off the request
+//! path), `metrics`,
+//! `component` (following the source's snapshots, as the agent
 //! runs it).
 
+pub mod access_log;
 pub mod component;
+pub mod l4;
 mod metrics;
 pub mod proxy;
 pub mod routes;

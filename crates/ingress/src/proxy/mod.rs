@@ -18,8 +18,8 @@ mod pool;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -32,6 +32,7 @@ use hyper_util::server::conn::auto;
 pub use balance::Balance;
 pub use body::ProxyBody;
 
+use crate::access_log::{self, AccessLog, UpstreamAddr};
 use crate::metrics::Metrics;
 use crate::routes::{Backend, RouteTable};
 use body::RequestBody;
@@ -95,6 +96,8 @@ struct Shared {
     metrics: Option<Metrics>,
     request_ids: AtomicU64,
     http: auto::Builder<TokioExecutor>,
+    /// Set once, before serving; None: no access log.
+    access_log: OnceLock<AccessLog>,
 }
 
 /// Whether a listener is plain HTTP or TLS (for X-Forwarded-Proto).
@@ -136,6 +139,7 @@ impl Gateway {
                 metrics,
                 request_ids: AtomicU64::new(seed()),
                 http,
+                access_log: OnceLock::new(),
             }),
         }
     }
@@ -147,6 +151,11 @@ impl Gateway {
             m.table(&table);
         }
         self.shared.table.store(table);
+    }
+
+    /// Logs every request from now on (set once, before serving).
+    pub fn set_access_log(&self, log: AccessLog) {
+        let _ = self.shared.access_log.set(log);
     }
 
     /// The route table in use.
@@ -273,10 +282,11 @@ impl Shared {
                 .lookup(host.as_deref().unwrap_or(""), req.uri().path())
                 .cloned()
         };
+        let logging = self.access_log.get().map(|log| (log, entry(&req, peer)));
         let Some(backend) = backend else {
             let r = own(StatusCode::NOT_FOUND, "404 page not found\n");
             self.record(None, &r, start);
-            return r;
+            return logged(r, logging, None, start);
         };
         let response = match self
             .forward(req, &backend, host.as_deref(), peer, local, scheme)
@@ -286,7 +296,7 @@ impl Shared {
             Err(f) => f.response(),
         };
         self.record(Some(&backend), &response, start);
-        response
+        logged(response, logging, Some(backend), start)
     }
 
     fn record(&self, backend: Option<&Backend>, r: &Response<ProxyBody>, start: Instant) {
@@ -385,6 +395,7 @@ impl Shared {
                     };
                     let (mut parts, body) = response.into_parts();
                     headers::strip_hop_by_hop(&mut parts.headers, upgrade_back);
+                    parts.extensions.insert(UpstreamAddr(addr));
                     return Ok(Response::from_parts(parts, ProxyBody::Upstream(body)));
                 }
                 Ok(Err(mut e)) => {
@@ -430,6 +441,51 @@ impl Shared {
         z = (z ^ (z >> 31)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         format!("{:016x}{:016x}", z, n)
     }
+}
+
+/// The access log's view of a request, taken before it is forwarded.
+fn entry<B>(req: &Request<B>, peer: SocketAddr) -> access_log::Entry {
+    access_log::Entry {
+        client: peer.ip().to_canonical(),
+        time: std::time::SystemTime::now(),
+        method: req.method().clone(),
+        path: req
+            .uri()
+            .path_and_query()
+            .map_or_else(|| req.uri().path().to_string(), |pq| pq.as_str().to_string()),
+        version: req.version(),
+        status: 0,
+        bytes: 0,
+        referer: req.headers().get(header::REFERER).cloned(),
+        user_agent: req.headers().get(header::USER_AGENT).cloned(),
+        request_time: Duration::ZERO,
+        upstream: None,
+        backend: None,
+    }
+}
+
+/// The response, with a body that logs the request when it ends (when
+/// the access log is on).
+fn logged(
+    response: Response<ProxyBody>,
+    logging: Option<(&AccessLog, access_log::Entry)>,
+    backend: Option<Arc<Backend>>,
+    start: Instant,
+) -> Response<ProxyBody> {
+    let Some((log, mut entry)) = logging else {
+        return response;
+    };
+    entry.status = response.status().as_u16();
+    entry.upstream = response.extensions().get::<UpstreamAddr>().map(|u| u.0);
+    entry.backend = backend;
+    response.map(|body| {
+        ProxyBody::Logged(Box::new(access_log::Logged::new(
+            body,
+            entry,
+            start,
+            log.clone(),
+        )))
+    })
 }
 
 /// Copies bytes both ways between an upgraded client connection and its

@@ -20,6 +20,15 @@ pub(crate) fn endpoints_of(
     state: &ClusterState,
     target: &ServiceRef,
 ) -> Result<Arc<[SocketAddr]>, String> {
+    endpoints_for(state, target, Protocol::Tcp)
+}
+
+/// The same for a Service port of `protocol` (the L4 services' UDP ports).
+pub(crate) fn endpoints_for(
+    state: &ClusterState,
+    target: &ServiceRef,
+    protocol: Protocol,
+) -> Result<Arc<[SocketAddr]>, String> {
     let Some(service) = state.service(&target.service) else {
         return Err("no such Service".into());
     };
@@ -28,8 +37,8 @@ pub(crate) fn endpoints_of(
     }
     let port = state
         .ports_of(&target.service)
-        .find(|p| p.name.protocol == Protocol::Tcp && same_port(p, &target.port))
-        .ok_or_else(|| format!("the Service has no TCP port {}", target.port))?;
+        .find(|p| p.name.protocol == protocol && same_port(p, &target.port))
+        .ok_or_else(|| format!("the Service has no {protocol} port {}", target.port))?;
     let addr = |e: &ferry_model::Endpoint| SocketAddr::new(e.ip, e.port);
     let mut ready: Vec<SocketAddr> = port
         .endpoints

@@ -31,6 +31,7 @@ use std::sync::atomic::AtomicUsize;
 use ferry_model::NamespacedName;
 
 pub use class::{CONTROLLER, ClassConfig, Classes};
+pub(crate) use backend::endpoints_for;
 
 /// What the route table is built with.
 #[derive(Clone, Debug, Default)]
