@@ -109,9 +109,9 @@ fn outside_reaches_services_through_the_ingress_on_every_node() {
     let mut want = node_ips.clone();
     want.sort();
     assert_eq!(ingresses[0]["addresses"], Value::from(want.clone()));
-    let text = lab.ok(&["status"]);
-    assert!(text.contains("demo/shop"), "{text}");
-    assert!(!text.contains("demo/other"), "{text}");
+    let table = lab.ok(&["status"]);
+    assert!(table.contains("demo/shop"), "{table}");
+    assert!(!table.contains("demo/other"), "{table}");
     // The objects the agents and the lab's API server read carry it.
     let written: Value = serde_json::from_slice(
         &std::fs::read(format!(
