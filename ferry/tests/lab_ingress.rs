@@ -171,3 +171,50 @@ fn outside_reaches_services_through_the_ingress_on_every_node() {
     eprintln!("Ingress change visible after {:?}", applied.elapsed());
     assert_eq!(get(&lab, &node_ips[0], "api.example.com", "/v1/x").0, 404);
 }
+
+#[test]
+fn outside_reaches_tcp_and_udp_services_through_the_ingress_on_every_node() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::up("il2", &[&seed(), &fixture("lab-ingress.yaml")], &[]);
+    let status = lab.status();
+    let outside_ip = status["outside"]["ip"].as_str().unwrap();
+    for node in status["nodes"].as_array().unwrap() {
+        let ip = node["ip"].as_str().unwrap();
+        // TCP 9000 (tcp-services) to the seed Service's pods: the
+        // connection is the ingress's own (a proxy, not a NAT), so the pod
+        // sees the node, not outside.
+        let a = json(&lab.exec_ok(
+            "outside",
+            &["curl", "-sS", "-m", "3", &format!("http://{ip}:9000/x")],
+        ));
+        assert!(a["pod"].as_str().unwrap().starts_with("nginx-web-"), "{a}");
+        let client = a["client"].as_str().unwrap().split(':').next().unwrap();
+        assert_ne!(client, outside_ip, "{a}");
+        assert_eq!(a["path"], "/x", "{a}");
+        // UDP 9053 (udp-services) to udp-echo's pods, the answer from the port asked.
+        let script = format!(
+            "exec 3<>/dev/udp/{ip}/9053; echo hello >&3; timeout 3 head -n1 <&3"
+        );
+        let u = json(&lab.exec_ok("outside", &["bash", "-c", &script]));
+        assert!(u["pod"].as_str().unwrap().starts_with("udp-echo-"), "{u}");
+        assert_eq!(u["data"].as_str().map(str::trim), Some("hello"), "{u}");
+        // The malformed entry is not listened on.
+        let refused = lab.exec(
+            "outside",
+            &["curl", "-sS", "-m", "3", &format!("http://{ip}:9001/")],
+        );
+        assert!(!refused.status.success());
+    }
+    // The malformed entry is reported in the agent's log.
+    let log = std::fs::read_to_string(format!(
+        "/run/ferry/labs/{}/logs/agent-node-1.log",
+        lab.name
+    ))
+    .unwrap();
+    assert!(
+        log.contains("ConfigMap ingress-nginx/tcp-services: data[\"9001\"]"),
+        "{log}"
+    );
+}

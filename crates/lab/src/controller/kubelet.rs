@@ -65,11 +65,20 @@ pub(super) struct NodeRuntime {
 /// Every node's agent serves cluster DNS here (NodeLocal DNSCache's address).
 pub(super) const NODE_LOCAL_DNS: &str = "169.254.20.10";
 
-/// The ingress's listeners on a node: its address, port 80, as an
-/// ingress-nginx DaemonSet with host ports, so `outside` reaches the
-/// ingress on any node IP. (The https listener, port 443, joins this list.)
-pub(super) fn ingress_listeners(node: &NodeInfo) -> Vec<String> {
-    vec!["--ingress-http".into(), format!("{}:80", node.ip)]
+/// The ingress's flags on a node. Its listeners: the node's address,
+/// port 80, as an ingress-nginx DaemonSet with host ports, so `outside`
+/// reaches the ingress on any node IP (the https listener, port 443, joins
+/// this list). Its L4 services: the ConfigMaps ingress-nginx's own
+/// manifests name (`ingress-nginx/tcp-services`, `ingress-nginx/udp-services`).
+pub(super) fn ingress_args(node: &NodeInfo) -> Vec<String> {
+    vec![
+        "--ingress-http".into(),
+        format!("{}:80", node.ip),
+        "--ingress-tcp-services".into(),
+        "ingress-nginx/tcp-services".into(),
+        "--ingress-udp-services".into(),
+        "ingress-nginx/udp-services".into(),
+    ]
 }
 
 /// A pod's resolv.conf, as kubelet writes it for `dnsPolicy: ClusterFirst`
@@ -395,7 +404,7 @@ impl Controller {
                 self.names.lab.clone(),
             ]
             .into_iter()
-            .chain(ingress_listeners(node))
+            .chain(ingress_args(node))
             .collect::<Vec<String>>(),
             &log,
         )
