@@ -93,7 +93,10 @@ fn outside_reaches_services_through_the_ingress_on_every_node() {
     });
     let line = api_line(&std::fs::read_to_string(&log_file).unwrap()).unwrap();
     assert!(line.starts_with(&format!("{outside_ip} - [")), "{line}");
-    assert!(line.ends_with(" 200 demo/shop demo/api-service:80"), "{line}");
+    assert!(
+        line.ends_with(" 200 demo/shop demo/api-service:80"),
+        "{line}"
+    );
     // Requests are spread over the Service's pods.
     let pods: std::collections::BTreeSet<String> = (0..12)
         .map(|_| pod_of(&lab, &node_ips[0], "shop.example.com", "/"))
@@ -194,9 +197,7 @@ fn outside_reaches_tcp_and_udp_services_through_the_ingress_on_every_node() {
         assert_ne!(client, outside_ip, "{a}");
         assert_eq!(a["path"], "/x", "{a}");
         // UDP 9053 (udp-services) to udp-echo's pods, the answer from the port asked.
-        let script = format!(
-            "exec 3<>/dev/udp/{ip}/9053; echo hello >&3; timeout 3 head -n1 <&3"
-        );
+        let script = format!("exec 3<>/dev/udp/{ip}/9053; echo hello >&3; timeout 3 head -n1 <&3");
         let u = json(&lab.exec_ok("outside", &["bash", "-c", &script]));
         assert!(u["pod"].as_str().unwrap().starts_with("udp-echo-"), "{u}");
         assert_eq!(u["data"].as_str().map(str::trim), Some("hello"), "{u}");

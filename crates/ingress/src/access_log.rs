@@ -177,9 +177,7 @@ fn write_all(rx: Receiver<Entry>, format: AccessLogFormat, out: Box<dyn Write + 
 }
 
 fn time(t: SystemTime) -> String {
-    let d = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     Timestamp::new(d.as_secs() as i64, (d.subsec_millis() * 1_000_000) as i32)
         .map(|ts| format!("{ts:.3}"))
         .unwrap_or_default()
@@ -402,7 +400,15 @@ mod tests {
         log.log(entry());
         log.log(entry());
         let deadline = Instant::now() + Duration::from_secs(5);
-        while out.0.lock().unwrap().iter().filter(|b| **b == b'\n').count() < 2 {
+        while out
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            < 2
+        {
             assert!(Instant::now() < deadline, "no lines written");
             std::thread::sleep(Duration::from_millis(5));
         }

@@ -183,7 +183,10 @@ async fn follow(
             tracing::error!("ingress route table build panicked; keeping the previous table");
             continue;
         };
-        log_new(&mut logged, table.problems().iter().map(ToString::to_string));
+        log_new(
+            &mut logged,
+            table.problems().iter().map(ToString::to_string),
+        );
         let version = table.version();
         tracing::debug!(
             version,

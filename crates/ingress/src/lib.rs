@@ -19,4 +19,6 @@ pub mod routes;
 
 pub use metrics::Metrics;
 pub use proxy::{Balance, Gateway, ProxyConfig, Scheme};
-pub use routes::{Backend, ClassConfig, Classes, PortRef, Problem, RouteTable, RoutesConfig, ServiceRef};
+pub use routes::{
+    Backend, ClassConfig, Classes, PortRef, Problem, RouteTable, RoutesConfig, ServiceRef,
+};

@@ -28,7 +28,9 @@ async fn tcp_echo(name: &'static str) -> (SocketAddr, tokio::task::JoinHandle<()
     let addr = l.local_addr().unwrap();
     let task = tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = l.accept().await else { return };
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 let (r, mut w) = s.split();
                 if w.write_all(format!("{name}\n").as_bytes()).await.is_err() {
@@ -53,7 +55,9 @@ async fn udp_echo(name: &'static str) -> (SocketAddr, tokio::task::JoinHandle<()
     let task = tokio::spawn(async move {
         let mut buf = [0u8; 1500];
         loop {
-            let Ok((n, from)) = s.recv_from(&mut buf).await else { return };
+            let Ok((n, from)) = s.recv_from(&mut buf).await else {
+                return;
+            };
             let answer = format!("{name}:{}", String::from_utf8_lossy(&buf[..n]));
             let _ = s.send_to(answer.as_bytes(), from).await;
         }
@@ -163,7 +167,10 @@ async fn tcp_services_follow_the_configmap_round_robin_over_ready_endpoints() {
         &mut registry,
     )
     .unwrap();
-    until("the tcp-services port listens", async || greeting(p1).await.is_ok()).await;
+    until("the tcp-services port listens", async || {
+        greeting(p1).await.is_ok()
+    })
+    .await;
     // Every connection reaches a live endpoint (the refusing one is
     // passed over for the next), both of them in turn.
     let mut seen = std::collections::BTreeMap::new();
@@ -171,22 +178,37 @@ async fn tcp_services_follow_the_configmap_round_robin_over_ready_endpoints() {
         let (name, _) = greeting(p1).await.unwrap();
         *seen.entry(name).or_insert(0) += 1;
     }
-    assert_eq!(seen.keys().cloned().collect::<Vec<_>>(), ["a", "b"], "{seen:?}");
+    assert_eq!(
+        seen.keys().cloned().collect::<Vec<_>>(),
+        ["a", "b"],
+        "{seen:?}"
+    );
     // Bytes go both ways.
     let (_, mut kept) = greeting(p1).await.unwrap();
     kept.write_all(b"hello\n").await.unwrap();
     let mut line = String::new();
-    BufReader::new(&mut kept).read_line(&mut line).await.unwrap();
+    BufReader::new(&mut kept)
+        .read_line(&mut line)
+        .await
+        .unwrap();
     assert_eq!(line, "hello\n");
 
     // The ConfigMap moves the service to p2: p1 closes, p2 opens, and the
     // connection under way on p1 keeps working.
-    tx.send_replace(Arc::new(snapshot(objects(json!({p2.to_string(): "default/db:80"})))));
+    tx.send_replace(Arc::new(snapshot(objects(
+        json!({p2.to_string(): "default/db:80"}),
+    ))));
     until("p2 listens", async || greeting(p2).await.is_ok()).await;
-    until("p1 is closed", async || TcpStream::connect(("127.0.0.1", p1)).await.is_err()).await;
+    until("p1 is closed", async || {
+        TcpStream::connect(("127.0.0.1", p1)).await.is_err()
+    })
+    .await;
     kept.write_all(b"still there\n").await.unwrap();
     let mut line = String::new();
-    BufReader::new(&mut kept).read_line(&mut line).await.unwrap();
+    BufReader::new(&mut kept)
+        .read_line(&mut line)
+        .await
+        .unwrap();
     assert_eq!(line, "still there\n");
 }
 
@@ -196,7 +218,10 @@ async fn udp_services_keep_a_flow_per_client_and_close_it_when_idle() {
     let (b, _tb) = udp_echo("b").await;
     let port = free_port();
     let mut objects = udp_service("dns", &[a, b]);
-    objects.push(configmap("udp-services", json!({port.to_string(): "default/dns:53"})));
+    objects.push(configmap(
+        "udp-services",
+        json!({port.to_string(): "default/dns:53"}),
+    ));
     let config = L4Config {
         udp_services: Some(NamespacedName::new("ingress", "udp-services")),
         ..L4Config::default()
@@ -244,7 +269,11 @@ async fn udp_services_keep_a_flow_per_client_and_close_it_when_idle() {
         assert!(start.elapsed() < Duration::from_secs(3), "flows still open");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(start.elapsed() >= Duration::from_millis(200), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        start.elapsed()
+    );
     // A port taken out of the table stops answering.
     assert!(server.apply(&L4Table::default()).is_empty());
     assert!(server.ports(ferry_model::Protocol::Udp).is_empty());

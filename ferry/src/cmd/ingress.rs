@@ -9,8 +9,8 @@ use anyhow::Context;
 use ferry_ingress::access_log::AccessLogFormat;
 use ferry_ingress::component::IngressConfig;
 use ferry_ingress::l4::L4Config;
-use ferry_model::NamespacedName;
 use ferry_ingress::{Balance, ClassConfig, ProxyConfig, RoutesConfig, ServiceRef};
+use ferry_model::NamespacedName;
 use ferry_source::{Feed, FeedOptions, SourceSpec};
 
 use super::agent::parse_duration;

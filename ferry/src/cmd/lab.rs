@@ -288,7 +288,11 @@ fn print_status(s: &LabStatus) {
             println!(
                 "{:<32} {:<22} {:<28} {}",
                 format!("{}/{}", i.namespace, i.name),
-                if i.class.is_empty() { "<none>" } else { &i.class },
+                if i.class.is_empty() {
+                    "<none>"
+                } else {
+                    &i.class
+                },
                 i.hosts.join(","),
                 i.addresses.join(",")
             );

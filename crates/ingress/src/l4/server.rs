@@ -108,7 +108,11 @@ impl L4Server {
         errors
     }
 
-    fn open(&self, (protocol, port): (Protocol, u16), backend: Arc<L4Backend>) -> Result<Listener, String> {
+    fn open(
+        &self,
+        (protocol, port): (Protocol, u16),
+        backend: Arc<L4Backend>,
+    ) -> Result<Listener, String> {
         // Tasks already started are stopped (on drop) if a later address fails.
         let mut listener = Listener {
             backend: Arc::new(ArcSwap::new(backend)),
@@ -118,7 +122,9 @@ impl L4Server {
         let backend = listener.backend.clone();
         for ip in &self.addresses {
             let addr = SocketAddr::new(*ip, port);
-            let bound = |e: std::io::Error| format!("cannot listen on {addr}/{protocol} for an L4 service: {e}");
+            let bound = |e: std::io::Error| {
+                format!("cannot listen on {addr}/{protocol} for an L4 service: {e}")
+            };
             let task = match &listener.flows {
                 None => {
                     let l = std::net::TcpListener::bind(addr)

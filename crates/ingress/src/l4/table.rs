@@ -136,9 +136,7 @@ fn entries(
             }
         };
         if reserved.contains(&port) {
-            problems.push(invalid(format!(
-                "port {port} is an HTTP listener's port"
-            )));
+            problems.push(invalid(format!("port {port} is an HTTP listener's port")));
             continue;
         }
         let entry = match parse_entry(value) {
@@ -219,7 +217,13 @@ mod tests {
         assert!(!e.decode_proxy && e.encode_proxy);
         let e = parse_entry("demo/db:5432:PROXY:PROXY").unwrap();
         assert!(e.decode_proxy && e.encode_proxy);
-        for bad in ["db:5432", "demo/db", "demo/db:5432:proxy", "demo/db:1:PROXY:PROXY:PROXY", ""] {
+        for bad in [
+            "db:5432",
+            "demo/db",
+            "demo/db:5432:proxy",
+            "demo/db:1:PROXY:PROXY:PROXY",
+            "",
+        ] {
             assert!(parse_entry(bad).is_err(), "{bad}");
         }
     }

@@ -171,7 +171,8 @@ async fn replies(
         }
     }
     if let Ok(mut f) = flows.lock()
-        && f.get(&client).is_some_and(|flow| Arc::ptr_eq(&flow.upstream, &upstream))
+        && f.get(&client)
+            .is_some_and(|flow| Arc::ptr_eq(&flow.upstream, &upstream))
     {
         f.remove(&client);
     }

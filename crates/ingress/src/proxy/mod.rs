@@ -449,10 +449,10 @@ fn entry<B>(req: &Request<B>, peer: SocketAddr) -> access_log::Entry {
         client: peer.ip().to_canonical(),
         time: std::time::SystemTime::now(),
         method: req.method().clone(),
-        path: req
-            .uri()
-            .path_and_query()
-            .map_or_else(|| req.uri().path().to_string(), |pq| pq.as_str().to_string()),
+        path: req.uri().path_and_query().map_or_else(
+            || req.uri().path().to_string(),
+            |pq| pq.as_str().to_string(),
+        ),
         version: req.version(),
         status: 0,
         bytes: 0,

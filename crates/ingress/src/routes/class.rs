@@ -56,10 +56,12 @@ pub struct Classes {
 
 impl Classes {
     pub fn new(state: &ClusterState, config: &ClassConfig) -> Classes {
-        let classes = state.objects_of(Kind::IngressClass).filter_map(|o| match o {
-            Object::IngressClass(class) => Some(&**class),
-            _ => None,
-        });
+        let classes = state
+            .objects_of(Kind::IngressClass)
+            .filter_map(|o| match o {
+                Object::IngressClass(class) => Some(&**class),
+                _ => None,
+            });
         Classes::of(classes, config)
     }
 
@@ -71,12 +73,12 @@ impl Classes {
         let mut owned: BTreeSet<String> = config.extra_classes.iter().cloned().collect();
         let mut default = None;
         for class in classes {
-            if owns(config, class) {
-                if let Some(name) = &class.metadata.name {
-                    owned.insert(name.clone());
-                    if is_default(class) {
-                        default.get_or_insert_with(|| name.clone());
-                    }
+            if owns(config, class)
+                && let Some(name) = &class.metadata.name
+            {
+                owned.insert(name.clone());
+                if is_default(class) {
+                    default.get_or_insert_with(|| name.clone());
                 }
             }
         }

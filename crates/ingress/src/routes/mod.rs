@@ -30,8 +30,8 @@ use std::sync::atomic::AtomicUsize;
 
 use ferry_model::NamespacedName;
 
-pub use class::{CONTROLLER, ClassConfig, Classes};
 pub(crate) use backend::endpoints_for;
+pub use class::{CONTROLLER, ClassConfig, Classes};
 
 /// What the route table is built with.
 #[derive(Clone, Debug, Default)]

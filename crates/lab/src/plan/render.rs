@@ -12,11 +12,11 @@ use ferry_model::k8s_openapi::api::core::v1::{
     LoadBalancerIngress, LoadBalancerStatus, Namespace, Node, NodeAddress, NodeCondition, NodeSpec,
     NodeStatus, ObjectReference, Pod, PodCondition, PodIP, PodStatus, Service, ServiceStatus,
 };
-use ferry_model::k8s_openapi::api::networking::v1::{
-    Ingress, IngressLoadBalancerIngress, IngressLoadBalancerStatus, IngressStatus,
-};
 use ferry_model::k8s_openapi::api::discovery::v1::{
     Endpoint, EndpointConditions, EndpointPort, EndpointSlice,
+};
+use ferry_model::k8s_openapi::api::networking::v1::{
+    Ingress, IngressLoadBalancerIngress, IngressLoadBalancerStatus, IngressStatus,
 };
 use ferry_model::k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use ferry_model::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
