@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use ferry_ingress::ProxyConfig;
 use ferry_ingress::access_log::{AccessLog, AccessLogFormat, QUEUE};
-use ferry_sys::Tool;
 
 #[derive(Clone, Default)]
 struct Lines(Arc<Mutex<Vec<u8>>>);
@@ -44,19 +43,7 @@ impl Lines {
 }
 
 async fn curl(args: &[&str]) -> (u16, String) {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let out = Tool::new("curl")
-            .args(["-s", "-S", "-m", "10", "-w", "\n%{http_code}"])
-            .args(args)
-            .timeout(Duration::from_secs(15))
-            .run()
-            .unwrap();
-        let (body, code) = out.stdout.rsplit_once('\n').unwrap();
-        (code.trim().parse().unwrap(), body.to_string())
-    })
-    .await
-    .unwrap()
+    common::curl(args.iter().map(|s| s.to_string()).collect()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use ferry_ingress::component::{self, IngressConfig};
 use ferry_ingress::l4::{L4Config, L4Server, L4Settings, L4Table};
-use ferry_model::k8s_openapi::api::core::v1::{ConfigMap, Service};
-use ferry_model::k8s_openapi::api::discovery::v1::EndpointSlice;
+use ferry_model::k8s_openapi::api::core::v1::ConfigMap;
 use ferry_model::{ClusterState, NamespacedName, Object};
 use ferry_source::{Feed, Snapshot};
 use serde_json::json;
@@ -82,28 +81,6 @@ fn configmap(name: &str, data: serde_json::Value) -> Object {
     }))
     .unwrap();
     Object::ConfigMap(Arc::new(cm))
-}
-
-/// A Service `name` with one UDP port 53 and `endpoints` (ready).
-fn udp_service(name: &str, endpoints: &[SocketAddr]) -> Vec<Object> {
-    let svc: Service = serde_json::from_value(json!({
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {"clusterIP": "10.96.0.10", "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]},
-    }))
-    .unwrap();
-    let mut out = vec![Object::Service(Arc::new(svc))];
-    for (i, ep) in endpoints.iter().enumerate() {
-        let slice: EndpointSlice = serde_json::from_value(json!({
-            "metadata": {"name": format!("{name}-{i}"), "namespace": "default",
-                         "labels": {"kubernetes.io/service-name": name}},
-            "addressType": "IPv4",
-            "ports": [{"name": "dns", "port": ep.port(), "protocol": "UDP"}],
-            "endpoints": [{"addresses": [ep.ip().to_string()], "conditions": {"ready": true}}],
-        }))
-        .unwrap();
-        out.push(Object::EndpointSlice(Arc::new(slice)));
-    }
-    out
 }
 
 fn snapshot(objects: Vec<Object>) -> Snapshot {
@@ -217,7 +194,7 @@ async fn udp_services_keep_a_flow_per_client_and_close_it_when_idle() {
     let (a, _ta) = udp_echo("a").await;
     let (b, _tb) = udp_echo("b").await;
     let port = free_port();
-    let mut objects = udp_service("dns", &[a, b]);
+    let mut objects = service_port("dns", ("dns", 53, "UDP"), &[a, b]);
     objects.push(configmap(
         "udp-services",
         json!({port.to_string(): "default/dns:53"}),
