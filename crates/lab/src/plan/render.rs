@@ -411,3 +411,81 @@ fn slices(w: &World, svc: &Service) -> Vec<EndpointSlice> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_model::k8s_openapi::api::networking::v1::IngressClass;
+    use serde_json::json;
+
+    fn ingress_object(name: &str, class: Option<&str>) -> Object {
+        let i: Ingress = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "demo"},
+            "spec": {"ingressClassName": class, "defaultBackend":
+                     {"service": {"name": "web", "port": {"number": 80}}}},
+        }))
+        .unwrap();
+        Object::Ingress(Arc::new(i))
+    }
+
+    #[test]
+    fn only_ingresses_of_a_class_ferry_owns_get_the_node_addresses() {
+        let class: IngressClass = serde_json::from_value(json!({
+            "metadata": {"name": "ferry",
+                         "annotations": {"ingressclass.kubernetes.io/is-default-class": "true"}},
+            "spec": {"controller": "ferry.dev/ingress-controller"},
+        }))
+        .unwrap();
+        let objects = [
+            Object::IngressClass(Arc::new(class)),
+            ingress_object("mine", Some("ferry")),
+            ingress_object("classless", None),
+            ingress_object("theirs", Some("nginx")),
+        ];
+        let inputs: Inputs = objects.into_iter().map(|o| (o.key(), o)).collect();
+        let node = |name: &str, index: u32, ip: &str| NodeInfo {
+            name: name.into(),
+            index,
+            ip: ip.parse().unwrap(),
+            pod_cidr: format!("10.244.{index}.0/24").parse().unwrap(),
+            labels: BTreeMap::new(),
+        };
+        let nodes = [node("b", 2, "172.18.0.12"), node("a", 1, "172.18.0.11")];
+        let out = render(&World {
+            inputs: &inputs,
+            nodes: &nodes,
+            pods: &BTreeMap::new(),
+            allocations: &BTreeMap::new(),
+            epoch: Timestamp::UNIX_EPOCH,
+        });
+        let status = |name: &str| -> Option<Vec<String>> {
+            out.iter()
+                .find_map(|o| match o {
+                    Object::Ingress(i) if i.metadata.name.as_deref() == Some(name) => Some(i),
+                    _ => None,
+                })
+                .unwrap()
+                .status
+                .as_ref()
+                .map(|s| {
+                    s.load_balancer
+                        .iter()
+                        .flat_map(|lb| lb.ingress.iter().flatten())
+                        .filter_map(|i| i.ip.clone())
+                        .collect()
+                })
+        };
+        let both = Some(vec!["172.18.0.11".to_string(), "172.18.0.12".to_string()]);
+        assert_eq!(status("mine"), both);
+        // The default class is ferry's, so a class-less Ingress is too.
+        assert_eq!(status("classless"), both);
+        assert_eq!(status("theirs"), None);
+        // lab status names the default class for the class-less one.
+        let classes = ingress_classes(&inputs);
+        let class_of = |name: &str| match &ingress_object(name, None) {
+            Object::Ingress(i) => classes.owned_class(i),
+            _ => None,
+        };
+        assert_eq!(class_of("classless").as_deref(), Some("ferry"));
+    }
+}
