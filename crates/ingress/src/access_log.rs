@@ -63,6 +63,10 @@ impl FromStr for AccessLogFormat {
 /// Entries waiting for the writer before new ones are dropped.
 pub const QUEUE: usize = 8192;
 
+/// How long the writer lets entries gather after writing a batch (at
+/// 100k requests/s, 1,000 entries: well inside the queue).
+const BATCH_WAIT: Duration = Duration::from_millis(10);
+
 /// One request, as the access log writes it.
 #[derive(Debug)]
 pub struct Entry {
@@ -152,7 +156,8 @@ impl AccessLog {
     }
 }
 
-/// The writer thread: formats each entry, flushes when the queue is empty.
+/// The writer thread: formats each entry, flushes when the queue is
+/// empty, then waits a little for the next batch.
 fn write_all(rx: Receiver<Entry>, format: AccessLogFormat, out: Box<dyn Write + Send>) {
     let mut out = std::io::BufWriter::new(out);
     let mut line = String::new();
@@ -173,6 +178,9 @@ fn write_all(rx: Receiver<Entry>, format: AccessLogFormat, out: Box<dyn Write + 
         if out.flush().is_err() {
             return;
         }
+        // Let entries gather: a sender does not wake a writer that sleeps,
+        // so under load the writer wakes once per batch, not per request.
+        std::thread::sleep(BATCH_WAIT);
     }
 }
 
