@@ -6,9 +6,11 @@
 //! new certificate table, built on a blocking thread and swapped in whole;
 //! it reports the state version it routes by, and logs each problem
 //! (skipped Ingress, conflict, backend without endpoints, unusable TLS
-//! Secret) once, when it appears.
+//! Secret, bad L4 entry) once, when it appears. The L4 services follow the
+//! same snapshots, and the access log gets a writer thread.
 //!
-//! Touches the network: binds TCP listeners; starts a thread.
+//! Touches the network: binds TCP listeners (and the L4 services' TCP and
+//! UDP ports); starts threads.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -19,6 +21,8 @@ use ferry_source::Follower;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
+use crate::access_log::{AccessLog, AccessLogFormat};
+use crate::l4::{L4, L4Config, L4Settings};
 use crate::tls::{self, CertTable, TlsConfig};
 use crate::{Gateway, Metrics, ProxyConfig, RouteTable, RoutesConfig, Scheme};
 
@@ -36,6 +40,11 @@ pub struct IngressConfig {
     pub proxy: ProxyConfig,
     /// Threads of the ingress's own runtime (1: a current-thread runtime).
     pub workers: usize,
+    /// One line (or JSON object) per request on stdout, or off.
+    pub access_log: AccessLogFormat,
+    /// The tcp-services and udp-services ConfigMaps (listened on at the
+    /// HTTP listeners' addresses).
+    pub l4: L4Config,
 }
 
 impl Default for IngressConfig {
@@ -47,6 +56,8 @@ impl Default for IngressConfig {
             tls: TlsConfig::default(),
             proxy: ProxyConfig::default(),
             workers: 1,
+            access_log: AccessLogFormat::default(),
+            l4: L4Config::default(),
         }
     }
 }
@@ -88,6 +99,16 @@ pub fn start(
     let metrics = Metrics::register(registry);
     let gateway = Gateway::new(config.proxy.clone(), Some(metrics));
     gateway.swap_certs(Arc::new(CertTable::with_default(self_signed.clone())));
+    if let Some(log) = AccessLog::start(
+        config.access_log,
+        Box::new(std::io::stdout()),
+        crate::access_log::QUEUE,
+        Some(registry),
+    )
+    .map_err(IngressError::Runtime)?
+    {
+        gateway.set_access_log(log);
+    }
     // One worker: a current-thread runtime on the ingress thread itself,
     // so a request never wakes another thread (a profile of the
     // one-worker multi-thread runtime spent about a tenth of its time in
@@ -111,6 +132,13 @@ pub fn start(
         tls: config.tls.clone(),
         self_signed,
     };
+    let l4_settings = L4Settings {
+        connect_timeout: config.proxy.connect_timeout,
+        tries: config.proxy.tries,
+        udp_idle_timeout: config.l4.udp_idle_timeout,
+    };
+    let l4_config = config.l4.clone();
+    let l4_addresses = http.clone();
     std::thread::Builder::new()
         .name("ingress".into())
         .spawn(move || {
@@ -131,7 +159,8 @@ pub fn start(
                         Err(e) => tracing::error!(error = %e, "ingress listener lost"),
                     }
                 }
-                follow(&gw, &mut follower, tables, &applied_tx).await;
+                let l4 = L4::new(l4_config, &l4_addresses, l4_settings);
+                follow(&gw, l4, &mut follower, tables, &applied_tx).await;
             });
         })
         .map_err(IngressError::Runtime)?;
@@ -175,16 +204,21 @@ struct Tables {
 /// snapshot until the source ends.
 async fn follow(
     gateway: &Gateway,
+    mut l4: Option<L4>,
     follower: &mut Follower,
     tables: Tables,
     applied: &watch::Sender<Option<u64>>,
 ) {
     let tables = Arc::new(tables);
     let mut logged = BTreeSet::new();
+    let mut l4_logged = BTreeSet::new();
     while let Some(snapshot) = follower.next().await {
         let tables = tables.clone();
         let previous = gateway.certs();
         let start = Instant::now();
+        if let Some(l4) = &mut l4 {
+            log_new(&mut l4_logged, l4.update(&snapshot.state));
+        }
         let built = tokio::task::spawn_blocking(move || {
             let routes = RouteTable::build(&snapshot.state, &tables.routes);
             let certs = CertTable::build(
@@ -203,7 +237,7 @@ async fn follow(
             continue;
         };
         let problems = table.problems().iter().map(ToString::to_string);
-        log_new_problems(
+        log_new(
             &mut logged,
             problems.chain(certs.problems().iter().map(ToString::to_string)),
         );
@@ -224,8 +258,9 @@ async fn follow(
     }
 }
 
-fn log_new_problems(logged: &mut BTreeSet<String>, problems: impl Iterator<Item = String>) {
-    let now: BTreeSet<String> = problems.collect();
+/// Logs each problem once, when it appears.
+fn log_new(logged: &mut BTreeSet<String>, problems: impl IntoIterator<Item = String>) {
+    let now: BTreeSet<String> = problems.into_iter().collect();
     for p in now.difference(logged) {
         tracing::warn!("{p}");
     }

@@ -5,10 +5,14 @@
 //! Rooms: `routes` (state → route table, pure), `tls` (state →
 //! certificate table, pure; the rustls configuration), `proxy` (the HTTP
 //! server and the upstream connections; network I/O on the sockets it is
-//! given), `metrics`, `component` (following the source's snapshots, as
-//! the agent runs it).
+//! given), `l4` (the tcp-services and udp-services ConfigMaps: a pure
+//! table and its listeners), `access_log` (one line per request, off the
+//! request path), `metrics`, `component` (following the source's
+//! snapshots, as the agent runs it).
 
+pub mod access_log;
 pub mod component;
+pub mod l4;
 mod metrics;
 pub mod proxy;
 pub mod routes;
@@ -17,7 +21,7 @@ pub mod tls;
 pub use metrics::Metrics;
 pub use proxy::{Balance, Gateway, ProxyConfig, Scheme};
 pub use routes::{
-    Backend, ClassConfig, Explained, HostMatch, PathMatched, PortRef, Problem, RouteTable,
+    Backend, ClassConfig, Classes, Explained, HostMatch, PathMatched, PortRef, Problem, RouteTable,
     RoutesConfig, ServiceRef, UpstreamProtocol,
 };
 pub use tls::{CertTable, TlsConfig, TlsProblem};

@@ -12,24 +12,7 @@ use std::time::Duration;
 
 use common::*;
 use ferry_ingress::ProxyConfig;
-use ferry_sys::Tool;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// curl's answer: (status, body).
-async fn curl(args: Vec<String>) -> (u16, String) {
-    tokio::task::spawn_blocking(move || {
-        let out = Tool::new("curl")
-            .args(["-s", "-S", "-m", "10", "-w", "\n%{http_code}"])
-            .args(args)
-            .timeout(Duration::from_secs(15))
-            .run()
-            .unwrap();
-        let (body, code) = out.stdout.rsplit_once('\n').unwrap();
-        (code.trim().parse().unwrap(), body.to_string())
-    })
-    .await
-    .unwrap()
-}
 
 fn url(gw: SocketAddr, path: &str) -> String {
     format!("http://{gw}{path}")

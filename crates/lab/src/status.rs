@@ -22,6 +22,9 @@ pub struct LabStatus {
     pub nodes: Vec<NodeStatus>,
     pub pods: Vec<PodStatus>,
     pub services: Vec<ServiceStatus>,
+    /// The Ingresses of a class ferry owns, with the status the lab wrote.
+    #[serde(default)]
+    pub ingresses: Vec<IngressStatus>,
     pub outside: OutsideStatus,
     /// The lab's Kubernetes API server.
     #[serde(default)]
@@ -141,6 +144,19 @@ pub struct ServiceStatus {
     pub ports: Vec<PortStatus>,
     pub load_balancer_ips: Vec<String>,
     pub endpoints: Vec<String>,
+}
+
+/// An Ingress ferry routes, and the addresses in its
+/// `status.loadBalancer.ingress`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct IngressStatus {
+    pub namespace: String,
+    pub name: String,
+    /// Its IngressClass (the default class for one that names none).
+    pub class: String,
+    /// The hosts of its rules (`*` for rules without a host).
+    pub hosts: Vec<String>,
+    pub addresses: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

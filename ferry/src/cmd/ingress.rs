@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use ferry_ingress::access_log::AccessLogFormat;
 use ferry_ingress::component::IngressConfig;
+use ferry_ingress::l4::L4Config;
 use ferry_ingress::{Balance, ClassConfig, ProxyConfig, RoutesConfig, ServiceRef, TlsConfig};
 use ferry_model::NamespacedName;
 use ferry_source::{Feed, FeedOptions, SourceSpec};
@@ -65,6 +67,30 @@ pub struct IngressArgs {
     /// Append to the client's X-Forwarded-* headers instead of replacing them.
     #[arg(long)]
     ingress_trust_forwarded: bool,
+    /// One line per request on stdout (ingress-nginx's upstreaminfo
+    /// fields): text, json or off.
+    #[arg(long, default_value = "text")]
+    ingress_access_log: AccessLogFormat,
+    /// The ConfigMap (namespace/name) of TCP services, in ingress-nginx's
+    /// format: "PORT": "namespace/service:port[:PROXY][:PROXY]".
+    #[arg(long, visible_alias = "tcp-services-configmap", value_parser = parse_namespaced)]
+    ingress_tcp_services: Option<NamespacedName>,
+    /// The ConfigMap (namespace/name) of UDP services, in the same format.
+    #[arg(long, visible_alias = "udp-services-configmap", value_parser = parse_namespaced)]
+    ingress_udp_services: Option<NamespacedName>,
+    /// A UDP service's flow quiet this long is closed, e.g. 30s.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    ingress_udp_timeout: Duration,
+}
+
+/// `namespace/name`.
+fn parse_namespaced(s: &str) -> Result<NamespacedName, String> {
+    match s.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok(NamespacedName::new(ns, name))
+        }
+        _ => Err(format!("{s:?}: a ConfigMap is named namespace/name")),
+    }
 }
 
 impl IngressArgs {
@@ -92,6 +118,12 @@ impl IngressArgs {
                 ..ProxyConfig::default()
             },
             workers: self.ingress_workers,
+            access_log: self.ingress_access_log,
+            l4: L4Config {
+                tcp_services: self.ingress_tcp_services.clone(),
+                udp_services: self.ingress_udp_services.clone(),
+                udp_idle_timeout: self.ingress_udp_timeout,
+            },
         })
     }
 }

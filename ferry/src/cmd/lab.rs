@@ -292,6 +292,24 @@ fn print_status(s: &LabStatus) {
             }
         );
     }
+    if !s.ingresses.is_empty() {
+        println!(
+            "\nINGRESS                          CLASS                  HOSTS                        ADDRESS"
+        );
+        for i in &s.ingresses {
+            println!(
+                "{:<32} {:<22} {:<28} {}",
+                format!("{}/{}", i.namespace, i.name),
+                if i.class.is_empty() {
+                    "<none>"
+                } else {
+                    &i.class
+                },
+                i.hosts.join(","),
+                i.addresses.join(",")
+            );
+        }
+    }
     println!(
         "\noutside client: {} (ferry lab exec --lab {} outside -- ...)",
         s.outside.ip, s.lab

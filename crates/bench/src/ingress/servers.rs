@@ -225,6 +225,9 @@ impl FerryIngress {
                     &format!("127.0.0.1:{port}"),
                     "--ingress-workers",
                     "1",
+                    // As nginx's `access_log off` here.
+                    "--ingress-access-log",
+                    "off",
                 ])
                 .env("RUST_LOG", "error"),
             port,

@@ -85,6 +85,8 @@ pub enum ProxyBody {
     /// ferry's own small answer (404, 413, 502, ...), or nothing.
     Own(Option<Bytes>),
     Upstream(Incoming),
+    /// Either of the above, counted and logged when done (the access log).
+    Logged(Box<crate::access_log::Logged>),
 }
 
 impl ProxyBody {
@@ -104,6 +106,7 @@ impl Body for ProxyBody {
         match self.get_mut() {
             ProxyBody::Own(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx),
+            ProxyBody::Logged(b) => Pin::new(&mut **b).poll_frame(cx),
         }
     }
 
@@ -111,6 +114,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Own(b) => b.is_none(),
             ProxyBody::Upstream(b) => b.is_end_stream(),
+            ProxyBody::Logged(b) => b.is_end_stream(),
         }
     }
 
@@ -118,6 +122,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Own(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             ProxyBody::Upstream(b) => b.size_hint(),
+            ProxyBody::Logged(b) => b.size_hint(),
         }
     }
 }

@@ -36,6 +36,7 @@ use hyper_util::server::conn::auto;
 pub use balance::Balance;
 pub use body::ProxyBody;
 
+use crate::access_log::{self, AccessLog, UpstreamAddr};
 use crate::metrics::Metrics;
 use crate::routes::{Backend, RouteTable, UpstreamProtocol};
 use crate::tls::{self, CertTable};
@@ -106,6 +107,8 @@ struct Shared {
     metrics: Option<Metrics>,
     request_ids: AtomicU64,
     http: auto::Builder<TokioExecutor>,
+    /// Set once, before serving; None: no access log.
+    access_log: OnceLock<AccessLog>,
 }
 
 /// Whether a listener is plain HTTP or TLS (for X-Forwarded-Proto).
@@ -155,6 +158,7 @@ impl Gateway {
                 metrics,
                 request_ids: AtomicU64::new(seed()),
                 http,
+                access_log: OnceLock::new(),
             }),
         }
     }
@@ -166,6 +170,11 @@ impl Gateway {
             m.table(&table);
         }
         self.shared.table.store(table);
+    }
+
+    /// Logs every request from now on (set once, before serving).
+    pub fn set_access_log(&self, log: AccessLog) {
+        let _ = self.shared.access_log.set(log);
     }
 
     /// The route table in use.
@@ -359,6 +368,7 @@ impl Shared {
                 .lookup(host.as_deref().unwrap_or(""), req.uri().path())
                 .cloned()
         };
+        let logging = self.access_log.get().map(|log| (log, entry(&req, peer)));
         let (mut response, backend) = match backend {
             None => (own(StatusCode::NOT_FOUND, "404 page not found\n"), None),
             Some(backend) => {
@@ -378,7 +388,7 @@ impl Shared {
                 .insert(header::STRICT_TRANSPORT_SECURITY, tls::policy::HSTS);
         }
         self.record(backend.as_deref(), &response, start);
-        response
+        logged(response, logging, backend, start)
     }
 
     /// The 308 to HTTPS for a TLS host; None when there is no HTTPS listener.
@@ -520,6 +530,7 @@ impl Shared {
                     // An h2c endpoint's answer may go to an HTTP/1.1 client.
                     parts.version = hyper::Version::HTTP_11;
                     headers::strip_hop_by_hop(&mut parts.headers, upgrade_back);
+                    parts.extensions.insert(UpstreamAddr(addr));
                     return Ok(Response::from_parts(parts, ProxyBody::Upstream(body)));
                 }
                 Ok(Err(mut e)) => {
@@ -583,6 +594,51 @@ impl Conn {
             Conn::H2(s) => s.try_send_request(req).await,
         }
     }
+}
+
+/// The access log's view of a request, taken before it is forwarded.
+fn entry<B>(req: &Request<B>, peer: SocketAddr) -> access_log::Entry {
+    access_log::Entry {
+        client: peer.ip().to_canonical(),
+        time: std::time::SystemTime::now(),
+        method: req.method().clone(),
+        path: req.uri().path_and_query().map_or_else(
+            || req.uri().path().to_string(),
+            |pq| pq.as_str().to_string(),
+        ),
+        version: req.version(),
+        status: 0,
+        bytes: 0,
+        referer: req.headers().get(header::REFERER).cloned(),
+        user_agent: req.headers().get(header::USER_AGENT).cloned(),
+        request_time: Duration::ZERO,
+        upstream: None,
+        backend: None,
+    }
+}
+
+/// The response, with a body that logs the request when it ends (when
+/// the access log is on).
+fn logged(
+    response: Response<ProxyBody>,
+    logging: Option<(&AccessLog, access_log::Entry)>,
+    backend: Option<Arc<Backend>>,
+    start: Instant,
+) -> Response<ProxyBody> {
+    let Some((log, mut entry)) = logging else {
+        return response;
+    };
+    entry.status = response.status().as_u16();
+    entry.upstream = response.extensions().get::<UpstreamAddr>().map(|u| u.0);
+    entry.backend = backend;
+    response.map(|body| {
+        ProxyBody::Logged(Box::new(access_log::Logged::new(
+            body,
+            entry,
+            start,
+            log.clone(),
+        )))
+    })
 }
 
 /// Copies bytes both ways between an upgraded client connection and its

@@ -21,6 +21,15 @@ pub(crate) fn endpoints_of(
     state: &ClusterState,
     target: &ServiceRef,
 ) -> Result<(Arc<[SocketAddr]>, UpstreamProtocol), String> {
+    endpoints_for(state, target, Protocol::Tcp)
+}
+
+/// The same for a Service port of `protocol` (the L4 services' UDP ports).
+pub(crate) fn endpoints_for(
+    state: &ClusterState,
+    target: &ServiceRef,
+    protocol: Protocol,
+) -> Result<(Arc<[SocketAddr]>, UpstreamProtocol), String> {
     let Some(service) = state.service(&target.service) else {
         return Err("no such Service".into());
     };
@@ -29,8 +38,8 @@ pub(crate) fn endpoints_of(
     }
     let port = state
         .ports_of(&target.service)
-        .find(|p| p.name.protocol == Protocol::Tcp && same_port(p, &target.port))
-        .ok_or_else(|| format!("the Service has no TCP port {}", target.port))?;
+        .find(|p| p.name.protocol == protocol && same_port(p, &target.port))
+        .ok_or_else(|| format!("the Service has no {protocol} port {}", target.port))?;
     let addr = |e: &ferry_model::Endpoint| SocketAddr::new(e.ip, e.port);
     let mut ready: Vec<SocketAddr> = port
         .endpoints
@@ -51,11 +60,11 @@ pub(crate) fn endpoints_of(
     }
     ready.sort();
     ready.dedup();
-    let protocol = match port.app_protocol.as_deref() {
+    let upstream = match port.app_protocol.as_deref() {
         Some("kubernetes.io/h2c") => UpstreamProtocol::H2c,
         _ => UpstreamProtocol::Http1,
     };
-    Ok((ready.into(), protocol))
+    Ok((ready.into(), upstream))
 }
 
 fn same_port(p: &ServicePortView, want: &PortRef) -> bool {

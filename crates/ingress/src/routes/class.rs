@@ -44,32 +44,64 @@ impl Default for ClassConfig {
     }
 }
 
-/// The class decision for one state.
-pub(crate) struct Classes {
+/// The class decision for one state (also what the lab's status writer
+/// asks, so that it publishes status for exactly the Ingresses ferry routes).
+pub struct Classes {
     owned: BTreeSet<String>,
     /// Class-less Ingresses are ours.
     classless: bool,
+    /// The owned default IngressClass, the class of class-less Ingresses.
+    default: Option<String>,
 }
 
 impl Classes {
     pub fn new(state: &ClusterState, config: &ClassConfig) -> Classes {
+        let classes = state
+            .objects_of(Kind::IngressClass)
+            .filter_map(|o| match o {
+                Object::IngressClass(class) => Some(&**class),
+                _ => None,
+            });
+        Classes::of(classes, config)
+    }
+
+    /// The decision from the IngressClasses of a cluster.
+    pub fn of<'a>(
+        classes: impl IntoIterator<Item = &'a IngressClass>,
+        config: &ClassConfig,
+    ) -> Classes {
         let mut owned: BTreeSet<String> = config.extra_classes.iter().cloned().collect();
-        let mut default_owned = false;
-        for object in state.objects_of(Kind::IngressClass) {
-            let Object::IngressClass(class) = object else {
-                continue;
-            };
-            if owns(config, class) {
-                if let Some(name) = &class.metadata.name {
-                    owned.insert(name.clone());
+        let mut default = None;
+        for class in classes {
+            if owns(config, class)
+                && let Some(name) = &class.metadata.name
+            {
+                owned.insert(name.clone());
+                if is_default(class) {
+                    default.get_or_insert_with(|| name.clone());
                 }
-                default_owned |= is_default(class);
             }
         }
         Classes {
             owned,
-            classless: default_owned || config.without_class,
+            classless: default.is_some() || config.without_class,
+            default,
         }
+    }
+
+    /// The class of an Ingress ferry routes (the default class's name for
+    /// a class-less one, "" when it is routed only by
+    /// `without_class`); None: not ferry's.
+    pub fn owned_class(&self, ingress: &Ingress) -> Option<String> {
+        if !self.owns(ingress) {
+            return None;
+        }
+        Some(
+            class_of(ingress)
+                .map(str::to_string)
+                .or_else(|| self.default.clone())
+                .unwrap_or_default(),
+        )
     }
 
     /// The Ingress's class, and whether ferry routes it.

@@ -31,8 +31,9 @@ use std::sync::atomic::AtomicUsize;
 
 use ferry_model::NamespacedName;
 
+pub(crate) use backend::endpoints_for;
 pub(crate) use build::{HostKey, host_key, name_of, owned_oldest_first};
-pub use class::{CONTROLLER, ClassConfig};
+pub use class::{CONTROLLER, ClassConfig, Classes};
 
 /// What the route table is built with.
 #[derive(Clone, Debug, Default)]

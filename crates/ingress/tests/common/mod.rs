@@ -117,9 +117,16 @@ pub fn refusing() -> SocketAddr {
 /// A Service `name` (port `http` 80) with one EndpointSlice of `endpoints`
 /// (ready), bypassing validation (the API server refuses loopback endpoints).
 pub fn service(name: &str, endpoints: &[SocketAddr]) -> Vec<Object> {
+    service_port(name, ("http", 80, "TCP"), endpoints)
+}
+
+/// The same with one port (name, number, protocol).
+pub fn service_port(name: &str, port: (&str, u16, &str), endpoints: &[SocketAddr]) -> Vec<Object> {
+    let (port_name, number, protocol) = port;
     let svc: Service = serde_json::from_value(json!({
         "metadata": {"name": name, "namespace": "default"},
-        "spec": {"clusterIP": "10.96.0.1", "ports": [{"name": "http", "port": 80}]},
+        "spec": {"clusterIP": "10.96.0.1",
+                 "ports": [{"name": port_name, "port": number, "protocol": protocol}]},
     }))
     .unwrap();
     // One slice per target port (the upstreams listen on different ports).
@@ -129,13 +136,29 @@ pub fn service(name: &str, endpoints: &[SocketAddr]) -> Vec<Object> {
             "metadata": {"name": format!("{name}-{i}"), "namespace": "default",
                          "labels": {"kubernetes.io/service-name": name}},
             "addressType": "IPv4",
-            "ports": [{"name": "http", "port": ep.port()}],
+            "ports": [{"name": port_name, "port": ep.port(), "protocol": protocol}],
             "endpoints": [{"addresses": [ep.ip().to_string()], "conditions": {"ready": true}}],
         }))
         .unwrap();
         out.push(Object::EndpointSlice(Arc::new(slice)));
     }
     out
+}
+
+/// curl's answer: (status, body).
+pub async fn curl(args: Vec<String>) -> (u16, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = ferry_sys::Tool::new("curl")
+            .args(["-s", "-S", "-m", "10", "-w", "\n%{http_code}"])
+            .args(args)
+            .timeout(std::time::Duration::from_secs(15))
+            .run()
+            .unwrap();
+        let (body, code) = out.stdout.rsplit_once('\n').unwrap();
+        (code.trim().parse().unwrap(), body.to_string())
+    })
+    .await
+    .unwrap()
 }
 
 /// An Ingress of ferry's class: `host` with (path, Prefix, service) rules.

@@ -66,6 +66,22 @@ pub(super) struct NodeRuntime {
 /// Every node's agent serves cluster DNS here (NodeLocal DNSCache's address).
 pub(super) const NODE_LOCAL_DNS: &str = "169.254.20.10";
 
+/// The ingress's flags on a node. Its listeners: the node's address,
+/// port 80, as an ingress-nginx DaemonSet with host ports, so `outside`
+/// reaches the ingress on any node IP (the https listener, port 443, joins
+/// this list). Its L4 services: the ConfigMaps ingress-nginx's own
+/// manifests name (`ingress-nginx/tcp-services`, `ingress-nginx/udp-services`).
+pub(super) fn ingress_args(node: &NodeInfo) -> Vec<String> {
+    vec![
+        "--ingress-http".into(),
+        format!("{}:80", node.ip),
+        "--ingress-tcp-services".into(),
+        "ingress-nginx/tcp-services".into(),
+        "--ingress-udp-services".into(),
+        "ingress-nginx/udp-services".into(),
+    ]
+}
+
 /// A pod's resolv.conf, as kubelet writes it for `dnsPolicy: ClusterFirst`
 /// with the node-local DNS address as the nameserver.
 pub(super) fn resolv_conf(namespace: &str) -> String {
@@ -351,9 +367,10 @@ impl Controller {
                 "--proxy-mode".into(),
                 self.settings.proxy_mode.clone(),
                 // The pod network: every node's agent runs the overlay with
-                // the lab's lease store (a directory: one machine).
+                // the lab's lease store (a directory: one machine); and the
+                // ingress, as an ingress-nginx DaemonSet with host ports.
                 "--components".into(),
-                "proxy,dns,overlay".into(),
+                "proxy,dns,overlay,ingress".into(),
                 "--lease-store".into(),
                 match (self.settings.lease_store.as_str(), self.etcd_endpoint()) {
                     ("kube", _) => "kube".into(),
@@ -386,7 +403,10 @@ impl Controller {
                 format!("{}:8181", node.ip),
                 "--lab".into(),
                 self.names.lab.clone(),
-            ],
+            ]
+            .into_iter()
+            .chain(ingress_args(node))
+            .collect::<Vec<String>>(),
             &log,
         )
     }

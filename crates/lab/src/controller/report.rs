@@ -10,9 +10,10 @@ use ferry_model::Object;
 
 use super::Controller;
 use super::kubelet::target_of;
-use crate::plan::PodInfo;
+use crate::plan::{self, PodInfo};
 use crate::status::{
-    ApiServerStatus, LabStatus, NodeStatus, OutsideStatus, PodStatus, PortStatus, ServiceStatus,
+    ApiServerStatus, IngressStatus, LabStatus, NodeStatus, OutsideStatus, PodStatus, PortStatus,
+    ServiceStatus,
 };
 
 impl Controller {
@@ -141,6 +142,7 @@ impl Controller {
                 })
                 .collect(),
             services: self.services_status(),
+            ingresses: self.ingresses_status(),
             api_server: ApiServerStatus {
                 url: format!(
                     "http://{}:{}",
@@ -169,6 +171,39 @@ impl Controller {
         {
             self.last_status = json;
         }
+    }
+
+    /// The Ingresses ferry routes, with the addresses the lab writes into
+    /// their status (`plan::render`).
+    fn ingresses_status(&self) -> Vec<IngressStatus> {
+        let classes = plan::ingress_classes(&self.inputs);
+        let addresses: Vec<String> = plan::ingress_addresses(&self.nodes)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        self.inputs
+            .values()
+            .filter_map(|o| match o {
+                Object::Ingress(i) => Some((o.key().name, i, classes.owned_class(i)?)),
+                _ => None,
+            })
+            .map(|(key, i, class)| {
+                let mut hosts: Vec<String> = i
+                    .spec
+                    .iter()
+                    .flat_map(|s| s.rules.iter().flatten())
+                    .map(|r| r.host.clone().unwrap_or_else(|| "*".into()))
+                    .collect();
+                hosts.dedup();
+                IngressStatus {
+                    namespace: key.namespace.to_string(),
+                    name: key.name.to_string(),
+                    class,
+                    hosts,
+                    addresses: addresses.clone(),
+                }
+            })
+            .collect()
     }
 
     pub(super) fn services_status(&self) -> Vec<ServiceStatus> {

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 pub use alloc::{Allocation, allocate};
 pub use nodes::{desired_nodes, overlay_config, pod_network};
 pub use pods::{Counters, Hint, PodChanges, hints_from_slices, plan_pods};
-pub use render::{MANAGED_BY, MANAGER, World, render};
+pub use render::{MANAGED_BY, MANAGER, World, ingress_addresses, ingress_classes, render};
 
 /// The user's objects, by key (what `lab up` and `lab apply` gave).
 pub type Inputs = BTreeMap<ObjectKey, Object>;

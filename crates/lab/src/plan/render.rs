@@ -1,7 +1,8 @@
 //! The cluster as the lab writes it for the agents: Namespaces, Nodes,
 //! Pods (with status), Services (with their allocated addresses) and
-//! EndpointSlices that follow selectors and readiness, plus everything
-//! else the user gave, unchanged.
+//! EndpointSlices that follow selectors and readiness, Ingresses of a
+//! class ferry owns with the node addresses in their status, plus
+//! everything else the user gave, unchanged.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -13,6 +14,9 @@ use ferry_model::k8s_openapi::api::core::v1::{
 };
 use ferry_model::k8s_openapi::api::discovery::v1::{
     Endpoint, EndpointConditions, EndpointPort, EndpointSlice,
+};
+use ferry_model::k8s_openapi::api::networking::v1::{
+    Ingress, IngressLoadBalancerIngress, IngressLoadBalancerStatus, IngressStatus,
 };
 use ferry_model::k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use ferry_model::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -78,6 +82,7 @@ pub fn render(w: &World) -> Vec<Object> {
     for p in w.pods.values() {
         out.push(Object::Pod(Arc::new(pod(w, p))));
     }
+    let classes = ingress_classes(w.inputs);
     for o in w.inputs.values() {
         match o {
             Object::Node(_) | Object::Pod(_) | Object::Namespace(_) => {
@@ -118,6 +123,10 @@ pub fn render(w: &World) -> Vec<Object> {
                     out.push(o.clone());
                 }
             }
+            Object::Ingress(i) => match classes.owned_class(i) {
+                Some(_) => out.push(Object::Ingress(Arc::new(ingress(w, i)))),
+                None => out.push(o.clone()),
+            },
             _ => out.push(o.clone()),
         }
     }
@@ -133,6 +142,45 @@ pub fn render(w: &World) -> Vec<Object> {
         }
     }
     out
+}
+
+/// Which Ingresses the lab's agents route: the ingress crate's own class
+/// selection, with the agents' default settings.
+pub fn ingress_classes(inputs: &Inputs) -> ferry_ingress::Classes {
+    let classes = inputs.values().filter_map(|o| match o {
+        Object::IngressClass(c) => Some(&**c),
+        _ => None,
+    });
+    ferry_ingress::Classes::of(classes, &ferry_ingress::ClassConfig::default())
+}
+
+/// The addresses the lab writes into the status of every Ingress ferry
+/// routes: every node's, sorted (each node's agent runs the ingress).
+pub fn ingress_addresses(nodes: &[NodeInfo]) -> Vec<std::net::Ipv4Addr> {
+    let mut ips: Vec<std::net::Ipv4Addr> = nodes.iter().map(|n| n.ip).collect();
+    ips.sort();
+    ips
+}
+
+/// An Ingress ferry routes, with the addresses of the nodes its ingress
+/// runs on in `status.loadBalancer.ingress`, as ingress-nginx's status
+/// updater publishes the node addresses of its DaemonSet's pods.
+fn ingress(w: &World, i: &Ingress) -> Ingress {
+    let mut i = i.clone();
+    let ips = ingress_addresses(w.nodes);
+    i.status = Some(IngressStatus {
+        load_balancer: Some(IngressLoadBalancerStatus {
+            ingress: Some(
+                ips.iter()
+                    .map(|ip| IngressLoadBalancerIngress {
+                        ip: Some(ip.to_string()),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+        }),
+    });
+    i
 }
 
 fn node(w: &World, n: &NodeInfo) -> Node {
@@ -362,4 +410,82 @@ fn slices(w: &World, svc: &Service) -> Vec<EndpointSlice> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_model::k8s_openapi::api::networking::v1::IngressClass;
+    use serde_json::json;
+
+    fn ingress_object(name: &str, class: Option<&str>) -> Object {
+        let i: Ingress = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "demo"},
+            "spec": {"ingressClassName": class, "defaultBackend":
+                     {"service": {"name": "web", "port": {"number": 80}}}},
+        }))
+        .unwrap();
+        Object::Ingress(Arc::new(i))
+    }
+
+    #[test]
+    fn only_ingresses_of_a_class_ferry_owns_get_the_node_addresses() {
+        let class: IngressClass = serde_json::from_value(json!({
+            "metadata": {"name": "ferry",
+                         "annotations": {"ingressclass.kubernetes.io/is-default-class": "true"}},
+            "spec": {"controller": "ferry.dev/ingress-controller"},
+        }))
+        .unwrap();
+        let objects = [
+            Object::IngressClass(Arc::new(class)),
+            ingress_object("mine", Some("ferry")),
+            ingress_object("classless", None),
+            ingress_object("theirs", Some("nginx")),
+        ];
+        let inputs: Inputs = objects.into_iter().map(|o| (o.key(), o)).collect();
+        let node = |name: &str, index: u32, ip: &str| NodeInfo {
+            name: name.into(),
+            index,
+            ip: ip.parse().unwrap(),
+            pod_cidr: format!("10.244.{index}.0/24").parse().unwrap(),
+            labels: BTreeMap::new(),
+        };
+        let nodes = [node("b", 2, "172.18.0.12"), node("a", 1, "172.18.0.11")];
+        let out = render(&World {
+            inputs: &inputs,
+            nodes: &nodes,
+            pods: &BTreeMap::new(),
+            allocations: &BTreeMap::new(),
+            epoch: Timestamp::UNIX_EPOCH,
+        });
+        let status = |name: &str| -> Option<Vec<String>> {
+            out.iter()
+                .find_map(|o| match o {
+                    Object::Ingress(i) if i.metadata.name.as_deref() == Some(name) => Some(i),
+                    _ => None,
+                })
+                .unwrap()
+                .status
+                .as_ref()
+                .map(|s| {
+                    s.load_balancer
+                        .iter()
+                        .flat_map(|lb| lb.ingress.iter().flatten())
+                        .filter_map(|i| i.ip.clone())
+                        .collect()
+                })
+        };
+        let both = Some(vec!["172.18.0.11".to_string(), "172.18.0.12".to_string()]);
+        assert_eq!(status("mine"), both);
+        // The default class is ferry's, so a class-less Ingress is too.
+        assert_eq!(status("classless"), both);
+        assert_eq!(status("theirs"), None);
+        // lab status names the default class for the class-less one.
+        let classes = ingress_classes(&inputs);
+        let class_of = |name: &str| match &ingress_object(name, None) {
+            Object::Ingress(i) => classes.owned_class(i),
+            _ => None,
+        };
+        assert_eq!(class_of("classless").as_deref(), Some("ferry"));
+    }
 }
