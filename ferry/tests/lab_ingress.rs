@@ -43,6 +43,68 @@ fn pod_of(lab: &Lab, node_ip: &str, host: &str, path: &str) -> String {
     json(&body)["pod"].as_str().unwrap().to_string()
 }
 
+/// `curl` over HTTPS from the outside namespace to a node's ingress, with
+/// `host` as SNI and Host (`--resolve`): status, body and curl's verbose
+/// log (the certificate).
+fn get_https(lab: &Lab, node_ip: &str, host: &str, path: &str) -> (u16, String, String) {
+    let out = lab.exec(
+        "outside",
+        &[
+            "curl",
+            "-sS",
+            "-v",
+            "-k",
+            "-m",
+            "3",
+            "--resolve",
+            &format!("{host}:443:{node_ip}"),
+            "-w",
+            "\n%{http_code}",
+            &format!("https://{host}{path}"),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = stdout.rsplit_once('\n').unwrap_or(("", stdout.as_str()));
+    (
+        code.trim().parse().unwrap_or(0),
+        body.to_string(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn outside_reaches_services_over_https_on_every_node_with_the_default_certificate() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::up("il3", &[&seed(), &fixture("lab-ingress.yaml")], &[]);
+    let status = lab.status();
+    for node in status["nodes"].as_array().unwrap() {
+        let ip = node["ip"].as_str().unwrap();
+        let (code, body, log) = get_https(&lab, ip, "shop.example.com", "/api");
+        assert_eq!(code, 200, "via {ip}: {body}\n{log}");
+        let seen = json(&body);
+        assert!(seen["pod"].as_str().unwrap().starts_with("api-"), "{seen}");
+        assert_eq!(seen["headers"]["x-forwarded-proto"], "https", "{seen}");
+        // No Secret names shop.example.com: the self-signed default
+        // certificate answers, and the host gets no HSTS.
+        assert!(
+            log.contains("Ferry Ingress Controller Fake Certificate"),
+            "{log}"
+        );
+        assert!(
+            !log.to_ascii_lowercase()
+                .contains("strict-transport-security"),
+            "{log}"
+        );
+        // HTTP/2 by ALPN.
+        assert!(
+            log.contains("ALPN: server accepted h2") || log.contains("HTTP/2 200"),
+            "{log}"
+        );
+    }
+}
+
 #[test]
 fn outside_reaches_services_through_the_ingress_on_every_node() {
     if !can_run() {

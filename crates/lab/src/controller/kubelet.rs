@@ -75,6 +75,8 @@ pub(super) fn ingress_args(node: &NodeInfo) -> Vec<String> {
     vec![
         "--ingress-http".into(),
         format!("{}:80", node.ip),
+        "--ingress-https".into(),
+        format!("{}:443", node.ip),
         "--ingress-tcp-services".into(),
         "ingress-nginx/tcp-services".into(),
         "--ingress-udp-services".into(),
