@@ -285,11 +285,15 @@ fn describe(l: &Leftovers) -> String {
 pub fn down(lab: &str) -> Result<String, LabError> {
     let names = LabNames::new(lab)?;
     require_root()?;
+    // What the lab holds now, for the report: the controller removes most
+    // of it itself, before the sweep below.
+    let before = cleanup::leftovers(&names);
     if controller_alive(&names).is_some() {
         // Let the controller take down what it made; the sweep below catches the rest.
         let _ = send(&names, &Request::Stop, Duration::from_secs(120));
     }
-    let found = cleanup::remove_all(&names);
+    let swept = cleanup::remove_all(&names);
+    let found = if before.is_empty() { swept } else { before };
     let after = cleanup::leftovers(&names);
     if !after.is_empty() {
         return Err(LabError::Controller(format!(
