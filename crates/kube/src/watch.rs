@@ -143,6 +143,9 @@ struct Watcher<K: Watched> {
     back: Arc<Notify>,
 }
 
+/// A watch that ends this soon without moving is resumed only after this long.
+const QUICK_CLOSE: Duration = Duration::from_secs(1);
+
 fn version_number(rv: &str) -> Option<u64> {
     rv.parse().ok()
 }
@@ -154,8 +157,18 @@ impl<K: Watched> Watcher<K> {
         loop {
             let turn = match &from {
                 None => self.list().await,
-                // A watch that ends is started again from its last version.
-                Some(rv) => self.watch(rv).await,
+                // A watch that ends is started again from its last version;
+                // one that a server (or a proxy before it) closes at once,
+                // with nothing on it, is started again only after a pause,
+                // not in a tight loop.
+                Some(rv) => {
+                    let started = tokio::time::Instant::now();
+                    let turn = self.watch(rv).await;
+                    if matches!(&turn, Ok(last) if last == rv) && started.elapsed() < QUICK_CLOSE {
+                        tokio::time::sleep(QUICK_CLOSE).await;
+                    }
+                    turn
+                }
             };
             match turn {
                 Ok(rv) => from = Some(rv),
