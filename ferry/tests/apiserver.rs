@@ -440,3 +440,33 @@ fn node_annotations_written_through_the_api_are_served_watched_and_kept_across_a
     );
     assert_eq!(node["spec"]["podCIDR"], "10.244.1.0/24");
 }
+
+#[test]
+fn ferry_services_reads_the_same_table_from_the_api_as_from_the_manifests() {
+    let dir = dir_with(SERVICES);
+    let server = Server::start(dir.path(), &[]);
+    let config = kubeconfig(dir.path(), server.port);
+    let services = |args: &[&str]| -> serde_json::Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .arg("services")
+            .args(args)
+            .arg("--json")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ferry services {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let from_files = services(&[dir.path().join("cluster.yaml").to_str().unwrap()]);
+    let from_api = services(&["--source", &format!("kube:{}", config.display())]);
+    assert!(
+        from_files["services"]
+            .as_array()
+            .is_some_and(|a| a.len() == 2),
+        "{from_files}"
+    );
+    assert_eq!(from_api, from_files);
+}

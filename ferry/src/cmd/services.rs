@@ -1,4 +1,5 @@
-//! `ferry services PATH... [--json] [--watch]`: the normalized service table.
+//! `ferry services PATH... | --source SPEC [--json] [--watch]`: the
+//! normalized service table, from manifests or from a cluster's API.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -14,8 +15,12 @@ use serde::Serialize;
 #[derive(clap::Args)]
 pub struct Args {
     /// Manifest files or directories.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "source", conflicts_with = "source")]
     paths: Vec<PathBuf>,
+    /// Read a source instead of PATHS: manifests:DIR, kube (in-cluster
+    /// config) or kube:KUBECONFIG (the Kubernetes API, as the agent reads it).
+    #[arg(long)]
+    source: Option<ferry_source::SourceSpec>,
     /// Also read subdirectories.
     #[arg(short = 'R', long)]
     recursive: bool,
@@ -38,14 +43,17 @@ struct ServiceJson<'a> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let feed = Feed::manifests(
-        &args.paths,
-        FeedOptions {
-            recursive: args.recursive,
-            ..FeedOptions::default()
-        },
-    )
-    .context("cannot read manifests")?;
+    let options = FeedOptions {
+        recursive: args.recursive,
+        ..FeedOptions::default()
+    };
+    let feed = match &args.source {
+        // Returns once every kind has been listed.
+        Some(spec) => {
+            ferry_kube::start(spec, options).with_context(|| format!("reading {spec}"))?
+        }
+        None => Feed::manifests(&args.paths, options).context("cannot read manifests")?,
+    };
     let mut follower = feed.follow();
     let Some(snap) = follower.try_next() else {
         anyhow::bail!("the source published no state");
