@@ -124,6 +124,18 @@ pub fn websocket_accept(key: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(ctx.finish())
 }
 
+/// Reads a response head (up to the blank line) from a raw connection,
+/// leaving what follows (an upgraded protocol's bytes) unread.
+pub async fn read_head(s: &mut tokio::net::TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).await.unwrap(), 1, "closed in the head");
+        head.push(byte[0]);
+    }
+    String::from_utf8(head).unwrap()
+}
+
 /// An address on loopback where nothing listens (connections are refused).
 pub fn refusing() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
