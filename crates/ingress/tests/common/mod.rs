@@ -23,7 +23,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 /// An upstream on 127.0.0.1: answers every request with what it saw, one
-/// `key=value` per line; answers an Upgrade with 101 and echoes bytes.
+/// `key=value` per line; answers an Upgrade with 101 (and the
+/// `Sec-WebSocket-Accept` of a WebSocket handshake) and echoes bytes.
 pub struct Upstream {
     pub addr: SocketAddr,
     pub requests: Arc<AtomicUsize>,
@@ -70,7 +71,11 @@ async fn answer(
     name: &str,
     mut req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, hyper::Error> {
-    if req.headers().contains_key("upgrade") {
+    if let Some(protocol) = req.headers().get("upgrade").cloned() {
+        let accept = req
+            .headers()
+            .get("sec-websocket-key")
+            .map(|key| websocket_accept(key.as_bytes()));
         let on = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {
             let Ok(upgraded) = on.await else { return };
@@ -87,12 +92,14 @@ async fn answer(
                 }
             }
         });
-        return Ok(Response::builder()
+        let mut resp = Response::builder()
             .status(StatusCode::SWITCHING_PROTOCOLS)
             .header("connection", "upgrade")
-            .header("upgrade", "echo")
-            .body(Full::new(Bytes::new()))
-            .unwrap());
+            .header("upgrade", protocol);
+        if let Some(accept) = accept {
+            resp = resp.header("sec-websocket-accept", accept);
+        }
+        return Ok(resp.body(Full::new(Bytes::new())).unwrap());
     }
     let mut text = format!("name={name}\npath={}\n", req.uri());
     for (k, v) in req.headers() {
@@ -106,6 +113,27 @@ async fn answer(
         .header("keep-alive", "timeout=60")
         .body(Full::new(Bytes::from(text)))
         .unwrap())
+}
+
+/// The `Sec-WebSocket-Accept` answering `key` (RFC 6455 section 4.2.2).
+pub fn websocket_accept(key: &[u8]) -> String {
+    use base64::Engine;
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    ctx.update(key);
+    ctx.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    base64::engine::general_purpose::STANDARD.encode(ctx.finish())
+}
+
+/// Reads a response head (up to the blank line) from a raw connection,
+/// leaving what follows (an upgraded protocol's bytes) unread.
+pub async fn read_head(s: &mut tokio::net::TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).await.unwrap(), 1, "closed in the head");
+        head.push(byte[0]);
+    }
+    String::from_utf8(head).unwrap()
 }
 
 /// An address on loopback where nothing listens (connections are refused).
