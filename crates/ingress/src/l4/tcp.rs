@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::io::AsyncWriteExt;
@@ -25,7 +26,15 @@ pub(crate) async fn serve(
     settings: L4Settings,
 ) {
     loop {
-        let (client, peer) = crate::proxy::accept_one(&listener, "L4").await;
+        let (client, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "L4 accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = client.set_nodelay(true);
         let backend = backend.load_full();
         tokio::spawn(async move {
             if let Err(e) = proxy(client, peer, &backend, &settings).await {

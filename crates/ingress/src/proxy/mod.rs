@@ -220,7 +220,16 @@ impl Gateway {
         tls: Option<tokio_rustls::TlsAcceptor>,
     ) {
         loop {
-            let (stream, peer) = accept_one(&listener, "ingress").await;
+            let (stream, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, do not spin.
+                    tracing::warn!(error = %e, "ingress accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
             let local = stream.local_addr().unwrap_or(peer);
             let shared = self.shared.clone();
             let Some(acceptor) = tls.clone() else {
@@ -236,27 +245,6 @@ impl Gateway {
                     Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
                 }
             });
-        }
-    }
-}
-
-/// The next connection on `listener`, with Nagle off. A failed accept (out
-/// of file descriptors and the like) is logged as `what`'s and retried
-/// after a pause, never in a tight loop.
-pub(crate) async fn accept_one(
-    listener: &tokio::net::TcpListener,
-    what: &str,
-) -> (tokio::net::TcpStream, SocketAddr) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
-                return (stream, peer);
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "{what} accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
         }
     }
 }
