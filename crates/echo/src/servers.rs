@@ -26,6 +26,10 @@ struct Answer<'a> {
     path: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     host: Option<String>,
+    /// The request's protocol version as the pod saw it, e.g. "HTTP/1.1"
+    /// (the conformance suite's echo server calls it `proto`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proto: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     headers: Option<BTreeMap<String, String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -42,6 +46,7 @@ impl<'a> Answer<'a> {
             method: None,
             path: None,
             host: None,
+            proto: None,
             headers: None,
             protocol: None,
             data: None,
@@ -82,6 +87,7 @@ pub(crate) async fn http(listener: TcpListener, shared: Arc<Shared>) {
                     .map_or("/".into(), |p| p.to_string()),
             );
             a.host = headers.get("host").cloned();
+            a.proto = Some(format!("{:?}", req.version()));
             a.headers = Some(headers);
             let mut body = to_json(&a);
             body.push('\n');

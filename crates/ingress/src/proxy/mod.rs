@@ -260,6 +260,10 @@ fn seed() -> u64 {
     t ^ (u64::from(std::process::id()) << 32)
 }
 
+/// `Server` on every answer, ferry's own and proxied ones: as nginx, which
+/// does not pass an upstream's `Server` on but names itself.
+const SERVER: HeaderValue = HeaderValue::from_static("ferry");
+
 /// ferry's own short answers.
 fn own(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
     let mut r = Response::new(ProxyBody::text(text));
@@ -269,7 +273,7 @@ fn own(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    h.insert(header::SERVER, HeaderValue::from_static("ferry"));
+    h.insert(header::SERVER, SERVER);
     r
 }
 
@@ -530,6 +534,7 @@ impl Shared {
                     // An h2c endpoint's answer may go to an HTTP/1.1 client.
                     parts.version = hyper::Version::HTTP_11;
                     headers::strip_hop_by_hop(&mut parts.headers, upgrade_back);
+                    parts.headers.insert(header::SERVER, SERVER);
                     parts.extensions.insert(UpstreamAddr(addr));
                     return Ok(Response::from_parts(parts, ProxyBody::Upstream(body)));
                 }
