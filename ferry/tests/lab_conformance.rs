@@ -741,22 +741,40 @@ fn check_headers(table: &[Vec<String>], values: impl Fn(&str) -> Vec<String>) ->
 }
 
 /// Runs every scenario of a feature (its Background first, each time);
-/// returns (scenarios, failures).
-fn run_feature(lab: &Lab, p: &Prepared) -> (usize, Vec<String>) {
+/// returns (scenarios, scenarios failed, failures).
+fn run_feature(lab: &Lab, p: &Prepared) -> (usize, usize, Vec<String>) {
     let mut failures = Vec::new();
     for s in &p.feature.scenarios {
         if let Err(e) = run_scenario(lab, p, s) {
             failures.push(format!("{}: {}\n    {e}", p.feature.name, s.name));
         }
     }
+    let failed = failures.len();
     // The suite deletes the scenario's namespace; here the Ingresses go.
     for (name, _) in &p.ingresses {
         lab.ok(&["delete", &format!("ingress/{}/{name}", p.namespace)]);
     }
-    if let Err(e) = wait_routed(lab, owned_count(lab)) {
+    if let Err(e) = wait_deleted(lab, p) {
         failures.push(format!("{}: after deleting its Ingresses: {e}", p.feature.name));
     }
-    (p.feature.scenarios.len(), failures)
+    (p.feature.scenarios.len(), failed, failures)
+}
+
+/// Waits until the lab no longer lists the feature's Ingresses and every
+/// node's ingress has dropped them.
+fn wait_deleted(lab: &Lab, p: &Prepared) -> Result<(), String> {
+    let start = Instant::now();
+    while p
+        .ingresses
+        .iter()
+        .any(|(name, _)| status_addresses(lab, &p.namespace, name).is_some())
+    {
+        if start.elapsed() > Duration::from_secs(10) {
+            return Err("the lab still lists them after 10 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_routed(lab, owned_count(lab))
 }
 
 fn run_scenario(lab: &Lab, p: &Prepared, s: &Scenario) -> Result<(), String> {
@@ -930,7 +948,10 @@ fn run_docs(lab: &Lab, p: &Prepared) -> (usize, Vec<String>) {
         }
     }
     lab.ok(&["delete", &format!("ingress/{}/docs", p.namespace)]);
-    (paths.len() + hosts.len(), failures)
+    if let Err(e) = wait_deleted(lab, p) {
+        failures.push(format!("docs: after deleting the Ingress: {e}"));
+    }
+    (cases.len(), failures)
 }
 
 #[test]
@@ -955,19 +976,19 @@ fn the_ingress_conformance_suite_and_the_docs_examples_pass_in_a_lab() {
     let mut summary = Vec::new();
     for p in &features {
         let t = Instant::now();
-        let (n, f) = run_feature(&lab, p);
+        let (n, failed, f) = run_feature(&lab, p);
         summary.push(format!(
             "{}: {} scenarios, {} passed ({:?})",
             p.feature.name,
             n,
-            n - f.len().min(n),
+            n - failed,
             t.elapsed()
         ));
         failures.extend(f);
     }
     let (n, f) = run_docs(&lab, &docs);
     summary.push(format!(
-        "{}: {} rows, {} passed",
+        "{}: {} requests (one per request path of each row), {} passed",
         docs.feature.name,
         n,
         n - f.len().min(n)

@@ -93,58 +93,87 @@ fn route(t: &RouteTable, host: &str, path: &str) -> Option<String> {
         .map(|b| b.target.service.name.to_string())
 }
 
+/// The Kubernetes docs' example tables (path types, hostname wildcards),
+/// as data shared with the lab run (ferry/tests/lab_conformance.rs).
+const DOCS_EXAMPLES: &str =
+    include_str!("../../../../ferry/tests/fixtures/conformance/ingress_docs_examples.feature");
+
+/// The rows of the data file's Examples table whose header starts with
+/// `first_column`, as cells (header row left out).
+fn docs_table(first_column: &str) -> Vec<Vec<String>> {
+    let cells = |l: &str| -> Vec<String> {
+        let inner = l.trim().trim_matches('|');
+        inner.split('|').map(|c| c.trim().to_string()).collect()
+    };
+    let mut rows = Vec::new();
+    let mut inside = false;
+    for line in DOCS_EXAMPLES.lines().map(str::trim) {
+        if !line.starts_with('|') {
+            inside = false;
+            continue;
+        }
+        let row = cells(line);
+        if row[0] == first_column {
+            inside = true;
+        } else if inside {
+            rows.push(row);
+        }
+    }
+    assert!(!rows.is_empty(), "no {first_column} table in the docs examples");
+    rows
+}
+
+fn unquote(s: &str) -> &str {
+    s.trim().trim_matches('`')
+}
+
+/// "served by" column: the 1-based rule, or `none`.
+fn served_by(cell: &str) -> Option<usize> {
+    cell.parse().ok()
+}
+
 #[test]
 fn the_kubernetes_docs_path_examples_route_as_the_table_says() {
-    // (rules, request path, expected service or None for "no match")
-    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, Option<&'a str>);
-    let cases: &[Case] = &[
-        (&[("/", "Prefix")], "/anything/at/all", Some("a")),
-        (&[("/foo", "Exact")], "/foo", Some("a")),
-        (&[("/foo", "Exact")], "/bar", None),
-        (&[("/foo", "Exact")], "/foo/", None),
-        (&[("/foo/", "Exact")], "/foo", None),
-        (&[("/foo", "Prefix")], "/foo", Some("a")),
-        (&[("/foo", "Prefix")], "/foo/", Some("a")),
-        (&[("/foo/", "Prefix")], "/foo", Some("a")),
-        (&[("/foo/", "Prefix")], "/foo/", Some("a")),
-        (&[("/aaa/bb", "Prefix")], "/aaa/bbb", None),
-        (&[("/aaa/bbb", "Prefix")], "/aaa/bbb", Some("a")),
-        (&[("/aaa/bbb/", "Prefix")], "/aaa/bbb", Some("a")),
-        (&[("/aaa/bbb", "Prefix")], "/aaa/bbb/", Some("a")),
-        (&[("/aaa/bbb", "Prefix")], "/aaa/bbb/ccc", Some("a")),
-        (&[("/aaa/bbb", "Prefix")], "/aaa/bbbxyz", None),
-        (
-            &[("/", "Prefix"), ("/aaa", "Prefix")],
-            "/aaa/ccc",
-            Some("b"),
-        ),
-        (
-            &[("/", "Prefix"), ("/aaa", "Prefix"), ("/aaa/bbb", "Prefix")],
-            "/aaa/bbb",
-            Some("c"),
-        ),
-        (
-            &[("/", "Prefix"), ("/aaa", "Prefix"), ("/aaa/bbb", "Prefix")],
-            "/ccc",
-            Some("a"),
-        ),
-        (&[("/aaa", "Prefix"), ("/ccc", "Prefix")], "/ddd", None),
-        (&[("/foo", "Prefix"), ("/foo", "Exact")], "/foo", Some("b")),
-        (&[("/foo", "Exact"), ("/foo", "Prefix")], "/foo", Some("a")),
-    ];
     let names = ["a", "b", "c"];
-    for (paths, request, want) in cases {
-        let paths: Vec<(&str, &str, &str)> = paths
-            .iter()
-            .zip(names)
-            .map(|((p, t), s)| (*p, *t, s))
+    let rows = docs_table("Kind");
+    assert_eq!(rows.len(), 18);
+    for row in rows {
+        let (kind, want) = (row[0].as_str(), served_by(&row[4]));
+        let typed: Vec<(&str, &str)> = row[1]
+            .split(',')
+            .map(|p| match p.split_once('(') {
+                Some((path, t)) => (unquote(path), t.trim_end_matches(')')),
+                None => (unquote(p), kind),
+            })
             .collect();
+        let paths: Vec<(&str, &str, &str)> =
+            typed.iter().zip(names).map(|((p, t), s)| (*p, *t, s)).collect();
+        let requests: Vec<&str> = match row[2].as_str() {
+            "(all paths)" => vec!["/", "/anything/at/all"],
+            r => r.split(',').map(unquote).collect(),
+        };
         let t = table(vec![rules("ing", "", &paths)]);
         assert!(t.problems().is_empty(), "{:?}", t.problems());
+        for request in requests {
+            assert_eq!(
+                route(&t, "example.com", request).as_deref(),
+                want.map(|i| names[i - 1]),
+                "docs row {row:?}: rules {paths:?}, request {request}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_kubernetes_docs_hostname_wildcard_examples_route_as_the_table_says() {
+    let rows = docs_table("Host");
+    assert_eq!(rows.len(), 3);
+    for row in rows {
+        let t = table(vec![rules("wild", unquote(&row[0]), &[("/", "Prefix", "a")])]);
         assert_eq!(
-            route(&t, "example.com", request).as_deref(),
-            *want,
-            "rules {paths:?}, request {request}"
+            route(&t, unquote(&row[1]), "/").as_deref(),
+            served_by(&row[3]).map(|_| "a"),
+            "docs row {row:?}"
         );
     }
 }
