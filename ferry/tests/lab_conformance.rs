@@ -378,7 +378,10 @@ fn round_trip(
             .split_once("://")
             .ok_or_else(|| format!("relative Location {location:?} from {url}"))?;
         let (authority, p) = rest.split_once('/').unwrap_or((rest, ""));
-        eprintln!("  (redirect {} from {url} to {location}: followed)", ex.status);
+        eprintln!(
+            "  (redirect {} from {url} to {location}: followed)",
+            ex.status
+        );
         scheme = s.to_string();
         host = authority
             .rsplit_once(':')
@@ -393,7 +396,13 @@ fn round_trip(
 fn node_metric(lab: &Lab, node_ip: &str, name: &str) -> Option<f64> {
     let out = lab.exec(
         "outside",
-        &["curl", "-sS", "-m", "2", &format!("http://{node_ip}:10249/metrics")],
+        &[
+            "curl",
+            "-sS",
+            "-m",
+            "2",
+            &format!("http://{node_ip}:10249/metrics"),
+        ],
     );
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -653,8 +662,11 @@ impl Run<'_> {
                 .find(|(_, h, _)| h == host)
                 .ok_or_else(|| format!("no Secret for {host}"))?;
             let address = self.address()?.to_string();
-            run_curl(self.lab, &curl(&address, "GET", &ex.url, 1, Tls::Verify(crt)))
-                .map_err(|e| format!("the certificate does not verify {host}: {e}"))?;
+            run_curl(
+                self.lab,
+                &curl(&address, "GET", &ex.url, 1, Tls::Verify(crt)),
+            )
+            .map_err(|e| format!("the certificate does not verify {host}: {e}"))?;
             return Ok(());
         }
         if t.starts_with("the response status-code must be ") {
@@ -684,7 +696,10 @@ impl Run<'_> {
         if t.starts_with("the response proto must be ") {
             let ex = self.exchange()?;
             if ex.proto != q[0] {
-                return Err(format!("expected response protocol {} but it was {}", q[0], ex.proto));
+                return Err(format!(
+                    "expected response protocol {} but it was {}",
+                    q[0], ex.proto
+                ));
             }
             return Ok(());
         }
@@ -713,7 +728,9 @@ impl Run<'_> {
                 }
                 let seen = self.seen(field)?;
                 if seen != want {
-                    return Err(format!("expected the request {field} to be {want} but it was {seen}"));
+                    return Err(format!(
+                        "expected the request {field} to be {want} but it was {seen}"
+                    ));
                 }
                 return Ok(());
             }
@@ -723,7 +740,10 @@ impl Run<'_> {
 }
 
 /// A `| key | value |` table (header row first); value `*` means present.
-fn check_headers(table: &[Vec<String>], values: impl Fn(&str) -> Vec<String>) -> Result<(), String> {
+fn check_headers(
+    table: &[Vec<String>],
+    values: impl Fn(&str) -> Vec<String>,
+) -> Result<(), String> {
     if table.len() < 2 || table[0] != ["key", "value"] {
         return Err(format!("expected a key/value table, got {table:?}"));
     }
@@ -755,7 +775,10 @@ fn run_feature(lab: &Lab, p: &Prepared) -> (usize, usize, Vec<String>) {
         lab.ok(&["delete", &format!("ingress/{}/{name}", p.namespace)]);
     }
     if let Err(e) = wait_deleted(lab, p) {
-        failures.push(format!("{}: after deleting its Ingresses: {e}", p.feature.name));
+        failures.push(format!(
+            "{}: after deleting its Ingresses: {e}",
+            p.feature.name
+        ));
     }
     (p.feature.scenarios.len(), failed, failures)
 }
@@ -802,11 +825,14 @@ struct DocsPathRow {
     served_by: Option<usize>,
 }
 
+/// One row of the docs' hostname table: (rule host, Host header, served by).
+type DocsHostRow = (String, String, Option<usize>);
+
 fn unquote(s: &str) -> String {
     s.trim().trim_matches('`').to_string()
 }
 
-fn docs_rows(f: &Feature) -> (Vec<DocsPathRow>, Vec<(String, String, Option<usize>)>) {
+fn docs_rows(f: &Feature) -> (Vec<DocsPathRow>, Vec<DocsHostRow>) {
     let served = |ex: &[(String, String)]| -> Option<usize> {
         let v = &ex.iter().find(|(k, _)| k == "served by").unwrap().1;
         v.parse().ok()
@@ -837,7 +863,11 @@ fn docs_rows(f: &Feature) -> (Vec<DocsPathRow>, Vec<(String, String, Option<usiz
                 served_by: served(ex),
             });
         } else {
-            hosts.push((unquote(&col(ex, "Host")), unquote(&col(ex, "Host header")), served(ex)));
+            hosts.push((
+                unquote(&col(ex, "Host")),
+                unquote(&col(ex, "Host header")),
+                served(ex),
+            ));
         }
     }
     (paths, hosts)
@@ -849,12 +879,13 @@ fn docs_rows(f: &Feature) -> (Vec<DocsPathRow>, Vec<(String, String, Option<usiz
 fn docs_prepared(f: Feature) -> Prepared {
     let (paths, hosts) = docs_rows(&f);
     let ns = "conformance-docs".to_string();
-    let backend = |i: usize| {
-        format!("{{service: {{name: docs-{i}, port: {{number: 8080}}}}}}")
-    };
+    let backend = |i: usize| format!("{{service: {{name: docs-{i}, port: {{number: 8080}}}}}}");
     let mut rules = String::new();
     for (r, row) in paths.iter().enumerate() {
-        rules.push_str(&format!("  - host: row-{}.docs.example\n    http:\n      paths:\n", r + 1));
+        rules.push_str(&format!(
+            "  - host: row-{}.docs.example\n    http:\n      paths:\n",
+            r + 1
+        ));
         for (i, (path, t)) in row.paths.iter().enumerate() {
             rules.push_str(&format!(
                 "      - {{path: \"{path}\", pathType: {t}, backend: {}}}\n",
@@ -939,7 +970,10 @@ fn run_docs(lab: &Lab, p: &Prepared) -> (usize, Vec<String>) {
                 s => return Err(format!("status {s}: {}", ex.body.trim())),
             };
             if got != *want {
-                return Err(format!("served by {got:?}, want {want:?} (status {})", ex.status));
+                return Err(format!(
+                    "served by {got:?}, want {want:?} (status {})",
+                    ex.status
+                ));
             }
             Ok(())
         })();

@@ -70,9 +70,9 @@ impl Pending {
             let example: Vec<(String, String)> =
                 header.iter().cloned().zip(row.iter().cloned()).collect();
             let fill = |s: &str| {
-                example.iter().fold(s.to_string(), |s, (k, v)| {
-                    s.replace(&format!("<{k}>"), v)
-                })
+                example
+                    .iter()
+                    .fold(s.to_string(), |s, (k, v)| s.replace(&format!("<{k}>"), v))
             };
             out.push(Scenario {
                 name: format!("{} [row {}: {}]", self.name, i + 1, row.join(", ")),

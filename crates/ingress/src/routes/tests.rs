@@ -119,7 +119,10 @@ fn docs_table(first_column: &str) -> Vec<Vec<String>> {
             rows.push(row);
         }
     }
-    assert!(!rows.is_empty(), "no {first_column} table in the docs examples");
+    assert!(
+        !rows.is_empty(),
+        "no {first_column} table in the docs examples"
+    );
     rows
 }
 
@@ -146,8 +149,11 @@ fn the_kubernetes_docs_path_examples_route_as_the_table_says() {
                 None => (unquote(p), kind),
             })
             .collect();
-        let paths: Vec<(&str, &str, &str)> =
-            typed.iter().zip(names).map(|((p, t), s)| (*p, *t, s)).collect();
+        let paths: Vec<(&str, &str, &str)> = typed
+            .iter()
+            .zip(names)
+            .map(|((p, t), s)| (*p, *t, s))
+            .collect();
         let requests: Vec<&str> = match row[2].as_str() {
             "(all paths)" => vec!["/", "/anything/at/all"],
             r => r.split(',').map(unquote).collect(),
@@ -169,7 +175,11 @@ fn the_kubernetes_docs_hostname_wildcard_examples_route_as_the_table_says() {
     let rows = docs_table("Host");
     assert_eq!(rows.len(), 3);
     for row in rows {
-        let t = table(vec![rules("wild", unquote(&row[0]), &[("/", "Prefix", "a")])]);
+        let t = table(vec![rules(
+            "wild",
+            unquote(&row[0]),
+            &[("/", "Prefix", "a")],
+        )]);
         assert_eq!(
             route(&t, unquote(&row[1]), "/").as_deref(),
             served_by(&row[3]).map(|_| "a"),
