@@ -467,7 +467,18 @@ struct Run<'a> {
     many: Vec<Exchange>,
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
+    fn new(lab: &'a Lab, p: &'a Prepared) -> Self {
+        Run {
+            lab,
+            p,
+            ingress: None,
+            address: None,
+            exchange: None,
+            many: Vec::new(),
+        }
+    }
+
     fn address(&self) -> Result<&str, String> {
         self.address
             .as_deref()
@@ -801,14 +812,7 @@ fn wait_deleted(lab: &Lab, p: &Prepared) -> Result<(), String> {
 }
 
 fn run_scenario(lab: &Lab, p: &Prepared, s: &Scenario) -> Result<(), String> {
-    let mut run = Run {
-        lab,
-        p,
-        ingress: None,
-        address: None,
-        exchange: None,
-        many: Vec::new(),
-    };
+    let mut run = Run::new(lab, p);
     for step in p.feature.background.iter().chain(&s.steps) {
         run.step(step)
             .map_err(|e| format!("step (line {}) {:?}: {e}", step.line, step.text))?;
@@ -920,14 +924,7 @@ fn docs_prepared(f: Feature) -> Prepared {
 
 /// The docs' rows in the lab: (rows, failures).
 fn run_docs(lab: &Lab, p: &Prepared) -> (usize, Vec<String>) {
-    let mut run = Run {
-        lab,
-        p,
-        ingress: None,
-        address: None,
-        exchange: None,
-        many: Vec::new(),
-    };
+    let mut run = Run::new(lab, p);
     let setup = run.apply("docs").and_then(|()| {
         run.step(&Step {
             text: "The Ingress status shows the IP address or FQDN where it is exposed".into(),
