@@ -340,3 +340,47 @@ async fn the_first_table_served_is_empty_and_answers_404() {
     let mut c = Client::connect(addr).await;
     assert_eq!(c.get("foo.test", "/").await.unwrap().0, 404);
 }
+
+/// The conformance suite's check: every answer, ferry's own (404, 503,
+/// 413) and proxied ones, carries Content-Length, Content-Type, Date and
+/// Server (ferry's, as nginx names itself on proxied answers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_and_proxied_answers_carry_content_length_type_date_and_server() {
+    if !ferry_sys::testing::have_or_skip("curl") {
+        return;
+    }
+    let a = upstream("a").await;
+    let mut objects = service("a", &[a.addr]);
+    objects.extend(service("empty", &[]));
+    objects.push(ingress(
+        "web",
+        "foo.test",
+        &[("/a", "a"), ("/empty", "empty")],
+    ));
+    let config = ProxyConfig {
+        max_body: 16,
+        ..ProxyConfig::default()
+    };
+    let (gw, addr) = gateway(config, None).await;
+    gw.swap(table(objects));
+    let big = vec!["--data-binary".to_string(), "x".repeat(100)];
+    let cases: [(&str, &str, &[String], u16); 4] = [
+        ("foo.test", "/a", &[], 200),
+        ("other.test", "/", &[], 404),
+        ("foo.test", "/empty", &[], 503),
+        ("foo.test", "/a", &big, 413),
+    ];
+    for (h, path, extra, want) in cases {
+        let args = [&["-i".to_string()][..], &host(h), extra, &[url(addr, path)]].concat();
+        let (code, out) = curl(args).await;
+        assert_eq!(code, want, "{h}{path}: {out}");
+        let head = out.split("\r\n\r\n").next().unwrap().to_ascii_lowercase();
+        for name in ["content-length", "content-type", "date", "server"] {
+            assert!(
+                head.lines().any(|l| l.starts_with(&format!("{name}:"))),
+                "{h}{path} ({code}): no {name}: {head}"
+            );
+        }
+        assert!(head.contains("\nserver: ferry"), "{head}");
+    }
+}
