@@ -985,6 +985,75 @@ fn run_docs(lab: &Lab, p: &Prepared) -> (usize, Vec<String>) {
     (cases.len(), failures)
 }
 
+/// No root needed: the feature files read as the suite's runner would
+/// count them, outlines expanded per Examples row, and every step is one
+/// the harness implements (a step it does not know would fail the lab run).
+#[test]
+fn the_feature_files_read_into_the_suites_scenarios() {
+    let counts: Vec<(String, usize, usize)> = FEATURES
+        .iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(conformance_file(&format!("{f}.feature"))).unwrap();
+            let feature = gherkin::parse(&text).unwrap();
+            (
+                feature.name,
+                feature.background.len(),
+                feature.scenarios.len(),
+            )
+        })
+        .collect();
+    let want = [
+        ("Default backend", 3, 6),
+        ("Host rules", 4, 6),
+        ("Ingress class", 0, 1),
+        ("Load Balancing", 4, 1),
+        ("Path rules", 2, 16),
+    ];
+    let got: Vec<(&str, usize, usize)> = counts
+        .iter()
+        .map(|(n, b, s)| (n.as_str(), *b, *s))
+        .collect();
+    assert_eq!(got, want);
+
+    let text = std::fs::read_to_string(conformance_file("default_backend.feature")).unwrap();
+    let f = gherkin::parse(&text).unwrap();
+    let row4 = &f.scenarios[3];
+    let texts: Vec<&str> = row4.steps.iter().map(|s| s.text.as_str()).collect();
+    assert_eq!(
+        texts[0],
+        r#"I send a "PUT" request to http://""/"resource""#
+    );
+    assert!(texts.contains(&r#"the request path must be "resource""#));
+    // Table placeholders that are not Examples columns stay as written.
+    assert!(texts.contains(&"the response headers must contain <key> with matching <value>"));
+    assert_eq!(row4.steps[4].table[1], ["Content-Length", "*"]);
+    assert!(
+        f.background[1]
+            .doc
+            .as_deref()
+            .unwrap()
+            .starts_with("defaultBackend:\n  service:")
+    );
+
+    let docs = std::fs::read_to_string(conformance_file("ingress_docs_examples.feature")).unwrap();
+    let (paths, hosts) = docs_rows(&gherkin::parse(&docs).unwrap());
+    assert_eq!((paths.len(), hosts.len()), (18, 3));
+    let mixed = &paths[17];
+    assert_eq!(
+        mixed.paths,
+        [
+            ("/foo".to_string(), "Prefix".to_string()),
+            ("/foo".to_string(), "Exact".to_string())
+        ]
+    );
+    assert_eq!(mixed.served_by, Some(2));
+    assert_eq!(paths[0].requests, ["/", "/anything/at/all"]);
+    assert_eq!(
+        hosts[1],
+        ("*.foo.com".into(), "baz.bar.foo.com".into(), None)
+    );
+}
+
 #[test]
 fn the_ingress_conformance_suite_and_the_docs_examples_pass_in_a_lab() {
     if !can_run() {
