@@ -78,7 +78,7 @@ impl Metrics {
     pub(crate) fn observe(&self, s: &Snapshot) {
         self.version.set(s.state.version() as i64);
         self.objects.set(s.state.len() as i64);
-        self.services.set(s.state.services().count() as i64);
+        self.services.set(s.state.service_count() as i64);
         self.errors.set(s.errors.len() as i64);
         self.updates.inc();
     }

@@ -47,6 +47,8 @@ pub struct ClusterState {
     version: u64,
     objects: OrdMap<ObjectKey, Object>,
     services: OrdMap<NamespacedName, Arc<ServiceEntry>>,
+    /// How many entries of `services` have a view (a Service object).
+    service_views: usize,
 }
 
 impl ClusterState {
@@ -91,6 +93,11 @@ impl ClusterState {
     /// Every Service's view, in namespace/name order.
     pub fn services(&self) -> impl Iterator<Item = &Arc<ServiceView>> {
         self.services.values().filter_map(|e| e.view.as_ref())
+    }
+
+    /// How many Services there are, in O(1) (`services().count()` walks them).
+    pub fn service_count(&self) -> usize {
+        self.service_views
     }
 
     pub fn service(&self, name: &NamespacedName) -> Option<&Arc<ServiceView>> {
@@ -275,6 +282,11 @@ impl ClusterState {
         }
         let e = Arc::make_mut(&mut entry);
         if view_changed {
+            match (e.view.is_some(), new_view.is_some()) {
+                (false, true) => self.service_views += 1,
+                (true, false) => self.service_views -= 1,
+                _ => {}
+            }
             e.view = new_view.map(Arc::new);
         }
         if ports_changed {

@@ -265,6 +265,7 @@ proptest! {
             let drift = fresh.diff(&next);
             prop_assert!(drift.services.is_empty() && drift.service_ports.is_empty() && drift.endpoints.is_empty() && drift.objects.is_empty(),
                 "incremental state drifted from a fresh build: {:?}", drift);
+            prop_assert_eq!(next.service_count(), next.services().count());
             state = next;
         }
     }

@@ -134,6 +134,10 @@ struct DnsArgs {
     /// Also draw qps and p50 / p99 latency per server against the zone's size as SVG to FILE.
     #[arg(long, value_name = "FILE")]
     svg: Option<PathBuf>,
+    /// EndpointSlice changes per second during extra open-loop runs of ferry at the
+    /// largest size, against nsd's static zone in the same run (0: none).
+    #[arg(long, default_value_t = 100)]
+    churn: u32,
 }
 
 #[derive(clap::Args)]
@@ -199,6 +203,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             seconds: a.seconds,
             json: a.json,
             svg: a.svg,
+            churn: a.churn,
         }),
         What::Overlay(a) => ferry_bench::overlay(ferry_bench::OverlayOptions {
             runs: a.runs,

@@ -11,6 +11,9 @@ use anyhow::Context;
 use ferry_dns::{Config, Listener, PodMode, Server};
 use ferry_source::{FeedOptions, SourceSpec};
 
+/// How often `ferry dns` says it follows changes, at most.
+const LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Where the cluster comes from: manifests:DIR (watched for changes),
@@ -96,7 +99,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "ferry dns: serving {} on {} (udp+tcp): {} services, {} names; other names {}",
         args.zones.join(", "),
         bound.join(", "),
-        first.state.services().count(),
+        first.state.service_count(),
         server.names(),
         if upstreams.is_empty() {
             "refused (no upstream)".to_string()
@@ -115,6 +118,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         server.serve(listeners)?;
         tokio::spawn(async move {
+            // One line a second at most: under endpoint churn (a hundred
+            // changes a second) a line per update is noise.
+            let mut said = std::time::Instant::now() - LOG_EVERY;
+            let mut unsaid = 0u64;
             while let Some(snap) = follower.next().await {
                 for e in &snap.errors {
                     eprintln!("warning: {e}");
@@ -122,11 +129,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 let s = updater.clone();
                 let (state, changes) = (snap.state.clone(), snap.changes.clone());
                 let _ = tokio::task::spawn_blocking(move || s.apply(&state, &changes)).await;
-                println!(
-                    "ferry dns: updated: {} services, {} names",
-                    snap.state.services().count(),
-                    updater.names()
-                );
+                unsaid += 1;
+                if said.elapsed() >= LOG_EVERY {
+                    println!(
+                        "ferry dns: updated ({unsaid} change sets): {} services, {} names",
+                        snap.state.service_count(),
+                        updater.names()
+                    );
+                    said = std::time::Instant::now();
+                    unsaid = 0;
+                }
             }
         });
         if let Some(addr) = args.metrics {

@@ -70,8 +70,15 @@ pub(super) fn dnsperf(p: &Proc, queries: &Path, seconds: u32) -> anyhow::Result<
     })
 }
 
+/// The open-loop latency run: p50 / p99 in ms and the queries lost.
+pub(super) struct Latency {
+    pub(super) p50: f64,
+    pub(super) p99: f64,
+    pub(super) lost: u64,
+}
+
 /// p50 / p99 at a fixed 20k qps (open loop), from dnsperf -v's per-query times.
-pub(super) fn latency(p: &Proc, queries: &Path) -> anyhow::Result<(f64, f64)> {
+pub(super) fn latency(p: &Proc, queries: &Path) -> anyhow::Result<Latency> {
     let out = Command::new("taskset")
         .args([
             "-c",
@@ -87,16 +94,26 @@ pub(super) fn latency(p: &Proc, queries: &Path) -> anyhow::Result<(f64, f64)> {
         .args(["-l", "5", "-Q", "20000", "-v", "-t", "2"])
         .output()
         .context("running dnsperf -v")?;
-    let mut lat: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lost = field(&text, "Queries lost:").unwrap_or(0.0) as u64;
+    let mut lat: Vec<f64> = text
         .lines()
         .filter(|l| l.starts_with("> "))
         .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
         .map(|s| s * 1000.0)
         .collect();
     if lat.is_empty() {
-        return Ok((f64::NAN, f64::NAN));
+        return Ok(Latency {
+            p50: f64::NAN,
+            p99: f64::NAN,
+            lost,
+        });
     }
-    Ok((percentile(&mut lat, 0.5), percentile(&mut lat, 0.99)))
+    Ok(Latency {
+        p50: percentile(&mut lat, 0.5),
+        p99: percentile(&mut lat, 0.99),
+        lost,
+    })
 }
 
 pub(super) fn warm(p: &Proc, dir: &Path) {

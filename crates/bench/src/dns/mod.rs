@@ -6,18 +6,19 @@
 //! `files.rs` writes the inputs, `servers.rs` starts the servers,
 //! `dnsperf.rs` drives the load; this file measures and prints.
 
+mod churn;
 mod dnsperf;
 mod files;
 mod servers;
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
 use crate::procs::Proc;
 use crate::stats::median;
-use dnsperf::{dnsperf, latency, warm};
+use dnsperf::{Latency, dnsperf, latency, warm};
 use files::{PODS_FROM, write_files};
 use servers::{ferry, knot, nsd, unbound};
 
@@ -35,6 +36,22 @@ pub struct DnsOptions {
     /// Draw qps and p50 / p99 latency per server against the zone's size
     /// as SVG here.
     pub svg: Option<std::path::PathBuf>,
+    /// EndpointSlice changes per second written during ferry's extra
+    /// open-loop runs at the largest size, compared with nsd's static zone
+    /// in the same run (0: no churn runs).
+    pub churn: u32,
+}
+
+/// One open-loop series under churn (or its static comparison).
+struct ChurnRow {
+    server: String,
+    what: String,
+    rate: f64,
+    p50: f64,
+    p99: f64,
+    lost: u64,
+    /// Churned names answering their last addresses at the end, of `churn::NAMES`.
+    right: Option<usize>,
 }
 
 struct Row {
@@ -67,7 +84,7 @@ fn measure(
     let mut qps: Vec<f64> = runs.iter().map(|r| r.qps).collect();
     let mid = median(&mut qps.clone());
     let run = runs.iter().find(|r| r.qps == mid).unwrap_or(&runs[0]);
-    let (p50, p99) = latency(p, queries)?;
+    let Latency { p50, p99, .. } = latency(p, queries)?;
     qps.sort_by(f64::total_cmp);
     Ok(Row {
         server: p.name.clone(),
@@ -97,9 +114,15 @@ pub fn run(args: DnsOptions) -> anyhow::Result<()> {
         args.seconds, args.runs
     );
     let mut rows = Vec::new();
+    let mut churned = Vec::new();
+    let largest = args.sizes.iter().copied().max().unwrap_or(0);
     for &n in &args.sizes {
         let dir = tempfile::tempdir().context("creating a scratch directory")?;
         write_files(dir.path(), n)?;
+        let churns = args.churn > 0 && n == largest;
+        if churns {
+            churn::write_initial(&dir.path().join("manifests"))?;
+        }
         let q = dir.path().join("q.txt");
         let ns = nsd(dir.path())?;
         let t0 = Instant::now();
@@ -115,6 +138,9 @@ pub fn run(args: DnsOptions) -> anyhow::Result<()> {
         };
         rows.push(measure(&fe, &what, Some(n), &q, &args)?);
         rows.push(measure(&ns, &what, Some(n), &q, &args)?);
+        if churns {
+            churned.extend(under_churn(&fe, &ns, dir.path(), &what, &args)?);
+        }
         {
             let kn = knot(dir.path())?;
             rows.push(measure(&kn, &what, Some(n), &q, &args)?);
@@ -156,16 +182,112 @@ pub fn run(args: DnsOptions) -> anyhow::Result<()> {
             r.rss
         );
     }
+    if !churned.is_empty() {
+        print_churn(&churned, args.churn);
+    }
     crate::figures::write(
-        &figures(&rows),
+        &figures(&rows, &churned),
         args.json.as_deref(),
         args.svg.as_deref(),
         crate::figures::dns_chart,
     )
 }
 
+/// ferry's open-loop latency without and with `args.churn` changes a
+/// second, and nsd's static zone, interleaved `args.runs` times; the median
+/// of each series.
+fn under_churn(
+    fe: &Proc,
+    ns: &Proc,
+    dir: &Path,
+    what: &str,
+    args: &DnsOptions,
+) -> anyhow::Result<Vec<ChurnRow>> {
+    let q = dir.join("q.txt");
+    let runs = args.runs.max(1);
+    let (mut quiet, mut busy, mut still) = (Vec::new(), Vec::new(), Vec::new());
+    let mut right = usize::MAX;
+    let mut rate = f64::INFINITY;
+    for run in 0..runs {
+        eprintln!(
+            "  churn run {}/{runs}: ferry static, ferry with {} changes/s, nsd static",
+            run + 1,
+            args.churn
+        );
+        quiet.push(latency(fe, &q)?);
+        // Bounded: the open-loop run takes 5 s; the writer stops at 15 s.
+        let writer = churn::start(dir.join("manifests"), args.churn, Duration::from_secs(15));
+        busy.push(latency(fe, &q)?);
+        let written = writer.stop()?;
+        rate = rate.min(written.rate);
+        right = right.min(churn::check(fe, &written, Duration::from_secs(1))?);
+        eprintln!(
+            "    {} changes written ({:.0}/s); {right}/{} churned names right at the end",
+            written.changes,
+            written.rate,
+            churn::NAMES
+        );
+        still.push(latency(ns, &q)?);
+    }
+    let row = |server: &str, what: String, rate: f64, series: &[Latency], right| {
+        let mut p50: Vec<f64> = series.iter().map(|l| l.p50).collect();
+        let mut p99: Vec<f64> = series.iter().map(|l| l.p99).collect();
+        ChurnRow {
+            server: server.to_string(),
+            what,
+            rate,
+            p50: median(&mut p50),
+            p99: median(&mut p99),
+            lost: series.iter().map(|l| l.lost).sum(),
+            right,
+        }
+    };
+    Ok(vec![
+        row(&fe.name, format!("{what}, static"), 0.0, &quiet, None),
+        row(
+            &fe.name,
+            format!("{what}, {} changes/s", args.churn),
+            rate,
+            &busy,
+            Some(right),
+        ),
+        row(&ns.name, format!("{what}, static"), 0.0, &still, None),
+    ])
+}
+
+fn print_churn(rows: &[ChurnRow], churn: u32) {
+    println!();
+    println!(
+        "Under churn: open loop at 20k qps for 5 s; during ferry's second series a writer rewrites one headless\n\
+         Service's EndpointSlice file {churn} times a second; nsd serves its static zone; median of the runs, lost summed."
+    );
+    println!();
+    println!(
+        "| server | load | changes/s (achieved, slowest run) | p50 ms | p99 ms | p99 vs nsd | lost | churned names right at the end |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    let nsd = rows
+        .iter()
+        .find(|r| r.server.starts_with("nsd"))
+        .map_or(f64::NAN, |r| r.p99);
+    for r in rows {
+        println!(
+            "| {} | {} | {:.0} | {:.3} | {:.3} | {:.2} | {} | {} |",
+            r.server,
+            r.what,
+            r.rate,
+            r.p50,
+            r.p99,
+            r.p99 / nsd,
+            r.lost,
+            r.right
+                .map_or("-".to_string(), |k| format!("{k}/{}", churn::NAMES))
+        );
+    }
+}
+
 /// The rows as `--json` writes them.
-fn figures(rows: &[Row]) -> serde_json::Value {
+fn figures(rows: &[Row], churned: &[ChurnRow]) -> serde_json::Value {
     let runs: Vec<serde_json::Value> = rows
         .iter()
         .map(|r| {
@@ -186,5 +308,19 @@ fn figures(rows: &[Row]) -> serde_json::Value {
             })
         })
         .collect();
-    serde_json::json!({ "runs": runs })
+    let churn: Vec<serde_json::Value> = churned
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "server": r.server,
+                "load": r.what,
+                "changes_per_second": r.rate,
+                "p50_ms": r.p50,
+                "p99_ms": r.p99,
+                "lost": r.lost,
+                "churned_names_right": r.right,
+            })
+        })
+        .collect();
+    serde_json::json!({ "runs": runs, "churn": churn })
 }

@@ -44,7 +44,16 @@ fn answers(port: u16, name: &str) -> bool {
             name,
         ])
         .output()
-        .is_ok_and(|o| !o.stdout.is_empty())
+        .is_ok_and(|o| answered(&o.stdout))
+}
+
+/// Whether `dig +short` printed an address: it prints its errors
+/// (`;; communications error ... connection refused` while nothing is bound
+/// yet, a timeout) on standard output too.
+fn answered(short: &str) -> bool {
+    short
+        .lines()
+        .any(|l| l.trim().parse::<std::net::IpAddr>().is_ok())
 }
 
 pub(super) fn nsd(dir: &Path) -> anyhow::Result<Proc> {
@@ -119,4 +128,21 @@ pub(super) fn ferry(dir: &Path, upstream: u16) -> anyhow::Result<Proc> {
         port,
         "svc-0.ns-0.svc.cluster.local",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::answered;
+
+    #[test]
+    fn only_an_address_is_an_answer() {
+        assert!(answered("10.96.0.1\n"));
+        assert!(!answered(""));
+        assert!(!answered(
+            ";; communications error to 127.0.0.1#5353: connection refused\n"
+        ));
+        assert!(!answered(
+            ";; connection timed out; no servers could be reached\n"
+        ));
+    }
 }
