@@ -17,7 +17,7 @@ use common::*;
 use ferry_ingress::component::{self, IngressConfig};
 use ferry_ingress::tls::self_signed;
 use ferry_ingress::{
-    CertTable, ClassConfig, Gateway, ProxyConfig, RouteTable, RoutesConfig, Scheme, TlsConfig,
+    CertTable, Gateway, ProxyConfig, RouteTable, RoutesConfig, Scheme, TlsConfig,
 };
 use ferry_model::k8s_openapi::ByteString;
 use ferry_model::k8s_openapi::api::core::v1::Secret;
@@ -150,7 +150,6 @@ impl Served {
         let certs = Arc::new(CertTable::build(
             &state,
             &routes,
-            &ClassConfig::default(),
             &TlsConfig::default(),
             &self.fake,
             &self.gw.certs(),

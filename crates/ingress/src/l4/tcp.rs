@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::proxy_protocol;
+use crate::proxy_protocol;
 use super::server::L4Settings;
 use super::table::L4Backend;
 
