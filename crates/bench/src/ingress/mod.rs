@@ -10,11 +10,13 @@
 //! ingress-nginx does for a new Ingress), ferry by a new Ingress manifest
 //! (its route table is rebuilt and swapped); the time until the new host
 //! answers, and what wrk saw meanwhile (non-2xx, socket errors: a read
-//! error is a keep-alive connection the proxy closed).
+//! error is a keep-alive connection the proxy closed); then where ferry's
+//! time goes, phase by phase, measured in-process (`phases.rs`).
 //!
 //! Touches processes (nginx, wrk, taskset, the ferry binary), a temporary
 //! directory, loopback sockets, `/proc`.
 
+mod phases;
 mod servers;
 mod wrk;
 
@@ -190,6 +192,23 @@ pub fn run(o: IngressOptions) -> anyhow::Result<()> {
             })?
         };
         print_changes("ferry (table swap)", size, &c);
+    }
+    println!(
+        "\n## Where ferry's change time goes (in-process, median of {} new Ingresses per row)\n",
+        o.changes
+    );
+    println!(
+        "| Ingresses | source: file → state + change set, ms | route table from the change set, ms | route table built whole, ms | certificate table, ms |"
+    );
+    println!("|---:|---:|---:|---:|---:|");
+    for &size in &o.change_sizes {
+        let hosts: Vec<String> = (0..size.max(1)).map(servers::host).collect();
+        eprintln!("  phases at {size} Ingresses");
+        let p = phases::measure(dir.path(), &backends, &hosts, o.changes)?;
+        println!(
+            "| {size} | {:.2} | {:.3} | {:.2} | {:.3} |",
+            p.source, p.followed, p.whole, p.certs
+        );
     }
     drop((b1, b2));
     Ok(())
