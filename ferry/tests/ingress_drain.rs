@@ -125,12 +125,16 @@ fn sigterm_finishes_requests_in_flight_refuses_new_connections_and_exits_0() {
                 break s;
             }
         }
-        assert!(start.elapsed() < Duration::from_secs(20), "ingress not live");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "ingress not live"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     // `idle` stays open with nothing in flight; `busy` waits for /slow.
     let mut busy = TcpStream::connect(addr).unwrap();
-    busy.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    busy.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     get(&mut busy, "/slow");
     std::thread::sleep(Duration::from_millis(300));
     let pid = nix::unistd::Pid::from_raw(ingress.0.id() as i32);

@@ -25,8 +25,8 @@ use tokio::sync::watch;
 
 use crate::access_log::{AccessLog, AccessLogFormat};
 use crate::l4::{L4, L4Config, L4Settings};
-use crate::tls::{self, CertTable, TlsConfig};
 use crate::routes::RouteIndex;
+use crate::tls::{self, CertTable, TlsConfig};
 use crate::{Gateway, Metrics, ProxyConfig, RoutesConfig, Scheme};
 
 /// The ingress component's settings.

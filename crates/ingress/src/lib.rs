@@ -25,7 +25,6 @@ pub use metrics::Metrics;
 pub use proxy::{Balance, Gateway, ProxyConfig, Scheme};
 pub use routes::{
     Backend, ClassConfig, Classes, Explained, HostMatch, PathMatched, PortRef, Problem, RouteIndex,
-    RouteTable,
-    RoutesConfig, ServiceRef, UpstreamProtocol,
+    RouteTable, RoutesConfig, ServiceRef, UpstreamProtocol,
 };
 pub use tls::{CertTable, TlsConfig, TlsProblem};

@@ -155,7 +155,11 @@ mod tests {
         let tlv = [0x04, 0x00, 0x01, 0x00]; // PP2_TYPE_NOOP, 1 byte
         let mut h = V2_SIGNATURE.to_vec();
         h.extend([0x21, family]);
-        h.extend(u16::try_from(addresses.len() + tlv.len()).unwrap().to_be_bytes());
+        h.extend(
+            u16::try_from(addresses.len() + tlv.len())
+                .unwrap()
+                .to_be_bytes(),
+        );
         h.extend(addresses);
         h.extend(tlv);
         h
@@ -171,8 +175,18 @@ mod tests {
         assert_eq!(read(&mut r).await.unwrap(), Some((src, dst)));
         assert_eq!(r, b"GET /");
         let mut six = Vec::new();
-        six.extend("2001:db8::7".parse::<std::net::Ipv6Addr>().unwrap().octets());
-        six.extend("2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        six.extend(
+            "2001:db8::7"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+        );
+        six.extend(
+            "2001:db8::1"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+        );
         six.extend([0x9c, 0x40, 1, 187]);
         let bytes = v2(0x21, &six);
         let src: SocketAddr = "[2001:db8::7]:40000".parse().unwrap();

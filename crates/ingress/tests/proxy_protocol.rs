@@ -43,22 +43,30 @@ async fn through(addr: std::net::SocketAddr, header: &[u8]) -> String {
 async fn v1_and_v2_headers_give_the_forwarded_client_address() {
     let (_a, addr, _gw) = served().await;
     let body = through(addr, b"PROXY TCP4 203.0.113.7 10.0.0.1 40000 80\r\n").await;
-    assert_eq!(field(&body, "x-forwarded-for"), Some("203.0.113.7"), "{body}");
+    assert_eq!(
+        field(&body, "x-forwarded-for"),
+        Some("203.0.113.7"),
+        "{body}"
+    );
     assert_eq!(field(&body, "x-real-ip"), Some("203.0.113.7"));
     // The destination port of the header is the port the client used.
     assert_eq!(field(&body, "x-forwarded-port"), Some("80"));
-    let body = through(
-        addr,
-        b"PROXY TCP6 2001:db8::7 2001:db8::1 40000 8080\r\n",
-    )
-    .await;
-    assert_eq!(field(&body, "x-forwarded-for"), Some("2001:db8::7"), "{body}");
+    let body = through(addr, b"PROXY TCP6 2001:db8::7 2001:db8::1 40000 8080\r\n").await;
+    assert_eq!(
+        field(&body, "x-forwarded-for"),
+        Some("2001:db8::7"),
+        "{body}"
+    );
     // v2, TCP over IPv4, with a TLV after the addresses (skipped).
     let mut v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x10".to_vec();
     v2.extend([203, 0, 113, 9, 10, 0, 0, 1, 0x9c, 0x40, 0, 80]);
     v2.extend([0x04, 0x00, 0x01, 0x00]);
     let body = through(addr, &v2).await;
-    assert_eq!(field(&body, "x-forwarded-for"), Some("203.0.113.9"), "{body}");
+    assert_eq!(
+        field(&body, "x-forwarded-for"),
+        Some("203.0.113.9"),
+        "{body}"
+    );
     assert_eq!(field(&body, "x-real-ip"), Some("203.0.113.9"));
     // v2 LOCAL (a load balancer's own health check): the socket's address.
     let local = b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00";

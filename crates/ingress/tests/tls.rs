@@ -16,9 +16,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use ferry_ingress::component::{self, IngressConfig};
 use ferry_ingress::tls::self_signed;
-use ferry_ingress::{
-    CertTable, Gateway, ProxyConfig, RouteTable, RoutesConfig, Scheme, TlsConfig,
-};
+use ferry_ingress::{CertTable, Gateway, ProxyConfig, RouteTable, RoutesConfig, Scheme, TlsConfig};
 use ferry_model::k8s_openapi::ByteString;
 use ferry_model::k8s_openapi::api::core::v1::Secret;
 use ferry_model::k8s_openapi::api::networking::v1::Ingress;

@@ -61,7 +61,10 @@ pub(super) fn measure(
         let name = format!("new-{i}");
         let path = manifests.join(format!("{name}.yaml"));
         let host = format!("new-{i}.example.test");
-        std::fs::write(&path, servers::ingress_manifest(&[host.clone()], &name))?;
+        std::fs::write(
+            &path,
+            servers::ingress_manifest(std::slice::from_ref(&host), &name),
+        )?;
         let t = Instant::now();
         let snapshot = source.refresh(std::slice::from_ref(&path));
         s.push(ms(t));

@@ -56,7 +56,9 @@ struct Entry {
 
 impl Entry {
     fn hosts(&self) -> impl Iterator<Item = &HostKey> {
-        self.plan.iter().flat_map(|p| p.rules.iter().map(|(h, _)| h))
+        self.plan
+            .iter()
+            .flat_map(|p| p.rules.iter().map(|(h, _)| h))
     }
 
     fn is_catch_all(&self) -> bool {

@@ -20,6 +20,10 @@ const CREATED: &[&str] = &[
     "2026-01-03T00:00:00Z",
 ];
 
+/// A rule: a host of `HOSTS` and its paths, (path of `PATHS`, Exact or
+/// Prefix, service of `SERVICES`).
+type Rule = (usize, Vec<(usize, bool, usize)>);
+
 /// One step of a change sequence.
 #[derive(Clone, Debug)]
 enum Step {
@@ -30,7 +34,7 @@ enum Step {
         class: usize,
         created: usize,
         default: Option<usize>,
-        rules: Vec<(usize, Vec<(usize, bool, usize)>)>,
+        rules: Vec<Rule>,
         tls: bool,
     },
     DeleteIngress(usize),
@@ -122,7 +126,12 @@ fn updates(step: &Step, all_services: &[Object]) -> Vec<Update> {
                 spec["tls"] = json!([{"hosts": ["foo.com"], "secretName": "tls"}]);
             }
             let name = format!("ing-{n}");
-            vec![Update::Apply(ingress(&name, CREATED[*created], json!({}), spec))]
+            vec![Update::Apply(ingress(
+                &name,
+                CREATED[*created],
+                json!({}),
+                spec,
+            ))]
         }
         Step::DeleteIngress(n) => vec![Update::Delete(ObjectKey::new(
             Kind::Ingress,
@@ -144,11 +153,9 @@ fn updates(step: &Step, all_services: &[Object]) -> Vec<Update> {
                 Update::Apply(Object::EndpointSlice(std::sync::Arc::new(slice)))
             })
             .collect(),
-        Step::DefaultClass(default) => vec![Update::Apply(class(
-            "ferry",
-            class::CONTROLLER,
-            *default,
-        ))],
+        Step::DefaultClass(default) => {
+            vec![Update::Apply(class("ferry", class::CONTROLLER, *default))]
+        }
     }
 }
 
@@ -176,7 +183,10 @@ fn dump(t: &RouteTable) -> String {
         t.version,
         host(&t.any_host),
         t.ingresses,
-        t.problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        t.problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
     )
 }
 
@@ -236,7 +246,13 @@ fn an_unchanged_host_is_shared_with_the_previous_table() {
         &after.hosts["two.com"]
     ));
     assert_eq!(
-        after.lookup("two.com", "/").unwrap().target.service.name.as_ref(),
+        after
+            .lookup("two.com", "/")
+            .unwrap()
+            .target
+            .service
+            .name
+            .as_ref(),
         "c"
     );
 }

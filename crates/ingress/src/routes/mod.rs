@@ -20,9 +20,9 @@ mod backend;
 mod build;
 mod class;
 mod index;
-mod path;
 #[cfg(test)]
 mod index_tests;
+mod path;
 #[cfg(test)]
 mod tests;
 

@@ -378,13 +378,7 @@ mod tests {
         let state = ClusterState::from_objects(objects);
         let routes = RouteTable::build(&state, &RoutesConfig::default());
         let fake = crate::tls::self_signed().unwrap();
-        CertTable::build(
-            &state,
-            &routes,
-            config,
-            &fake,
-            previous,
-        )
+        CertTable::build(&state, &routes, config, &fake, previous)
     }
 
     fn cert_of(objects: &[Object], name: &str) -> Vec<u8> {
