@@ -172,6 +172,7 @@ pub fn run(o: IngressOptions) -> anyhow::Result<()> {
         "| proxy | hosts | change → new host live, ms (median / max) | requests | non-2xx | socket errors (connect/read/write/timeout) | p99 ms |"
     );
     println!("|---|---:|---:|---:|---:|---|---:|");
+    let mut phases = Vec::new();
     for &size in &o.change_sizes {
         let hosts: Vec<String> = (0..size.max(1)).map(servers::host).collect();
         eprintln!("  changes at {size} hosts: nginx");
@@ -192,6 +193,11 @@ pub fn run(o: IngressOptions) -> anyhow::Result<()> {
             })?
         };
         print_changes("ferry (table swap)", size, &c);
+        eprintln!("  phases at {size} Ingresses");
+        phases.push((
+            size,
+            phases::measure(dir.path(), &backends, &hosts, o.changes)?,
+        ));
     }
     println!(
         "\n## Where ferry's change time goes (in-process, median of {} new Ingresses per row)\n",
@@ -201,10 +207,7 @@ pub fn run(o: IngressOptions) -> anyhow::Result<()> {
         "| Ingresses | source: file → state + change set, ms | route table from the change set, ms | route table built whole, ms | certificate table, ms |"
     );
     println!("|---:|---:|---:|---:|---:|");
-    for &size in &o.change_sizes {
-        let hosts: Vec<String> = (0..size.max(1)).map(servers::host).collect();
-        eprintln!("  phases at {size} Ingresses");
-        let p = phases::measure(dir.path(), &backends, &hosts, o.changes)?;
+    for (size, p) in &phases {
         println!(
             "| {size} | {:.2} | {:.3} | {:.2} | {:.3} |",
             p.source, p.followed, p.whole, p.certs
