@@ -92,3 +92,20 @@ async fn a_connection_without_a_valid_header_is_closed_unanswered() {
     }
     assert_eq!(a.requests.load(std::sync::atomic::Ordering::Relaxed), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_sends_no_header_in_5_s_is_closed() {
+    let (_a, addr, _gw) = served().await;
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let start = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(8), tcp.read_to_end(&mut answer))
+        .await
+        .expect("the connection was not closed after 8 s");
+    assert!(read.is_ok() && answer.is_empty(), "{read:?} {answer:?}");
+    let waited = start.elapsed();
+    assert!(
+        (Duration::from_millis(4500)..Duration::from_secs(8)).contains(&waited),
+        "closed after {waited:?}"
+    );
+}
