@@ -10,8 +10,10 @@
 //! A whole build is this with everything changed ([`RouteTable::build`]),
 //! so the two cannot drift apart; a unit test checks random change
 //! sequences against fresh builds. A change set that does not start at the
-//! indexed version (or does not advance it), a changed IngressClass, or a
-//! changed Service of the controller's default backend rebuilds everything.
+//! indexed version (or does not advance it), or a changed IngressClass
+//! rebuilds everything; a changed Service of the controller's default
+//! backend only resolves that backend again (hosts refer to it through the
+//! table).
 //!
 //! Pure.
 
@@ -187,7 +189,13 @@ impl RouteIndex {
         if let Some(d) = &self.config.default_backend
             && services.contains(&d.service)
         {
-            return self.reset(state, dirty);
+            self.controller_default = Some(backend_for(
+                state,
+                None,
+                d,
+                "--default-backend-service",
+                false,
+            ));
         }
         for name in changes.ingresses() {
             self.remove(name, dirty);
@@ -323,11 +331,9 @@ impl RouteIndex {
             };
             let Ok(plan) = &entry.plan else { continue };
             if n == 0 && *host != HostKey::Any {
-                // The Ingress that brings a host gives it its fallback.
-                routes.fallback = entry
-                    .default()
-                    .cloned()
-                    .or_else(|| self.controller_default.as_ref().map(|(b, _)| b.clone()));
+                // The Ingress that brings a host gives it its fallback
+                // (none: the controller's, through the table).
+                routes.fallback = entry.default().cloned();
             }
             for (ri, (h, paths)) in plan.rules.iter().enumerate() {
                 if h != host {
@@ -384,10 +390,7 @@ impl RouteIndex {
                 ));
             }
         }
-        routes.fallback = first
-            .and_then(Entry::default)
-            .cloned()
-            .or_else(|| self.controller_default.as_ref().map(|(b, _)| b.clone()));
+        routes.fallback = first.and_then(Entry::default).cloned();
         routes
     }
 
@@ -420,6 +423,7 @@ impl RouteIndex {
             hosts: self.hosts.clone(),
             wildcards: self.wildcards.clone(),
             any_host,
+            default_backend: self.controller_default.as_ref().map(|(b, _)| b.clone()),
             ingresses: names,
             problems: problems.into_iter().map(|(_, p)| p).collect(),
             tls: self.tls.values().cloned().collect(),

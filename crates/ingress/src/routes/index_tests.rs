@@ -167,12 +167,16 @@ fn dump(t: &RouteTable) -> String {
             b.ingress, b.target, b.endpoints, b.protocol
         )
     };
+    // A host's effective fallback: its own, else the controller's.
     let host = |r: &HostRoutes| {
         let exact: BTreeMap<_, _> = r.exact.iter().map(|(k, b)| (k, backend(b))).collect();
         let prefix: BTreeMap<_, _> = r.prefix.iter().map(|(k, b)| (k, backend(b))).collect();
         format!(
             "exact {exact:?} prefix {prefix:?} fallback {:?}",
-            r.fallback.as_ref().map(backend)
+            r.fallback
+                .as_ref()
+                .or(t.default_backend.as_ref())
+                .map(backend)
         )
     };
     let hosts: BTreeMap<_, _> = t.hosts.iter().map(|(k, r)| (k, host(r))).collect();

@@ -169,18 +169,25 @@ pub struct HostRoutes {
     /// Prefix (and ImplementationSpecific) paths, normalized by
     /// [`path::normalize`]: no trailing slash, no empty elements, `/` is "".
     prefix: HashMap<Box<str>, Arc<Backend>>,
-    /// Where a request for this host matching no path goes.
+    /// Where a request for this host matching no path goes: the
+    /// defaultBackend of the Ingress that brought the host (for the rules
+    /// without a host, the catch-all's); None: the table's
+    /// `default_backend`.
     fallback: Option<Arc<Backend>>,
 }
 
 impl HostRoutes {
     /// The backend for `path`: Exact first (an Exact path that matches is
     /// always at least as long as any matching Prefix), then the longest
-    /// matching Prefix, then the fallback.
-    fn lookup(&self, path: &str) -> Option<&Arc<Backend>> {
+    /// matching Prefix, then the fallback, then `default`.
+    fn lookup<'t>(
+        &'t self,
+        path: &str,
+        default: Option<&'t Arc<Backend>>,
+    ) -> Option<&'t Arc<Backend>> {
         match self.matching(path).next() {
             Some((_, b)) => Some(b),
-            None => self.fallback.as_ref(),
+            None => self.fallback.as_ref().or(default),
         }
     }
 
@@ -302,6 +309,11 @@ pub struct RouteTable {
     /// oldest Ingress with a defaultBackend and no rules, else the
     /// controller's default backend).
     any_host: Arc<HostRoutes>,
+    /// The controller's default backend (`--ingress-default-backend`):
+    /// where a host without a fallback of its own sends unmatched paths.
+    /// Kept here, not in each host, so a change of its endpoints rebuilds
+    /// no host.
+    default_backend: Option<Arc<Backend>>,
     ingresses: Arc<[NamespacedName]>,
     problems: Vec<Problem>,
     /// The routed Ingresses with `spec.tls`, oldest first (the order in
@@ -320,7 +332,9 @@ impl RouteTable {
     /// any case, with or without a port) and `path` (without the query);
     /// None: answer 404.
     pub fn lookup(&self, host: &str, path: &str) -> Option<&Arc<Backend>> {
-        self.host_routes(host).1.lookup(path)
+        self.host_routes(host)
+            .1
+            .lookup(path, self.default_backend.as_ref())
     }
 
     /// What [`RouteTable::lookup`] decides for `host` and `path`, and why:
@@ -331,7 +345,7 @@ impl RouteTable {
         Explained {
             host,
             matches: routes.matching(path).collect(),
-            fallback: routes.fallback.as_ref(),
+            fallback: routes.fallback.as_ref().or(self.default_backend.as_ref()),
         }
     }
 
