@@ -359,13 +359,15 @@ pub async fn run(mut config: Config) -> Result<(), AgentError> {
     {
         progress.add("dns", applied);
     }
+    let mut ingress = None;
     if config.runs_ingress() {
         // Its own runtime and threads: ingress load cannot starve DNS,
         // the proxy's syncs or the health endpoints.
         let handle = metrics.with_registry(|r| {
             ferry_ingress::component::start(config.ingress.clone(), feed.follow(), r)
         })?;
-        progress.add("ingress", handle.applied);
+        progress.add("ingress", handle.applied.clone());
+        ingress = Some(handle);
     }
     // The agent's own follower: logs, source metrics, the resourceVersion
     // of each state version, and what the health endpoint reads.
@@ -427,7 +429,8 @@ pub async fn run(mut config: Config) -> Result<(), AgentError> {
     });
     // SIGTERM and SIGINT: the proxy's rules stay (established and new
     // connections keep working while the agent restarts, as with
-    // kube-proxy); node-local DNS gives the cluster DNS ClusterIP back.
+    // kube-proxy); node-local DNS gives the cluster DNS ClusterIP back;
+    // the ingress drains.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|source| AgentError::Signal { source })?;
     tokio::select! {
@@ -437,6 +440,11 @@ pub async fn run(mut config: Config) -> Result<(), AgentError> {
         }
         _ = term.recv() => stopping("SIGTERM", config.dns.as_ref()),
         _ = tokio::signal::ctrl_c() => stopping("SIGINT", config.dns.as_ref()),
+    }
+    // The ingress stops as ingress-nginx does: no new connections, requests
+    // in flight finish (bounded by --ingress-drain-timeout).
+    if let Some(ingress) = &ingress {
+        ingress.drain().await;
     }
     drop(feed);
     Ok(())

@@ -2,8 +2,10 @@
 //! alone): it binds its listeners first, so a port in use stops it before
 //! anything runs, then serves them on a runtime of its own (ingress load
 //! must not starve DNS or the proxy's syncs in the same agent) and follows
-//! the source's snapshots: each new state gives a new route table and a
-//! new certificate table, built on a blocking thread and swapped in whole;
+//! the source's snapshots: each new state gives a new route table (from
+//! the snapshot's change set: what did not change is shared with the
+//! previous table) and a new certificate table, built on a blocking thread
+//! and swapped in whole;
 //! it reports the state version it routes by, and logs each problem
 //! (skipped Ingress, conflict, backend without endpoints, unusable TLS
 //! Secret, bad L4 entry) once, when it appears. The L4 services follow the
@@ -15,7 +17,7 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ferry_source::Follower;
 use prometheus_client::registry::Registry;
@@ -23,8 +25,9 @@ use tokio::sync::watch;
 
 use crate::access_log::{AccessLog, AccessLogFormat};
 use crate::l4::{L4, L4Config, L4Settings};
+use crate::routes::RouteIndex;
 use crate::tls::{self, CertTable, TlsConfig};
-use crate::{Gateway, Metrics, ProxyConfig, RouteTable, RoutesConfig, Scheme};
+use crate::{Gateway, Metrics, ProxyConfig, RoutesConfig, Scheme};
 
 /// The ingress component's settings.
 #[derive(Clone, Debug)]
@@ -45,7 +48,15 @@ pub struct IngressConfig {
     /// The tcp-services and udp-services ConfigMaps (listened on at the
     /// HTTP listeners' addresses).
     pub l4: L4Config,
+    /// How long [`IngressHandle::drain`] waits for requests in flight.
+    pub drain_timeout: Duration,
 }
+
+/// The default drain timeout: within a Pod's default
+/// terminationGracePeriodSeconds (30 s), so the drain ends before the
+/// kubelet's SIGKILL. (ingress-nginx waits up to its
+/// `worker-shutdown-timeout`, 240 s, under a grace period of 300 s.)
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
 
 impl Default for IngressConfig {
     fn default() -> Self {
@@ -58,6 +69,7 @@ impl Default for IngressConfig {
             workers: 1,
             access_log: AccessLogFormat::default(),
             l4: L4Config::default(),
+            drain_timeout: DRAIN_TIMEOUT,
         }
     }
 }
@@ -84,6 +96,29 @@ pub struct IngressHandle {
     pub http: Vec<SocketAddr>,
     pub https: Vec<SocketAddr>,
     pub gateway: Gateway,
+    drain_timeout: Duration,
+}
+
+impl IngressHandle {
+    /// The graceful stop (on SIGTERM): stops accepting on the HTTP(S)
+    /// listeners, lets requests in flight finish and closes idle
+    /// connections (see [`Gateway::drain`]), waiting at most the drain
+    /// timeout. True when every connection closed in time.
+    pub async fn drain(&self) -> bool {
+        let start = Instant::now();
+        let open = self.gateway.open_connections();
+        tracing::info!(open, timeout = ?self.drain_timeout, "ingress draining");
+        let drained = self.gateway.drain(self.drain_timeout).await;
+        if drained {
+            tracing::info!(took = ?start.elapsed(), "ingress drained");
+        } else {
+            tracing::warn!(
+                open = self.gateway.open_connections(),
+                "ingress drain timed out; closing the connections left"
+            );
+        }
+        drained
+    }
 }
 
 /// Binds the listeners, then serves and follows `follower` on a thread
@@ -170,6 +205,7 @@ pub fn start(
         http,
         https,
         gateway,
+        drain_timeout: config.drain_timeout,
     })
 }
 
@@ -212,6 +248,10 @@ async fn follow(
     let tables = Arc::new(tables);
     let mut logged = BTreeSet::new();
     let mut l4_logged = BTreeSet::new();
+    // Kept between snapshots, so a change costs what it touches; taken by
+    // the blocking build and given back (a build that panics loses it, and
+    // the next one starts over).
+    let mut index = Some(RouteIndex::new(tables.routes.clone()));
     while let Some(snapshot) = follower.next().await {
         let tables = tables.clone();
         let previous = gateway.certs();
@@ -219,23 +259,26 @@ async fn follow(
         if let Some(l4) = &mut l4 {
             log_new(&mut l4_logged, l4.update(&snapshot.state));
         }
+        let mut routes_index = index
+            .take()
+            .unwrap_or_else(|| RouteIndex::new(tables.routes.clone()));
         let built = tokio::task::spawn_blocking(move || {
-            let routes = RouteTable::build(&snapshot.state, &tables.routes);
+            let routes = routes_index.apply(&snapshot.state, Some(&snapshot.changes));
             let certs = CertTable::build(
                 &snapshot.state,
                 &routes,
-                &tables.routes.classes,
                 &tables.tls,
                 &tables.self_signed,
                 &previous,
             );
-            (routes, certs)
+            (routes_index, routes, certs)
         })
         .await;
-        let Ok((table, certs)) = built else {
+        let Ok((routes_index, table, certs)) = built else {
             tracing::error!("ingress route table build panicked; keeping the previous table");
             continue;
         };
+        index = Some(routes_index);
         let problems = table.problems().iter().map(ToString::to_string);
         log_new(
             &mut logged,

@@ -42,6 +42,20 @@ impl Lines {
     }
 }
 
+/// A gateway routing foo.test/a to `a`, logging text lines into `Lines`.
+async fn logged(a: &Upstream, config: ProxyConfig) -> (std::net::SocketAddr, Lines) {
+    let mut objects = service("a", &[a.addr]);
+    objects.push(ingress("web", "foo.test", &[("/a", "a")]));
+    let (gw, addr) = gateway(config, None).await;
+    gw.swap(table(objects));
+    let lines = Lines::default();
+    let log = AccessLog::start(AccessLogFormat::Text, Box::new(lines.clone()), QUEUE, None)
+        .unwrap()
+        .unwrap();
+    gw.set_access_log(log);
+    (addr, lines)
+}
+
 async fn curl(args: &[&str]) -> (u16, String) {
     common::curl(args.iter().map(|s| s.to_string()).collect()).await
 }
@@ -52,15 +66,7 @@ async fn a_request_produces_one_access_log_line_with_its_fields() {
         return;
     }
     let a = upstream("a").await;
-    let mut objects = service("a", &[a.addr]);
-    objects.push(ingress("web", "foo.test", &[("/a", "a")]));
-    let (gw, addr) = gateway(ProxyConfig::default(), None).await;
-    gw.swap(table(objects));
-    let lines = Lines::default();
-    let log = AccessLog::start(AccessLogFormat::Text, Box::new(lines.clone()), QUEUE, None)
-        .unwrap()
-        .unwrap();
-    gw.set_access_log(log);
+    let (addr, lines) = logged(&a, ProxyConfig::default()).await;
 
     let (code, body) = curl(&[
         "-H",
@@ -108,4 +114,24 @@ async fn a_request_produces_one_access_log_line_with_its_fields() {
         "{line}"
     );
     assert!(line.ends_with(" - - - -"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_of_a_proxy_protocol_header_is_the_one_logged() {
+    use tokio::io::AsyncWriteExt;
+    let a = upstream("a").await;
+    let config = ProxyConfig {
+        proxy_protocol: true,
+        ..ProxyConfig::default()
+    };
+    let (addr, lines) = logged(&a, config).await;
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"PROXY TCP4 203.0.113.7 10.0.0.1 40000 80\r\n")
+        .await
+        .unwrap();
+    let mut client = Client::over(tcp).await;
+    let (status, _) = client.get("foo.test", "/a").await.unwrap();
+    assert_eq!(status.as_u16(), 200);
+    let line = lines.wait(1).remove(0);
+    assert!(line.starts_with("203.0.113.7 - ["), "{line}");
 }

@@ -16,9 +16,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use ferry_ingress::component::{self, IngressConfig};
 use ferry_ingress::tls::self_signed;
-use ferry_ingress::{
-    CertTable, ClassConfig, Gateway, ProxyConfig, RouteTable, RoutesConfig, Scheme, TlsConfig,
-};
+use ferry_ingress::{CertTable, Gateway, ProxyConfig, RouteTable, RoutesConfig, Scheme, TlsConfig};
 use ferry_model::k8s_openapi::ByteString;
 use ferry_model::k8s_openapi::api::core::v1::Secret;
 use ferry_model::k8s_openapi::api::networking::v1::Ingress;
@@ -32,6 +30,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde_json::json;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::client::TlsStream;
 
@@ -127,7 +126,11 @@ struct Served {
 }
 
 async fn serve() -> Served {
-    let gw = Gateway::new(ProxyConfig::default(), None);
+    serve_with(ProxyConfig::default()).await
+}
+
+async fn serve_with(config: ProxyConfig) -> Served {
+    let gw = Gateway::new(config, None);
     let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let https = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (http_addr, https_addr) = (http.local_addr().unwrap(), https.local_addr().unwrap());
@@ -150,7 +153,6 @@ impl Served {
         let certs = Arc::new(CertTable::build(
             &state,
             &routes,
-            &ClassConfig::default(),
             &TlsConfig::default(),
             &self.fake,
             &self.gw.certs(),
@@ -209,6 +211,16 @@ async fn connect(
     sni: &str,
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> Result<TlsStream<TcpStream>, std::io::Error> {
+    let tcp = TcpStream::connect(addr).await?;
+    connect_over(tcp, sni, versions).await
+}
+
+/// The same over a connection already open (after a PROXY header, say).
+async fn connect_over(
+    tcp: TcpStream,
+    sni: &str,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Result<TlsStream<TcpStream>, std::io::Error> {
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -218,7 +230,6 @@ async fn connect(
     .with_custom_certificate_verifier(Arc::new(AnyCertificate))
     .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tcp = TcpStream::connect(addr).await?;
     let name = ServerName::try_from(sni.to_string()).unwrap();
     tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(name, tcp)
@@ -632,4 +643,34 @@ async fn a_changed_secret_reaches_new_connections_while_open_ones_keep_answering
             (StatusCode::OK, Some("web"))
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_protocol_header_before_the_tls_handshake_gives_the_client_address() {
+    let web = upstream("web").await;
+    let ca = Ca::new();
+    let s = serve_with(ProxyConfig {
+        proxy_protocol: true,
+        ..ProxyConfig::default()
+    })
+    .await;
+    let (objects, _, _) = site(&ca, &web);
+    s.install(objects);
+    let tls13 = &[&rustls::version::TLS13][..];
+    // v1 (text) and v2 (binary, TCP over IPv4), as a load balancer sends them.
+    let v1 = b"PROXY TCP4 198.51.100.7 10.0.0.1 40000 443\r\n".to_vec();
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+    v2.extend([198, 51, 100, 8, 10, 0, 0, 1, 0x9c, 0x40, 0x01, 0xbb]);
+    for (header, client) in [(v1, "198.51.100.7"), (v2, "198.51.100.8")] {
+        let mut tcp = TcpStream::connect(s.https).await.unwrap();
+        tcp.write_all(&header).await.unwrap();
+        let stream = connect_over(tcp, "foo.test", tls13).await.unwrap();
+        let mut c = Client::over(stream).await;
+        let (status, _, body) = c.get_with_headers("foo.test", "/x").await.unwrap();
+        assert_eq!(status.as_u16(), 200, "{body}");
+        assert_eq!(field(&body, "x-forwarded-for"), Some(client), "{body}");
+        assert_eq!(field(&body, "x-real-ip"), Some(client), "{body}");
+    }
+    // Without the header the handshake never starts: the connection is closed.
+    assert!(connect(s.https, "foo.test", tls13).await.is_err());
 }

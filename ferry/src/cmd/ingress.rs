@@ -67,6 +67,12 @@ pub struct IngressArgs {
     /// Append to the client's X-Forwarded-* headers instead of replacing them.
     #[arg(long)]
     ingress_trust_forwarded: bool,
+    /// The HTTP and HTTPS listeners expect a PROXY protocol header (v1 or
+    /// v2) on every connection, as ingress-nginx's use-proxy-protocol:
+    /// its client address is the one forwarded and logged; a connection
+    /// without a valid header is closed.
+    #[arg(long)]
+    ingress_proxy_protocol: bool,
     /// One line per request on stdout (ingress-nginx's upstreaminfo
     /// fields): text, json or off.
     #[arg(long, default_value = "text")]
@@ -81,6 +87,11 @@ pub struct IngressArgs {
     /// A UDP service's flow quiet this long is closed, e.g. 30s.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     ingress_udp_timeout: Duration,
+    /// On SIGTERM: how long requests in flight may take to finish before
+    /// the ingress exits (new connections are refused at once). Keep it
+    /// below the Pod's terminationGracePeriodSeconds (default 30s).
+    #[arg(long, default_value = "25s", value_parser = parse_duration)]
+    ingress_drain_timeout: Duration,
 }
 
 /// `namespace/name`.
@@ -115,6 +126,7 @@ impl IngressArgs {
                 max_body: self.ingress_max_body,
                 balance: self.ingress_balance,
                 trust_forwarded: self.ingress_trust_forwarded,
+                proxy_protocol: self.ingress_proxy_protocol,
                 ..ProxyConfig::default()
             },
             workers: self.ingress_workers,
@@ -124,6 +136,7 @@ impl IngressArgs {
                 udp_services: self.ingress_udp_services.clone(),
                 udp_idle_timeout: self.ingress_udp_timeout,
             },
+            drain_timeout: self.ingress_drain_timeout,
         })
     }
 }
@@ -162,7 +175,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "ferry ingress: serving HTTP on {:?}, HTTPS on {:?}",
             handle.http, handle.https
         );
-        tokio::signal::ctrl_c().await.ok();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("watching for SIGTERM")?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        // In flight requests finish; the drain's outcome is logged, and
+        // exiting after it is the graceful stop either way.
+        handle.drain().await;
         drop(feed);
         anyhow::Ok(())
     })?;

@@ -10,11 +10,13 @@
 //! ingress-nginx does for a new Ingress), ferry by a new Ingress manifest
 //! (its route table is rebuilt and swapped); the time until the new host
 //! answers, and what wrk saw meanwhile (non-2xx, socket errors: a read
-//! error is a keep-alive connection the proxy closed).
+//! error is a keep-alive connection the proxy closed); then where ferry's
+//! time goes, phase by phase, measured in-process (`phases.rs`).
 //!
 //! Touches processes (nginx, wrk, taskset, the ferry binary), a temporary
 //! directory, loopback sockets, `/proc`.
 
+mod phases;
 mod servers;
 mod wrk;
 
@@ -170,6 +172,7 @@ pub fn run(o: IngressOptions) -> anyhow::Result<()> {
         "| proxy | hosts | change → new host live, ms (median / max) | requests | non-2xx | socket errors (connect/read/write/timeout) | p99 ms |"
     );
     println!("|---|---:|---:|---:|---:|---|---:|");
+    let mut phases = Vec::new();
     for &size in &o.change_sizes {
         let hosts: Vec<String> = (0..size.max(1)).map(servers::host).collect();
         eprintln!("  changes at {size} hosts: nginx");
@@ -190,6 +193,25 @@ pub fn run(o: IngressOptions) -> anyhow::Result<()> {
             })?
         };
         print_changes("ferry (table swap)", size, &c);
+        eprintln!("  phases at {size} Ingresses");
+        phases.push((
+            size,
+            phases::measure(dir.path(), &backends, &hosts, o.changes)?,
+        ));
+    }
+    println!(
+        "\n## Where ferry's change time goes (in-process, median of {} new Ingresses per row)\n",
+        o.changes
+    );
+    println!(
+        "| Ingresses | source: file → state + change set, ms | route table from the change set, ms | route table built whole, ms | certificate table, ms |"
+    );
+    println!("|---:|---:|---:|---:|---:|");
+    for (size, p) in &phases {
+        println!(
+            "| {size} | {:.2} | {:.3} | {:.2} | {:.3} |",
+            p.source, p.followed, p.whole, p.certs
+        );
     }
     drop((b1, b2));
     Ok(())

@@ -5,9 +5,9 @@
 //! place (connections under way keep theirs); `tcp` proxies connections
 //! (round robin, a refused connect retried on the next endpoint), `udp`
 //! proxies datagrams with one flow per client and an idle timeout;
-//! `proxy_protocol` reads and writes PROXY protocol v1 headers.
+//! PROXY protocol headers are read and written by the crate's
+//! `proxy_protocol`, which the HTTP(S) listeners share.
 
-mod proxy_protocol;
 mod server;
 mod table;
 mod tcp;

@@ -15,9 +15,9 @@ use arc_swap::ArcSwap;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::proxy_protocol;
 use super::server::L4Settings;
 use super::table::L4Backend;
+use crate::proxy_protocol;
 
 /// Accepts on `listener` until the task is dropped.
 pub(crate) async fn serve(

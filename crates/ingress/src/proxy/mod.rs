@@ -11,7 +11,10 @@
 //! (WebSocket) is spliced byte for byte once the endpoint answers 101. A
 //! new route table is swapped in whole: requests and upgraded connections
 //! already under way keep the backend they started with, so nothing is
-//! closed by a configuration change.
+//! closed by a configuration change. [`Gateway::drain`] stops accepting,
+//! lets requests in flight finish and closes each client connection once
+//! it is idle (HTTP/1.1 `Connection: close`, HTTP/2 GOAWAY), as nginx does
+//! on a graceful stop.
 //!
 //! Touches the network: the sockets it is given, and TCP to endpoints.
 
@@ -22,7 +25,7 @@ mod pool;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -32,12 +35,14 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use tokio::sync::{Notify, watch};
 
 pub use balance::Balance;
 pub use body::ProxyBody;
 
 use crate::access_log::{self, AccessLog, UpstreamAddr};
 use crate::metrics::Metrics;
+use crate::proxy_protocol;
 use crate::routes::{Backend, RouteTable, UpstreamProtocol};
 use crate::tls::{self, CertTable};
 use body::RequestBody;
@@ -69,6 +74,10 @@ pub struct ProxyConfig {
     /// Append to the client's X-Forwarded-* instead of replacing them
     /// (`use-forwarded-headers`).
     pub trust_forwarded: bool,
+    /// Every client connection starts with a PROXY protocol header (v1 or
+    /// v2), whose source address is the client's (`use-proxy-protocol`);
+    /// a connection without a valid one is closed.
+    pub proxy_protocol: bool,
 }
 
 impl Default for ProxyConfig {
@@ -83,6 +92,7 @@ impl Default for ProxyConfig {
             max_idle_per_endpoint: 320,
             idle_timeout: Duration::from_secs(60),
             trust_forwarded: false,
+            proxy_protocol: false,
         }
     }
 }
@@ -109,6 +119,31 @@ struct Shared {
     http: auto::Builder<TokioExecutor>,
     /// Set once, before serving; None: no access log.
     access_log: OnceLock<AccessLog>,
+    /// True once the gateway drains: accept loops stop, connections close
+    /// when idle.
+    draining: watch::Sender<bool>,
+    /// Client connections open (TLS handshakes included); `closed` is
+    /// notified when the last one goes.
+    open: AtomicUsize,
+    closed: Notify,
+}
+
+/// One open client connection, counted for [`Gateway::drain`].
+struct Open(Arc<Shared>);
+
+impl Open {
+    fn new(shared: &Arc<Shared>) -> Open {
+        shared.open.fetch_add(1, Ordering::AcqRel);
+        Open(shared.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.closed.notify_waiters();
+        }
+    }
 }
 
 /// Whether a listener is plain HTTP or TLS (for X-Forwarded-Proto).
@@ -159,6 +194,9 @@ impl Gateway {
                 request_ids: AtomicU64::new(seed()),
                 http,
                 access_log: OnceLock::new(),
+                draining: watch::Sender::new(false),
+                open: AtomicUsize::new(0),
+                closed: Notify::new(),
             }),
         }
     }
@@ -198,6 +236,34 @@ impl Gateway {
         self.shared.pool.idle()
     }
 
+    /// Drains: the accept loops stop and drop their listeners (new
+    /// connections are refused), every client connection is asked to close
+    /// once the requests it carries are answered (an idle HTTP/1.1
+    /// connection closes now, a busy one after its response, which says
+    /// `Connection: close`; HTTP/2 gets a GOAWAY and finishes its streams),
+    /// and this waits until none is open, at most `timeout`. True when all
+    /// closed in time. Upgraded connections (WebSocket) are not waited for.
+    pub async fn drain(&self, timeout: Duration) -> bool {
+        self.shared.draining.send_replace(true);
+        let all_closed = async {
+            loop {
+                // Created before the count is read, so a close in between
+                // still wakes it.
+                let closed = self.shared.closed.notified();
+                if self.shared.open.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                closed.await;
+            }
+        };
+        tokio::time::timeout(timeout, all_closed).await.is_ok()
+    }
+
+    /// Client connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.shared.open.load(Ordering::Acquire)
+    }
+
     /// Serves plain HTTP on `listener` until the task is dropped.
     pub async fn serve(self, listener: tokio::net::TcpListener, scheme: Scheme) {
         self.accept(listener, scheme, None).await;
@@ -219,8 +285,13 @@ impl Gateway {
         scheme: Scheme,
         tls: Option<tokio_rustls::TlsAcceptor>,
     ) {
+        let mut draining = self.shared.draining.subscribe();
         loop {
-            let (stream, peer) = match listener.accept().await {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                () = drained(&mut draining) => return,
+            };
+            let (stream, peer) = match accepted {
                 Ok(c) => c,
                 Err(e) => {
                     // Out of file descriptors and the like: wait, do not spin.
@@ -232,11 +303,18 @@ impl Gateway {
             let _ = stream.set_nodelay(true);
             let local = stream.local_addr().unwrap_or(peer);
             let shared = self.shared.clone();
-            let Some(acceptor) = tls.clone() else {
-                tokio::spawn(shared.connection(stream, peer, local, scheme));
-                continue;
-            };
+            let open = Open::new(&shared);
+            let acceptor = tls.clone();
             tokio::spawn(async move {
+                let _open = open;
+                let mut stream = stream;
+                let Some((peer, local)) = shared.proxy_header(&mut stream, peer, local).await
+                else {
+                    return;
+                };
+                let Some(acceptor) = acceptor else {
+                    return shared.connection(stream, peer, local, scheme).await;
+                };
                 match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(stream)) => shared.connection(stream, peer, local, scheme).await,
                     Ok(Err(e)) => {
@@ -249,8 +327,18 @@ impl Gateway {
     }
 }
 
+/// Returns once the gateway drains (the sender lives as long as `Shared`).
+async fn drained(draining: &mut watch::Receiver<bool>) {
+    let _ = draining.wait_for(|d| *d).await;
+}
+
 /// A client that has not finished its TLS handshake by then is dropped.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A client that has not sent its PROXY protocol header by then is
+/// dropped (nginx gives it `proxy_protocol_timeout`, 30 s by default; a
+/// load balancer sends the header with its first packet).
+const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A per-process start for request ids, so two runs do not repeat them.
 fn seed() -> u64 {
@@ -314,6 +402,33 @@ impl Failure {
 }
 
 impl Shared {
+    /// The client and local addresses of a new connection: the socket's,
+    /// or with `proxy_protocol` the ones its PROXY header announces (the
+    /// socket's for v1 `UNKNOWN` and v2 `LOCAL`). None: no valid header in
+    /// time; the connection is closed, as nginx does.
+    async fn proxy_header(
+        &self,
+        stream: &mut tokio::net::TcpStream,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) -> Option<(SocketAddr, SocketAddr)> {
+        if !self.config.proxy_protocol {
+            return Some((peer, local));
+        }
+        match tokio::time::timeout(PROXY_HEADER_TIMEOUT, proxy_protocol::read(stream)).await {
+            Ok(Ok(Some(announced))) => Some(announced),
+            Ok(Ok(None)) => Some((peer, local)),
+            Ok(Err(e)) => {
+                tracing::debug!(client = %peer, error = %e, "no valid PROXY protocol header; closing");
+                None
+            }
+            Err(_) => {
+                tracing::debug!(client = %peer, "no PROXY protocol header in time; closing");
+                None
+            }
+        }
+    }
+
     /// Serves one client connection (HTTP/1.1 or HTTP/2, upgrades) until it ends.
     async fn connection<IO>(
         self: Arc<Self>,
@@ -329,11 +444,19 @@ impl Shared {
             let shared = shared.clone();
             async move { Ok::<_, Infallible>(shared.handle(req, peer, local, scheme).await) }
         });
-        if let Err(e) = self
+        let conn = self
             .http
-            .serve_connection_with_upgrades(TokioIo::new(io), service)
-            .await
-        {
+            .serve_connection_with_upgrades(TokioIo::new(io), service);
+        tokio::pin!(conn);
+        let mut draining = self.draining.subscribe();
+        let ended = tokio::select! {
+            ended = conn.as_mut() => ended,
+            () = drained(&mut draining) => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = ended {
             tracing::debug!(client = %peer, error = %e, "client connection ended");
         }
     }

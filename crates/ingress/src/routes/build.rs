@@ -1,23 +1,20 @@
-//! Builds a [`RouteTable`] from a state: the owned Ingresses, oldest first
-//! (creationTimestamp, then namespace/name), each checked whole before any
-//! of its rules goes in, so a bad Ingress is skipped without half its
-//! rules routing; a host and path already claimed by an older Ingress stays
-//! with it (ingress-nginx's rule), and the newer claim is reported.
+//! Checks one Ingress whole ([`plan`]) before any of its rules goes in,
+//! so a bad Ingress is skipped without half its rules routing, and
+//! resolves a backend's Service port to endpoints ([`backend_for`]). The
+//! index (`index.rs`) puts the plans together, oldest Ingress first: a
+//! host and path already claimed by an older Ingress stays with it
+//! (ingress-nginx's rule), and the newer claim is reported.
 //!
 //! Pure.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use ferry_model::k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
-use ferry_model::{ClusterState, Kind, NamespacedName, Object};
+use ferry_model::{ClusterState, NamespacedName};
 
 use super::backend::endpoints_of;
-use super::class::{ClassConfig, Classes};
 use super::path::{PathMatch, normalize};
-use super::{
-    Backend, HostRoutes, PortRef, Problem, RouteTable, RoutesConfig, ServiceRef, UpstreamProtocol,
-};
+use super::{Backend, PortRef, Problem, ServiceRef, UpstreamProtocol};
 
 /// Which host a rule (or a `spec.tls[].hosts` entry) is for.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -39,190 +36,34 @@ impl std::fmt::Display for HostKey {
 }
 
 /// One path of one rule, checked.
-struct PlannedPath {
-    key: Box<str>,
-    kind: PathMatch,
-    target: ServiceRef,
-    field: String,
+pub(super) struct PlannedPath {
+    pub(super) key: Box<str>,
+    pub(super) kind: PathMatch,
+    pub(super) target: ServiceRef,
+    pub(super) field: String,
 }
 
 /// An Ingress, checked and ready to insert.
-struct Plan {
-    name: NamespacedName,
+pub(super) struct Plan {
     /// `nginx.ingress.kubernetes.io/backend-protocol: GRPC`: every backend
     /// of this Ingress is spoken to in h2c.
-    grpc: bool,
-    default: Option<(ServiceRef, String)>,
-    rules: Vec<(HostKey, Vec<PlannedPath>)>,
+    pub(super) grpc: bool,
+    pub(super) default: Option<(ServiceRef, String)>,
+    pub(super) rules: Vec<(HostKey, Vec<PlannedPath>)>,
 }
 
-/// The Ingresses of the classes ferry owns, oldest first (the order in
-/// which they claim hosts and paths; the TLS certificates follow it too).
-pub(crate) fn owned_oldest_first<'a>(
-    state: &'a ClusterState,
-    config: &ClassConfig,
-) -> Vec<&'a Ingress> {
-    let classes = Classes::new(state, config);
-    let mut ingresses: Vec<&Ingress> = state
-        .objects_of(Kind::Ingress)
-        .filter_map(|o| match o {
-            Object::Ingress(i) => Some(&**i),
-            _ => None,
-        })
-        .filter(|i| classes.owns(i))
-        .collect();
-    // Oldest first; an Ingress without a creationTimestamp counts as newest.
-    ingresses.sort_by_key(|i| {
-        let created = i.metadata.creation_timestamp.as_ref().map(|t| t.0);
-        (created.is_none(), created, name_of(i))
-    });
-    ingresses
-}
-
-pub(super) fn build(state: &ClusterState, config: &RoutesConfig) -> RouteTable {
-    let ingresses = owned_oldest_first(state, &config.classes);
-    let mut b = Builder {
-        state,
-        table: RouteTable {
-            version: state.version(),
-            ..RouteTable::default()
-        },
-        claims: HashMap::new(),
-        backends: HashMap::new(),
-        catch_all: None,
-        controller_default: None,
-    };
-    b.controller_default = config
-        .default_backend
-        .as_ref()
-        .map(|t| b.backend(None, t, "--default-backend-service", false));
-    for ingress in ingresses {
-        match plan(ingress) {
-            Ok(plan) => b.insert(plan),
-            Err(p) => b.table.problems.push(*p),
-        }
-    }
-    let catch_all = b
-        .catch_all
-        .take()
-        .map(|(backend, _)| backend)
-        .or_else(|| b.controller_default.clone());
-    b.table.any_host.fallback = catch_all;
-    b.table.ingresses.sort();
-    b.table
-}
-
-struct Builder<'a> {
-    state: &'a ClusterState,
-    table: RouteTable,
-    /// Who routes each (host, path, match): the first, oldest Ingress.
-    claims: HashMap<(HostKey, Box<str>, PathMatchKey), NamespacedName>,
-    backends: HashMap<(Option<NamespacedName>, ServiceRef), Arc<Backend>>,
-    /// The oldest Ingress with a defaultBackend and no rules.
-    catch_all: Option<(Arc<Backend>, NamespacedName)>,
-    controller_default: Option<Arc<Backend>>,
-}
-
-type PathMatchKey = bool;
-
-impl Builder<'_> {
-    fn insert(&mut self, plan: Plan) {
-        let default = plan
-            .default
-            .as_ref()
-            .map(|(t, field)| self.backend(Some(&plan.name), t, field, plan.grpc));
-        if plan.rules.is_empty()
-            && let Some(d) = &default
-        {
-            match &self.catch_all {
-                None => self.catch_all = Some((d.clone(), plan.name.clone())),
-                Some((_, winner)) => self.table.problems.push(Problem::Conflict {
-                    what: "the catch-all spec.defaultBackend".into(),
-                    winner: winner.clone(),
-                    loser: plan.name.clone(),
-                }),
-            }
-        }
-        for (host, paths) in plan.rules {
-            // The Ingress that brings a host gives it its fallback.
-            let fallback = default.clone().or_else(|| self.controller_default.clone());
-            let routes = match &host {
-                HostKey::Exact(h) => Some((&mut self.table.hosts, h)),
-                HostKey::Wildcard(h) => Some((&mut self.table.wildcards, h)),
-                HostKey::Any => None,
-            };
-            let routes = match routes {
-                Some((map, h)) => map.entry(h.clone()).or_insert_with(|| HostRoutes {
-                    fallback,
-                    ..HostRoutes::default()
-                }),
-                None => &mut self.table.any_host,
-            };
-            for p in paths {
-                let claim = (host.clone(), p.key.clone(), p.kind == PathMatch::Exact);
-                if let Some(winner) = self.claims.get(&claim) {
-                    self.table.problems.push(Problem::Conflict {
-                        what: format!("{host} path {:?} ({:?})", p.key, p.kind),
-                        winner: winner.clone(),
-                        loser: plan.name.clone(),
-                    });
-                    continue;
-                }
-                let backend = backend_for(
-                    self.state,
-                    &mut self.backends,
-                    &mut self.table.problems,
-                    Some(&plan.name),
-                    &p.target,
-                    &p.field,
-                    plan.grpc,
-                );
-                match p.kind {
-                    PathMatch::Exact => routes.exact.insert(p.key, backend),
-                    PathMatch::Prefix => routes.prefix.insert(p.key, backend),
-                };
-                self.claims.insert(claim, plan.name.clone());
-            }
-        }
-        self.table.ingresses.push(plan.name);
-    }
-
-    fn backend(
-        &mut self,
-        ingress: Option<&NamespacedName>,
-        target: &ServiceRef,
-        field: &str,
-        grpc: bool,
-    ) -> Arc<Backend> {
-        backend_for(
-            self.state,
-            &mut self.backends,
-            &mut self.table.problems,
-            ingress,
-            target,
-            field,
-            grpc,
-        )
-    }
-}
-
-/// One shared [`Backend`] per Ingress and Service port, so its paths share
-/// one round robin.
-fn backend_for(
+/// The [`Backend`] of an Ingress (None: the controller's default backend)
+/// for a Service port, and why it has no endpoints if it has none.
+pub(super) fn backend_for(
     state: &ClusterState,
-    backends: &mut HashMap<(Option<NamespacedName>, ServiceRef), Arc<Backend>>,
-    problems: &mut Vec<Problem>,
     ingress: Option<&NamespacedName>,
     target: &ServiceRef,
     field: &str,
     grpc: bool,
-) -> Arc<Backend> {
-    let key = (ingress.cloned(), target.clone());
-    if let Some(b) = backends.get(&key) {
-        return b.clone();
-    }
+) -> (Arc<Backend>, Option<Problem>) {
+    let mut problem = None;
     let (endpoints, protocol) = endpoints_of(state, target).unwrap_or_else(|reason| {
-        problems.push(Problem::NoEndpoints {
+        problem = Some(Problem::NoEndpoints {
             ingress: ingress
                 .cloned()
                 .unwrap_or_else(|| NamespacedName::new("", "(controller)")),
@@ -239,8 +80,7 @@ fn backend_for(
     };
     let b =
         Arc::new(Backend::new(ingress.cloned(), target.clone(), endpoints).with_protocol(protocol));
-    backends.insert(key, b.clone());
-    b
+    (b, problem)
 }
 
 /// ingress-nginx's annotation naming how to speak to the backends
@@ -255,7 +95,7 @@ pub(crate) fn name_of(i: &Ingress) -> NamespacedName {
 }
 
 /// Checks an Ingress whole; the first problem found skips it.
-fn plan(ingress: &Ingress) -> Result<Plan, Box<Problem>> {
+pub(super) fn plan(ingress: &Ingress) -> Result<Plan, Box<Problem>> {
     let name = name_of(ingress);
     let grpc = ingress
         .metadata
@@ -331,7 +171,6 @@ fn plan(ingress: &Ingress) -> Result<Plan, Box<Problem>> {
         planned.push((host, paths));
     }
     Ok(Plan {
-        name,
         grpc,
         default,
         rules: planned,

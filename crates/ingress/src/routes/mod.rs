@@ -1,8 +1,9 @@
 //! The route table: every Ingress rule of the classes ferry owns, as the
-//! proxy looks it up per request. Built whole from a `ClusterState`
-//! ([`RouteTable::build`]), never changed after: a new state gives a new
-//! table, swapped in atomically, while requests in flight finish on the one
-//! they loaded.
+//! proxy looks it up per request. Built from a `ClusterState`
+//! ([`RouteTable::build`], or [`RouteIndex::apply`] from a change set,
+//! sharing what did not change), never changed after: a new state gives a
+//! new table, swapped in atomically, while requests in flight finish on the
+//! one they loaded.
 //!
 //! Shape: a request's host picks one [`HostRoutes`] (an exact host, else
 //! the `*.rest` wildcard for its first label, else the rules without a
@@ -18,6 +19,9 @@
 mod backend;
 mod build;
 mod class;
+mod index;
+#[cfg(test)]
+mod index_tests;
 mod path;
 #[cfg(test)]
 mod tests;
@@ -30,10 +34,12 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
 use ferry_model::NamespacedName;
+use ferry_model::k8s_openapi::api::networking::v1::Ingress;
 
 pub(crate) use backend::endpoints_for;
-pub(crate) use build::{HostKey, host_key, name_of, owned_oldest_first};
+pub(crate) use build::{HostKey, host_key, name_of};
 pub use class::{CONTROLLER, ClassConfig, Classes};
+pub use index::RouteIndex;
 
 /// What the route table is built with.
 #[derive(Clone, Debug, Default)]
@@ -163,18 +169,25 @@ pub struct HostRoutes {
     /// Prefix (and ImplementationSpecific) paths, normalized by
     /// [`path::normalize`]: no trailing slash, no empty elements, `/` is "".
     prefix: HashMap<Box<str>, Arc<Backend>>,
-    /// Where a request for this host matching no path goes.
+    /// Where a request for this host matching no path goes: the
+    /// defaultBackend of the Ingress that brought the host (for the rules
+    /// without a host, the catch-all's); None: the table's
+    /// `default_backend`.
     fallback: Option<Arc<Backend>>,
 }
 
 impl HostRoutes {
     /// The backend for `path`: Exact first (an Exact path that matches is
     /// always at least as long as any matching Prefix), then the longest
-    /// matching Prefix, then the fallback.
-    fn lookup(&self, path: &str) -> Option<&Arc<Backend>> {
+    /// matching Prefix, then the fallback, then `default`.
+    fn lookup<'t>(
+        &'t self,
+        path: &str,
+        default: Option<&'t Arc<Backend>>,
+    ) -> Option<&'t Arc<Backend>> {
         match self.matching(path).next() {
             Some((_, b)) => Some(b),
-            None => self.fallback.as_ref(),
+            None => self.fallback.as_ref().or(default),
         }
     }
 
@@ -287,30 +300,41 @@ impl<'t> Explained<'t> {
 #[derive(Debug, Default)]
 pub struct RouteTable {
     version: u64,
-    /// Exact hosts, lowercase.
-    hosts: HashMap<Box<str>, HostRoutes>,
+    /// Exact hosts, lowercase; a host's routes are shared with the
+    /// previous table when nothing of them changed.
+    hosts: HashMap<Arc<str>, Arc<HostRoutes>>,
     /// `*.foo.com` rules, keyed by `foo.com`.
-    wildcards: HashMap<Box<str>, HostRoutes>,
+    wildcards: HashMap<Arc<str>, Arc<HostRoutes>>,
     /// Rules without a host; their fallback is the catch-all default (the
     /// oldest Ingress with a defaultBackend and no rules, else the
     /// controller's default backend).
-    any_host: HostRoutes,
-    ingresses: Vec<NamespacedName>,
+    any_host: Arc<HostRoutes>,
+    /// The controller's default backend (`--ingress-default-backend`):
+    /// where a host without a fallback of its own sends unmatched paths.
+    /// Kept here, not in each host, so a change of its endpoints rebuilds
+    /// no host.
+    default_backend: Option<Arc<Backend>>,
+    ingresses: Arc<[NamespacedName]>,
     problems: Vec<Problem>,
+    /// The routed Ingresses with `spec.tls`, oldest first (the order in
+    /// which they claim certificates for hosts).
+    tls: Vec<Arc<Ingress>>,
 }
 
 impl RouteTable {
     /// The table for `state` (see the module doc); what could not be routed
     /// is in [`RouteTable::problems`].
     pub fn build(state: &ferry_model::ClusterState, config: &RoutesConfig) -> RouteTable {
-        build::build(state, config)
+        RouteIndex::new(config.clone()).apply(state, None)
     }
 
     /// The backend for a request to `host` (the Host header or `:authority`,
     /// any case, with or without a port) and `path` (without the query);
     /// None: answer 404.
     pub fn lookup(&self, host: &str, path: &str) -> Option<&Arc<Backend>> {
-        self.host_routes(host).1.lookup(path)
+        self.host_routes(host)
+            .1
+            .lookup(path, self.default_backend.as_ref())
     }
 
     /// What [`RouteTable::lookup`] decides for `host` and `path`, and why:
@@ -321,7 +345,7 @@ impl RouteTable {
         Explained {
             host,
             matches: routes.matching(path).collect(),
-            fallback: routes.fallback.as_ref(),
+            fallback: routes.fallback.as_ref().or(self.default_backend.as_ref()),
         }
     }
 
@@ -355,6 +379,11 @@ impl RouteTable {
     /// endpoints.
     pub fn problems(&self) -> &[Problem] {
         &self.problems
+    }
+
+    /// The routed Ingresses with `spec.tls`, oldest first.
+    pub(crate) fn tls_ingresses(&self) -> &[Arc<Ingress>] {
+        &self.tls
     }
 
     /// Hosts with rules (exact and wildcard).

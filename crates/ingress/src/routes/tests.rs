@@ -14,7 +14,7 @@ use super::*;
 
 /// Services `a`..`h` in `default`, each with one ready endpoint
 /// 10.0.0.N:8080 behind port `http` (80).
-fn services() -> Vec<Object> {
+pub(super) fn services() -> Vec<Object> {
     let mut yaml = String::new();
     for (i, name) in ["a", "b", "c", "d", "e", "f", "g", "h"].iter().enumerate() {
         yaml.push_str(&format!(
@@ -33,7 +33,7 @@ fn services() -> Vec<Object> {
 }
 
 /// An Ingress from its spec, unvalidated (so bad ones can be tested).
-fn ingress(name: &str, created: &str, annotations: Value, spec: Value) -> Object {
+pub(super) fn ingress(name: &str, created: &str, annotations: Value, spec: Value) -> Object {
     let v = json!({
         "metadata": {"name": name, "namespace": "default",
                      "creationTimestamp": created, "annotations": annotations},
@@ -42,7 +42,7 @@ fn ingress(name: &str, created: &str, annotations: Value, spec: Value) -> Object
     Object::Ingress(Arc::new(serde_json::from_value::<Ingress>(v).unwrap()))
 }
 
-fn class(name: &str, controller: &str, default: bool) -> Object {
+pub(super) fn class(name: &str, controller: &str, default: bool) -> Object {
     let v = json!({
         "metadata": {"name": name, "annotations":
             {"ingressclass.kubernetes.io/is-default-class": default.to_string()}},
@@ -51,7 +51,7 @@ fn class(name: &str, controller: &str, default: bool) -> Object {
     Object::IngressClass(Arc::new(serde_json::from_value::<IngressClass>(v).unwrap()))
 }
 
-fn backend(svc: &str) -> Value {
+pub(super) fn backend(svc: &str) -> Value {
     json!({"service": {"name": svc, "port": {"number": 80}}})
 }
 

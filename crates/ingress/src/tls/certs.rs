@@ -24,9 +24,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 
-use crate::routes::{
-    ClassConfig, HostKey, RouteTable, host_key, name_of, owned_oldest_first, request_host,
-};
+use crate::routes::{HostKey, RouteTable, host_key, name_of, request_host};
 
 /// TLS settings of the ingress.
 #[derive(Clone, Debug, Default)]
@@ -112,13 +110,12 @@ impl CertTable {
     }
 
     /// The table for `state`: the `spec.tls` of the Ingresses `routes`
-    /// routes for (chosen by `classes`, as the route table was);
+    /// routes for, oldest first;
     /// `self_signed` is the default unless `config` names a usable Secret;
     /// Secrets unchanged since `previous` keep their parsed certificate.
     pub fn build(
         state: &ClusterState,
         routes: &RouteTable,
-        classes: &ClassConfig,
         config: &TlsConfig,
         self_signed: &Arc<CertifiedKey>,
         previous: &CertTable,
@@ -142,11 +139,8 @@ impl CertTable {
         let mut claims: HashMap<HostKey, NamespacedName> = HashMap::new();
         let mut exact = HashMap::new();
         let mut wildcards = HashMap::new();
-        for ingress in owned_oldest_first(state, classes) {
+        for ingress in routes.tls_ingresses() {
             let name = name_of(ingress);
-            if routes.ingresses().binary_search(&name).is_err() {
-                continue;
-            }
             let tls = ingress.spec.iter().flat_map(|s| s.tls.iter().flatten());
             for (i, entry) in tls.enumerate() {
                 let cert = match entry.secret_name.as_deref() {
@@ -384,14 +378,7 @@ mod tests {
         let state = ClusterState::from_objects(objects);
         let routes = RouteTable::build(&state, &RoutesConfig::default());
         let fake = crate::tls::self_signed().unwrap();
-        CertTable::build(
-            &state,
-            &routes,
-            &ClassConfig::default(),
-            config,
-            &fake,
-            previous,
-        )
+        CertTable::build(&state, &routes, config, &fake, previous)
     }
 
     fn cert_of(objects: &[Object], name: &str) -> Vec<u8> {
