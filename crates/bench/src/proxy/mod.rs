@@ -173,6 +173,12 @@ pub fn run(options: ProxyOptions) -> anyhow::Result<()> {
                     format!("{:.0}ms", f(&v, "seed_rule_ms"))
                 },
             );
+            println!(
+                "  {:>7}  {:<16} first change after the full sync: {:.2} ms",
+                "",
+                "",
+                f(&v, "one_first_ms")
+            );
             results.insert((n, m.clone()), v);
         }
     }
