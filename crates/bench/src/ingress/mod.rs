@@ -131,38 +131,49 @@ pub fn run(o: IngressOptions) -> anyhow::Result<()> {
     let one = vec![servers::host(0)];
 
     println!(
-        "## Throughput: wrk -t1 -c{} -d{}s on core 0; proxy (1 worker) and 2 nginx backends on core 1; median of {} runs\n",
+        "## Throughput: wrk -t1 -c{} -d{}s on core 0; proxy and 2 nginx backends on core 1 (a 2-worker proxy on cores 0-1, sharing core 0 with wrk); median of {} runs\n",
         o.connections, o.seconds, o.runs
     );
     println!(
-        "| proxy | req/s | p50 ms | p99 ms | proxy CPU | CPU µs / request | RSS MiB | errors (all runs) |"
+        "| proxy | workers | req/s | p50 ms | p99 ms | proxy CPU | CPU µs / request | RSS MiB | errors (all runs) |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
     let mut figures = Vec::new();
-    {
-        let nginx = servers::NginxProxy::start(dir.path(), &backends, &one)?;
-        let url = format!("http://127.0.0.1:{}/", nginx.proc.port);
-        figures.push(("nginx", throughput(&nginx.proc, &url, &one[0], &o)?));
+    for workers in [1, 2] {
+        let label = if workers > 1 {
+            "2 (cores 0-1, shared with wrk)"
+        } else {
+            "1 (core 1)"
+        };
+        {
+            let nginx = servers::NginxProxy::start(dir.path(), &backends, &one, workers)?;
+            let url = format!("http://127.0.0.1:{}/", nginx.proc.port);
+            figures.push(("nginx", label, throughput(&nginx.proc, &url, &one[0], &o)?));
+        }
+        {
+            let ferry = servers::FerryIngress::start(dir.path(), &backends, &one, workers)?;
+            let url = format!("http://127.0.0.1:{}/", ferry.proc.port);
+            figures.push(("ferry", label, throughput(&ferry.proc, &url, &one[0], &o)?));
+        }
     }
-    {
-        let ferry = servers::FerryIngress::start(dir.path(), &backends, &one)?;
-        let url = format!("http://127.0.0.1:{}/", ferry.proc.port);
-        figures.push(("ferry", throughput(&ferry.proc, &url, &one[0], &o)?));
-    }
-    for (name, t) in &figures {
+    for (name, label, t) in &figures {
         println!(
-            "| {name} | {:.0} | {:.3} | {:.3} | {:.0}% | {:.1} | {:.1} | {} |",
+            "| {name} | {label} | {:.0} | {:.3} | {:.3} | {:.0}% | {:.1} | {:.1} | {} |",
             t.rps, t.p50, t.p99, t.cpu_share, t.cpu_us, t.rss, t.errors
         );
     }
-    if let [(_, n), (_, f)] = &figures[..] {
-        println!(
-            "\nferry / nginx: req/s {:.2}×, p99 {:.2}×, CPU per request {:.2}×\n",
-            f.rps / n.rps,
-            f.p99 / n.p99,
-            f.cpu_us / n.cpu_us
-        );
+    println!();
+    for pair in figures.chunks(2) {
+        if let [(_, label, n), (_, _, f)] = pair {
+            println!(
+                "ferry / nginx, {label} worker(s): req/s {:.2}×, p99 {:.2}×, CPU per request {:.2}×",
+                f.rps / n.rps,
+                f.p99 / n.p99,
+                f.cpu_us / n.cpu_us
+            );
+        }
     }
+    println!();
 
     println!(
         "## A new host while wrk -t1 -c20 loads an existing one ({} changes per row)\n",
@@ -177,7 +188,7 @@ pub fn run(o: IngressOptions) -> anyhow::Result<()> {
         let hosts: Vec<String> = (0..size.max(1)).map(servers::host).collect();
         eprintln!("  changes at {size} hosts: nginx");
         let c = {
-            let nginx = servers::NginxProxy::start(dir.path(), &backends, &hosts)?;
+            let nginx = servers::NginxProxy::start(dir.path(), &backends, &hosts, 1)?;
             let mut all = hosts.clone();
             changes(nginx.proc.port, &o, |_, host| {
                 all.push(host.to_string());
@@ -187,7 +198,7 @@ pub fn run(o: IngressOptions) -> anyhow::Result<()> {
         print_changes("nginx (conf + reload)", size, &c);
         eprintln!("  changes at {size} hosts: ferry");
         let c = {
-            let ferry = servers::FerryIngress::start(dir.path(), &backends, &hosts)?;
+            let ferry = servers::FerryIngress::start(dir.path(), &backends, &hosts, 1)?;
             changes(ferry.proc.port, &o, |i, host| {
                 ferry.add(host, &format!("new-{i}"))
             })?

@@ -58,22 +58,34 @@ pub(super) fn wait_live(port: u16, host: &str, limit: Duration) -> anyhow::Resul
     Ok(start.elapsed())
 }
 
-fn spawn(name: &str, cmd: &mut Command, port: u16, probe_host: &str) -> anyhow::Result<Proc> {
+/// The cores a proxy with `workers` workers runs on: core 1 for one (wrk
+/// has core 0), both for two (shared with wrk: labelled so).
+pub(super) fn cores(workers: usize) -> &'static str {
+    if workers > 1 { "0,1" } else { "1" }
+}
+
+fn spawn(
+    name: &str,
+    cmd: &mut Command,
+    port: u16,
+    probe_host: &str,
+    cpus: &str,
+) -> anyhow::Result<Proc> {
     let p = Proc::spawn(name, cmd, port)?;
     wait_live(port, probe_host, Duration::from_secs(120))
         .with_context(|| format!("{name} did not start"))?;
     for pid in tree(p.child.id()) {
         let _ = Tool::new("taskset")
-            .args(["-a", "-p", "-c", "1", &pid.to_string()])
+            .args(["-a", "-p", "-c", cpus, &pid.to_string()])
             .output();
     }
     Ok(p)
 }
 
-fn nginx_common(dir: &Path, name: &str) -> String {
+fn nginx_common(dir: &Path, name: &str, workers: usize) -> String {
     let d = dir.display();
     format!(
-        "worker_processes 1;\ndaemon off;\npid {d}/{name}.pid;\nerror_log {d}/{name}.err error;\n\
+        "worker_processes {workers};\ndaemon off;\npid {d}/{name}.pid;\nerror_log {d}/{name}.err error;\n\
          events {{ worker_connections 16384; }}\n"
     )
 }
@@ -85,16 +97,16 @@ pub(super) fn backend(dir: &Path, name: &str) -> anyhow::Result<Proc> {
     let conf = format!(
         "{}http {{\n access_log off;\n keepalive_requests 1000000;\n client_body_temp_path {d}/tmp;\n \
          server {{ listen 127.0.0.1:{port} default_server; location / {{ return 200 \"{BODY}\"; }} }}\n}}\n",
-        nginx_common(dir, name)
+        nginx_common(dir, name, 1)
     );
     let path = dir.join(format!("{name}.conf"));
     std::fs::write(&path, conf)?;
-    spawn(name, &mut nginx_cmd(dir, &path), port, "any")
+    spawn(name, &mut nginx_cmd(dir, &path, "1"), port, "any", "1")
 }
 
-fn nginx_cmd(dir: &Path, conf: &Path) -> Command {
+fn nginx_cmd(dir: &Path, conf: &Path, cpus: &str) -> Command {
     let mut c = Command::new("taskset");
-    c.args(["-c", "1", "nginx", "-p"])
+    c.args(["-c", cpus, "nginx", "-p"])
         .arg(dir)
         .arg("-e")
         .arg(dir.join("startup.err"))
@@ -104,9 +116,15 @@ fn nginx_cmd(dir: &Path, conf: &Path) -> Command {
 }
 
 /// The nginx proxy's configuration: `hosts` server blocks to the backends.
-pub(super) fn proxy_conf(dir: &Path, port: u16, backends: &[u16], hosts: &[String]) -> String {
+pub(super) fn proxy_conf(
+    dir: &Path,
+    port: u16,
+    backends: &[u16],
+    hosts: &[String],
+    workers: usize,
+) -> String {
     let d = dir.display();
-    let mut s = nginx_common(dir, "proxy");
+    let mut s = nginx_common(dir, "proxy", workers);
     s.push_str(&format!(
         "http {{\n access_log off;\n keepalive_requests 1000000;\n client_body_temp_path {d}/tmp;\n proxy_temp_path {d}/tmp;\n \
          server_names_hash_max_size 131072;\n server_names_hash_bucket_size 128;\n upstream be {{\n"
@@ -134,19 +152,33 @@ pub(super) struct NginxProxy {
     conf: PathBuf,
     dir: PathBuf,
     backends: Vec<u16>,
+    workers: usize,
 }
 
 impl NginxProxy {
-    pub fn start(dir: &Path, backends: &[u16], hosts: &[String]) -> anyhow::Result<NginxProxy> {
+    pub fn start(
+        dir: &Path,
+        backends: &[u16],
+        hosts: &[String],
+        workers: usize,
+    ) -> anyhow::Result<NginxProxy> {
         let port = free_port();
         let conf = dir.join("proxy.conf");
-        std::fs::write(&conf, proxy_conf(dir, port, backends, hosts))?;
-        let proc = spawn("nginx proxy", &mut nginx_cmd(dir, &conf), port, &hosts[0])?;
+        std::fs::write(&conf, proxy_conf(dir, port, backends, hosts, workers))?;
+        let cpus = cores(workers);
+        let proc = spawn(
+            "nginx proxy",
+            &mut nginx_cmd(dir, &conf, cpus),
+            port,
+            &hosts[0],
+            cpus,
+        )?;
         Ok(NginxProxy {
             proc,
             conf,
             dir: dir.to_path_buf(),
             backends: backends.to_vec(),
+            workers,
         })
     }
 
@@ -155,7 +187,13 @@ impl NginxProxy {
     pub fn change(&self, hosts: &[String]) -> anyhow::Result<()> {
         std::fs::write(
             &self.conf,
-            proxy_conf(&self.dir, self.proc.port, &self.backends, hosts),
+            proxy_conf(
+                &self.dir,
+                self.proc.port,
+                &self.backends,
+                hosts,
+                self.workers,
+            ),
         )?;
         Tool::new("nginx")
             .arg("-p")
@@ -202,7 +240,12 @@ pub(super) struct FerryIngress {
 }
 
 impl FerryIngress {
-    pub fn start(dir: &Path, backends: &[u16], hosts: &[String]) -> anyhow::Result<FerryIngress> {
+    pub fn start(
+        dir: &Path,
+        backends: &[u16],
+        hosts: &[String],
+        workers: usize,
+    ) -> anyhow::Result<FerryIngress> {
         let port = free_port();
         let manifests = dir.join("manifests");
         let _ = std::fs::remove_dir_all(&manifests);
@@ -216,7 +259,7 @@ impl FerryIngress {
         let proc = spawn(
             "ferry ingress",
             Command::new("taskset")
-                .args(["-c", "1"])
+                .args(["-c", cores(workers)])
                 .arg(exe)
                 .arg("ingress")
                 .arg(format!("--source=manifests:{}", manifests.display()))
@@ -224,7 +267,7 @@ impl FerryIngress {
                     "--http",
                     &format!("127.0.0.1:{port}"),
                     "--ingress-workers",
-                    "1",
+                    &workers.to_string(),
                     // As nginx's `access_log off` here.
                     "--ingress-access-log",
                     "off",
@@ -232,6 +275,7 @@ impl FerryIngress {
                 .env("RUST_LOG", "error"),
             port,
             &hosts[0],
+            cores(workers),
         )?;
         Ok(FerryIngress { proc, manifests })
     }
