@@ -3,15 +3,27 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Node, Pod, PodSpec, PodTemplateSpec, Probe};
+use k8s_openapi::api::core::v1::{Node, PodSpec, PodTemplateSpec, Probe};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{Errors, names};
 
-pub(super) fn pod(errs: &mut Errors, pod: &Pod) {
+/// A Pod as the model keeps it (see [`crate::pod`]): its names and
+/// addresses. Its containers are the lab's to check, which reads them.
+pub(super) fn pod(errs: &mut Errors, pod: &crate::Pod) {
     match &pod.spec {
-        Some(spec) => pod_spec(errs, "spec", spec),
+        Some(spec) => {
+            if let Some(n) = &spec.node_name {
+                errs.check("spec.nodeName", names::dns1123_subdomain(n));
+            }
+            pod_names(
+                errs,
+                "spec",
+                spec.hostname.as_deref(),
+                spec.subdomain.as_deref(),
+            );
+        }
         None => errs.push("spec", "Required value"),
     }
     if let Some(status) = &pod.status {
@@ -54,6 +66,15 @@ pub(super) fn node(errs: &mut Errors, node: &Node) {
     }
 }
 
+fn pod_names(errs: &mut Errors, path: &str, hostname: Option<&str>, subdomain: Option<&str>) {
+    if let Some(h) = hostname {
+        errs.check(format!("{path}.hostname"), names::dns1123_label(h));
+    }
+    if let Some(s) = subdomain {
+        errs.check(format!("{path}.subdomain"), names::dns1123_label(s));
+    }
+}
+
 fn pod_spec(errs: &mut Errors, path: &str, spec: &PodSpec) {
     if spec.containers.is_empty() {
         errs.push(
@@ -64,12 +85,12 @@ fn pod_spec(errs: &mut Errors, path: &str, spec: &PodSpec) {
     if let Some(n) = &spec.node_name {
         errs.check(format!("{path}.nodeName"), names::dns1123_subdomain(n));
     }
-    if let Some(h) = &spec.hostname {
-        errs.check(format!("{path}.hostname"), names::dns1123_label(h));
-    }
-    if let Some(s) = &spec.subdomain {
-        errs.check(format!("{path}.subdomain"), names::dns1123_label(s));
-    }
+    pod_names(
+        errs,
+        path,
+        spec.hostname.as_deref(),
+        spec.subdomain.as_deref(),
+    );
     errs.labels(&format!("{path}.nodeSelector"), spec.node_selector.as_ref());
     if let Some(g) = spec.termination_grace_period_seconds {
         errs.check(
