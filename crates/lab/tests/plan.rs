@@ -15,9 +15,7 @@ fn inputs(yaml: &str) -> Inputs {
     let d = decode("test.yaml", yaml);
     assert!(d.errors.is_empty(), "{:?}", d.errors);
     let mut inputs = Inputs::new();
-    inputs
-        .read(d.objects.into_iter().map(|o| o.object).collect(), yaml)
-        .unwrap();
+    inputs.read(d.objects.into_iter().map(|o| o.object).collect(), yaml);
     inputs
 }
 

@@ -346,6 +346,12 @@ fn decode_document(
         }
         return;
     };
+    // The model keeps a slim Pod; its whole spec is checked here, once.
+    let whole_spec = if kind == Kind::Pod {
+        crate::validate::whole_pod_spec(value.get("spec"))
+    } else {
+        Vec::new()
+    };
     let object = match Object::from_value(kind, value) {
         Ok(o) => o,
         Err((path, message)) => {
@@ -355,7 +361,8 @@ fn decode_document(
         }
     };
     let object = with_default_namespace(object);
-    let problems = validate_with(&object, options);
+    let mut problems = validate_with(&object, options);
+    problems.extend(whole_spec);
     if problems.is_empty() {
         out.objects.push(DecodedObject {
             document,

@@ -91,9 +91,7 @@ impl Controller {
                 return Err(LabError::Rejected(e.to_string()));
             }
             let objects = d.objects.into_iter().map(|o| o.object).collect();
-            if let Err(e) = self.inputs.read(objects, &text) {
-                return Err(LabError::Rejected(e.join("; ")));
-            }
+            self.inputs.read(objects, &text);
         }
         Ok(())
     }
@@ -181,9 +179,7 @@ impl Controller {
                     let d = decode(label, text);
                     errors.extend(d.errors.iter().map(ToString::to_string));
                     let objects = d.objects.into_iter().map(|o| o.object).collect();
-                    if let Err(e) = read.read(objects, text) {
-                        errors.extend(e);
-                    }
+                    read.read(objects, text);
                 }
                 if !errors.is_empty() {
                     return Response::Rejected(errors);

@@ -38,10 +38,9 @@ impl Inputs {
         Self::default()
     }
 
-    /// The decoded objects of `text` with the specs of its bare Pods.
-    /// Errors name the Pod whose spec cannot be run.
-    pub fn read(&mut self, objects: Vec<Object>, text: &str) -> Result<(), Vec<String>> {
-        let mut errors = Vec::new();
+    /// Takes the decoded `objects` of `text`, and the whole spec of each
+    /// bare Pod in it (the decoder has checked it as the API server would).
+    pub fn read(&mut self, objects: Vec<Object>, text: &str) {
         for v in ferry_model::documents(text) {
             if v.get("kind").and_then(|k| k.as_str()) != Some("Pod") {
                 continue;
@@ -52,25 +51,15 @@ impl Inputs {
             let m = &pod.metadata;
             let key = ObjectKey::new(
                 ferry_model::Kind::Pod,
-                m.namespace.as_deref().unwrap_or("default"),
+                m.namespace.as_deref().filter(|n| !n.is_empty()).unwrap_or("default"),
                 m.name.as_deref().unwrap_or_default(),
             );
-            match pod.spec {
-                Some(spec) if !spec.containers.is_empty() => {
-                    self.pod_specs.insert(key, Arc::new(spec));
-                }
-                _ => errors.push(format!(
-                    "{key}: spec.containers: Required value: a pod needs at least one container"
-                )),
+            if let Some(spec) = pod.spec {
+                self.pod_specs.insert(key, Arc::new(spec));
             }
         }
         for o in objects {
             self.objects.insert(o.key(), o);
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
         }
     }
 

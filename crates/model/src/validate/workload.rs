@@ -9,22 +9,11 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{Errors, names};
 
-/// A Pod as the model keeps it (see [`crate::pod`]): its names and
-/// addresses. Its containers are the lab's to check, which reads them.
+/// A Pod as the model keeps it (see [`crate::pod`]): its addresses. Its
+/// spec is checked whole by [`whole_pod_spec`] while a manifest is decoded.
 pub(super) fn pod(errs: &mut Errors, pod: &crate::Pod) {
-    match &pod.spec {
-        Some(spec) => {
-            if let Some(n) = &spec.node_name {
-                errs.check("spec.nodeName", names::dns1123_subdomain(n));
-            }
-            pod_names(
-                errs,
-                "spec",
-                spec.hostname.as_deref(),
-                spec.subdomain.as_deref(),
-            );
-        }
-        None => errs.push("spec", "Required value"),
+    if pod.spec.is_none() {
+        errs.push("spec", "Required value");
     }
     if let Some(status) = &pod.status {
         if let Some(ip) = status.pod_ip.as_deref().filter(|s| !s.is_empty()) {
@@ -66,13 +55,27 @@ pub(super) fn node(errs: &mut Errors, node: &Node) {
     }
 }
 
-fn pod_names(errs: &mut Errors, path: &str, hostname: Option<&str>, subdomain: Option<&str>) {
-    if let Some(h) = hostname {
-        errs.check(format!("{path}.hostname"), names::dns1123_label(h));
+/// A Pod's whole spec as the API server checks it (containers, ports,
+/// probes, grace period, names): run on the decoded document, before the
+/// model keeps only the slim Pod.
+pub(crate) fn whole_pod_spec(spec: Option<&serde_json::Value>) -> Vec<crate::FieldError> {
+    let mut errs = Errors::default();
+    let Some(spec) = spec else {
+        return errs.0;
+    };
+    match serde_path_to_error::deserialize::<_, PodSpec>(spec) {
+        Ok(spec) => pod_spec(&mut errs, "spec", &spec),
+        Err(e) => {
+            let path = e.path().to_string();
+            let path = if path == "." {
+                "spec".to_string()
+            } else {
+                format!("spec.{path}")
+            };
+            errs.push(path, e.into_inner().to_string());
+        }
     }
-    if let Some(s) = subdomain {
-        errs.check(format!("{path}.subdomain"), names::dns1123_label(s));
-    }
+    errs.0
 }
 
 fn pod_spec(errs: &mut Errors, path: &str, spec: &PodSpec) {
