@@ -64,7 +64,9 @@ impl Scratch {
             .run()
             .context("creating the scratch namespace (root needed)")?;
         let s = Scratch;
-        Tool::new("ip").args(["-n", NS, "link", "set", "lo", "up"]).run()?;
+        Tool::new("ip")
+            .args(["-n", NS, "link", "set", "lo", "up"])
+            .run()?;
         Ok(s)
     }
 }
@@ -126,11 +128,7 @@ fn measure(binary: &Path, env: &[(&str, &str)], manifests: &Path) -> anyhow::Res
     let rss = rss_mib(pid).context("the agent exited")?;
     let peak = peak_mib(pid).context("the agent exited")?;
     drop(agent);
-    Ok(Figures {
-        ready_s,
-        rss,
-        peak,
-    })
+    Ok(Figures { ready_s, rss, peak })
 }
 
 /// Runs the benchmark and prints its table.

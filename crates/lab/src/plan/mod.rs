@@ -51,7 +51,10 @@ impl Inputs {
             let m = &pod.metadata;
             let key = ObjectKey::new(
                 ferry_model::Kind::Pod,
-                m.namespace.as_deref().filter(|n| !n.is_empty()).unwrap_or("default"),
+                m.namespace
+                    .as_deref()
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or("default"),
                 m.name.as_deref().unwrap_or_default(),
             );
             if let Some(spec) = pod.spec {

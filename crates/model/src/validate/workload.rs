@@ -88,12 +88,12 @@ fn pod_spec(errs: &mut Errors, path: &str, spec: &PodSpec) {
     if let Some(n) = &spec.node_name {
         errs.check(format!("{path}.nodeName"), names::dns1123_subdomain(n));
     }
-    pod_names(
-        errs,
-        path,
-        spec.hostname.as_deref(),
-        spec.subdomain.as_deref(),
-    );
+    if let Some(h) = &spec.hostname {
+        errs.check(format!("{path}.hostname"), names::dns1123_label(h));
+    }
+    if let Some(s) = &spec.subdomain {
+        errs.check(format!("{path}.subdomain"), names::dns1123_label(s));
+    }
     errs.labels(&format!("{path}.nodeSelector"), spec.node_selector.as_ref());
     if let Some(g) = spec.termination_grace_period_seconds {
         errs.check(
