@@ -218,8 +218,8 @@ fn node(w: &World, n: &NodeInfo) -> Node {
     node
 }
 
-/// The Pod as the agents and the API server see it: the model's slim Pod
-/// (names, node, addresses, readiness); the containers stay with the lab.
+/// The Pod as the model keeps it (names, node, addresses, readiness); the
+/// lab's writer adds the whole spec when it writes the manifest.
 fn pod(w: &World, p: &PodInfo) -> Pod {
     let mut metadata = meta(Some(&p.name.namespace), &p.name.name);
     metadata.labels = Some(p.labels.clone()).filter(|l| !l.is_empty());
