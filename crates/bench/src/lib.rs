@@ -2,7 +2,8 @@
 //! stderr): `model` (loading and updating the cluster model), `proxy`
 //! (nftables and iptables modes side by side in scratch namespaces), `dns`
 //! (dnsperf against `ferry dns`, nsd, knot and unbound), `lab` (`lab
-//! up`/`lab down` and idle memory) and `overlay` (the pod network: iperf3
+//! up`/`lab down` and idle memory), `memory` (one agent with proxy and
+//! DNS over a large cluster) and `overlay` (the pod network: iperf3
 //! across nodes, programming peers, CNI calls, lease allocation).
 //!
 //! The binary parses the command line into the plain option structs here
@@ -17,6 +18,7 @@
 //! namespaces named `ferry-bench-*`, a
 //! lab named `bench`, temporary directories, `/proc`.
 
+mod agent_memory;
 mod child;
 mod dns;
 mod figures;
@@ -30,6 +32,7 @@ mod proxy;
 mod stats;
 mod synth;
 
+pub use agent_memory::{MemoryOptions, run as memory};
 pub use dns::{DnsOptions, run as dns};
 pub use figures::{dns_chart, lab_chart};
 pub use ingress::{IngressOptions, run as ingress};

@@ -1,5 +1,5 @@
 //! Memory figures from `/proc/PID/status`: the peak resident set of this
-//! process (`VmHWM`) and the current one of another (`VmRSS`), in MiB.
+//! process (`VmHWM`), the current (`VmRSS`) and peak of another, in MiB.
 //! Reads `/proc` only.
 
 /// Peak resident memory of this process so far; NaN if it cannot be read.
@@ -15,6 +15,14 @@ pub(crate) fn rss_mib(pid: u64) -> Option<f64> {
     status_mib(
         &std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?,
         "VmRSS:",
+    )
+}
+
+/// Peak resident memory of process `pid` so far (`VmHWM`); `None` if it is gone.
+pub(crate) fn peak_mib(pid: u64) -> Option<f64> {
+    status_mib(
+        &std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?,
+        "VmHWM:",
     )
 }
 

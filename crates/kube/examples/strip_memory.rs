@@ -12,9 +12,9 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 
-use ferry_kube::strip::Watched;
+use ferry_kube::strip::{ApiPod, Watched};
 use ferry_model::Object;
-use ferry_model::k8s_openapi::api::core::v1::{Pod, Service};
+use ferry_model::k8s_openapi::api::core::v1::Service;
 
 mod shapes;
 use shapes::{pod, service};
@@ -68,7 +68,7 @@ fn measure(n: usize, strip: bool) -> (isize, u64) {
     let (live0, rss0) = (LIVE.load(Ordering::Relaxed), rss_kib());
     let mut kept: Vec<Object> = Vec::with_capacity(2 * n);
     for (p, s) in pods.iter().zip(&services) {
-        kept.push(decode::<Pod>(p, strip));
+        kept.push(decode::<ApiPod>(p, strip));
         kept.push(decode::<Service>(s, strip));
     }
     let out = (

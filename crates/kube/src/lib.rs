@@ -16,9 +16,9 @@
 //! - [`write`]: the one writer to the API (a Node's annotations for the
 //!   overlay's Kubernetes lease store).
 //!
-//! Objects are stored as their k8s-openapi types, minus managedFields and
-//! unread annotations; slim types holding only the fields components read
-//! come later.
+//! Pods are decoded straight into the model's slim `Pod` (only the fields
+//! components read); the other kinds are stored as their k8s-openapi
+//! types, minus managedFields and unread annotations.
 
 pub mod fold;
 pub mod source;

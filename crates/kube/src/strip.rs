@@ -66,16 +66,54 @@ macro_rules! watched {
     };
 }
 
-use ferry_model::k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Secret, Service};
+use ferry_model::k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret, Service};
 use ferry_model::k8s_openapi::api::discovery::v1::EndpointSlice;
 use ferry_model::k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+
+/// A Pod as the API source asks for it and decodes it: straight into the
+/// model's slim [`ferry_model::Pod`] (the containers and the rest of the
+/// object are skipped by the decoder, never held), named to kube as
+/// `v1` `pods`.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(transparent)]
+pub struct ApiPod(pub ferry_model::Pod);
+
+impl kube::Resource for ApiPod {
+    type DynamicType = ();
+    type Scope = kube::core::NamespaceResourceScope;
+
+    fn kind(_: &()) -> std::borrow::Cow<'_, str> {
+        "Pod".into()
+    }
+    fn group(_: &()) -> std::borrow::Cow<'_, str> {
+        "".into()
+    }
+    fn version(_: &()) -> std::borrow::Cow<'_, str> {
+        "v1".into()
+    }
+    fn plural(_: &()) -> std::borrow::Cow<'_, str> {
+        "pods".into()
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.0.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.0.metadata
+    }
+}
+
+impl Watched for ApiPod {
+    fn into_object(mut self) -> Object {
+        strip_meta(&mut self.0.metadata);
+        Object::Pod(Arc::new(self.0))
+    }
+}
 
 watched! {
     Namespace => Namespace;
     Node => Node;
     Service => Service;
     EndpointSlice => EndpointSlice;
-    Pod => Pod;
     Ingress => Ingress;
     IngressClass => IngressClass;
     Secret => Secret;

@@ -7,9 +7,28 @@ use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::PathBuf;
 
-use ferry_model::Object;
+use ferry_model::{NamespacedName, Object};
 
 use crate::LabError;
+use crate::plan::PodInfo;
+
+/// An object as the lab's API server would hold it: a Pod whole, with the
+/// spec the lab runs (the model's Pod is slim and has no containers).
+fn json_of(o: &Object, pods: &BTreeMap<NamespacedName, PodInfo>) -> Result<Vec<u8>, LabError> {
+    let fail = |e: serde_json::Error| LabError::Plan(format!("cannot serialize {}: {e}", o.key()));
+    let mut json = o.to_json().map_err(fail)?;
+    if let Object::Pod(_) = o
+        && let Some(p) = pods.get(&o.key().name)
+    {
+        let mut v: serde_json::Value = serde_json::from_slice(&json).map_err(fail)?;
+        let mut spec = (*p.spec).clone();
+        spec.node_name = Some(p.node.clone());
+        v["spec"] = serde_json::to_value(&spec).map_err(fail)?;
+        json = serde_json::to_vec(&v).map_err(fail)?;
+    }
+    json.push(b'\n');
+    Ok(json)
+}
 
 pub(crate) struct ManifestWriter {
     dir: PathBuf,
@@ -54,17 +73,19 @@ impl ManifestWriter {
         std::fs::rename(&tmp, &path).map_err(LabError::io(&path))
     }
 
-    /// Makes the directory hold exactly `objects`; returns how many files changed.
-    pub(crate) fn write(&mut self, objects: &[Object]) -> Result<usize, LabError> {
+    /// Makes the directory hold exactly `objects` (with `pods`' whole
+    /// specs); returns how many files changed.
+    pub(crate) fn write(
+        &mut self,
+        objects: &[Object],
+        pods: &BTreeMap<NamespacedName, PodInfo>,
+    ) -> Result<usize, LabError> {
         let mut changed = 0;
         let mut seen = BTreeMap::new();
         let next = self.generation + 1;
         for o in objects {
             let name = file_name(o);
-            let mut json = o
-                .to_json()
-                .map_err(|e| LabError::Plan(format!("cannot serialize {}: {e}", o.key())))?;
-            json.push(b'\n');
+            let json = json_of(o, pods)?;
             let mut h = DefaultHasher::new();
             json.hash(&mut h);
             let hash = h.finish();
@@ -74,11 +95,7 @@ impl ManifestWriter {
             }
             let mut versioned = o.clone();
             versioned.metadata_mut().resource_version = Some(next.to_string());
-            let mut json = versioned
-                .to_json()
-                .map_err(|e| LabError::Plan(format!("cannot serialize {}: {e}", o.key())))?;
-            json.push(b'\n');
-            self.put(&name, &json)?;
+            self.put(&name, &json_of(&versioned, pods)?)?;
             changed += 1;
         }
         for name in self

@@ -14,10 +14,9 @@ use ferry_model::{ClusterState, NamespacedName, Protocol, ServicePortName, decod
 fn inputs(yaml: &str) -> Inputs {
     let d = decode("test.yaml", yaml);
     assert!(d.errors.is_empty(), "{:?}", d.errors);
-    d.objects
-        .into_iter()
-        .map(|o| (o.object.key(), o.object))
-        .collect()
+    let mut inputs = Inputs::new();
+    inputs.read(d.objects.into_iter().map(|o| o.object).collect(), yaml);
+    inputs
 }
 
 struct Sim {

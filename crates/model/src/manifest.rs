@@ -77,6 +77,37 @@ pub fn decode_with(file: &str, text: &str, options: &ValidationOptions) -> Decod
     out
 }
 
+/// Every document of `text` as plain JSON, unvalidated and untyped, with
+/// `kind: List` items flattened: for a reader that needs a whole object the
+/// model keeps slim (the lab reads a bare Pod's containers this way).
+/// Documents that do not parse are left out; [`decode`] reports them.
+pub fn documents(text: &str) -> Vec<Value> {
+    let trimmed = text.trim_start();
+    let values: Vec<Value> = if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        serde_json::Deserializer::from_str(text)
+            .into_iter::<Value>()
+            .map_while(Result::ok)
+            .collect()
+    } else {
+        split_yaml(text)
+            .into_iter()
+            .filter_map(|(_, chunk)| {
+                serde_saphyr::from_str_with_options::<Value>(chunk, yaml_options()).ok()
+            })
+            .collect()
+    };
+    values
+        .into_iter()
+        .flat_map(|v| match v.get("items").and_then(Value::as_array) {
+            Some(items) if str_field(&v, &["kind"]).is_some_and(|k| k.ends_with("List")) => {
+                items.clone()
+            }
+            _ => vec![v],
+        })
+        .filter(Value::is_object)
+        .collect()
+}
+
 fn decode_json_stream(file: &str, text: &str, options: &ValidationOptions, out: &mut Decoded) {
     let stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
     for (i, value) in stream.enumerate() {
@@ -315,6 +346,12 @@ fn decode_document(
         }
         return;
     };
+    // The model keeps a slim Pod; its whole spec is checked here, once.
+    let whole_spec = if kind == Kind::Pod {
+        crate::validate::whole_pod_spec(value.get("spec"))
+    } else {
+        Vec::new()
+    };
     let object = match Object::from_value(kind, value) {
         Ok(o) => o,
         Err((path, message)) => {
@@ -324,7 +361,8 @@ fn decode_document(
         }
     };
     let object = with_default_namespace(object);
-    let problems = validate_with(&object, options);
+    let mut problems = validate_with(&object, options);
+    problems.extend(whole_spec);
     if problems.is_empty() {
         out.objects.push(DecodedObject {
             document,

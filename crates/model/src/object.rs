@@ -4,10 +4,12 @@ use std::fmt;
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Namespace, Node, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::pod::Pod;
 
 /// Declares the kinds ferry loads, once: the `Kind` and `Object` enums and
 /// everything that dispatches on them are generated from this table.
@@ -43,6 +45,7 @@ macro_rules! kinds {
         }
 
         /// One loaded object. Cheap to clone: the Kubernetes object is shared.
+        /// Pods are ferry's slim [`Pod`]; every other kind is its k8s-openapi type.
         #[derive(Clone, Debug, PartialEq)]
         pub enum Object {
             $($kind(Arc<$ty>),)*

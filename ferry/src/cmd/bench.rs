@@ -25,6 +25,8 @@ enum What {
     Ingress(IngressArgs),
     /// The pod network: iperf3 across nodes (VXLAN, host-gw, the switch's limit), programming 1,000 peers, CNI ADD/DEL against Debian's bridge + host-local, lease allocation against etcd (needs root).
     Overlay(OverlayArgs),
+    /// One agent (nftables proxy + DNS with pod records) over a large cluster: RSS and peak, beside another build and other allocators (needs root).
+    Memory(MemoryArgs),
     /// One proxy measurement (run by `bench proxy` in a child process).
     #[command(hide = true)]
     ProxyChild {
@@ -35,6 +37,24 @@ enum What {
     /// One load measurement (run by `bench model` in a child process).
     #[command(hide = true)]
     ModelLoadChild { file: PathBuf },
+}
+
+#[derive(clap::Args)]
+struct MemoryArgs {
+    #[arg(long, default_value_t = 20_000)]
+    services: usize,
+    /// Endpoints per Service.
+    #[arg(long, default_value_t = 8)]
+    endpoints: usize,
+    /// Pods (behind the first Services' endpoints).
+    #[arg(long, default_value_t = 100_000)]
+    pods: usize,
+    /// Another ferry binary to measure beside this one, e.g. main's.
+    #[arg(long, value_name = "BINARY")]
+    before: Option<PathBuf>,
+    /// Also run with glibc limited to two arenas and with jemalloc preloaded.
+    #[arg(long)]
+    allocators: bool,
 }
 
 #[derive(clap::Args)]
@@ -170,6 +190,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             runs: a.runs,
             update_sizes: a.update_sizes,
             updates: a.updates,
+        }),
+        What::Memory(a) => ferry_bench::memory(ferry_bench::MemoryOptions {
+            services: a.services,
+            endpoints: a.endpoints,
+            pods: a.pods,
+            before: a.before,
+            allocators: a.allocators,
         }),
         What::Lab(a) => ferry_bench::lab(ferry_bench::LabOptions {
             runs: a.runs,

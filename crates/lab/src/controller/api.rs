@@ -90,9 +90,8 @@ impl Controller {
             if let Some(e) = d.errors.first() {
                 return Err(LabError::Rejected(e.to_string()));
             }
-            for o in d.objects {
-                self.inputs.insert(o.object.key(), o.object);
-            }
+            let objects = d.objects.into_iter().map(|o| o.object).collect();
+            self.inputs.read(objects, &text);
         }
         Ok(())
     }
@@ -175,25 +174,30 @@ impl Controller {
         match req {
             Request::Apply { files } => {
                 let mut errors = Vec::new();
-                let mut objects = Vec::new();
+                let mut read = Inputs::new();
                 for (label, text) in &files {
                     let d = decode(label, text);
                     errors.extend(d.errors.iter().map(ToString::to_string));
-                    objects.extend(d.objects.into_iter().map(|o| o.object));
+                    let objects = d.objects.into_iter().map(|o| o.object).collect();
+                    read.read(objects, text);
                 }
                 if !errors.is_empty() {
                     return Response::Rejected(errors);
                 }
                 let mut candidate = self.inputs.clone();
                 let (mut created, mut configured, mut unchanged) = (0, 0, 0);
-                let touched: Vec<ObjectKey> = objects.iter().map(Object::key).collect();
-                for o in objects {
-                    match candidate.insert(o.key(), o.clone()) {
+                let touched: Vec<ObjectKey> = read.keys().cloned().collect();
+                for (key, o) in read.iter() {
+                    match candidate.get(key) {
                         None => created += 1,
-                        Some(old) if old == o => unchanged += 1,
+                        Some(old) if old == o && old.kind() != Kind::Pod => unchanged += 1,
+                        Some(old) if old == o && candidate.pod_spec(key) == read.pod_spec(key) => {
+                            unchanged += 1
+                        }
                         Some(_) => configured += 1,
                     }
                 }
+                candidate.extend(read);
                 if let Err(errors) = self.check(&candidate, &touched) {
                     return Response::Rejected(errors);
                 }
@@ -274,11 +278,17 @@ impl Controller {
     }
 
     pub(super) fn save_inputs(&self) {
+        // A bare Pod is saved whole: the model's slim Pod and the spec the lab read.
         let items: Vec<serde_json::Value> = self
             .inputs
-            .values()
-            .filter_map(|o| o.to_json().ok())
-            .filter_map(|j| serde_json::from_slice(&j).ok())
+            .iter()
+            .filter_map(|(key, o)| {
+                let mut v: serde_json::Value = serde_json::from_slice(&o.to_json().ok()?).ok()?;
+                if let Some(spec) = self.inputs.pod_spec(key) {
+                    v["spec"] = serde_json::to_value(&**spec).ok()?;
+                }
+                Some(v)
+            })
             .collect();
         let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items});
         let path = self.names.state_dir().join("inputs.json");

@@ -277,7 +277,7 @@ impl Controller {
             allocations: &self.allocations,
             epoch: self.epoch,
         });
-        let changed = self.writer.write(&objects)?;
+        let changed = self.writer.write(&objects, &self.pods)?;
         if changed > 0 {
             tracing::debug!(files = changed, "manifests written");
         }

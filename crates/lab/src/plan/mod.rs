@@ -22,8 +22,85 @@ pub use nodes::{desired_nodes, overlay_config, pod_network};
 pub use pods::{Counters, Hint, PodChanges, hints_from_slices, plan_pods};
 pub use render::{MANAGED_BY, MANAGER, World, ingress_addresses, ingress_classes, render};
 
-/// The user's objects, by key (what `lab up` and `lab apply` gave).
-pub type Inputs = BTreeMap<ObjectKey, Object>;
+/// The user's objects, by key (what `lab up` and `lab apply` gave), as the
+/// model decodes them; and, read by the lab itself, the spec of each bare
+/// Pod whole (the model keeps a slim Pod; the lab runs its containers).
+/// Reads and writes of the objects go through `Deref` to the map; a spec
+/// is looked up only for a Pod key the map holds.
+#[derive(Clone, Debug, Default)]
+pub struct Inputs {
+    objects: BTreeMap<ObjectKey, Object>,
+    pod_specs: BTreeMap<ObjectKey, Arc<PodSpec>>,
+}
+
+impl Inputs {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Takes the decoded `objects` of `text`, and the whole spec of each
+    /// bare Pod in it (the decoder has checked it as the API server would).
+    pub fn read(&mut self, objects: Vec<Object>, text: &str) {
+        for v in ferry_model::documents(text) {
+            if v.get("kind").and_then(|k| k.as_str()) != Some("Pod") {
+                continue;
+            }
+            let Ok(pod) = serde_json::from_value::<WholePod>(v) else {
+                continue;
+            };
+            let m = &pod.metadata;
+            let key = ObjectKey::new(
+                ferry_model::Kind::Pod,
+                m.namespace
+                    .as_deref()
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or("default"),
+                m.name.as_deref().unwrap_or_default(),
+            );
+            if let Some(spec) = pod.spec {
+                self.pod_specs.insert(key, Arc::new(spec));
+            }
+        }
+        for o in objects {
+            self.objects.insert(o.key(), o);
+        }
+    }
+
+    /// Takes `other`'s objects and specs over ours (a `lab apply`).
+    pub fn extend(&mut self, other: Inputs) {
+        self.objects.extend(other.objects);
+        self.pod_specs.extend(other.pod_specs);
+    }
+
+    /// The whole spec of the bare Pod `key`.
+    pub fn pod_spec(&self, key: &ObjectKey) -> Option<&Arc<PodSpec>> {
+        self.pod_specs.get(key)
+    }
+}
+
+impl std::ops::Deref for Inputs {
+    type Target = BTreeMap<ObjectKey, Object>;
+    fn deref(&self) -> &Self::Target {
+        &self.objects
+    }
+}
+
+impl std::ops::DerefMut for Inputs {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.objects
+    }
+}
+
+impl FromIterator<(ObjectKey, Object)> for Inputs {
+    fn from_iter<T: IntoIterator<Item = (ObjectKey, Object)>>(iter: T) -> Self {
+        Inputs {
+            objects: iter.into_iter().collect(),
+            pod_specs: BTreeMap::new(),
+        }
+    }
+}
+
+type WholePod = ferry_model::k8s_openapi::api::core::v1::Pod;
 
 /// Address plan and defaults of a lab.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -121,15 +121,17 @@ fn wants(inputs: &Inputs) -> Vec<Want> {
     for o in inputs.values() {
         match o {
             Object::Pod(p) if !owned_by(&p.metadata, "ReplicaSet") => {
-                let Some(spec) = p.spec.clone() else { continue };
+                let Some(spec) = inputs.pod_spec(&o.key()) else {
+                    continue;
+                };
                 let labels = p.metadata.labels.clone().unwrap_or_default();
                 out.push(Want {
                     owner: Owner::Pod,
                     namespace: p.metadata.namespace.clone().unwrap_or_default(),
                     name: p.metadata.name.clone(),
-                    hash: template_hash(&labels, &spec),
+                    hash: template_hash(&labels, spec),
                     labels,
-                    spec: Arc::new(spec),
+                    spec: spec.clone(),
                     replicas: 1,
                     explicit_ip: p
                         .status

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use ferry_model::k8s_openapi::api::core::v1::{
     LoadBalancerIngress, LoadBalancerStatus, Namespace, Node, NodeAddress, NodeCondition, NodeSpec,
-    NodeStatus, ObjectReference, Pod, PodCondition, PodIP, PodStatus, Service, ServiceStatus,
+    NodeStatus, ObjectReference, Service, ServiceStatus,
 };
 use ferry_model::k8s_openapi::api::discovery::v1::{
     Endpoint, EndpointConditions, EndpointPort, EndpointSlice,
@@ -21,6 +21,7 @@ use ferry_model::k8s_openapi::api::networking::v1::{
 use ferry_model::k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use ferry_model::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use ferry_model::k8s_openapi::jiff::Timestamp;
+use ferry_model::pod::{Pod, PodCondition, PodIP, PodSpec, PodStatus};
 use ferry_model::{Kind, NamespacedName, Object, SERVICE_NAME_LABEL, service_selects};
 
 use super::{Allocation, Inputs, NodeInfo, PodInfo};
@@ -217,14 +218,9 @@ fn node(w: &World, n: &NodeInfo) -> Node {
     node
 }
 
+/// The Pod as the model keeps it (names, node, addresses, readiness); the
+/// lab's writer adds the whole spec when it writes the manifest.
 fn pod(w: &World, p: &PodInfo) -> Pod {
-    let mut spec = (*p.spec).clone();
-    spec.node_name = Some(p.node.clone());
-    let host_ip = w
-        .nodes
-        .iter()
-        .find(|n| n.name == p.node)
-        .map(|n| n.ip.to_string());
     let mut metadata = meta(Some(&p.name.namespace), &p.name.name);
     metadata.labels = Some(p.labels.clone()).filter(|l| !l.is_empty());
     if let Some((since_ms, grace_ms)) = p.deleting {
@@ -242,20 +238,22 @@ fn pod(w: &World, p: &PodInfo) -> Pod {
     };
     Pod {
         metadata,
-        spec: Some(spec),
+        spec: Some(PodSpec {
+            node_name: Some(p.node.clone()),
+            hostname: p.spec.hostname.clone(),
+            subdomain: p.spec.subdomain.clone(),
+            host_network: p.spec.host_network,
+        }),
         status: Some(PodStatus {
             phase: Some(if p.started { "Running" } else { "Pending" }.into()),
             pod_ip: Some(p.ip.to_string()),
             pod_ips: Some(vec![PodIP {
                 ip: p.ip.to_string(),
             }]),
-            host_ip: host_ip.clone(),
             conditions: Some(vec![PodCondition {
                 type_: "Ready".into(),
                 status: ready.into(),
-                ..Default::default()
             }]),
-            ..Default::default()
         }),
     }
 }

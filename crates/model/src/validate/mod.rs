@@ -11,6 +11,8 @@ mod options;
 mod service;
 mod workload;
 
+pub(crate) use workload::whole_pod_spec;
+
 use std::collections::BTreeMap;
 
 pub use options::{InvalidNodePortRange, NodePortRange, ValidationOptions};

@@ -3,16 +3,17 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Node, Pod, PodSpec, PodTemplateSpec, Probe};
+use k8s_openapi::api::core::v1::{Node, PodSpec, PodTemplateSpec, Probe};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{Errors, names};
 
-pub(super) fn pod(errs: &mut Errors, pod: &Pod) {
-    match &pod.spec {
-        Some(spec) => pod_spec(errs, "spec", spec),
-        None => errs.push("spec", "Required value"),
+/// A Pod as the model keeps it (see [`crate::pod`]): its addresses. Its
+/// spec is checked whole by [`whole_pod_spec`] while a manifest is decoded.
+pub(super) fn pod(errs: &mut Errors, pod: &crate::Pod) {
+    if pod.spec.is_none() {
+        errs.push("spec", "Required value");
     }
     if let Some(status) = &pod.status {
         if let Some(ip) = status.pod_ip.as_deref().filter(|s| !s.is_empty()) {
@@ -52,6 +53,29 @@ pub(super) fn node(errs: &mut Errors, node: &Node) {
             );
         }
     }
+}
+
+/// A Pod's whole spec as the API server checks it (containers, ports,
+/// probes, grace period, names): run on the decoded document, before the
+/// model keeps only the slim Pod.
+pub(crate) fn whole_pod_spec(spec: Option<&serde_json::Value>) -> Vec<crate::FieldError> {
+    let mut errs = Errors::default();
+    let Some(spec) = spec else {
+        return errs.0;
+    };
+    match serde_path_to_error::deserialize::<_, PodSpec>(spec) {
+        Ok(spec) => pod_spec(&mut errs, "spec", &spec),
+        Err(e) => {
+            let path = e.path().to_string();
+            let path = if path == "." {
+                "spec".to_string()
+            } else {
+                format!("spec.{path}")
+            };
+            errs.push(path, e.into_inner().to_string());
+        }
+    }
+    errs.0
 }
 
 fn pod_spec(errs: &mut Errors, path: &str, spec: &PodSpec) {

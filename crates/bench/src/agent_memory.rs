@@ -1,0 +1,183 @@
+//! `ferry bench memory`: the memory of one agent running the nftables
+//! proxy and cluster DNS (with pod records, `--dns-pods verified`) from
+//! one shared model, over a large cluster read as manifests (by default
+//! issue 13's target case: 20,000 Services x 8 endpoints + 100,000 Pods).
+//! Each run is a real `ferry agent` in the scratch namespace
+//! `ferry-bench-memory`, measured once `/readyz` says both components
+//! applied the state: its resident memory then (VmRSS) and its peak
+//! (VmHWM). `--before BINARY` measures another build (today's main) in
+//! the same run; `--allocators` repeats each with glibc limited to two
+//! arenas and with jemalloc preloaded, to show the allocator's share.
+//!
+//! Touches: a temporary directory, the namespace `ferry-bench-memory`
+//! (created and removed through `ip`), the agent processes (killed at the
+//! end), `/proc`.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use ferry_sys::Tool;
+use ferry_sys::netns::in_netns;
+
+use crate::memory::{peak_mib, rss_mib};
+use crate::procs::Proc;
+use crate::synth;
+
+const NS: &str = "ferry-bench-memory";
+/// An agent that is not ready by then has failed.
+const READY_DEADLINE: Duration = Duration::from_secs(300);
+/// After ready: background work (the proxy's canary check, DNS swaps) settles.
+const SETTLE: Duration = Duration::from_secs(5);
+const JEMALLOC: &str = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2";
+
+/// What `ferry bench memory` measures.
+#[derive(Clone, Debug)]
+pub struct MemoryOptions {
+    pub services: usize,
+    pub endpoints: usize,
+    /// Pods behind the first Services' endpoints (same IPs).
+    pub pods: usize,
+    /// Another ferry binary measured beside this one (e.g. main's).
+    pub before: Option<PathBuf>,
+    /// Also glibc with MALLOC_ARENA_MAX=2 and jemalloc (LD_PRELOAD).
+    pub allocators: bool,
+}
+
+struct Figures {
+    ready_s: f64,
+    rss: f64,
+    peak: f64,
+}
+
+/// The scratch namespace; removed on drop.
+struct Scratch;
+
+impl Scratch {
+    fn create() -> anyhow::Result<Scratch> {
+        let _ = Tool::new("ip").args(["netns", "del", NS]).output();
+        Tool::new("ip")
+            .args(["netns", "add", NS])
+            .run()
+            .context("creating the scratch namespace (root needed)")?;
+        let s = Scratch;
+        Tool::new("ip")
+            .args(["-n", NS, "link", "set", "lo", "up"])
+            .run()?;
+        Ok(s)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = Tool::new("ip").args(["netns", "del", NS]).output();
+    }
+}
+
+fn ready() -> bool {
+    in_netns(NS, || {
+        let mut s = TcpStream::connect_timeout(
+            &"127.0.0.1:10256".parse().expect("a literal address"),
+            Duration::from_secs(1),
+        )
+        .ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        s.write_all(b"GET /readyz HTTP/1.0\r\n\r\n").ok()?;
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).ok()?;
+        Some(head.ends_with(b"200"))
+    })
+    .ok()
+    .flatten()
+    .unwrap_or(false)
+}
+
+fn measure(binary: &Path, env: &[(&str, &str)], manifests: &Path) -> anyhow::Result<Figures> {
+    let _scratch = Scratch::create()?;
+    let start = Instant::now();
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", NS])
+        .arg(binary)
+        .args(["agent", "--node", "node-0", "--source"])
+        .arg(format!("manifests:{}", manifests.display()))
+        .args([
+            "--cluster-cidr",
+            "10.128.0.0/9",
+            "--dns-upstream",
+            "none",
+            "--dns-pods",
+            "verified",
+            "--health-timeout",
+            "600s",
+        ])
+        .envs(env.iter().copied());
+    // `ip netns exec` execs the agent: the child's pid is the agent's.
+    let agent = Proc::spawn("ferry agent", &mut cmd, 10256)?;
+    while !ready() {
+        if start.elapsed() > READY_DEADLINE {
+            bail!("the agent was not ready after {READY_DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let ready_s = start.elapsed().as_secs_f64();
+    std::thread::sleep(SETTLE);
+    let pid = u64::from(agent.child.id());
+    let rss = rss_mib(pid).context("the agent exited")?;
+    let peak = peak_mib(pid).context("the agent exited")?;
+    drop(agent);
+    Ok(Figures { ready_s, rss, peak })
+}
+
+/// Runs the benchmark and prints its table.
+pub fn run(a: MemoryOptions) -> anyhow::Result<()> {
+    if cfg!(debug_assertions) {
+        eprintln!("warning: this is a debug build; figures are not meaningful (use --release)");
+    }
+    let dir = tempfile::tempdir().context("creating a scratch directory")?;
+    eprintln!(
+        "writing {} Services x {} endpoints + {} Pods as manifests ...",
+        a.services, a.endpoints, a.pods
+    );
+    std::fs::write(
+        dir.path().join("cluster.yaml"),
+        synth::manifests(a.services, a.endpoints),
+    )?;
+    std::fs::write(
+        dir.path().join("pods.yaml"),
+        synth::pods_manifest(a.pods.div_ceil(a.endpoints), a.endpoints),
+    )?;
+    let this = std::env::current_exe().context("finding the ferry binary")?;
+    let mut binaries = vec![("this build".to_string(), this)];
+    if let Some(b) = &a.before {
+        binaries.push((format!("{}", b.display()), b.clone()));
+    }
+    let mut allocators: Vec<(&str, Vec<(&str, &str)>)> = vec![("glibc", vec![])];
+    if a.allocators {
+        allocators.push(("glibc, MALLOC_ARENA_MAX=2", vec![("MALLOC_ARENA_MAX", "2")]));
+        if Path::new(JEMALLOC).exists() {
+            allocators.push(("jemalloc 5 (LD_PRELOAD)", vec![("LD_PRELOAD", JEMALLOC)]));
+        }
+    }
+    println!(
+        "ferry bench memory: one agent, nftables proxy + DNS (pod records), {} Services x {} endpoints + {} Pods as manifests",
+        a.services, a.endpoints, a.pods
+    );
+    println!(
+        "  {:<44} {:<28} {:>8} {:>10} {:>10}",
+        "binary", "allocator", "ready", "RSS", "peak RSS"
+    );
+    for (name, bin) in &binaries {
+        for (alloc, env) in &allocators {
+            eprintln!("{name}, {alloc} ...");
+            let f = measure(bin, env, dir.path())?;
+            println!(
+                "  {:<44} {:<28} {:>7.1}s {:>7.0}MiB {:>7.0}MiB",
+                name, alloc, f.ready_s, f.rss, f.peak
+            );
+        }
+    }
+    Ok(())
+}
