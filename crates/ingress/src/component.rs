@@ -41,7 +41,8 @@ pub struct IngressConfig {
     pub routes: RoutesConfig,
     pub tls: TlsConfig,
     pub proxy: ProxyConfig,
-    /// Threads of the ingress's own runtime (1: a current-thread runtime).
+    /// Worker threads, each with a current-thread runtime of its own
+    /// accepting on every listener (as nginx's worker processes).
     pub workers: usize,
     /// One line (or JSON object) per request on stdout, or off.
     pub access_log: AccessLogFormat,
@@ -144,22 +145,36 @@ pub fn start(
     {
         gateway.set_access_log(log);
     }
-    // One worker: a current-thread runtime on the ingress thread itself,
-    // so a request never wakes another thread (a profile of the
-    // one-worker multi-thread runtime spent about a tenth of its time in
-    // the kernel's wake-ups).
-    let rt = if config.workers <= 1 {
+    // Each worker is a thread with a current-thread runtime of its own
+    // accepting on the same listeners, as nginx's worker processes do: a
+    // request and its upstream connection stay on one thread, so it never
+    // wakes another (a profile of the one-worker multi-thread runtime spent
+    // about a tenth of its time in the kernel's wake-ups; two work-stealing
+    // workers cost twice nginx's CPU per request). Worker 0 also follows
+    // the source and runs the L4 services.
+    let runtime = || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(config.workers)
-            .thread_name("ingress")
-            .enable_all()
-            .build()
+            .map_err(IngressError::Runtime)
+    };
+    let rt = runtime()?;
+    for worker in 1..config.workers.max(1) {
+        let rt = runtime()?;
+        let http = clone_all(&listeners)?;
+        let https = clone_all(&tls_listeners)?;
+        let gw = gateway.clone();
+        std::thread::Builder::new()
+            .name(format!("ingress-{worker}"))
+            .spawn(move || {
+                crate::proxy::set_worker(worker);
+                rt.block_on(async move {
+                    serve_all(&gw, http, https);
+                    std::future::pending::<()>().await;
+                });
+            })
+            .map_err(IngressError::Runtime)?;
     }
-    .map_err(IngressError::Runtime)?;
     let (applied_tx, applied) = watch::channel(None::<u64>);
     let gw = gateway.clone();
     let tables = Tables {
@@ -178,22 +193,7 @@ pub fn start(
         .name("ingress".into())
         .spawn(move || {
             rt.block_on(async move {
-                for l in listeners {
-                    match tokio::net::TcpListener::from_std(l) {
-                        Ok(l) => {
-                            tokio::spawn(gw.clone().serve(l, Scheme::Http));
-                        }
-                        Err(e) => tracing::error!(error = %e, "ingress listener lost"),
-                    }
-                }
-                for l in tls_listeners {
-                    match tokio::net::TcpListener::from_std(l) {
-                        Ok(l) => {
-                            tokio::spawn(gw.clone().serve_tls(l));
-                        }
-                        Err(e) => tracing::error!(error = %e, "ingress listener lost"),
-                    }
-                }
+                serve_all(&gw, listeners, tls_listeners);
                 let l4 = L4::new(l4_config, &l4_addresses, l4_settings);
                 follow(&gw, l4, &mut follower, tables, &applied_tx).await;
             });
@@ -207,6 +207,35 @@ pub fn start(
         gateway,
         drain_timeout: config.drain_timeout,
     })
+}
+
+/// Spawns the accept loops of `http` and `https` on the current runtime.
+fn serve_all(gw: &Gateway, http: Vec<std::net::TcpListener>, https: Vec<std::net::TcpListener>) {
+    let listeners = http
+        .into_iter()
+        .map(|l| (l, false))
+        .chain(https.into_iter().map(|l| (l, true)));
+    for (l, tls) in listeners {
+        match tokio::net::TcpListener::from_std(l) {
+            Ok(l) if tls => {
+                tokio::spawn(gw.clone().serve_tls(l));
+            }
+            Ok(l) => {
+                tokio::spawn(gw.clone().serve(l, Scheme::Http));
+            }
+            Err(e) => tracing::error!(error = %e, "ingress listener lost"),
+        }
+    }
+}
+
+/// Another handle on each listener, for another worker's runtime.
+fn clone_all(
+    listeners: &[std::net::TcpListener],
+) -> Result<Vec<std::net::TcpListener>, IngressError> {
+    listeners
+        .iter()
+        .map(|l| l.try_clone().map_err(IngressError::Runtime))
+        .collect()
 }
 
 /// Binds `addrs` (non-blocking, for tokio): the listeners and their

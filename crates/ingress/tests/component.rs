@@ -73,3 +73,68 @@ async fn the_component_follows_snapshots_and_each_change_routes_within_100ms() {
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
     assert!(text.contains("ferry_ingress_ingresses 1"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_share_the_listeners_and_answer_every_connection() {
+    let a = upstream("a").await;
+    let mut objects = service("a", &[a.addr]);
+    objects.push(ingress("web", "foo.test", &[("/", "a")]));
+    let first = snapshot(objects);
+    let version = first.state.version();
+    let (_tx, feed) = Feed::manual(first);
+    let mut registry = prometheus_client::registry::Registry::default();
+    let handle = component::start(
+        IngressConfig {
+            http: vec!["127.0.0.1:0".parse().unwrap()],
+            workers: 2,
+            ..IngressConfig::default()
+        },
+        feed.follow(),
+        &mut registry,
+    )
+    .unwrap();
+    let mut applied = handle.applied.clone();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        applied.wait_for(|v| *v == Some(version)),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let addr = handle.http[0];
+    // 40 clients at once, three requests each on their own connection.
+    let clients: Vec<_> = (0..40)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut client = Client::connect(addr).await;
+                let mut answers = Vec::new();
+                for _ in 0..3 {
+                    let (status, body) = client.get("foo.test", "/").await.unwrap();
+                    answers.push((status.as_u16(), field(&body, "name").map(str::to_string)));
+                }
+                answers
+            })
+        })
+        .collect();
+    for c in clients {
+        let answers = tokio::time::timeout(Duration::from_secs(10), c)
+            .await
+            .expect("a client got no answers within 10 s")
+            .unwrap();
+        assert!(
+            answers
+                .iter()
+                .all(|(s, n)| *s == 200 && n.as_deref() == Some("a")),
+            "{answers:?}"
+        );
+    }
+    // Upstream connections are kept alive for the next requests.
+    assert!(handle.gateway.idle_connections() >= 1);
+    // Both worker threads exist (named ingress and ingress-1).
+    let names: Vec<String> = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .collect();
+    assert!(names.iter().any(|n| n == "ingress-1"), "{names:?}");
+}

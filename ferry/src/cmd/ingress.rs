@@ -52,7 +52,7 @@ pub struct IngressArgs {
     /// Endpoint choice: round_robin or ewma.
     #[arg(long, default_value = "round_robin")]
     ingress_balance: Balance,
-    /// Threads of the ingress's own runtime.
+    /// Worker threads (each a runtime of its own accepting on every listener, as nginx workers).
     #[arg(long, default_value_t = 1)]
     ingress_workers: usize,
     /// Time to connect to an endpoint, e.g. 5s.

@@ -23,6 +23,8 @@ mod body;
 mod headers;
 mod pool;
 
+pub(crate) use pool::set_worker;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

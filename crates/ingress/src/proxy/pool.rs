@@ -10,6 +10,7 @@
 //!
 //! Touches the network: dials TCP to endpoints.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -43,8 +44,28 @@ pub(crate) enum ConnectError {
     },
 }
 
+thread_local! {
+    /// The ingress worker this thread is (0 unless set): each worker
+    /// thread keeps its own idle connections, whose I/O runs on its own
+    /// runtime, so a request never hands its upstream connection to
+    /// another thread.
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Marks the calling thread as ingress worker `i`.
+pub(crate) fn set_worker(i: usize) {
+    WORKER.with(|w| w.set(i));
+}
+
+fn worker() -> usize {
+    WORKER.with(Cell::get)
+}
+
+/// Idle HTTP/1.1 connections (and since when) by worker thread and endpoint.
+type Idle = HashMap<(usize, SocketAddr), Vec<(Sender, Instant)>>;
+
 pub(crate) struct Pool {
-    idle: Mutex<HashMap<SocketAddr, Vec<(Sender, Instant)>>>,
+    idle: Mutex<Idle>,
     h2: Mutex<HashMap<SocketAddr, H2Sender>>,
     max_idle: usize,
     idle_timeout: Duration,
@@ -67,7 +88,7 @@ impl Pool {
     /// ones are dropped on the way.
     pub fn take(&self, addr: SocketAddr) -> Option<Sender> {
         let mut idle = self.idle.lock().ok()?;
-        let list = idle.get_mut(&addr)?;
+        let list = idle.get_mut(&(worker(), addr))?;
         let mut i = list.len();
         while i > 0 {
             i -= 1;
@@ -146,7 +167,7 @@ impl Pool {
         let Ok(mut idle) = self.idle.lock() else {
             return;
         };
-        let list = idle.entry(addr).or_default();
+        let list = idle.entry((worker(), addr)).or_default();
         if list.len() < self.max_idle {
             list.push((sender, Instant::now()));
         }
