@@ -10,6 +10,41 @@ use common::*;
 use ferry_ingress::component::{self, IngressConfig};
 use ferry_source::Feed;
 
+/// The component with `workers` on a loopback port, fed `objects`, once
+/// it routes by them; the feed's sender and the metrics registry.
+async fn started(
+    objects: Vec<ferry_model::Object>,
+    workers: usize,
+) -> (
+    component::IngressHandle,
+    tokio::sync::watch::Sender<Arc<ferry_source::Snapshot>>,
+    prometheus_client::registry::Registry,
+) {
+    let first = snapshot(objects);
+    let version = first.state.version();
+    let (tx, feed) = Feed::manual(first);
+    let mut registry = prometheus_client::registry::Registry::default();
+    let handle = component::start(
+        IngressConfig {
+            http: vec!["127.0.0.1:0".parse().unwrap()],
+            workers,
+            ..IngressConfig::default()
+        },
+        feed.follow(),
+        &mut registry,
+    )
+    .unwrap();
+    let mut applied = handle.applied.clone();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        applied.wait_for(|v| *v == Some(version)),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    (handle, tx, registry)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_component_follows_snapshots_and_each_change_routes_within_100ms() {
     let a = upstream("a").await;
@@ -20,27 +55,7 @@ async fn the_component_follows_snapshots_and_each_change_routes_within_100ms() {
         objects.push(ingress("web", "foo.test", &[(path, svc)]));
         objects
     };
-    let first = snapshot(base("a", "/"));
-    let first_version = first.state.version();
-    let (tx, feed) = Feed::manual(first);
-    let mut registry = prometheus_client::registry::Registry::default();
-    let handle = component::start(
-        IngressConfig {
-            http: vec!["127.0.0.1:0".parse().unwrap()],
-            ..IngressConfig::default()
-        },
-        feed.follow(),
-        &mut registry,
-    )
-    .unwrap();
-    let mut applied = handle.applied.clone();
-    tokio::time::timeout(
-        Duration::from_secs(5),
-        applied.wait_for(|v| *v == Some(first_version)),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let (handle, tx, registry) = started(base("a", "/"), 1).await;
     let addr = handle.http[0];
     let mut client = Client::connect(addr).await;
     let (status, body) = client.get("foo.test", "/x").await.unwrap();
@@ -79,28 +94,7 @@ async fn two_workers_share_the_listeners_and_answer_every_connection() {
     let a = upstream("a").await;
     let mut objects = service("a", &[a.addr]);
     objects.push(ingress("web", "foo.test", &[("/", "a")]));
-    let first = snapshot(objects);
-    let version = first.state.version();
-    let (_tx, feed) = Feed::manual(first);
-    let mut registry = prometheus_client::registry::Registry::default();
-    let handle = component::start(
-        IngressConfig {
-            http: vec!["127.0.0.1:0".parse().unwrap()],
-            workers: 2,
-            ..IngressConfig::default()
-        },
-        feed.follow(),
-        &mut registry,
-    )
-    .unwrap();
-    let mut applied = handle.applied.clone();
-    tokio::time::timeout(
-        Duration::from_secs(5),
-        applied.wait_for(|v| *v == Some(version)),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let (handle, _tx, _registry) = started(objects, 2).await;
     let addr = handle.http[0];
     // 40 clients at once, three requests each on their own connection.
     let clients: Vec<_> = (0..40)
