@@ -1,7 +1,8 @@
 //! `ferry ingress` stops gracefully on SIGTERM, as ingress-nginx does: a
 //! request in flight gets its answer, a new connection is refused, an idle
-//! keep-alive connection is closed cleanly, and the process exits 0 within
-//! the drain timeout. Real sockets on loopback; the backend is a small
+//! keep-alive connection is closed cleanly, `/healthz` on its status port
+//! turns 503 while it drains, and the process exits 0 within the drain
+//! timeout. Real sockets on loopback; the backend is a small
 //! HTTP/1.1 server in this test that answers `/slow` after a delay.
 
 mod common;
@@ -68,6 +69,21 @@ fn response(s: &mut TcpStream) -> (String, String) {
     (head, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// One request on a connection of its own to the status port.
+fn status(addr: SocketAddr, path: &str) -> (String, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: status\r\n\r\n").unwrap();
+    response(&mut s)
+}
+
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
 fn get(s: &mut TcpStream, path: &str) {
     write!(s, "GET {path} HTTP/1.1\r\nHost: slow.test\r\n\r\n").unwrap();
 }
@@ -99,17 +115,14 @@ fn manifests(dir: &std::path::Path, backend: SocketAddr) {
 fn sigterm_finishes_requests_in_flight_refuses_new_connections_and_exits_0() {
     let dir = tempfile::tempdir().unwrap();
     manifests(dir.path(), backend());
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let addr = free_port();
+    let metrics = free_port();
     let mut ingress = Running(
         common::ferry()
             .args(["ingress", "--ingress-access-log", "off"])
             .arg(format!("--source=manifests:{}", dir.path().display()))
             .args(["--http", &addr.to_string(), "--ingress-drain-timeout", "5s"])
+            .args(["--metrics", &metrics.to_string()])
             .stdout(Stdio::null())
             .spawn()
             .unwrap(),
@@ -131,6 +144,15 @@ fn sigterm_finishes_requests_in_flight_refuses_new_connections_and_exits_0() {
         );
         std::thread::sleep(Duration::from_millis(50));
     };
+    // The status port: healthy, and the request just made is counted.
+    let (head, body) = status(metrics, "/healthz");
+    assert!(head.starts_with("http/1.1 200"), "{head}{body}");
+    let (_, text) = status(metrics, "/metrics");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("ferry_ingress_requests_total{") && l.contains("status=\"200\"")),
+        "{text}"
+    );
     // `idle` stays open with nothing in flight; `busy` waits for /slow.
     let mut busy = TcpStream::connect(addr).unwrap();
     busy.set_read_timeout(Some(Duration::from_secs(10)))
@@ -144,6 +166,10 @@ fn sigterm_finishes_requests_in_flight_refuses_new_connections_and_exits_0() {
     // New connections are refused while the request drains.
     let refused = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
     assert!(refused.is_err(), "a connection was accepted after SIGTERM");
+    // Load balancers see it leave: /healthz fails while it drains.
+    let (head, body) = status(metrics, "/healthz");
+    assert!(head.starts_with("http/1.1 503"), "{head}");
+    assert_eq!(body, "draining\n");
     // The idle keep-alive connection is closed cleanly: EOF, not a reset.
     let mut buf = [0u8; 64];
     match idle.read(&mut buf) {

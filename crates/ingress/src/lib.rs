@@ -19,6 +19,7 @@ mod metrics;
 pub mod proxy;
 mod proxy_protocol;
 pub mod routes;
+pub mod status;
 pub mod tls;
 
 pub use metrics::Metrics;

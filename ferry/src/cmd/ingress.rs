@@ -156,6 +156,11 @@ pub struct Args {
     /// Where the cluster comes from: manifests:DIR.
     #[arg(long)]
     source: SourceSpec,
+    /// Serve /healthz (200 once routing by the source, 503 before and while
+    /// draining) and /metrics here, as ingress-nginx's port 10254 (loopback
+    /// or a pod address; off by default).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
     #[command(flatten)]
     ingress: IngressArgs,
 }
@@ -170,11 +175,26 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let feed = Feed::start(&args.source, FeedOptions::default())
             .with_context(|| format!("reading {}", args.source))?;
         let mut registry = prometheus_client::registry::Registry::default();
-        let handle = ferry_ingress::component::start(config, feed.follow(), &mut registry)?;
+        let handle = std::sync::Arc::new(ferry_ingress::component::start(
+            config,
+            feed.follow(),
+            &mut registry,
+        )?);
         eprintln!(
             "ferry ingress: serving HTTP on {:?}, HTTPS on {:?}",
             handle.http, handle.https
         );
+        if let Some(addr) = args.metrics {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} for /healthz and /metrics"))?;
+            eprintln!("ferry ingress: /healthz and /metrics on {addr}");
+            tokio::spawn(ferry_ingress::status::serve(
+                l,
+                handle.clone(),
+                std::sync::Arc::new(registry),
+            ));
+        }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("watching for SIGTERM")?;
         tokio::select! {

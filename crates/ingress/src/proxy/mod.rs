@@ -238,6 +238,11 @@ impl Gateway {
         self.shared.pool.idle()
     }
 
+    /// True once [`Gateway::drain`] has begun.
+    pub fn draining(&self) -> bool {
+        *self.shared.draining.borrow()
+    }
+
     /// Drains: the accept loops stop and drop their listeners (new
     /// connections are refused), every client connection is asked to close
     /// once the requests it carries are answered (an idle HTTP/1.1
