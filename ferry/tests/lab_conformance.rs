@@ -170,34 +170,26 @@ fn prepare(name: &str, certs: &Path) -> Prepared {
     p
 }
 
-/// A self-signed certificate for `host` (openssl); returns the cert file
-/// (the key is beside it, `.key`).
+/// A self-signed certificate for `host`; returns the cert file (the key
+/// is beside it, `.key`).
 fn self_signed(dir: &Path, host: &str) -> PathBuf {
     let crt = dir.join(format!("{host}.crt"));
-    let key = dir.join(format!("{host}.key"));
-    let out = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&crt)
-        .args(["-subj", &format!("/CN={host}")])
-        .args(["-addext", &format!("subjectAltName=DNS:{host}")])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "openssl: {}", text(&out));
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![host.to_string()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, host);
+    // As `openssl req -x509` makes it: its own CA, so curl can trust it.
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).unwrap();
+    std::fs::write(&crt, cert.pem()).unwrap();
+    std::fs::write(crt.with_extension("key"), key.serialize_pem()).unwrap();
     crt
 }
 
 fn base64_file(path: &Path) -> String {
-    let out = std::process::Command::new("base64")
-        .arg("-w0")
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "base64: {}", text(&out));
-    String::from_utf8(out.stdout).unwrap()
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(std::fs::read(path).unwrap())
 }
 
 /// The objects the lab starts with: the default IngressClass (ferry's, as

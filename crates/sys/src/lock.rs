@@ -47,13 +47,14 @@ pub enum LockError {
 
 impl NodeLock {
     /// Takes the lock `name` (ferry's agent uses `ferry-agent`). A holder
-    /// that is going away (its socket refuses connections) is waited for
-    /// up to a second.
+    /// that may be going away (its socket refuses connections, or the
+    /// agent it names was just stopped and is still exiting, as when a
+    /// node's agent is restarted) is waited for up to a second.
     pub fn acquire(name: &str) -> Result<NodeLock, LockError> {
         let mut tries = 0;
         loop {
             match Self::try_acquire(name) {
-                Err(LockError::HeldUnknown { .. }) if tries < 20 => {
+                Err(LockError::HeldUnknown { .. } | LockError::Held { .. }) if tries < 20 => {
                     tries += 1;
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 }
