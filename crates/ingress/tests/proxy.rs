@@ -384,3 +384,104 @@ async fn own_and_proxied_answers_carry_content_length_type_date_and_server() {
         assert!(head.contains("\nserver: ferry"), "{head}");
     }
 }
+
+/// A hand-written HTTP/1.1 endpoint answering by path: chunked bodies,
+/// bodies that run until it closes, HEAD, 204, and `/once`, which answers
+/// once per connection and then closes the connection when the next
+/// request arrives on it (the race a pooled connection can lose). Counts
+/// the connections it accepted.
+async fn raw_endpoint() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut answered_once = false;
+                loop {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if s.read(&mut byte).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+                    let answer: &[u8] = match path.as_str() {
+                        "/chunked" => b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n7;x=y\r\n, world\r\n0\r\nx-t: 1\r\n\r\n",
+                        "/head" => b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\n",
+                        "/empty" => b"HTTP/1.1 204 No Content\r\n\r\n",
+                        "/continue" => b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nafter",
+                        "/close" => {
+                            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nuntil the end").await;
+                            return;
+                        }
+                        _ if answered_once => return,
+                        _ => b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nonce",
+                    };
+                    answered_once |= path == "/once";
+                    if s.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_bodies_of_every_framing_come_through_and_closed_pooled_connections_are_resent() {
+    if !ferry_sys::testing::have_or_skip("curl") {
+        return;
+    }
+    let (endpoint, accepted) = raw_endpoint().await;
+    let mut objects = service("web", &[endpoint]);
+    objects.push(ingress("web", "foo.test", &[("/", "web")]));
+    let (gw, addr) = gateway(ProxyConfig::default(), None).await;
+    gw.swap(table(objects));
+    let mut client = Client::connect(addr).await;
+    for (path, want) in [
+        ("/chunked", "hello, world"),
+        ("/close", "until the end"),
+        ("/empty", ""),
+        ("/continue", "after"),
+        ("/chunked", "hello, world"),
+    ] {
+        let (status, body) = client.get("foo.test", path).await.unwrap();
+        assert!(status.is_success(), "{path}: {status}");
+        assert_eq!(body, want, "{path}");
+    }
+    // HEAD: the endpoint's Content-Length and no body.
+    let (code, out) = curl(
+        [
+            &["-I".to_string()][..],
+            &host("foo.test"),
+            &[url(addr, "/head")],
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(code, 200, "{out}");
+    assert!(out.to_lowercase().contains("content-length: 11"), "{out}");
+    // `/once` answers one request per connection and drops the next one
+    // unanswered: every request still gets its answer, resent on a new
+    // connection each time a pooled one turns out closed.
+    let before = accepted.load(Ordering::SeqCst);
+    for i in 0..5 {
+        let (status, body) = client.get("foo.test", "/once").await.unwrap();
+        assert_eq!(
+            (status.as_u16(), body.as_str()),
+            (200, "once"),
+            "request {i}"
+        );
+    }
+    // The first may reuse the connection `/chunked` left; each next one
+    // finds its pooled connection closed and is sent on a new one.
+    let new = accepted.load(Ordering::SeqCst) - before;
+    assert!(new >= 4, "{new} new connections");
+}

@@ -84,7 +84,10 @@ impl Body for RequestBody {
 pub enum ProxyBody {
     /// ferry's own small answer (404, 413, 502, ...), or nothing.
     Own(Option<Bytes>),
+    /// An HTTP/2 (h2c) endpoint's body, through hyper's client.
     Upstream(Incoming),
+    /// An HTTP/1.1 endpoint's body, read from its connection (`h1`).
+    Endpoint(super::h1::UpstreamBody),
     /// Either of the above, counted and logged when done (the access log).
     Logged(Box<crate::access_log::Logged>),
 }
@@ -97,15 +100,16 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ProxyBody::Own(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx),
+            ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ProxyBody::Endpoint(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             ProxyBody::Logged(b) => Pin::new(&mut **b).poll_frame(cx),
         }
     }
@@ -114,6 +118,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Own(b) => b.is_none(),
             ProxyBody::Upstream(b) => b.is_end_stream(),
+            ProxyBody::Endpoint(b) => b.is_end_stream(),
             ProxyBody::Logged(b) => b.is_end_stream(),
         }
     }
@@ -122,6 +127,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Own(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             ProxyBody::Upstream(b) => b.size_hint(),
+            ProxyBody::Endpoint(b) => b.size_hint(),
             ProxyBody::Logged(b) => b.size_hint(),
         }
     }

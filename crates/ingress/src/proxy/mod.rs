@@ -20,6 +20,8 @@
 
 mod balance;
 mod body;
+mod framing;
+mod h1;
 mod headers;
 mod pool;
 
@@ -32,7 +34,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -40,6 +42,7 @@ use hyper_util::server::conn::auto;
 use tokio::sync::{Notify, watch};
 
 pub use balance::Balance;
+pub(crate) use body::BoxError;
 pub use body::ProxyBody;
 
 use crate::access_log::{self, AccessLog, UpstreamAddr};
@@ -114,7 +117,7 @@ struct Shared {
     /// redirected (no HTTPS listener: no redirect).
     https_port: OnceLock<u16>,
     config: ProxyConfig,
-    pool: pool::Pool,
+    pool: Arc<pool::Pool>,
     endpoints: balance::Endpoints,
     metrics: Option<Metrics>,
     request_ids: AtomicU64,
@@ -168,11 +171,11 @@ impl Gateway {
     /// A proxy with an empty route table (every request 404 until
     /// [`Gateway::swap`]).
     pub fn new(config: ProxyConfig, metrics: Option<Metrics>) -> Gateway {
-        let pool = pool::Pool::new(
+        let pool = Arc::new(pool::Pool::new(
             config.max_idle_per_endpoint,
             config.idle_timeout,
             config.connect_timeout,
-        );
+        ));
         let endpoints = balance::Endpoints::new(config.balance, config.down_for);
         let mut http = auto::Builder::new(TokioExecutor::new());
         http.http1()
@@ -587,10 +590,7 @@ impl Shared {
             self.config.trust_forwarded,
             || self.request_id(),
         );
-        parts.uri = parts.uri.path_and_query().map_or_else(
-            || Uri::from_static("/"),
-            |pq| Uri::try_from(pq.as_str()).unwrap_or_else(|_| Uri::from_static("/")),
-        );
+        // HTTP/1.1 endpoints get the path and query alone (`h1`).
         parts.version = hyper::Version::HTTP_11;
         if h2c {
             // HTTP/2 carries the host in the URI (`:authority`), with a scheme.
@@ -608,8 +608,113 @@ impl Shared {
             }
         }
         let (body, too_large) = RequestBody::new(incoming, self.config.max_body);
-        let mut req = Request::from_parts(parts, body);
+        if h2c {
+            let req = Request::from_parts(parts, body);
+            return self.forward_h2(req, backend, &too_large).await;
+        }
+        self.forward_h1(parts, body, backend, client_upgrade).await
+    }
 
+    /// Sends the request to an HTTP/1.1 endpoint over a pooled connection
+    /// of its own (`h1`), trying the next endpoint when one cannot be
+    /// connected to, and resending a bodiless request when a pooled
+    /// connection turns out closed.
+    async fn forward_h1(
+        &self,
+        parts: hyper::http::request::Parts,
+        mut body: RequestBody,
+        backend: &Arc<Backend>,
+        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    ) -> Result<Response<ProxyBody>, Failure> {
+        let resendable = body.is_end_stream();
+        let mut tried: Vec<SocketAddr> = Vec::with_capacity(self.config.tries);
+        let mut stale = 0;
+        while tried.len() < self.config.tries.max(1) {
+            let Some(addr) = self.endpoints.pick(backend, &tried) else {
+                break;
+            };
+            tried.push(addr);
+            let conn = match self.pool.take(addr) {
+                Some(c) => c,
+                None => match self.pool.connect(addr).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        self.unreachable(addr, &e);
+                        continue;
+                    }
+                },
+            };
+            let stats = self.endpoints.stats(addr);
+            stats.in_flight.fetch_add(1, Ordering::Relaxed);
+            let sent_at = Instant::now();
+            let sent =
+                tokio::time::timeout(self.config.read_timeout, conn.send(&parts, &mut body)).await;
+            stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+            match sent {
+                Ok(Ok(answer)) => {
+                    self.endpoints.observe(&stats, sent_at.elapsed());
+                    return self.h1_response(answer, addr, client_upgrade);
+                }
+                Ok(Err(h1::SendError::Stale)) if resendable && stale < self.config.tries => {
+                    // No fault of the endpoint: it closed an idle connection.
+                    tracing::debug!(endpoint = %addr, "pooled connection closed; sending again");
+                    tried.pop();
+                    stale += 1;
+                }
+                Ok(Err(h1::SendError::TooLarge(_))) => return Err(Failure::TooLarge),
+                Ok(Err(e)) => {
+                    tracing::debug!(endpoint = %addr, error = %e, "request to endpoint failed");
+                    return Err(Failure::Broken);
+                }
+                Err(_) => {
+                    self.endpoints.mark_down(addr);
+                    return Err(Failure::Timeout);
+                }
+            }
+        }
+        Err(Failure::Unreachable)
+    }
+
+    /// The client's response from an HTTP/1.1 endpoint's answer; a 101 to
+    /// an upgrade request splices the two connections.
+    fn h1_response(
+        &self,
+        answer: h1::Answer,
+        addr: SocketAddr,
+        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    ) -> Result<Response<ProxyBody>, Failure> {
+        let switching = answer.response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        let (response, body, upgrade_back) = match (switching, client_upgrade) {
+            (true, Some(client)) => {
+                let upgrade_back = headers::upgrade_of(answer.response.headers());
+                let (io, early) = answer.conn.into_upgraded();
+                tokio::spawn(splice_h1(client, io, early));
+                (answer.response, ProxyBody::Own(None), upgrade_back)
+            }
+            (true, None) => {
+                tracing::debug!(endpoint = %addr, "101 to a request that asked for no upgrade");
+                return Err(Failure::Broken);
+            }
+            (false, _) => {
+                let (response, body) = h1::UpstreamBody::new(answer, addr, self.pool.clone());
+                (response, ProxyBody::Endpoint(body), None)
+            }
+        };
+        let (mut parts, ()) = response.into_parts();
+        parts.version = hyper::Version::HTTP_11;
+        headers::strip_hop_by_hop(&mut parts.headers, upgrade_back);
+        parts.headers.insert(header::SERVER, SERVER);
+        parts.extensions.insert(UpstreamAddr(addr));
+        Ok(Response::from_parts(parts, body))
+    }
+
+    /// Sends the request over the h2c endpoint's shared HTTP/2 connection.
+    async fn forward_h2(
+        &self,
+        mut req: Request<RequestBody>,
+        backend: &Arc<Backend>,
+        too_large: &std::sync::atomic::AtomicBool,
+    ) -> Result<Response<ProxyBody>, Failure> {
         let mut tried: Vec<SocketAddr> = Vec::with_capacity(self.config.tries);
         let mut failure = Failure::Unreachable;
         let mut stale = 0;
@@ -618,52 +723,26 @@ impl Shared {
                 break;
             };
             tried.push(addr);
-            // An idle pooled connection, or a new one; a pooled one the
-            // endpoint closed meanwhile gives the request back unsent.
-            let conn = match backend.protocol {
-                UpstreamProtocol::H2c => self.pool.h2(addr).await.map(Conn::H2),
-                UpstreamProtocol::Http1 => match self.pool.take(addr) {
-                    Some(s) => Ok(Conn::H1(s)),
-                    None => self.pool.connect(addr).await.map(Conn::H1),
-                },
-            };
-            let mut sender = match conn {
+            let mut sender = match self.pool.h2(addr).await {
                 Ok(s) => s,
                 Err(e) => {
-                    tracing::debug!(error = %e, "endpoint skipped");
-                    self.endpoints.mark_down(addr);
-                    if let Some(m) = &self.metrics {
-                        m.connect_error();
-                    }
+                    self.unreachable(addr, &e);
                     continue;
                 }
             };
             let stats = self.endpoints.stats(addr);
             stats.in_flight.fetch_add(1, Ordering::Relaxed);
             let sent_at = Instant::now();
-            let sent = tokio::time::timeout(self.config.read_timeout, sender.send(req)).await;
+            let sent =
+                tokio::time::timeout(self.config.read_timeout, sender.try_send_request(req)).await;
             stats.in_flight.fetch_sub(1, Ordering::Relaxed);
             match sent {
-                Ok(Ok(mut response)) => {
+                Ok(Ok(response)) => {
                     self.endpoints.observe(&stats, sent_at.elapsed());
-                    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-                    let upgrade_back = match (switching, client_upgrade) {
-                        (true, Some(client)) => {
-                            let upstream = hyper::upgrade::on(&mut response);
-                            tokio::spawn(splice(client, upstream));
-                            headers::upgrade_of(response.headers())
-                        }
-                        _ => {
-                            if let Conn::H1(sender) = sender {
-                                self.pool.give_back(addr, sender);
-                            }
-                            None
-                        }
-                    };
                     let (mut parts, body) = response.into_parts();
                     // An h2c endpoint's answer may go to an HTTP/1.1 client.
                     parts.version = hyper::Version::HTTP_11;
-                    headers::strip_hop_by_hop(&mut parts.headers, upgrade_back);
+                    headers::strip_hop_by_hop(&mut parts.headers, None);
                     parts.headers.insert(header::SERVER, SERVER);
                     parts.extensions.insert(UpstreamAddr(addr));
                     return Ok(Response::from_parts(parts, ProxyBody::Upstream(body)));
@@ -678,14 +757,11 @@ impl Shared {
                         Some(back) => {
                             req = back;
                             tracing::debug!(endpoint = %addr, error = %e.error(), "retrying on another connection");
-                            // A stale pooled connection is no fault of the
-                            // endpoint: it may be tried again.
                             tried.pop();
                             stale += 1;
                             if stale > self.config.tries {
                                 break;
                             }
-                            continue;
                         }
                         None => {
                             tracing::debug!(endpoint = %addr, error = %e.error(), "request to endpoint failed");
@@ -704,30 +780,21 @@ impl Shared {
         Err(failure)
     }
 
+    /// An endpoint that could not be connected to is skipped for a while.
+    fn unreachable(&self, addr: SocketAddr, e: &pool::ConnectError) {
+        tracing::debug!(error = %e, "endpoint skipped");
+        self.endpoints.mark_down(addr);
+        if let Some(m) = &self.metrics {
+            m.connect_error();
+        }
+    }
+
     /// A 32-hex-digit id, as nginx's `$request_id`.
     fn request_id(&self) -> String {
         let n = self.request_ids.fetch_add(1, Ordering::Relaxed);
         let mut z = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         z = (z ^ (z >> 31)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         format!("{:016x}{:016x}", z, n)
-    }
-}
-
-/// A connection to an endpoint, as its backend's protocol wants.
-enum Conn {
-    H1(pool::Sender),
-    H2(pool::H2Sender),
-}
-
-impl Conn {
-    async fn send(
-        &mut self,
-        req: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<RequestBody>>> {
-        match self {
-            Conn::H1(s) => s.try_send_request(req).await,
-            Conn::H2(s) => s.try_send_request(req).await,
-        }
     }
 }
 
@@ -776,18 +843,28 @@ fn logged(
     })
 }
 
-/// Copies bytes both ways between an upgraded client connection and its
-/// upgraded endpoint connection until either side closes.
-async fn splice(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
-        Ok(both) => both,
+/// Copies bytes both ways between an upgraded client connection and the
+/// endpoint's connection (after the bytes the endpoint sent right behind
+/// its 101) until either side closes.
+async fn splice_h1(
+    client: hyper::upgrade::OnUpgrade,
+    mut upstream: tokio::net::TcpStream,
+    early: bytes::Bytes,
+) {
+    let mut client = match client.await {
+        Ok(c) => TokioIo::new(c),
         Err(e) => {
             tracing::debug!(error = %e, "upgrade failed");
             return;
         }
     };
-    let mut client = TokioIo::new(client);
-    let mut upstream = TokioIo::new(upstream);
+    if !early.is_empty() {
+        use tokio::io::AsyncWriteExt;
+        if let Err(e) = client.write_all(&early).await {
+            tracing::debug!(error = %e, "upgraded connection ended");
+            return;
+        }
+    }
     if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         tracing::debug!(error = %e, "upgraded connection ended");
     }

@@ -1,8 +1,8 @@
 //! Keep-alive connections to endpoints. HTTP/1.1 (as nginx's
 //! `proxy_http_version 1.1` with an upstream keepalive pool): a request
 //! takes an idle connection to its endpoint or dials a new one; the
-//! connection goes back to the pool with the response headers, and is
-//! taken again only once its response has been read to the end.
+//! connection goes back to the pool once its response has been read to
+//! the end (`h1`).
 //! Connections idle longer than `idle_timeout`, beyond `max_idle` per
 //! endpoint, or closed by the endpoint are dropped. HTTP/2 (h2c
 //! endpoints): one connection per endpoint, shared by every request to
@@ -16,13 +16,12 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use hyper::client::conn::http1::{self, SendRequest};
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::body::RequestBody;
+use super::h1::Connection;
 
-pub(crate) type Sender = SendRequest<RequestBody>;
 pub(crate) type H2Sender = http2::SendRequest<RequestBody>;
 
 /// Why no connection could be had.
@@ -62,7 +61,7 @@ fn worker() -> usize {
 }
 
 /// Idle HTTP/1.1 connections (and since when) by worker thread and endpoint.
-type Idle = HashMap<(usize, SocketAddr), Vec<(Sender, Instant)>>;
+type Idle = HashMap<(usize, SocketAddr), Vec<(Connection, Instant)>>;
 
 pub(crate) struct Pool {
     idle: Mutex<Idle>,
@@ -83,39 +82,22 @@ impl Pool {
         }
     }
 
-    /// An idle connection to `addr` ready for a request: the most recently
-    /// used one that has finished its last response; closed and expired
-    /// ones are dropped on the way.
-    pub fn take(&self, addr: SocketAddr) -> Option<Sender> {
+    /// An idle connection to `addr`: the most recently used one; closed
+    /// and expired ones are dropped on the way.
+    pub fn take(&self, addr: SocketAddr) -> Option<Connection> {
         let mut idle = self.idle.lock().ok()?;
         let list = idle.get_mut(&(worker(), addr))?;
-        let mut i = list.len();
-        while i > 0 {
-            i -= 1;
-            let (sender, since) = &list[i];
-            if sender.is_closed() || since.elapsed() >= self.idle_timeout {
-                list.swap_remove(i);
-            } else if sender.is_ready() {
-                return Some(list.swap_remove(i).0);
+        while let Some((conn, since)) = list.pop() {
+            if since.elapsed() < self.idle_timeout && conn.looks_alive() {
+                return Some(conn);
             }
         }
         None
     }
 
-    /// A new connection to `addr`; its I/O runs in a task of its own,
-    /// with upgrades (WebSocket) allowed.
-    pub async fn connect(&self, addr: SocketAddr) -> Result<Sender, ConnectError> {
-        let tcp = self.dial(addr).await?;
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(tcp))
-            .await
-            .map_err(|source| ConnectError::Handshake { addr, source })?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(endpoint = %addr, error = %e, "upstream connection ended");
-            }
-        });
-        Ok(sender)
+    /// A new HTTP/1.1 connection to `addr`.
+    pub async fn connect(&self, addr: SocketAddr) -> Result<Connection, ConnectError> {
+        Ok(Connection::new(self.dial(addr).await?))
     }
 
     /// The HTTP/2 (h2c) connection to `addr`, dialled when there is none
@@ -160,25 +142,28 @@ impl Pool {
         Ok(tcp)
     }
 
-    /// Gives `sender` back as soon as the response headers are in: it is
-    /// taken again once its response body has been read to the end (no
-    /// task or wake-up per request for that).
-    pub fn give_back(&self, addr: SocketAddr, sender: Sender) {
+    /// Gives `conn` back once its response has been read to the end.
+    pub fn give_back(&self, addr: SocketAddr, conn: Connection) {
         let Ok(mut idle) = self.idle.lock() else {
             return;
         };
         let list = idle.entry((worker(), addr)).or_default();
         if list.len() < self.max_idle {
-            list.push((sender, Instant::now()));
+            list.push((conn, Instant::now()));
         }
     }
 
-    /// Open connections held, idle or finishing a response (for metrics
-    /// and tests).
+    /// Idle connections held that the endpoints have not closed (for
+    /// metrics and tests).
     pub fn idle(&self) -> usize {
         self.idle
             .lock()
-            .map(|m| m.values().flatten().filter(|(s, _)| !s.is_closed()).count())
+            .map(|m| {
+                m.values()
+                    .flatten()
+                    .filter(|(c, _)| c.looks_alive())
+                    .count()
+            })
             .unwrap_or(0)
     }
 }
