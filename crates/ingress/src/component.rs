@@ -129,8 +129,9 @@ pub fn start(
     mut follower: Follower,
     registry: &mut Registry,
 ) -> Result<IngressHandle, IngressError> {
-    let (listeners, http) = bind(&config.http)?;
-    let (tls_listeners, https) = bind(&config.https)?;
+    let workers = config.workers.max(1);
+    let (mut listeners, http) = bind(&config.http, workers)?;
+    let (mut tls_listeners, https) = bind(&config.https, workers)?;
     let self_signed = tls::self_signed()?;
     let metrics = Metrics::register(registry);
     let gateway = Gateway::new(config.proxy.clone(), Some(metrics));
@@ -146,8 +147,9 @@ pub fn start(
         gateway.set_access_log(log);
     }
     // Each worker is a thread with a current-thread runtime of its own
-    // accepting on the same listeners, as nginx's worker processes do: a
-    // request and its upstream connection stay on one thread, so it never
+    // accepting on its own socket of each address (SO_REUSEPORT: the
+    // kernel spreads connections evenly), as nginx's worker processes do:
+    // a request and its upstream connection stay on one thread, so it never
     // wakes another (a profile of the one-worker multi-thread runtime spent
     // about a tenth of its time in the kernel's wake-ups; two work-stealing
     // workers cost twice nginx's CPU per request). Worker 0 also follows
@@ -159,10 +161,10 @@ pub fn start(
             .map_err(IngressError::Runtime)
     };
     let rt = runtime()?;
-    for worker in 1..config.workers.max(1) {
+    for worker in 1..workers {
         let rt = runtime()?;
-        let http = clone_all(&listeners)?;
-        let https = clone_all(&tls_listeners)?;
+        let http = listeners.pop().unwrap_or_default();
+        let https = tls_listeners.pop().unwrap_or_default();
         let gw = gateway.clone();
         std::thread::Builder::new()
             .name(format!("ingress-{worker}"))
@@ -193,7 +195,11 @@ pub fn start(
         .name("ingress".into())
         .spawn(move || {
             rt.block_on(async move {
-                serve_all(&gw, listeners, tls_listeners);
+                serve_all(
+                    &gw,
+                    listeners.pop().unwrap_or_default(),
+                    tls_listeners.pop().unwrap_or_default(),
+                );
                 let l4 = L4::new(l4_config, &l4_addresses, l4_settings);
                 follow(&gw, l4, &mut follower, tables, &applied_tx).await;
             });
@@ -228,34 +234,30 @@ fn serve_all(gw: &Gateway, http: Vec<std::net::TcpListener>, https: Vec<std::net
     }
 }
 
-/// Another handle on each listener, for another worker's runtime.
-fn clone_all(
-    listeners: &[std::net::TcpListener],
-) -> Result<Vec<std::net::TcpListener>, IngressError> {
-    listeners
-        .iter()
-        .map(|l| l.try_clone().map_err(IngressError::Runtime))
-        .collect()
-}
-
-/// Binds `addrs` (non-blocking, for tokio): the listeners and their
-/// addresses with ports resolved.
+/// Binds `addrs` for `workers` workers (non-blocking, for tokio): each
+/// worker's listeners (one socket per address each, `SO_REUSEPORT` when
+/// there are several workers) and the addresses with ports resolved.
+#[allow(clippy::type_complexity)]
 fn bind(
     addrs: &[SocketAddr],
-) -> Result<(Vec<std::net::TcpListener>, Vec<SocketAddr>), IngressError> {
-    let mut listeners = Vec::new();
+    workers: usize,
+) -> Result<(Vec<Vec<std::net::TcpListener>>, Vec<SocketAddr>), IngressError> {
+    let mut per_worker: Vec<Vec<std::net::TcpListener>> =
+        (0..workers).map(|_| Vec::new()).collect();
     let mut bound = Vec::new();
     for addr in addrs {
-        let l = std::net::TcpListener::bind(addr)
-            .and_then(|l| l.set_nonblocking(true).map(|()| l))
-            .map_err(|source| IngressError::Bind {
+        let group = ferry_sys::reuseport_listeners(*addr, workers).map_err(|source| {
+            IngressError::Bind {
                 addr: *addr,
                 source,
-            })?;
-        bound.push(l.local_addr().map_err(IngressError::Runtime)?);
-        listeners.push(l);
+            }
+        })?;
+        bound.push(group[0].local_addr().map_err(IngressError::Runtime)?);
+        for (w, l) in group.into_iter().enumerate() {
+            per_worker[w].push(l);
+        }
     }
-    Ok((listeners, bound))
+    Ok((per_worker, bound))
 }
 
 /// What every snapshot's tables are built with.

@@ -1,7 +1,9 @@
 //! What `ferry bench ingress` runs: two nginx backends (one worker each,
 //! a 104-byte `return 200`), and the two proxies measured in front of
 //! them, nginx (one worker, an `upstream` with keep-alive, one server
-//! block per host) and `ferry ingress` (one worker, one Ingress per host,
+//! block per host, setting the request headers ferry sets: Host,
+//! X-Real-IP, X-Forwarded-For/-Proto/-Host/-Port, X-Request-ID, as
+//! ingress-nginx's template does) and `ferry ingress` (one worker, one Ingress per host,
 //! the backends as a Service's EndpointSlices), both pinned to core 1
 //! with every thread. Configurations are written into the scratch
 //! directory; a plain HTTP/1.1 GET on loopback tells when a host is live.
@@ -140,7 +142,9 @@ pub(super) fn proxy_conf(
         s.push_str(&format!(
             " server {{ listen 127.0.0.1:{port}; server_name {h};\n  location / {{ proxy_pass http://be; proxy_http_version 1.1; \
              proxy_set_header Connection \"\"; proxy_set_header Host $host; proxy_set_header X-Real-IP $remote_addr; \
-             proxy_set_header X-Forwarded-For $remote_addr; proxy_set_header X-Forwarded-Proto $scheme; }}\n }}\n"
+             proxy_set_header X-Forwarded-For $remote_addr; proxy_set_header X-Forwarded-Proto $scheme; \
+             proxy_set_header X-Forwarded-Host $host; proxy_set_header X-Forwarded-Port $server_port; \
+             proxy_set_header X-Request-ID $request_id; }}\n }}\n"
         ));
     }
     s.push_str("}\n");

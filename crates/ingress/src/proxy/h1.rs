@@ -123,18 +123,61 @@ impl Connection {
             self.send_body(body, chunked).await?;
         }
         let head_only = parts.method == Method::HEAD;
-        match self.read_head(head_only).await {
-            Ok((response, framing)) => {
-                let keep_alive = keep_alive(&response);
-                Ok(Answer {
-                    response,
-                    conn: self,
-                    framing,
-                    keep_alive,
-                })
-            }
+        match self.read_head_with(head_only, build).await {
+            Ok(head) => Ok(Answer {
+                response: head.parsed,
+                conn: self,
+                framing: head.framing,
+                keep_alive: head.keep_alive,
+            }),
             Err(e) => Err(stale_or(reused, e)),
         }
+    }
+
+    /// Writes `bytes` to the endpoint; on a connection that had carried
+    /// requests before, a reset or closed socket is `Stale`.
+    pub async fn write_request(&mut self, bytes: &[u8]) -> Result<(), SendError> {
+        let reused = self.used > 0;
+        self.used += 1;
+        self.io
+            .write_all(bytes)
+            .await
+            .map_err(|e| stale_or(reused, e.into()))
+    }
+
+    /// More of a request's body, after `write_request`.
+    pub async fn write_more(&mut self, bytes: &[u8]) -> Result<(), SendError> {
+        Ok(self.io.write_all(bytes).await?)
+    }
+
+    /// Reads the final response head and gives it to `f` (in the read
+    /// buffer, parsed in place); a close before any of it on a connection
+    /// that had carried requests before is `Stale`.
+    pub async fn read_response<R>(
+        &mut self,
+        head_only: bool,
+        f: impl FnMut(&httparse::Response<'_, '_>) -> Result<R, SendError>,
+    ) -> Result<Head<R>, SendError> {
+        let reused = self.used > 1;
+        self.read_head_with(head_only, f)
+            .await
+            .map_err(|e| stale_or(reused, e))
+    }
+
+    /// The next step of the response body from what has been read.
+    pub fn body_step(&mut self, framing: &mut Framing) -> Result<Step, FramingError> {
+        framing.step(&mut self.buf)
+    }
+
+    /// Reads more of the response; 0 when the endpoint closed.
+    pub async fn read_more(&mut self) -> io::Result<usize> {
+        poll_fn(|cx| self.poll_read_more(cx)).await
+    }
+
+    /// True when nothing was read past the response (the connection can go
+    /// back to the pool once its body is done).
+    pub fn drained(&self) -> bool {
+        self.buf.is_empty()
     }
 
     async fn send_body(&mut self, body: &mut RequestBody, chunked: bool) -> Result<(), SendError> {
@@ -164,18 +207,22 @@ impl Connection {
         Ok(())
     }
 
-    /// Reads until a final response head (1xx other than 101 skipped).
-    async fn read_head(&mut self, head_only: bool) -> Result<(Response<()>, Framing), SendError> {
+    /// Reads until a final response head (1xx other than 101 skipped),
+    /// given to `f` as parsed in place.
+    async fn read_head_with<R>(
+        &mut self,
+        head_only: bool,
+        mut f: impl FnMut(&httparse::Response<'_, '_>) -> Result<R, SendError>,
+    ) -> Result<Head<R>, SendError> {
         loop {
             if !self.buf.is_empty() {
-                match parse_head(&self.buf, head_only)? {
-                    Some((len, response, framing)) => {
+                match parse_head(&self.buf, head_only, &mut f)? {
+                    Some((len, head)) => {
                         let _ = self.buf.split_to(len);
-                        let status = response.status();
-                        if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
-                            continue;
+                        match head {
+                            Some(head) => return Ok(head),
+                            None => continue, // a 1xx
                         }
-                        return Ok((response, framing));
                     }
                     None if self.buf.len() >= MAX_HEAD => {
                         return Err(SendError::BadHead(format!(
@@ -254,41 +301,64 @@ fn encode_head(parts: &Parts, chunked: bool, out: &mut Vec<u8>) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// A complete response head at the start of `buf`: its length, the
-/// response and how its body is framed; None when more is needed.
-fn parse_head(
+/// A final response head: what `f` made of it, how its body is framed,
+/// and whether the endpoint keeps the connection.
+pub(crate) struct Head<R> {
+    pub parsed: R,
+    pub framing: Framing,
+    pub keep_alive: bool,
+}
+
+/// A complete response head at the start of `buf`: its length and, unless
+/// it is a 1xx other than 101 (to be skipped), the head; None when more
+/// is needed.
+#[allow(clippy::type_complexity)]
+fn parse_head<R>(
     buf: &[u8],
     head_only: bool,
-) -> Result<Option<(usize, Response<()>, Framing)>, SendError> {
+    f: &mut impl FnMut(&httparse::Response<'_, '_>) -> Result<R, SendError>,
+) -> Result<Option<(usize, Option<Head<R>>)>, SendError> {
     let mut small = [httparse::EMPTY_HEADER; HEADERS];
     let mut parsed = httparse::Response::new(&mut small);
-    match parsed.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => {
-            let (response, framing) = build(&parsed, head_only)?;
-            Ok(Some((len, response, framing)))
-        }
-        Ok(httparse::Status::Partial) => Ok(None),
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
             let mut large = vec![httparse::EMPTY_HEADER; 1024];
             let mut parsed = httparse::Response::new(&mut large);
-            match parsed.parse(buf) {
+            return match parsed.parse(buf) {
                 Ok(httparse::Status::Complete(len)) => {
-                    let (response, framing) = build(&parsed, head_only)?;
-                    Ok(Some((len, response, framing)))
+                    Ok(Some((len, head(&parsed, head_only, f)?)))
                 }
                 Ok(httparse::Status::Partial) => Ok(None),
                 Err(e) => Err(SendError::BadHead(e.to_string())),
-            }
+            };
         }
-        Err(e) => Err(SendError::BadHead(e.to_string())),
-    }
+        Err(e) => return Err(SendError::BadHead(e.to_string())),
+    };
+    Ok(Some((len, head(&parsed, head_only, f)?)))
 }
 
-/// The response and its framing from a parsed head.
-fn build(
+fn head<R>(
     parsed: &httparse::Response<'_, '_>,
     head_only: bool,
-) -> Result<(Response<()>, Framing), SendError> {
+    f: &mut impl FnMut(&httparse::Response<'_, '_>) -> Result<R, SendError>,
+) -> Result<Option<Head<R>>, SendError> {
+    let code = parsed.code.unwrap_or(0);
+    if (100..200).contains(&code) && code != 101 {
+        return Ok(None);
+    }
+    let framing = framing_of(code, parsed.headers, head_only)?;
+    let keep_alive = keep_alive(parsed.version.unwrap_or(1), parsed.headers);
+    Ok(Some(Head {
+        parsed: f(parsed)?,
+        framing,
+        keep_alive,
+    }))
+}
+
+/// The response a hyper connection serves, from a parsed head.
+fn build(parsed: &httparse::Response<'_, '_>) -> Result<Response<()>, SendError> {
     let status = StatusCode::from_u16(parsed.code.unwrap_or(0))
         .map_err(|_| SendError::BadHead(format!("status {:?}", parsed.code)))?;
     let mut headers = HeaderMap::with_capacity(parsed.headers.len());
@@ -299,7 +369,6 @@ fn build(
             .map_err(|_| SendError::BadHead(format!("value of header {}", h.name)))?;
         headers.append(name, value);
     }
-    let framing = framing_of(status, &headers, head_only)?;
     let mut response = Response::new(());
     *response.status_mut() = status;
     *response.version_mut() = if parsed.version == Some(0) {
@@ -308,43 +377,47 @@ fn build(
         Version::HTTP_11
     };
     *response.headers_mut() = headers;
-    Ok((response, framing))
+    Ok(response)
+}
+
+/// The comma-separated tokens of every `name` header.
+fn tokens<'a>(
+    headers: &'a [httparse::Header<'a>],
+    name: &'a str,
+) -> impl Iterator<Item = &'a str> + 'a {
+    headers
+        .iter()
+        .filter(move |h| h.name.eq_ignore_ascii_case(name))
+        .filter_map(|h| std::str::from_utf8(h.value).ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
 }
 
 /// RFC 9112 §6.3, for a response.
 fn framing_of(
-    status: StatusCode,
-    headers: &HeaderMap,
+    code: u16,
+    headers: &[httparse::Header<'_>],
     head_only: bool,
 ) -> Result<Framing, SendError> {
-    if head_only
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
+    if head_only || (100..200).contains(&code) || code == 204 || code == 304 {
         return Ok(Framing::Done);
     }
-    let codings: Vec<&str> = headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|c| !c.is_empty())
-        .collect();
-    if let Some(last) = codings.last() {
+    if let Some(last) = tokens(headers, "transfer-encoding").last() {
         return Ok(if last.eq_ignore_ascii_case("chunked") {
             Framing::chunked()
         } else {
             Framing::UntilClose
         });
     }
-    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
+    let mut lengths = headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .map(|h| h.value);
     match lengths.next() {
         None => Ok(Framing::UntilClose),
         Some(v) => {
-            let n = v
-                .to_str()
+            let n = std::str::from_utf8(v)
                 .ok()
                 .and_then(|s| s.trim().parse::<u64>().ok())
                 .ok_or_else(|| SendError::BadHead("Content-Length not a number".into()))?;
@@ -358,21 +431,13 @@ fn framing_of(
     }
 }
 
-/// Whether the endpoint keeps the connection open after this response.
-fn keep_alive(response: &Response<()>) -> bool {
-    let tokens = || {
-        response
-            .headers()
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-    };
-    if response.version() == Version::HTTP_10 {
-        tokens().any(|t| t.eq_ignore_ascii_case("keep-alive"))
+/// Whether the endpoint keeps the connection open after this response
+/// (`version`: httparse's minor version).
+fn keep_alive(version: u8, headers: &[httparse::Header<'_>]) -> bool {
+    if version == 0 {
+        tokens(headers, "connection").any(|t| t.eq_ignore_ascii_case("keep-alive"))
     } else {
-        !tokens().any(|t| t.eq_ignore_ascii_case("close"))
+        !tokens(headers, "connection").any(|t| t.eq_ignore_ascii_case("close"))
     }
 }
 
@@ -487,31 +552,45 @@ impl Body for UpstreamBody {
 mod tests {
     use super::*;
 
+    #[allow(clippy::type_complexity)]
+    fn parse(
+        wire: &str,
+        head_only: bool,
+    ) -> Result<Option<(usize, Head<Response<()>>)>, SendError> {
+        parse_head(wire.as_bytes(), head_only, &mut build)
+            .map(|r| r.map(|(len, head)| (len, head.expect("not a 1xx"))))
+    }
+
     #[test]
     fn heads_give_status_headers_and_framing() {
-        let wire = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-a: 1\r\nx-a: 2\r\n\r\nhello";
-        let (len, r, f) = parse_head(wire, false).unwrap().unwrap();
-        assert_eq!(&wire[len..], b"hello");
-        assert_eq!(r.status(), 200);
-        assert_eq!(r.headers().get_all("x-a").iter().count(), 2);
-        assert_eq!(f, Framing::Length(5));
-        assert!(keep_alive(&r));
+        let wire = "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-a: 1\r\nx-a: 2\r\n\r\nhello";
+        let (len, head) = parse(wire, false).unwrap().unwrap();
+        assert_eq!(&wire[len..], "hello");
+        assert_eq!(head.parsed.status(), 200);
+        assert_eq!(head.parsed.headers().get_all("x-a").iter().count(), 2);
+        assert_eq!(head.framing, Framing::Length(5));
+        assert!(head.keep_alive);
         assert!(
-            parse_head(b"HTTP/1.1 200 OK\r\ncontent-le", false)
+            parse("HTTP/1.1 200 OK\r\ncontent-le", false)
                 .unwrap()
                 .is_none()
         );
+        let (len, skipped) =
+            parse_head(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1", false, &mut build)
+                .unwrap()
+                .unwrap();
+        assert_eq!((len, skipped.is_none()), (25, true));
     }
 
     #[test]
     fn framing_follows_rfc_9112() {
-        let head = |s: &str, head_only| parse_head(s.as_bytes(), head_only).unwrap().unwrap();
+        let head = |s: &str, head_only| parse(s, head_only).unwrap().unwrap().1;
         assert_eq!(
-            head("HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n", true).2,
+            head("HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n", true).framing,
             Framing::Done
         );
         assert_eq!(
-            head("HTTP/1.1 204 No Content\r\n\r\n", false).2,
+            head("HTTP/1.1 204 No Content\r\n\r\n", false).framing,
             Framing::Done
         );
         assert_eq!(
@@ -519,7 +598,7 @@ mod tests {
                 "HTTP/1.1 304 Not Modified\r\ncontent-length: 9\r\n\r\n",
                 false
             )
-            .2,
+            .framing,
             Framing::Done
         );
         assert_eq!(
@@ -527,28 +606,36 @@ mod tests {
                 "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\ncontent-length: 3\r\n\r\n",
                 false
             )
-            .2,
+            .framing,
             Framing::chunked()
         );
         assert_eq!(
-            head("HTTP/1.1 200 OK\r\n\r\n", false).2,
+            head("HTTP/1.1 200 OK\r\n\r\n", false).framing,
             Framing::UntilClose
         );
-        let (_, r, _) = head("HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n", false);
-        assert!(!keep_alive(&r));
-        let (_, r, _) = head(
-            "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\n",
-            false,
-        );
-        assert!(!keep_alive(&r));
+        assert!(!head("HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n", false).keep_alive);
         assert!(
-            parse_head(
-                b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
+            head(
+                "HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 1\r\n\r\n",
+                false
+            )
+            .keep_alive
+        );
+        assert!(
+            !head(
+                "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\n",
+                false
+            )
+            .keep_alive
+        );
+        assert!(
+            parse(
+                "HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
                 false
             )
             .is_err()
         );
-        assert!(parse_head(b"SSH-2.0-OpenSSH\r\n\r\n", false).is_err());
+        assert!(parse("SSH-2.0-OpenSSH\r\n\r\n", false).is_err());
     }
 
     #[test]

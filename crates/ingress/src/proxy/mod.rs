@@ -20,6 +20,7 @@
 
 mod balance;
 mod body;
+mod fast;
 mod framing;
 mod h1;
 mod headers;
@@ -323,10 +324,13 @@ impl Gateway {
                     return;
                 };
                 let Some(acceptor) = acceptor else {
-                    return shared.connection(stream, peer, local, scheme).await;
+                    return shared.connection(stream, peer, local, scheme, false).await;
                 };
                 match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => shared.connection(stream, peer, local, scheme).await,
+                    Ok(Ok(stream)) => {
+                        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                        shared.connection(stream, peer, local, scheme, h2).await
+                    }
                     Ok(Err(e)) => {
                         tracing::debug!(client = %peer, error = %e, "TLS handshake failed")
                     }
@@ -385,29 +389,34 @@ enum Failure {
 }
 
 impl Failure {
-    fn response(&self) -> Response<ProxyBody> {
+    fn status_and_text(&self) -> (StatusCode, &'static str) {
         match self {
-            Failure::NoEndpoints => own(
+            Failure::NoEndpoints => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "503 service unavailable: no ready endpoints\n",
             ),
-            Failure::Unreachable => own(
+            Failure::Unreachable => (
                 StatusCode::BAD_GATEWAY,
                 "502 bad gateway: no endpoint could be reached\n",
             ),
-            Failure::Timeout => own(
+            Failure::Timeout => (
                 StatusCode::GATEWAY_TIMEOUT,
                 "504 gateway timeout: the endpoint did not answer in time\n",
             ),
-            Failure::TooLarge => own(
+            Failure::TooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "413 request entity too large\n",
             ),
-            Failure::Broken => own(
+            Failure::Broken => (
                 StatusCode::BAD_GATEWAY,
                 "502 bad gateway: the endpoint closed the connection\n",
             ),
         }
+    }
+
+    fn response(&self) -> Response<ProxyBody> {
+        let (status, text) = self.status_and_text();
+        own(status, text)
     }
 }
 
@@ -439,16 +448,28 @@ impl Shared {
         }
     }
 
-    /// Serves one client connection (HTTP/1.1 or HTTP/2, upgrades) until it ends.
+    /// Serves one client connection (HTTP/1.1 or HTTP/2, upgrades) until
+    /// it ends: on the fast path while its requests are common HTTP/1.1
+    /// ones (`fast`), then on hyper (`h2`: ALPN chose HTTP/2, straight to
+    /// hyper).
     async fn connection<IO>(
         self: Arc<Self>,
         io: IO,
         peer: SocketAddr,
         local: SocketAddr,
         scheme: Scheme,
+        h2: bool,
     ) where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
+        let io = if h2 {
+            fast::Rewind::new(io, bytes::Bytes::new())
+        } else {
+            match fast::serve(&self, io, peer, local, scheme).await {
+                fast::Served::Closed => return,
+                fast::Served::Hyper(io, read) => fast::Rewind::new(io, read.freeze()),
+            }
+        };
         let shared = self.clone();
         let service = hyper::service::service_fn(|req| {
             let shared = shared.clone();
