@@ -485,3 +485,40 @@ async fn endpoint_bodies_of_every_framing_come_through_and_closed_pooled_connect
     let new = accepted.load(Ordering::SeqCst) - before;
     assert!(new >= 4, "{new} new connections");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_a_body_and_connection_close_on_one_raw_connection() {
+    let e = upstream("e1").await;
+    let mut objects = service("web", &[e.addr]);
+    objects.push(ingress("web", "foo.test", &[("/", "web")]));
+    let (gw, addr) = gateway(ProxyConfig::default(), None).await;
+    gw.swap(table(objects));
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // Three requests in one write: a GET, a POST with a 5-byte body, and
+    // a GET asking to close; then the connection must end.
+    s.write_all(
+        b"GET /one HTTP/1.1\r\nHost: foo.test\r\n\r\n\
+          POST /two HTTP/1.1\r\nHost: foo.test\r\nContent-Length: 5\r\n\r\nhello\
+          GET /three HTTP/1.1\r\nHost: foo.test\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut all))
+        .await
+        .expect("the connection closes after the third answer")
+        .unwrap();
+    let all = String::from_utf8(all).unwrap();
+    let answers: Vec<&str> = all.split("HTTP/1.1 200 OK\r\n").skip(1).collect();
+    assert_eq!(answers.len(), 3, "{all}");
+    assert!(answers[0].contains("path=/one\n") && answers[0].contains("body_len=0\n"));
+    assert!(answers[1].contains("path=/two\n") && answers[1].contains("body_len=5\n"));
+    assert!(answers[2].contains("path=/three\n"), "{all}");
+    assert!(answers[2].to_lowercase().contains("connection: close\r\n"), "{all}");
+    for a in &answers {
+        let lower = a.to_lowercase();
+        assert!(lower.contains("server: ferry\r\n") && lower.contains("date: "), "{a}");
+        assert!(!lower.contains("keep-alive: timeout"), "hop-by-hop passed on: {a}");
+    }
+    assert_eq!(e.requests.load(Ordering::Relaxed), 3);
+}
