@@ -25,7 +25,9 @@ use hyper::body::{Body, Frame, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::request::Parts;
 use hyper::{Method, Response, StatusCode, Version};
-use tokio::io::AsyncWriteExt;
+use std::future::Future;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::body::{RequestBody, TooLarge};
@@ -238,18 +240,16 @@ impl Connection {
         }
     }
 
-    /// Reads what the socket has into the buffer; 0 at the end.
+    /// Reads what the socket has into the buffer; 0 at the end. Through
+    /// `AsyncRead`, whose short reads clear the socket's readiness, so the
+    /// next wait goes to epoll without a read that finds nothing (a
+    /// syscall per request saved, counted with strace).
     fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         if self.buf.capacity() - self.buf.len() < READ_BUF / 4 {
             self.buf.reserve(READ_BUF);
         }
-        loop {
-            ready!(self.io.poll_read_ready(cx))?;
-            match self.io.try_read_buf(&mut self.buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                r => return Poll::Ready(r),
-            }
-        }
+        let read = self.io.read_buf(&mut self.buf);
+        std::pin::pin!(read).poll(cx)
     }
 
     /// The socket and any bytes already read past the 101 head, for a
