@@ -97,9 +97,8 @@ where
             }
         };
         buf.advance(request.head_len);
-        let closing = request.close || *draining.borrow();
-        match proxy(shared, &mut io, &mut buf, request, closing).await {
-            Ok(true) if !closing => {}
+        match proxy(shared, &mut io, &mut buf, request).await {
+            Ok(true) => {}
             _ => {
                 let _ = io.shutdown().await;
                 return Served::Closed;
@@ -403,13 +402,14 @@ fn client_head(r: &httparse::Response<'_, '_>, hsts: bool) -> Result<ClientHead,
 }
 
 /// Sends the request to an endpoint and relays the answer. Ok(true): the
-/// client connection can carry another request.
+/// client connection can carry another request (it cannot once the client
+/// asked to close or the gateway drains: the answer says
+/// `Connection: close`).
 async fn proxy<IO>(
     shared: &Arc<Shared>,
     io: &mut IO,
     buf: &mut BytesMut,
     mut request: Request,
-    closing: bool,
 ) -> io::Result<bool>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
@@ -474,6 +474,9 @@ where
             }
         }
     }
+    // Looked at once the endpoint has answered: a drain that began
+    // meanwhile closes this connection after this answer.
+    let closing = request.close || *shared.draining.borrow();
     let Some((addr, mut conn, head)) = answered else {
         // The body may be partly unread: close after the answer then.
         let keep = rest == 0 && !closing;
@@ -544,7 +547,7 @@ where
     if complete && head.keep_alive && !until_close && conn.drained() {
         shared.pool.give_back(addr, conn);
     }
-    Ok(complete)
+    Ok(complete && !closing)
 }
 
 /// Copies the part of the request body not read yet from the client to
