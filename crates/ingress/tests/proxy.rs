@@ -514,11 +514,20 @@ async fn pipelined_requests_a_body_and_connection_close_on_one_raw_connection() 
     assert!(answers[0].contains("path=/one\n") && answers[0].contains("body_len=0\n"));
     assert!(answers[1].contains("path=/two\n") && answers[1].contains("body_len=5\n"));
     assert!(answers[2].contains("path=/three\n"), "{all}");
-    assert!(answers[2].to_lowercase().contains("connection: close\r\n"), "{all}");
+    assert!(
+        answers[2].to_lowercase().contains("connection: close\r\n"),
+        "{all}"
+    );
     for a in &answers {
         let lower = a.to_lowercase();
-        assert!(lower.contains("server: ferry\r\n") && lower.contains("date: "), "{a}");
-        assert!(!lower.contains("keep-alive: timeout"), "hop-by-hop passed on: {a}");
+        assert!(
+            lower.contains("server: ferry\r\n") && lower.contains("date: "),
+            "{a}"
+        );
+        assert!(
+            !lower.contains("keep-alive: timeout"),
+            "hop-by-hop passed on: {a}"
+        );
     }
     assert_eq!(e.requests.load(Ordering::Relaxed), 3);
 }

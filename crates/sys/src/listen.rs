@@ -1,4 +1,4 @@
-//! TCP listeners for servers with several worker threads: one socket per
+//! Server sockets. TCP listeners for servers with several worker threads: one socket per
 //! worker on the same address with `SO_REUSEPORT`, so the kernel spreads
 //! new connections evenly over the workers (as nginx's `listen ...
 //! reuseport`); with one socket shared by all, whichever worker's epoll
@@ -7,7 +7,7 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 
 use nix::sys::socket::{
     AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage, bind, listen, setsockopt, socket,
@@ -26,6 +26,22 @@ pub fn reuseport_listeners(addr: SocketAddr, n: usize) -> io::Result<Vec<TcpList
     }
     drop(probe);
     (0..n).map(|_| bind_one(addr)).collect()
+}
+
+/// Makes `sock`'s receive buffer at least `bytes` (root may go past
+/// `net.core.rmem_max` with SO_RCVBUFFORCE; others get what rmem_max
+/// allows): a UDP server that stalls for a moment then queues a burst
+/// instead of dropping it. Returns the size the kernel reports (it
+/// doubles the request for its own bookkeeping).
+pub fn grow_receive_buffer(sock: &impl AsFd, bytes: usize) -> io::Result<usize> {
+    let now = nix::sys::socket::getsockopt(sock, sockopt::RcvBuf)?;
+    if now >= bytes {
+        return Ok(now);
+    }
+    if setsockopt(sock, sockopt::RcvBufForce, &bytes).is_err() {
+        setsockopt(sock, sockopt::RcvBuf, &bytes)?;
+    }
+    Ok(nix::sys::socket::getsockopt(sock, sockopt::RcvBuf)?)
 }
 
 fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -51,6 +67,14 @@ fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_receive_buffer_grows_to_what_is_asked() {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let got = grow_receive_buffer(&s, 4 << 20).unwrap();
+        // Root gets it (doubled by the kernel); others at least the default.
+        assert!(got >= 4 << 20 || !nix::unistd::geteuid().is_root(), "{got}");
+    }
 
     #[test]
     fn workers_share_one_port_and_a_port_in_use_is_refused() {
