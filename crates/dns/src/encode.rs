@@ -6,7 +6,6 @@
 //!
 //! Pure: no I/O.
 
-use std::sync::Arc;
 
 use crate::contrib::{Part, Rec, Source};
 use crate::index::{Cname, Node, RrSet, Zone};
@@ -16,7 +15,7 @@ use crate::wire::{self, QNAME, TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_NS, TYPE_SRV}
 const MAX_CHAIN: usize = 8;
 
 /// A name's parts, by source (sorted, one per source).
-pub(crate) type Parts = [(Source, Arc<Part>)];
+pub(crate) type Parts = [(Source, Part)];
 
 /// The union of a name's parts: records sorted and each kept once.
 struct Merged<'a> {
