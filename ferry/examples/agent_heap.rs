@@ -26,7 +26,8 @@ static PEAK: AtomicIsize = AtomicIsize::new(0);
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let now = LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed) + layout.size() as isize;
+        let now =
+            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed) + layout.size() as isize;
         PEAK.fetch_max(now, Ordering::Relaxed);
         unsafe { System.alloc(layout) }
     }
@@ -106,7 +107,11 @@ fn main() {
     let all: Vec<Object> = by_kind.values().flatten().cloned().collect();
     let before = live();
     let state = ClusterState::from_objects(all);
-    step("ClusterState over them (maps, views)", before, Some(state.len()));
+    step(
+        "ClusterState over them (maps, views)",
+        before,
+        Some(state.len()),
+    );
     drop(state);
     let mut objects = 0;
     for (kind, v) in std::mem::take(&mut by_kind) {
@@ -151,7 +156,11 @@ fn main() {
     )
     .expect("a valid DNS config");
     dns.update(&state);
-    step("DNS index (pod records verified)", before, Some(dns.names()));
+    step(
+        "DNS index (pod records verified)",
+        before,
+        Some(dns.names()),
+    );
 
     let before = live();
     let ctx = NodeContext {

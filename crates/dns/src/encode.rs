@@ -6,7 +6,6 @@
 //!
 //! Pure: no I/O.
 
-
 use crate::contrib::{Part, Rec, Source};
 use crate::index::{Cname, Node, RrSet, Zone};
 use crate::wire::{self, QNAME, TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_NS, TYPE_SRV};

@@ -305,9 +305,10 @@ impl Index {
         };
         let mut nodes = Vec::with_capacity(dirty.len());
         for name in &dirty {
-            nodes.push(lookup(name).map(|parts| {
-                encode::node(name, parts, ctx.config.ttl, ctx.zones, &lookup)
-            }));
+            nodes.push(
+                lookup(name)
+                    .map(|parts| encode::node(name, parts, ctx.config.ttl, ctx.zones, &lookup)),
+            );
         }
         let slots: Vec<Option<Slot>> = dirty
             .iter()
@@ -376,7 +377,10 @@ fn stage<'s>(
     name: &[u8],
 ) -> &'s mut Vec<(Source, Part)> {
     if !staged.contains_key(name) {
-        let parts = names.get(name).map(|s| s.parts.to_vec()).unwrap_or_default();
+        let parts = names
+            .get(name)
+            .map(|s| s.parts.to_vec())
+            .unwrap_or_default();
         staged.insert(name.into(), parts);
     }
     staged
