@@ -57,15 +57,15 @@ pub(crate) fn node<'a>(
         wire::push_rr(&mut rr, &QNAME, TYPE_CNAME, ttl, target);
         if in_zone(target) {
             sets = enc.chased(&rr, target);
-            cname = Some(Cname {
+            cname = Some(Box::new(Cname {
                 rr: rr.into_boxed_slice(),
                 outside: None,
-            });
+            }));
         } else {
-            cname = Some(Cname {
+            cname = Some(Box::new(Cname {
                 rr: rr.into_boxed_slice(),
                 outside: Some(target.into()),
-            });
+            }));
         }
     } else {
         let mut i = 0;

@@ -67,7 +67,8 @@ pub(crate) struct Cname {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Node {
     pub sets: Box<[RrSet]>,
-    pub cname: Option<Cname>,
+    /// Boxed: rare (ExternalName Services), and every name has a node.
+    pub cname: Option<Box<Cname>>,
 }
 
 impl Node {
