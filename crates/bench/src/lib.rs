@@ -30,7 +30,8 @@ mod overlay;
 mod procs;
 mod proxy;
 mod stats;
-mod synth;
+/// The synthetic clusters, public for the `agent_heap` example.
+pub mod synth;
 
 pub use agent_memory::{MemoryOptions, run as memory};
 pub use dns::{DnsOptions, run as dns};

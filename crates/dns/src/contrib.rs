@@ -41,7 +41,8 @@ pub(crate) enum Source {
 pub(crate) struct Rec {
     pub rtype: u16,
     pub ttl: u32,
-    pub rdata: Vec<u8>,
+    /// Boxed, not a `Vec`: the index keeps hundreds of thousands.
+    pub rdata: Box<[u8]>,
 }
 
 /// What one source gives one name; an empty part still makes the name exist.
@@ -49,7 +50,7 @@ pub(crate) struct Rec {
 pub(crate) struct Part {
     pub recs: Vec<Rec>,
     /// The CNAME target (ExternalName Services).
-    pub cname: Option<Vec<u8>>,
+    pub cname: Option<Box<[u8]>>,
     /// The NS answer carries glue (the apex).
     pub glue: bool,
 }
@@ -202,7 +203,11 @@ impl Parts {
     }
 
     fn add(&mut self, name: &[u8], rtype: u16, ttl: u32, rdata: Vec<u8>) {
-        self.node(name).recs.push(Rec { rtype, ttl, rdata });
+        self.node(name).recs.push(Rec {
+            rtype,
+            ttl,
+            rdata: rdata.into(),
+        });
     }
 
     fn zone_apex(&mut self, zone: &Zone, config: &Config) {
@@ -212,7 +217,7 @@ impl Parts {
         apex.recs.push(Rec {
             rtype: TYPE_NS,
             ttl,
-            rdata: ns.clone(),
+            rdata: ns.clone().into(),
         });
         apex.glue = true;
         for ip in &config.nameserver_ips {
@@ -247,7 +252,7 @@ impl Parts {
                 return;
             }
             if let Some(t) = encode_name(target) {
-                self.node(&name).cname = Some(t);
+                self.node(&name).cname = Some(t.into());
             }
             return;
         }
@@ -315,7 +320,7 @@ impl Parts {
             node.recs.push(Rec {
                 rtype: t,
                 ttl,
-                rdata: r,
+                rdata: r.into(),
             });
         }
         let ips = svc.cluster_ips.len().max(1);

@@ -6,8 +6,6 @@
 //!
 //! Pure: no I/O.
 
-use std::sync::Arc;
-
 use crate::contrib::{Part, Rec, Source};
 use crate::index::{Cname, Node, RrSet, Zone};
 use crate::wire::{self, QNAME, TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_NS, TYPE_SRV};
@@ -16,7 +14,7 @@ use crate::wire::{self, QNAME, TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_NS, TYPE_SRV}
 const MAX_CHAIN: usize = 8;
 
 /// A name's parts, by source (sorted, one per source).
-pub(crate) type Parts = [(Source, Arc<Part>)];
+pub(crate) type Parts = [(Source, Part)];
 
 /// The union of a name's parts: records sorted and each kept once.
 struct Merged<'a> {
@@ -59,15 +57,15 @@ pub(crate) fn node<'a>(
         wire::push_rr(&mut rr, &QNAME, TYPE_CNAME, ttl, target);
         if in_zone(target) {
             sets = enc.chased(&rr, target);
-            cname = Some(Cname {
+            cname = Some(Box::new(Cname {
                 rr: rr.into_boxed_slice(),
                 outside: None,
-            });
+            }));
         } else {
-            cname = Some(Cname {
+            cname = Some(Box::new(Cname {
                 rr: rr.into_boxed_slice(),
                 outside: Some(target.into()),
-            });
+            }));
         }
     } else {
         let mut i = 0;

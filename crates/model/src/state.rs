@@ -30,10 +30,46 @@ pub enum Update {
 /// service keeps an update to one persistent-map path copy, not three.
 #[derive(Clone, Debug, Default)]
 struct ServiceEntry {
-    slices: OrdMap<SliceId, Arc<EndpointSlice>>,
+    slices: Slices,
     view: Option<Arc<ServiceView>>,
     /// Sorted by port name then protocol, the order of [`ServicePortName`].
     ports: Arc<[Arc<ServicePortView>]>,
+}
+
+/// The slices naming one Service, sorted by id. A Service has a few, so a
+/// vector: an `OrdMap` allocated a whole B-tree node for each Service's
+/// one slice (measured at issue 13's target case: 12 MiB of 95).
+#[derive(Clone, Debug, Default)]
+struct Slices(Vec<(SliceId, Arc<EndpointSlice>)>);
+
+impl Slices {
+    fn insert(&mut self, id: SliceId, slice: Arc<EndpointSlice>) {
+        match self.0.binary_search_by(|(i, _)| i.cmp(&id)) {
+            Ok(i) => self.0[i].1 = slice,
+            Err(i) => {
+                self.0.insert(i, (id, slice));
+                self.0.shrink_to_fit();
+            }
+        }
+    }
+
+    fn remove(&mut self, id: &SliceId) {
+        if let Ok(i) = self.0.binary_search_by(|(i, _)| i.cmp(id)) {
+            self.0.remove(i);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn ids(&self) -> impl Iterator<Item = &SliceId> {
+        self.0.iter().map(|(id, _)| id)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Arc<EndpointSlice>> {
+        self.0.iter().map(|(_, s)| s)
+    }
 }
 
 impl ServiceEntry {
@@ -80,6 +116,15 @@ impl ClusterState {
 
     pub fn is_empty(&self) -> bool {
         self.objects.is_empty()
+    }
+
+    /// Keys of the objects of one kind, in namespace/name order (sharing
+    /// the state's names, where [`Object::key`] allocates new ones).
+    pub fn keys_of(&self, kind: Kind) -> impl Iterator<Item = &ObjectKey> {
+        self.objects
+            .range(ObjectKey::new(kind, "", "")..)
+            .take_while(move |(k, _)| k.kind == kind)
+            .map(|(k, _)| k)
     }
 
     /// Objects of one kind, in namespace/name order.
@@ -202,7 +247,7 @@ impl ClusterState {
         if key.kind == Kind::Endpoints {
             let stale: Vec<SliceId> = entry
                 .slices
-                .keys()
+                .ids()
                 .filter(|id| id.mirrored.is_some() && id.name == key.name.name)
                 .cloned()
                 .collect();
