@@ -429,15 +429,8 @@ where
             break;
         };
         tried.push(addr);
-        let mut conn = match shared.pool.take(addr) {
-            Some(c) => c,
-            None => match shared.pool.connect(addr).await {
-                Ok(c) => c,
-                Err(e) => {
-                    shared.unreachable(addr, &e);
-                    continue;
-                }
-            },
+        let Some(mut conn) = shared.h1_connection(addr).await else {
+            continue;
         };
         let stats = shared.endpoints.stats(addr);
         stats.in_flight.fetch_add(1, Ordering::Relaxed);

@@ -655,15 +655,8 @@ impl Shared {
                 break;
             };
             tried.push(addr);
-            let conn = match self.pool.take(addr) {
-                Some(c) => c,
-                None => match self.pool.connect(addr).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        self.unreachable(addr, &e);
-                        continue;
-                    }
-                },
+            let Some(conn) = self.h1_connection(addr).await else {
+                continue;
             };
             let stats = self.endpoints.stats(addr);
             stats.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -799,6 +792,21 @@ impl Shared {
             }
         }
         Err(failure)
+    }
+
+    /// An idle pooled HTTP/1.1 connection to `addr` or a new one; None
+    /// when it cannot be connected to (then skipped for a while).
+    async fn h1_connection(&self, addr: SocketAddr) -> Option<h1::Connection> {
+        if let Some(c) = self.pool.take(addr) {
+            return Some(c);
+        }
+        match self.pool.connect(addr).await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                self.unreachable(addr, &e);
+                None
+            }
+        }
     }
 
     /// An endpoint that could not be connected to is skipped for a while.
