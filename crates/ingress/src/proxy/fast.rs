@@ -313,7 +313,7 @@ impl<'a> Facts<'a> {
             }
         }
         if let Some(l) = length {
-            f.content_length = std::str::from_utf8(l).ok()?.trim().parse().ok()?;
+            f.content_length = super::framing::content_length(l)?;
         }
         Some(f)
     }

@@ -186,6 +186,18 @@ impl ChunkedState {
     }
 }
 
+/// A `Content-Length` value: digits only (RFC 9110 §8.6; Rust's integer
+/// parsing would also take a leading `+`, which a proxy must not accept
+/// where the next hop might read it differently), surrounding blanks
+/// allowed.
+pub(crate) fn content_length(value: &[u8]) -> Option<u64> {
+    let v = value.trim_ascii();
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
 /// Where the first line in `buf` ends (its CR), if it is all there.
 fn line_end(buf: &[u8]) -> Result<Option<usize>, FramingError> {
     match buf.windows(2).position(|w| w == b"\r\n") {
@@ -269,6 +281,21 @@ mod tests {
             decode(Framing::chunked(), &[b'1'; 5000], 64),
             Err(FramingError::ChunkSize)
         );
+    }
+
+    #[test]
+    fn content_lengths_are_digits_only() {
+        assert_eq!(content_length(b" 42 "), Some(42));
+        for bad in [
+            &b"+42"[..],
+            b"-1",
+            b"4 2",
+            b"",
+            b"0x10",
+            b"99999999999999999999",
+        ] {
+            assert_eq!(content_length(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

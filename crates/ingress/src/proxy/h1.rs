@@ -417,9 +417,7 @@ fn framing_of(
     match lengths.next() {
         None => Ok(Framing::UntilClose),
         Some(v) => {
-            let n = std::str::from_utf8(v)
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
+            let n = super::framing::content_length(v)
                 .ok_or_else(|| SendError::BadHead("Content-Length not a number".into()))?;
             if lengths.any(|other| other != v) {
                 return Err(SendError::BadHead(
