@@ -416,6 +416,7 @@ async fn raw_endpoint() -> (SocketAddr, std::sync::Arc<std::sync::atomic::Atomic
                         "/head" => b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\n",
                         "/empty" => b"HTTP/1.1 204 No Content\r\n\r\n",
                         "/continue" => b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nafter",
+                        "/both" => b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 99\r\n\r\n2\r\nok\r\n0\r\n\r\n",
                         "/close" => {
                             let _ = s.write_all(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nuntil the end").await;
                             return;
@@ -530,4 +531,67 @@ async fn pipelined_requests_a_body_and_connection_close_on_one_raw_connection() 
         );
     }
     assert_eq!(e.requests.load(Ordering::Relaxed), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framing_is_ferrys_own_and_nothing_is_smuggled_or_sent_twice() {
+    let (endpoint, accepted) = raw_endpoint().await;
+    let e = upstream("e1").await;
+    let mut objects = service("raw", &[endpoint]);
+    objects.extend(service("web", &[e.addr]));
+    objects.extend(service("gone", &[refusing()]));
+    objects.push(ingress("raw", "raw.test", &[("/", "raw")]));
+    objects.push(ingress("web", "web.test", &[("/", "web")]));
+    objects.push(ingress("gone", "gone.test", &[("/", "gone")]));
+    let (gw, addr) = gateway(ProxyConfig::default(), None).await;
+    gw.swap(table(objects));
+    let exchange = |raw: &'static [u8]| async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(raw).await.unwrap();
+        let mut all = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut all)).await;
+        String::from_utf8_lossy(&all).to_lowercase()
+    };
+    // Chunked and a Content-Length from the endpoint: the client gets
+    // ferry's chunked framing only.
+    let out = exchange(b"GET /both HTTP/1.1\r\nHost: raw.test\r\nConnection: close\r\n\r\n").await;
+    assert!(
+        out.contains("transfer-encoding: chunked") && !out.contains("content-length"),
+        "{out}"
+    );
+    assert!(out.contains("\r\n2\r\nok\r\n0\r\n\r\n"), "{out}");
+    // `Connection: content-length` must not strip the body's framing
+    // upstream: the body stays a body, no second request is smuggled.
+    let out = exchange(
+        b"POST /x HTTP/1.1\r\nHost: web.test\r\nConnection: content-length, close\r\nContent-Length: 38\r\n\r\n\
+          GET /smuggled HTTP/1.1\r\nHost: web.test\r\n\r\n",
+    )
+    .await;
+    assert!(!out.contains("/smuggled"), "{out}");
+    assert_eq!(e.requests.load(Ordering::Relaxed), 1, "{out}");
+    // HEAD answered by ferry itself (no endpoint reachable): no body, and
+    // the connection carries the next request.
+    let out = exchange(
+        b"HEAD / HTTP/1.1\r\nHost: gone.test\r\n\r\nGET / HTTP/1.1\r\nHost: gone.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(out.matches("http/1.1 502").count(), 2, "{out}");
+    assert_eq!(
+        out.matches("502 bad gateway: no endpoint").count(),
+        1,
+        "{out}"
+    );
+    // A POST on a pooled connection the endpoint drops unanswered is not
+    // sent again (the endpoint may have acted on it): 502, one attempt.
+    let mut client = Client::connect(addr).await;
+    let (status, _) = client.get("raw.test", "/once").await.unwrap();
+    assert_eq!(status, 200);
+    let before = accepted.load(Ordering::SeqCst);
+    let out = exchange(
+        b"POST /once HTTP/1.1\r\nHost: raw.test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let after = accepted.load(Ordering::SeqCst);
+    assert!(out.starts_with("http/1.1 502"), "{out}");
+    assert_eq!(after, before, "a POST that got no answer was sent again");
 }

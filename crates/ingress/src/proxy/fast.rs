@@ -72,6 +72,10 @@ where
     let mut buf = BytesMut::with_capacity(4096);
     let mut draining = shared.draining.subscribe();
     loop {
+        // The whole head must come within KEEP_ALIVE of waiting for it
+        // (one deadline, not one per read: a byte every few seconds does
+        // not hold the connection).
+        let deadline = tokio::time::Instant::now() + KEEP_ALIVE;
         let request = loop {
             if !buf.is_empty() {
                 match prepare(shared, &buf, peer, local, scheme) {
@@ -89,7 +93,7 @@ where
                 biased;
                 r = io.read_buf(&mut buf) => r,
                 () = drained(&mut draining), if buf.is_empty() => return Served::Closed,
-                () = tokio::time::sleep(KEEP_ALIVE) => return Served::Closed,
+                () = tokio::time::sleep_until(deadline) => return Served::Closed,
             };
             match read {
                 Ok(0) | Err(_) => return Served::Closed,
@@ -115,6 +119,8 @@ struct Request {
     upstream: Vec<u8>,
     content_length: u64,
     head_only: bool,
+    /// May be sent again when a pooled connection closed unanswered.
+    idempotent: bool,
     /// The client asked to close after this response.
     close: bool,
     hsts: bool,
@@ -236,6 +242,7 @@ fn prepare(
         upstream: up,
         content_length: facts.content_length,
         head_only: method == "HEAD",
+        idempotent: super::h1::idempotent(method.as_bytes()),
         close: facts.close,
         hsts: tls_host && scheme == Scheme::Https,
         start,
@@ -273,7 +280,7 @@ impl<'a> Facts<'a> {
                 }
                 f.host = Some(std::str::from_utf8(h.value).ok()?);
             } else if n.eq_ignore_ascii_case("content-length") {
-                if length.is_some_and(|l| l != h.value) {
+                if length.is_some() {
                     return None;
                 }
                 length = Some(h.value);
@@ -288,6 +295,12 @@ impl<'a> Facts<'a> {
                     if t.eq_ignore_ascii_case("close") {
                         f.close = true;
                     } else if t.eq_ignore_ascii_case("upgrade") {
+                        return None;
+                    } else if t.eq_ignore_ascii_case("content-length")
+                        || t.eq_ignore_ascii_case("host")
+                    {
+                        // Dropping these would change the request's
+                        // framing or target upstream (smuggling).
                         return None;
                     } else if !t.is_empty() && !t.eq_ignore_ascii_case("keep-alive") {
                         f.named.push(t);
@@ -344,10 +357,19 @@ fn header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
 struct ClientHead {
     bytes: Vec<u8>,
     status: u16,
+    /// The endpoint's Content-Length, passed on only for a body-less
+    /// answer (HEAD, 304); otherwise ferry writes the framing itself.
+    length: Option<Vec<u8>>,
 }
 
 fn client_head(r: &httparse::Response<'_, '_>, hsts: bool) -> Result<ClientHead, SendError> {
     let status = r.code.unwrap_or(0);
+    if status == 101 {
+        // Only an upgrade request may be answered so; those go to hyper.
+        return Err(SendError::BadHead(
+            "101 to a request that asked for no upgrade".into(),
+        ));
+    }
     let code =
         StatusCode::from_u16(status).map_err(|_| SendError::BadHead(format!("status {status}")))?;
     let mut out = Vec::with_capacity(512);
@@ -370,8 +392,13 @@ fn client_head(r: &httparse::Response<'_, '_>, hsts: bool) -> Result<ClientHead,
         .map(str::trim)
         .collect();
     let mut date = false;
+    let mut length = None;
     for h in r.headers.iter() {
         let is = |other: &str| h.name.eq_ignore_ascii_case(other);
+        if is("content-length") {
+            length.get_or_insert_with(|| h.value.to_vec());
+            continue;
+        }
         if HOP_BY_HOP.iter().any(|n| is(n))
             || is("upgrade")
             || is("server")
@@ -398,7 +425,11 @@ fn client_head(r: &httparse::Response<'_, '_>, hsts: bool) -> Result<ClientHead,
             tls::policy::HSTS.as_bytes(),
         );
     }
-    Ok(ClientHead { bytes: out, status })
+    Ok(ClientHead {
+        bytes: out,
+        status,
+        length,
+    })
 }
 
 /// Sends the request to an endpoint and relays the answer. Ok(true): the
@@ -435,34 +466,47 @@ where
         let stats = shared.endpoints.stats(addr);
         stats.in_flight.fetch_add(1, Ordering::Relaxed);
         let sent_at = Instant::now();
+        let t = config.read_timeout;
         let exchange = async {
-            conn.write_request(&request.upstream).await?;
-            copy_body(io, buf, &mut conn, rest).await?;
-            conn.read_response(request.head_only, |r| client_head(r, request.hsts))
-                .await
+            // Each wait has its own bound (nginx's proxy_send_timeout,
+            // client_body_timeout, proxy_read_timeout): a slow client
+            // upload is the client's failure, not the endpoint's.
+            within(t, conn.write_request(&request.upstream)).await?;
+            copy_body(io, buf, &mut conn, rest, t).await?;
+            within(
+                t,
+                conn.read_response(request.head_only, |r| client_head(r, request.hsts)),
+            )
+            .await
         };
-        let sent = tokio::time::timeout(config.read_timeout, exchange).await;
+        let sent = exchange.await;
         stats.in_flight.fetch_sub(1, Ordering::Relaxed);
         match sent {
-            Ok(Ok(head)) => {
+            Ok(head) => {
                 shared.endpoints.observe(&stats, sent_at.elapsed());
                 answered = Some((addr, conn, head));
                 break;
             }
-            Ok(Err(SendError::Stale)) if rest == 0 && stale < config.tries => {
+            // Resent only when the endpoint cannot have acted on it, as
+            // nginx does: idempotent, and nothing of an answer seen.
+            Err(SendError::Stale) if rest == 0 && request.idempotent && stale < config.tries => {
                 tracing::debug!(endpoint = %addr, "pooled connection closed; sending again");
                 tried.pop();
                 stale += 1;
             }
-            Ok(Err(SendError::ClientBody(_))) => return Ok(false),
-            Ok(Err(e)) => {
-                tracing::debug!(endpoint = %addr, error = %e, "request to endpoint failed");
-                failure = Failure::Broken;
-                break;
+            Err(SendError::ClientBody(e)) => {
+                tracing::debug!(error = %e, "client request body failed");
+                finish(shared, &backend, request, 400, 0, None);
+                return Ok(false);
             }
-            Err(_) => {
+            Err(SendError::Timeout) => {
                 shared.endpoints.mark_down(addr);
                 failure = Failure::Timeout;
+                break;
+            }
+            Err(e) => {
+                tracing::debug!(endpoint = %addr, error = %e, "request to endpoint failed");
+                failure = Failure::Broken;
                 break;
             }
         }
@@ -473,7 +517,7 @@ where
     let Some((addr, mut conn, head)) = answered else {
         // The body may be partly unread: close after the answer then.
         let keep = rest == 0 && !closing;
-        let status = own_answer(io, &failure, !keep).await?;
+        let status = own_answer(io, &failure, &request, !keep, config.read_timeout).await?;
         finish(shared, &backend, request, status, 0, None);
         return Ok(keep);
     };
@@ -484,8 +528,15 @@ where
     // chunked, so the client's connection stays open (as nginx does).
     let chunked = until_close || matches!(framing, Framing::Chunked(_));
     let mut out = head.parsed.bytes;
-    if chunked {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    match framing {
+        _ if chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::Length(n) => header(&mut out, "content-length", n.to_string().as_bytes()),
+        // HEAD and 304 tell the length a GET would have had.
+        _ => {
+            if let Some(l) = &head.parsed.length {
+                header(&mut out, "content-length", l);
+            }
+        }
     }
     if closing {
         out.extend_from_slice(b"connection: close\r\n");
@@ -504,20 +555,20 @@ where
                     out.extend_from_slice(&data);
                 }
                 if out.len() >= FLUSH_AT {
-                    io.write_all(&out).await?;
+                    send(io, &out, config.read_timeout).await?;
                     out.clear();
                 }
             }
             Ok(Step::Done) => break true,
             Ok(Step::NeedMore) => {
                 if !out.is_empty() {
-                    io.write_all(&out).await?;
+                    send(io, &out, config.read_timeout).await?;
                     out.clear();
                 }
-                match conn.read_more().await {
-                    Ok(0) => break framing.closed().is_ok(),
-                    Ok(_) => {}
-                    Err(_) => break false,
+                match tokio::time::timeout(config.read_timeout, conn.read_more()).await {
+                    Ok(Ok(0)) => break framing.closed().is_ok(),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(_)) | Err(_) => break false,
                 }
             }
             Err(_) => break false,
@@ -527,7 +578,7 @@ where
         out.extend_from_slice(b"0\r\n\r\n");
     }
     if !out.is_empty() {
-        io.write_all(&out).await?;
+        send(io, &out, config.read_timeout).await?;
     }
     finish(
         shared,
@@ -544,36 +595,69 @@ where
 }
 
 /// Copies the part of the request body not read yet from the client to
-/// the endpoint.
+/// the endpoint, each read and write bounded by `t`.
 async fn copy_body<IO>(
     io: &mut IO,
     buf: &mut BytesMut,
     conn: &mut Connection,
     mut rest: u64,
+    t: Duration,
 ) -> Result<(), SendError>
 where
     IO: AsyncRead + Unpin,
 {
     while rest > 0 {
         if buf.is_empty() {
-            let n = io
-                .read_buf(buf)
-                .await
-                .map_err(|e| SendError::ClientBody(e.to_string()))?;
+            let n = match tokio::time::timeout(t, io.read_buf(buf)).await {
+                Ok(r) => r.map_err(|e| SendError::ClientBody(e.to_string()))?,
+                Err(_) => return Err(SendError::ClientBody(format!("no body bytes in {t:?}"))),
+            };
             if n == 0 {
                 return Err(SendError::ClientBody("closed in the body".into()));
             }
         }
         let n = usize::try_from(rest).map_or(buf.len(), |r| r.min(buf.len()));
         let piece = buf.split_to(n);
-        conn.write_more(&piece).await?;
+        within(t, conn.write_more(&piece)).await?;
         rest -= n as u64;
     }
     Ok(())
 }
 
-/// ferry's own answer when no endpoint answered; its status.
-async fn own_answer<IO>(io: &mut IO, failure: &Failure, close: bool) -> io::Result<u16>
+/// `f` within `t`, or `SendError::Timeout`.
+async fn within<T>(
+    t: Duration,
+    f: impl std::future::Future<Output = Result<T, SendError>>,
+) -> Result<T, SendError> {
+    tokio::time::timeout(t, f)
+        .await
+        .unwrap_or(Err(SendError::Timeout))
+}
+
+/// Writes `out` to the client and flushes it (a TLS stream may hold the
+/// last records back otherwise), within `t` (nginx's `send_timeout`).
+async fn send<IO>(io: &mut IO, out: &[u8], t: Duration) -> io::Result<()>
+where
+    IO: AsyncWrite + Unpin,
+{
+    let write = async {
+        io.write_all(out).await?;
+        io.flush().await
+    };
+    tokio::time::timeout(t, write)
+        .await
+        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+}
+
+/// ferry's own answer when no endpoint answered; its status. No body
+/// for HEAD; HSTS on TLS hosts, as on hyper's path.
+async fn own_answer<IO>(
+    io: &mut IO,
+    failure: &Failure,
+    request: &Request,
+    close: bool,
+    t: Duration,
+) -> io::Result<u16>
 where
     IO: AsyncWrite + Unpin,
 {
@@ -596,12 +680,21 @@ where
         "date",
         httpdate::fmt_http_date(SystemTime::now()).as_bytes(),
     );
+    if request.hsts {
+        header(
+            &mut out,
+            "strict-transport-security",
+            tls::policy::HSTS.as_bytes(),
+        );
+    }
     if close {
         header(&mut out, "connection", b"close");
     }
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(text.as_bytes());
-    io.write_all(&out).await?;
+    if !request.head_only {
+        out.extend_from_slice(text.as_bytes());
+    }
+    send(io, &out, t).await?;
     Ok(status.as_u16())
 }
 

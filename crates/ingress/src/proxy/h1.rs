@@ -69,6 +69,8 @@ pub(crate) enum SendError {
     Closed,
     #[error("the endpoint sent a response head that is not HTTP/1.x: {0}")]
     BadHead(String),
+    #[error("the endpoint took the request or answered it too slowly")]
+    Timeout,
 }
 
 /// A response head and what follows it.
@@ -235,7 +237,14 @@ impl Connection {
                 }
             }
             if poll_fn(|cx| self.poll_read_more(cx)).await? == 0 {
-                return Err(SendError::Closed);
+                // Closed with nothing of a response read: perhaps never
+                // seen (Stale on a reused connection); a partial head is
+                // an answer cut short, never resent.
+                return Err(if self.buf.is_empty() {
+                    SendError::Closed
+                } else {
+                    SendError::BadHead("closed in the response head".into())
+                });
             }
         }
     }
@@ -261,6 +270,8 @@ impl Connection {
 
 /// A write or close on a connection that had carried requests before,
 /// with nothing of a response seen: the endpoint closed it while idle.
+/// Callers resend only idempotent requests (RFC 9110 §9.2.2), as nginx
+/// does: the endpoint may have acted on it before closing.
 fn stale_or(reused: bool, e: SendError) -> SendError {
     let closed = match &e {
         SendError::Closed => true,
@@ -355,6 +366,15 @@ fn head<R>(
         framing,
         keep_alive,
     }))
+}
+
+/// Methods a proxy may send again when a connection closed without an
+/// answer (RFC 9110 §9.2.2; nginx never resends POST, LOCK, PATCH).
+pub(crate) fn idempotent(method: &[u8]) -> bool {
+    matches!(
+        method,
+        b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE" | b"PUT" | b"DELETE"
+    )
 }
 
 /// The response a hyper connection serves, from a parsed head.

@@ -647,7 +647,7 @@ impl Shared {
         backend: &Arc<Backend>,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     ) -> Result<Response<ProxyBody>, Failure> {
-        let resendable = body.is_end_stream();
+        let resendable = body.is_end_stream() && h1::idempotent(parts.method.as_str().as_bytes());
         let mut tried: Vec<SocketAddr> = Vec::with_capacity(self.config.tries);
         let mut stale = 0;
         while tried.len() < self.config.tries.max(1) {
