@@ -428,6 +428,29 @@ fn wait_routed(lab: &Lab, n: usize) -> Result<(), String> {
     }
 }
 
+/// After a change the lab's API already shows (new endpoints), waits a
+/// little for every node's route table to follow it: until each node's
+/// `ferry_ingress_route_table_version` moves past what it was, at most
+/// 3 s (it may have moved before this looked). Under a loaded CI run the
+/// scale's endpoints once reached the ingress after the requests did.
+fn wait_table_follows(lab: &Lab) {
+    let nodes: Vec<String> = lab.status()["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["ip"].as_str().unwrap().to_string())
+        .collect();
+    let version = |ip: &str| node_metric(lab, ip, "ferry_ingress_route_table_version");
+    let before: Vec<Option<f64>> = nodes.iter().map(|ip| version(ip)).collect();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        if nodes.iter().zip(&before).all(|(ip, b)| version(ip) > *b) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The addresses the lab wrote into an Ingress's status; None while the
 /// lab does not list it as ferry's.
 fn status_addresses(lab: &Lab, namespace: &str, name: &str) -> Option<Vec<String>> {
@@ -601,6 +624,7 @@ impl<'a> Run<'a> {
                     .filter(|e| e["conditions"]["ready"] == true)
                     .count();
                 if ready == replicas {
+                    wait_table_follows(self.lab);
                     return Ok(());
                 }
                 if start.elapsed() > Duration::from_secs(60) {

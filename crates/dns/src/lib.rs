@@ -173,6 +173,23 @@ impl Listener {
     /// Binds UDP and TCP on `addr` in the current thread's network
     /// namespace (port 0: the same ephemeral port for both where possible).
     pub fn bind(addr: SocketAddr) -> Result<Vec<Listener>, DnsError> {
+        // Port 0: the UDP port chosen may be taken for TCP by someone
+        // else; choose again a few times before giving up.
+        let mut tries = if addr.port() == 0 { 5 } else { 1 };
+        loop {
+            tries -= 1;
+            match Self::bind_once(addr) {
+                Err(DnsError::Bind {
+                    proto: "tcp",
+                    source,
+                    ..
+                }) if tries > 0 && source.kind() == std::io::ErrorKind::AddrInUse => {}
+                r => return r,
+            }
+        }
+    }
+
+    fn bind_once(addr: SocketAddr) -> Result<Vec<Listener>, DnsError> {
         let udp = std::net::UdpSocket::bind(addr).map_err(|source| DnsError::Bind {
             addr,
             proto: "udp",
