@@ -401,15 +401,20 @@ fn node_metric(lab: &Lab, node_ip: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
-/// Waits until every node's ingress routes `n` Ingresses (its route table
-/// has taken the change the lab's status already shows).
-fn wait_routed(lab: &Lab, n: usize) -> Result<(), String> {
-    let nodes: Vec<String> = lab.status()["nodes"]
+/// The lab's node addresses.
+fn node_ips(lab: &Lab) -> Vec<String> {
+    lab.status()["nodes"]
         .as_array()
         .unwrap()
         .iter()
         .map(|n| n["ip"].as_str().unwrap().to_string())
-        .collect();
+        .collect()
+}
+
+/// Waits until every node's ingress routes `n` Ingresses (its route table
+/// has taken the change the lab's status already shows).
+fn wait_routed(lab: &Lab, n: usize) -> Result<(), String> {
+    let nodes = node_ips(lab);
     let start = Instant::now();
     loop {
         let counts: Vec<Option<f64>> = nodes
@@ -434,12 +439,7 @@ fn wait_routed(lab: &Lab, n: usize) -> Result<(), String> {
 /// 3 s (it may have moved before this looked). Under a loaded CI run the
 /// scale's endpoints once reached the ingress after the requests did.
 fn wait_table_follows(lab: &Lab) {
-    let nodes: Vec<String> = lab.status()["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["ip"].as_str().unwrap().to_string())
-        .collect();
+    let nodes = node_ips(lab);
     let version = |ip: &str| node_metric(lab, ip, "ferry_ingress_route_table_version");
     let before: Vec<Option<f64>> = nodes.iter().map(|ip| version(ip)).collect();
     let start = Instant::now();
