@@ -36,7 +36,7 @@ setsid                    util-linux        lab
 taskset                   util-linux        bench
 curl                      curl              lab-pods tests
 bash                      bash              lab-pods tests
-sh                        dash              tests
+sh                        dash              tests bench
 python3                   python3           tests
 dig                       bind9-dnsutils    bench tests
 getent                    libc-bin          tests

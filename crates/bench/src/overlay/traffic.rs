@@ -32,6 +32,30 @@ const PING_PORT: u16 = 7070;
 const PINGS: usize = 2000;
 const PING_BUDGET: Duration = Duration::from_secs(10);
 
+/// Where the two ends' work runs. The scratch topology puts both nodes on
+/// one machine: without a split, the sending CPU carries the packet
+/// through both nodes in its own softirq (node 1's transmit and node 2's
+/// receive), which a cluster never does. With a split each side gets a
+/// CPU of its own, as each node has in a cluster: iperf3's client on CPU
+/// 0 and its server on CPU 1 (`-A`), and each side's underlay receive
+/// steered to its own CPU (RPS, `rps_cpus` on the switch-facing device).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Cpus {
+    /// Whatever the scheduler does (the sender's CPU does both nodes' forwarding).
+    Shared,
+    /// One CPU per side, as separate nodes have.
+    PerNode,
+}
+
+impl Cpus {
+    pub(super) fn label(self) -> &'static str {
+        match self {
+            Cpus::Shared => "both nodes' forwarding on the sender's CPU",
+            Cpus::PerNode => "one CPU per node (RPS + iperf3 -A)",
+        }
+    }
+}
+
 /// How pod traffic crosses between the nodes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Path {
@@ -198,6 +222,31 @@ impl Topology {
         Ok(())
     }
 
+    /// Steers each side's underlay receive to that side's CPU, or back to
+    /// the CPU that received it (`cpus`). Needs two CPUs.
+    pub(super) fn set_cpus(&self, cpus: Cpus) -> anyhow::Result<()> {
+        let sides = [
+            (&self.nodes[0].ns, 1u8),
+            (&self.plain[0], 1),
+            (&self.nodes[1].ns, 2),
+            (&self.plain[1], 2),
+        ];
+        for (ns, mask) in sides {
+            let mask = if cpus == Cpus::PerNode { mask } else { 0 };
+            // sysfs shows a namespace's devices only when mounted in it,
+            // which `ip netns exec` does.
+            Tool::new("sh")
+                .netns(Some(ns.name()))
+                .args([
+                    "-c",
+                    &format!("echo {mask:x} > /sys/class/net/eth0/queues/rx-0/rps_cpus"),
+                ])
+                .run()
+                .with_context(|| format!("setting RPS on eth0 in {}", ns.name()))?;
+        }
+        Ok(())
+    }
+
     /// (client namespace, server namespace, server address) for `path`.
     fn ends(&self, path: Path) -> (&Netns, &Netns, Ipv4Addr) {
         match path {
@@ -216,9 +265,13 @@ impl Topology {
 
     /// iperf3's TCP throughput over `seconds`, in Gbit/s (what the server
     /// received).
-    pub(super) fn throughput(&self, path: Path, seconds: u32) -> anyhow::Result<f64> {
+    pub(super) fn throughput(&self, path: Path, seconds: u32, cpus: Cpus) -> anyhow::Result<f64> {
         let (client, server, addr) = self.ends(path);
-        let _server = IperfServer::start(server, addr)?;
+        let _server = IperfServer::start(server, addr, cpus)?;
+        let pin: &[&str] = match cpus {
+            Cpus::PerNode => &["-A", "0"],
+            Cpus::Shared => &[],
+        };
         let client_tool = Tool::new("iperf3")
             .netns(Some(client.name()))
             .args([
@@ -230,6 +283,7 @@ impl Topology {
                 &seconds.to_string(),
                 "-J",
             ])
+            .args(pin.iter().copied())
             .timeout(Duration::from_secs(u64::from(seconds) + 30));
         // The server needs a moment to listen; retry for at most 5 s.
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -303,11 +357,16 @@ impl Topology {
 struct IperfServer(Child);
 
 impl IperfServer {
-    fn start(ns: &Netns, addr: Ipv4Addr) -> anyhow::Result<IperfServer> {
+    fn start(ns: &Netns, addr: Ipv4Addr, cpus: Cpus) -> anyhow::Result<IperfServer> {
+        let pin: &[&str] = match cpus {
+            Cpus::PerNode => &["-A", "1"],
+            Cpus::Shared => &[],
+        };
         let child = Command::new("ip")
             .args(["netns", "exec", ns.name(), "iperf3", "-s", "-B"])
             .arg(addr.to_string())
             .args(["-p", &IPERF_PORT.to_string()])
+            .args(pin)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
