@@ -29,7 +29,7 @@ pub struct Progress {
 }
 
 fn resource_version(o: &Object) -> Option<u64> {
-    o.metadata().resource_version.as_deref()?.parse().ok()
+    o.metadata().resource_version()?.parse().ok()
 }
 
 impl Progress {

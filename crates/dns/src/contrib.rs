@@ -143,8 +143,8 @@ pub(crate) fn contribute(
 pub(crate) fn namespace_of(o: &Object) -> Option<Box<[u8]>> {
     let meta = o.metadata();
     let ns = match o.kind() {
-        Kind::Namespace => meta.name.as_deref(),
-        Kind::Service | Kind::Pod => meta.namespace.as_deref(),
+        Kind::Namespace => meta.name(),
+        Kind::Service | Kind::Pod => meta.namespace(),
         _ => None,
     }?;
     Some(ns.to_ascii_lowercase().into_bytes().into_boxed_slice())

@@ -74,9 +74,15 @@ use ferry_model::k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 /// model's slim [`ferry_model::Pod`] (the containers and the rest of the
 /// object are skipped by the decoder, never held), named to kube as
 /// `v1` `pods`.
+/// kube's watcher needs Kubernetes' own `ObjectMeta`; it becomes the
+/// model's slim one as the event is taken in.
 #[derive(Clone, Debug, serde::Deserialize)]
-#[serde(transparent)]
-pub struct ApiPod(pub ferry_model::Pod);
+pub struct ApiPod {
+    #[serde(default)]
+    metadata: ObjectMeta,
+    spec: Option<ferry_model::pod::PodSpec>,
+    status: Option<ferry_model::pod::PodStatus>,
+}
 
 impl kube::Resource for ApiPod {
     type DynamicType = ();
@@ -95,17 +101,20 @@ impl kube::Resource for ApiPod {
         "pods".into()
     }
     fn meta(&self) -> &ObjectMeta {
-        &self.0.metadata
+        &self.metadata
     }
     fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.0.metadata
+        &mut self.metadata
     }
 }
 
 impl Watched for ApiPod {
-    fn into_object(mut self) -> Object {
-        strip_meta(&mut self.0.metadata);
-        Object::Pod(Arc::new(self.0))
+    fn into_object(self) -> Object {
+        Object::Pod(Arc::new(ferry_model::Pod {
+            metadata: self.metadata.into(),
+            spec: self.spec,
+            status: self.status,
+        }))
     }
 }
 

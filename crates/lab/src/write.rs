@@ -94,7 +94,9 @@ impl ManifestWriter {
                 continue;
             }
             let mut versioned = o.clone();
-            versioned.metadata_mut().resource_version = Some(next.to_string());
+            versioned
+                .metadata_mut()
+                .set_resource_version(Some(next.to_string()));
             self.put(&name, &json_of(&versioned, pods)?)?;
             changed += 1;
         }

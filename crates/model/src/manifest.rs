@@ -381,11 +381,11 @@ fn decode_document(
 /// cluster-scoped ones lose any namespace they were given.
 fn with_default_namespace(mut object: Object) -> Object {
     let namespaced = object.kind().namespaced();
-    let current = object.metadata().namespace.as_deref();
+    let current = object.metadata().namespace();
     if namespaced && current.is_none_or(str::is_empty) {
-        object.metadata_mut().namespace = Some("default".into());
+        object.metadata_mut().set_namespace(Some("default".into()));
     } else if !namespaced && current.is_some() {
-        object.metadata_mut().namespace = None;
+        object.metadata_mut().set_namespace(None);
     }
     object
 }

@@ -3,13 +3,12 @@
 use std::fmt;
 use std::sync::Arc;
 
+use crate::meta::Meta;
+use crate::pod::Pod;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-
-use crate::pod::Pod;
 
 /// Declares the kinds ferry loads, once: the `Kind` and `Object` enums and
 /// everything that dispatches on them are generated from this table.
@@ -58,14 +57,15 @@ macro_rules! kinds {
                 }
             }
 
-            pub fn metadata(&self) -> &ObjectMeta {
+            /// The metadata every kind has (Pods keep a slim one).
+            pub fn metadata(&self) -> &dyn Meta {
                 match self {
                     $(Object::$kind(o) => &o.metadata,)*
                 }
             }
 
             /// Mutable metadata (copy-on-write of the shared object).
-            pub fn metadata_mut(&mut self) -> &mut ObjectMeta {
+            pub fn metadata_mut(&mut self) -> &mut dyn Meta {
                 match self {
                     $(Object::$kind(o) => &mut Arc::make_mut(o).metadata,)*
                 }
@@ -201,8 +201,8 @@ impl Object {
         let meta = self.metadata();
         ObjectKey::new(
             self.kind(),
-            meta.namespace.as_deref().unwrap_or_default(),
-            meta.name.as_deref().unwrap_or_default(),
+            meta.namespace().unwrap_or_default(),
+            meta.name().unwrap_or_default(),
         )
     }
 

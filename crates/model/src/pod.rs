@@ -9,12 +9,15 @@
 //! which runs the containers, reads whole Pods itself.
 //!
 //! Field names are Kubernetes' own (and k8s-openapi's), so code reads
-//! `pod.status.pod_ips` as it would on the full type. Measured at 100,000
-//! Pods: the whole k8s-openapi Pod cost about 6.8 KB each in the agent.
+//! `pod.status.pod_ips` as it would on the full type. The metadata is the
+//! slim [`crate::meta::ObjectMeta`] (no annotations, labels in one sorted
+//! vector). Measured at 100,000 Pods: the whole k8s-openapi Pod cost
+//! about 6.8 KB each in the agent, the slim Pod with k8s-openapi's
+//! metadata 1,163 B, with slim metadata 483 B.
 //!
 //! Pure.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use crate::meta::ObjectMeta;
 use serde::{Deserialize, Serialize};
 
 /// A Pod, slim: metadata, and the parts of spec and status listed in the

@@ -8,21 +8,23 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
+use crate::meta::LabelSet;
+
 /// `LabelSelector` semantics: every matchLabels pair and every expression
 /// must hold. An empty selector matches everything, as in Kubernetes.
-pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+pub fn matches(selector: &LabelSelector, labels: &impl LabelSet) -> bool {
     let pairs = selector
         .match_labels
         .iter()
         .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
+        .all(|(k, v)| labels.label(k) == Some(v.as_str()));
     pairs
         && selector.match_expressions.iter().flatten().all(|e| {
             let values = e.values.as_deref().unwrap_or_default();
-            let value = labels.get(&e.key);
+            let value = labels.label(&e.key);
             match e.operator.as_str() {
-                "In" => value.is_some_and(|v| values.contains(v)),
-                "NotIn" => value.is_none_or(|v| !values.contains(v)),
+                "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
+                "NotIn" => value.is_none_or(|v| !values.iter().any(|x| x == v)),
                 "Exists" => value.is_some(),
                 "DoesNotExist" => value.is_none(),
                 _ => false,
@@ -35,10 +37,12 @@ pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> b
 /// hand), as the EndpointSlice controller treats it.
 pub fn service_selects(
     selector: Option<&BTreeMap<String, String>>,
-    labels: &BTreeMap<String, String>,
+    labels: &impl LabelSet,
 ) -> bool {
     match selector {
-        Some(sel) if !sel.is_empty() => sel.iter().all(|(k, v)| labels.get(k) == Some(v)),
+        Some(sel) if !sel.is_empty() => {
+            sel.iter().all(|(k, v)| labels.label(k) == Some(v.as_str()))
+        }
         _ => false,
     }
 }

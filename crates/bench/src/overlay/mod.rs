@@ -80,7 +80,11 @@ fn traffic_table(o: &OverlayOptions, runs: usize) -> anyhow::Result<()> {
             topo.set_path(path)?;
             mtu[i] = topo.pod_mtu;
             for (a, &cpus) in arrangements.iter().enumerate() {
-                eprintln!("traffic: run {run}/{runs}: {}, {}", path.label(), cpus.label());
+                eprintln!(
+                    "traffic: run {run}/{runs}: {}, {}",
+                    path.label(),
+                    cpus.label()
+                );
                 topo.set_cpus(cpus)?;
                 gbps[a][i].push(topo.throughput(path, o.seconds, cpus)?);
             }

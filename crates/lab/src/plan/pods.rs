@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use ferry_model::k8s_openapi::api::core::v1::PodSpec;
+use ferry_model::k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use ferry_model::{Kind, NamespacedName, Object, SERVICE_NAME_LABEL};
 
 use super::{Inputs, NodeInfo, Owner, PodInfo};
@@ -106,25 +107,24 @@ fn encode(mut v: u64, len: usize) -> String {
     s
 }
 
-fn owned_by(
-    meta: &ferry_model::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-    kind: &str,
-) -> bool {
-    meta.owner_references
-        .iter()
-        .flatten()
-        .any(|r| r.kind == kind)
+fn owned_by(owners: Option<&Vec<OwnerReference>>, kind: &str) -> bool {
+    owners.into_iter().flatten().any(|r| r.kind == kind)
 }
 
 fn wants(inputs: &Inputs) -> Vec<Want> {
     let mut out = Vec::new();
     for o in inputs.values() {
         match o {
-            Object::Pod(p) if !owned_by(&p.metadata, "ReplicaSet") => {
+            Object::Pod(p) if !owned_by(p.metadata.owner_references.as_ref(), "ReplicaSet") => {
                 let Some(spec) = inputs.pod_spec(&o.key()) else {
                     continue;
                 };
-                let labels = p.metadata.labels.clone().unwrap_or_default();
+                let labels = p
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .map(ferry_model::Labels::to_map)
+                    .unwrap_or_default();
                 out.push(Want {
                     owner: Owner::Pod,
                     namespace: p.metadata.namespace.clone().unwrap_or_default(),
@@ -140,7 +140,9 @@ fn wants(inputs: &Inputs) -> Vec<Want> {
                         .and_then(|s| s.parse().ok()),
                 });
             }
-            Object::ReplicaSet(rs) if !owned_by(&rs.metadata, "Deployment") => {
+            Object::ReplicaSet(rs)
+                if !owned_by(rs.metadata.owner_references.as_ref(), "Deployment") =>
+            {
                 let Some(t) = &rs.spec.template else { continue };
                 let owner = Owner::ReplicaSet(rs.metadata.name.clone().unwrap_or_default());
                 out.push(from_template(owner, &rs.metadata, t, rs.spec.replicas));

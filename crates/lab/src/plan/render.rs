@@ -64,8 +64,8 @@ pub fn render(w: &World) -> Vec<Object> {
     // Namespaces: the given ones and every one an object lives in.
     let mut namespaces: BTreeSet<String> = ["default", "kube-system"].map(String::from).into();
     for o in w.inputs.values() {
-        if let Some(ns) = &o.metadata().namespace {
-            namespaces.insert(ns.clone());
+        if let Some(ns) = o.metadata().namespace() {
+            namespaces.insert(ns.to_string());
         }
     }
     for ns in namespaces {
@@ -237,7 +237,7 @@ fn pod(w: &World, p: &PodInfo) -> Pod {
         "False"
     };
     Pod {
-        metadata,
+        metadata: metadata.into(),
         spec: Some(PodSpec {
             node_name: Some(p.node.clone()),
             hostname: p.spec.hostname.clone(),

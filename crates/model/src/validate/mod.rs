@@ -17,9 +17,10 @@ use std::collections::BTreeMap;
 
 pub use options::{InvalidNodePortRange, NodePortRange, ValidationOptions};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use crate::error::FieldError;
+use crate::meta::Meta;
 use crate::object::{Kind, Object};
 
 /// Collects field errors under path prefixes.
@@ -59,7 +60,15 @@ impl Errors {
     }
 
     pub(crate) fn labels(&mut self, path: &str, labels: Option<&BTreeMap<String, String>>) {
-        for (key, value) in labels.into_iter().flatten() {
+        self.label_pairs(path, labels.into_iter().flatten());
+    }
+
+    pub(crate) fn label_pairs<'a>(
+        &mut self,
+        path: &str,
+        labels: impl Iterator<Item = (&'a String, &'a String)>,
+    ) {
+        for (key, value) in labels {
             self.check(format!("{path}[{key}]"), names::qualified_name(key));
             self.check(format!("{path}[{key}]"), names::label_value(value));
         }
@@ -125,8 +134,8 @@ pub fn validate_with(object: &Object, options: &ValidationOptions) -> Vec<FieldE
     errs.0
 }
 
-fn metadata(errs: &mut Errors, kind: Kind, meta: &ObjectMeta) {
-    match meta.name.as_deref() {
+fn metadata(errs: &mut Errors, kind: Kind, meta: &dyn Meta) {
+    match meta.name() {
         None | Some("") => errs.push("metadata.name", "Required value: name is required"),
         Some(name) => {
             let message = match kind {
@@ -138,17 +147,17 @@ fn metadata(errs: &mut Errors, kind: Kind, meta: &ObjectMeta) {
         }
     }
     if kind.namespaced()
-        && let Some(ns) = meta.namespace.as_deref()
+        && let Some(ns) = meta.namespace()
     {
         errs.check("metadata.namespace", names::dns1123_label(ns));
     }
     // Set by the API server when deletion starts; a manifest written by a
     // controller (the lab's) may carry it, and readers do arithmetic on it.
-    if let Some(g) = meta.deletion_grace_period_seconds {
+    if let Some(g) = meta.deletion_grace_period_seconds() {
         errs.check("metadata.deletionGracePeriodSeconds", names::seconds(g));
     }
-    errs.labels("metadata.labels", meta.labels.as_ref());
-    for key in meta.annotations.iter().flat_map(|a| a.keys()) {
+    errs.label_pairs("metadata.labels", meta.label_pairs());
+    for key in meta.annotation_keys() {
         errs.check(
             format!("metadata.annotations[{key}]"),
             names::qualified_name(key),
