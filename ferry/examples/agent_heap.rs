@@ -85,10 +85,10 @@ fn main() {
     std::fs::write(dir.path().join("pods.yaml"), &pod_text).expect("writes");
     println!("{services} Services x {endpoints} endpoints + {pods} Pods, live heap bytes:");
     println!(
-        "  sizes inline: ObjectMeta {} B, Service {} B, EndpointSlice {} B, Pod {} B",
-        size_of::<ferry_model::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>(),
+        "  sizes inline: slim ObjectMeta {} B, Service {} B, EndpointSlice {} B, Pod {} B",
+        size_of::<ferry_model::meta::ObjectMeta>(),
         size_of::<ferry_model::k8s_openapi::api::core::v1::Service>(),
-        size_of::<ferry_model::k8s_openapi::api::discovery::v1::EndpointSlice>(),
+        size_of::<ferry_model::EndpointSlice>(),
         size_of::<ferry_model::Pod>(),
     );
 

@@ -8,10 +8,8 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use ferry_model::k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
-use ferry_model::k8s_openapi::api::discovery::v1::{
-    Endpoint, EndpointConditions, EndpointPort, EndpointSlice,
-};
 use ferry_model::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use ferry_model::slice::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use ferry_model::{Object, SERVICE_NAME_LABEL};
 
 const NAMESPACES: usize = 10;
@@ -97,10 +95,10 @@ pub fn service(i: usize, port: i32) -> Object {
 pub fn slice(i: usize, endpoints: usize, not_ready: Option<usize>) -> Object {
     let name = service_name(i);
     Object::EndpointSlice(Arc::new(EndpointSlice {
-        metadata: ObjectMeta {
+        metadata: ferry_model::meta::ObjectMeta {
             name: Some(format!("{name}-abcde")),
             namespace: Some(namespace(i)),
-            labels: Some(BTreeMap::from([(SERVICE_NAME_LABEL.to_string(), name)])),
+            labels: Some(BTreeMap::from([(SERVICE_NAME_LABEL.to_string(), name)]).into()),
             ..Default::default()
         },
         address_type: "IPv4".into(),

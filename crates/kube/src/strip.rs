@@ -67,62 +67,78 @@ macro_rules! watched {
 }
 
 use ferry_model::k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret, Service};
-use ferry_model::k8s_openapi::api::discovery::v1::EndpointSlice;
 use ferry_model::k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
-/// A Pod as the API source asks for it and decodes it: straight into the
-/// model's slim [`ferry_model::Pod`] (the containers and the rest of the
-/// object are skipped by the decoder, never held), named to kube as
-/// `v1` `pods`.
-/// kube's watcher needs Kubernetes' own `ObjectMeta`; it becomes the
-/// model's slim one as the event is taken in.
-#[derive(Clone, Debug, serde::Deserialize)]
-pub struct ApiPod {
-    #[serde(default)]
-    metadata: ObjectMeta,
-    spec: Option<ferry_model::pod::PodSpec>,
-    status: Option<ferry_model::pod::PodStatus>,
+/// The kinds the model keeps slim (Pods, EndpointSlices), as the API
+/// source asks for them and decodes them: straight into the model's slim
+/// fields (the rest of the object, such as a Pod's containers, is skipped
+/// by the decoder, never held). kube's watcher needs Kubernetes' own
+/// `ObjectMeta`; it becomes the model's slim metadata as each event is
+/// taken in.
+macro_rules! slim {
+    ($( $api:ident => $kind:ident, $group:literal, $version:literal, $plural:literal,
+        { $($field:ident: $ty:ty),* }; )*) => {
+        $(
+        #[derive(Clone, Debug, serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        pub struct $api {
+            #[serde(default)]
+            metadata: ObjectMeta,
+            $($field: $ty,)*
+        }
+
+        impl kube::Resource for $api {
+            type DynamicType = ();
+            type Scope = kube::core::NamespaceResourceScope;
+
+            fn kind(_: &()) -> std::borrow::Cow<'_, str> {
+                stringify!($kind).into()
+            }
+            fn group(_: &()) -> std::borrow::Cow<'_, str> {
+                $group.into()
+            }
+            fn version(_: &()) -> std::borrow::Cow<'_, str> {
+                $version.into()
+            }
+            fn plural(_: &()) -> std::borrow::Cow<'_, str> {
+                $plural.into()
+            }
+            fn meta(&self) -> &ObjectMeta {
+                &self.metadata
+            }
+            fn meta_mut(&mut self) -> &mut ObjectMeta {
+                &mut self.metadata
+            }
+        }
+
+        impl Watched for $api {
+            fn into_object(self) -> Object {
+                Object::$kind(Arc::new(ferry_model::$kind {
+                    metadata: self.metadata.into(),
+                    $($field: self.$field,)*
+                }))
+            }
+        }
+        )*
+    };
 }
 
-impl kube::Resource for ApiPod {
-    type DynamicType = ();
-    type Scope = kube::core::NamespaceResourceScope;
-
-    fn kind(_: &()) -> std::borrow::Cow<'_, str> {
-        "Pod".into()
-    }
-    fn group(_: &()) -> std::borrow::Cow<'_, str> {
-        "".into()
-    }
-    fn version(_: &()) -> std::borrow::Cow<'_, str> {
-        "v1".into()
-    }
-    fn plural(_: &()) -> std::borrow::Cow<'_, str> {
-        "pods".into()
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
-
-impl Watched for ApiPod {
-    fn into_object(self) -> Object {
-        Object::Pod(Arc::new(ferry_model::Pod {
-            metadata: self.metadata.into(),
-            spec: self.spec,
-            status: self.status,
-        }))
-    }
+slim! {
+    ApiPod => Pod, "", "v1", "pods", {
+        spec: Option<ferry_model::pod::PodSpec>,
+        status: Option<ferry_model::pod::PodStatus>
+    };
+    ApiEndpointSlice => EndpointSlice, "discovery.k8s.io", "v1", "endpointslices", {
+        address_type: String,
+        endpoints: Option<Vec<ferry_model::slice::Endpoint>>,
+        ports: Option<Vec<ferry_model::slice::EndpointPort>>
+    };
 }
 
 watched! {
     Namespace => Namespace;
     Node => Node;
     Service => Service;
-    EndpointSlice => EndpointSlice;
     Ingress => Ingress;
     IngressClass => IngressClass;
     Secret => Secret;

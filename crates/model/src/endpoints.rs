@@ -6,8 +6,9 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{EndpointAddress, Endpoints};
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::meta::ObjectMeta;
+use crate::slice::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 
 use crate::object::{Name, NamespacedName, Object};
 
@@ -108,7 +109,7 @@ pub(crate) fn mirror(ep: &Endpoints) -> Vec<EndpointSlice> {
                         }),
                         hostname: a.hostname.clone(),
                         node_name: a.node_name.clone(),
-                        target_ref: a.target_ref.clone(),
+                        target_ref: a.target_ref.clone().map(Into::into),
                         ..Default::default()
                     })
                     .collect()
@@ -124,7 +125,7 @@ pub(crate) fn mirror(ep: &Endpoints) -> Vec<EndpointSlice> {
                 metadata: ObjectMeta {
                     name: Some(name.clone()),
                     namespace: ep.metadata.namespace.clone(),
-                    labels: Some(labels),
+                    labels: Some(labels.into()),
                     ..Default::default()
                 },
                 address_type: family.into(),

@@ -15,6 +15,7 @@ mod node_ports;
 mod object;
 pub mod pod;
 mod selector;
+pub mod slice;
 mod state;
 mod validate;
 mod view;
@@ -28,6 +29,7 @@ pub use node_ports::{NodePortClaims, NodePortConflict};
 pub use object::{Kind, Name, NamespacedName, Object, ObjectKey};
 pub use pod::Pod;
 pub use selector::{matches as selector_matches, service_selects};
+pub use slice::EndpointSlice;
 pub use state::{ClusterState, Update};
 pub use validate::{
     InvalidNodePortRange, NodePortRange, ValidationOptions, validate, validate_with,

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use crate::meta::Meta;
 use crate::pod::Pod;
+use crate::slice::EndpointSlice;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Namespace, Node, Secret, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
 /// Declares the kinds ferry loads, once: the `Kind` and `Object` enums and

@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 use std::iter::Peekable;
 use std::sync::Arc;
 
+use crate::slice::EndpointSlice;
 use imbl::OrdMap;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::change::ChangeSet;
 use crate::endpoints::{SliceId, slices_of};

@@ -9,9 +9,9 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use crate::slice::EndpointSlice;
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
 
@@ -264,7 +264,7 @@ struct Conditions {
     terminating: bool,
 }
 
-fn conditions(ep: &k8s_openapi::api::discovery::v1::Endpoint) -> Conditions {
+fn conditions(ep: &crate::slice::Endpoint) -> Conditions {
     let c = ep.conditions.as_ref();
     // As the EndpointSlice API documents: a missing `ready` or `serving`
     // means ready; a missing `terminating` means not terminating.
@@ -276,7 +276,7 @@ fn conditions(ep: &k8s_openapi::api::discovery::v1::Endpoint) -> Conditions {
     }
 }
 
-fn pod_name(ep: &k8s_openapi::api::discovery::v1::Endpoint) -> Option<String> {
+fn pod_name(ep: &crate::slice::Endpoint) -> Option<String> {
     ep.target_ref
         .as_ref()
         .filter(|r| r.kind.as_deref() == Some("Pod"))

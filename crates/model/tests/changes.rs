@@ -10,10 +10,8 @@ use ferry_model::k8s_openapi::api::core::v1::{
     EndpointAddress, EndpointPort as CorePort, EndpointSubset, Endpoints, Node, NodeSpec, Service,
     ServicePort, ServiceSpec,
 };
-use ferry_model::k8s_openapi::api::discovery::v1::{
-    Endpoint, EndpointConditions, EndpointPort, EndpointSlice,
-};
 use ferry_model::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use ferry_model::slice::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use ferry_model::{ChangeSet, ClusterState, Kind, Object, ObjectKey, Update};
 use proptest::prelude::*;
 
@@ -193,7 +191,8 @@ fn to_update(op: &Op) -> Update {
                     NAMESPACES[*ns],
                     &format!("e{slice}"),
                     svc.map(|s| format!("s{s}")),
-                ),
+                )
+                .into(),
                 address_type: "IPv4".into(),
                 endpoints: Some(endpoints),
                 ports: Some(ports),

@@ -10,10 +10,7 @@ use std::sync::Arc;
 
 use ferry_model::k8s_openapi::api::core::v1::{
     LoadBalancerIngress, LoadBalancerStatus, Namespace, Node, NodeAddress, NodeCondition, NodeSpec,
-    NodeStatus, ObjectReference, Service, ServiceStatus,
-};
-use ferry_model::k8s_openapi::api::discovery::v1::{
-    Endpoint, EndpointConditions, EndpointPort, EndpointSlice,
+    NodeStatus, Service, ServiceStatus,
 };
 use ferry_model::k8s_openapi::api::networking::v1::{
     Ingress, IngressLoadBalancerIngress, IngressLoadBalancerStatus, IngressStatus,
@@ -22,6 +19,7 @@ use ferry_model::k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Ti
 use ferry_model::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use ferry_model::k8s_openapi::jiff::Timestamp;
 use ferry_model::pod::{Pod, PodCondition, PodIP, PodSpec, PodStatus};
+use ferry_model::slice::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice, TargetRef};
 use ferry_model::{Kind, NamespacedName, Object, SERVICE_NAME_LABEL, service_selects};
 
 use super::{Allocation, Inputs, NodeInfo, PodInfo};
@@ -360,12 +358,11 @@ fn slices(w: &World, svc: &Service) -> Vec<EndpointSlice> {
             hostname,
             node_name: Some(p.node.clone()),
             zone,
-            target_ref: Some(ObjectReference {
+            target_ref: Some(Box::new(TargetRef {
                 kind: Some("Pod".into()),
                 namespace: Some(ns.clone()),
                 name: Some(p.name.name.to_string()),
-                ..Default::default()
-            }),
+            })),
             ..Default::default()
         });
     }
@@ -391,7 +388,7 @@ fn slices(w: &World, svc: &Service) -> Vec<EndpointSlice> {
             let mut metadata = meta(Some(&ns), &slice_name);
             metadata.labels = Some(labels);
             EndpointSlice {
-                metadata,
+                metadata: metadata.into(),
                 address_type: "IPv4".into(),
                 endpoints: Some(endpoints),
                 ports: Some(
