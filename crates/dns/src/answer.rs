@@ -12,7 +12,7 @@ use hickory_proto::rr::Record;
 
 use crate::PodMode;
 use crate::index::{Index, Node, Zone, push_soa};
-use crate::names::undashed;
+use crate::names::{dashed, undashed};
 use crate::wire::{
     self, QNAME, Query, Rcode, TYPE_A, TYPE_AAAA, TYPE_AXFR, TYPE_CNAME, TYPE_IXFR, TYPE_SOA,
     begin, push_rr, set_counts,
@@ -79,7 +79,7 @@ pub(crate) fn answer(
         // (CoreDNS's `fallthrough in-addr.arpa ip6.arpa`).
         return Outcome::Forward;
     };
-    if let Some(ip) = insecure_pod(q, index, depth) {
+    if let Some(ip) = pod_address(q, index, depth) {
         let rtype = if ip.is_ipv4() { TYPE_A } else { TYPE_AAAA };
         begin(out, q, Rcode::NoError, true);
         if rtype == q.qtype {
@@ -96,16 +96,26 @@ pub(crate) fn answer(
     negative(q, index, zone, out)
 }
 
-/// `pods insecure`: `a-b-c-d.<ns>.pod.<zone>` answers with the address in
-/// the name when the namespace exists.
-fn insecure_pod(q: &Query<'_>, index: &Index, depth: usize) -> Option<IpAddr> {
-    if index.pods() != PodMode::Insecure || depth != 3 || q.name.label(2) != b"pod" {
+/// `a-b-c-d.<ns>.pod.<zone>` when the namespace exists: with `pods
+/// insecure` the address in the name; with `pods verified` only when a
+/// Pod of that namespace has the address, and the name is the address's
+/// own dashed form (as CoreDNS answers both from its Pod cache).
+fn pod_address(q: &Query<'_>, index: &Index, depth: usize) -> Option<IpAddr> {
+    if depth != 3 || q.name.label(2) != b"pod" {
         return None;
     }
-    if !index.namespace_exposed(q.name.label(1)) {
+    let ns = q.name.label(1);
+    if index.pods() == PodMode::Disabled || !index.namespace_exposed(ns) {
         return None;
     }
-    undashed(q.name.label(0))
+    let ip = undashed(q.name.label(0))?;
+    match index.pods() {
+        PodMode::Insecure => Some(ip),
+        PodMode::Verified => {
+            (dashed(ip).as_bytes() == q.name.label(0) && index.pod_exists(ns, ip)).then_some(ip)
+        }
+        PodMode::Disabled => None,
+    }
 }
 
 fn positive(

@@ -9,9 +9,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use ferry_model::{
-    ClusterState, Kind, NamespacedName, Object, ObjectKey, ServiceType, ServiceView,
-};
+use ferry_model::{ClusterState, Kind, NamespacedName, Object, ServiceType, ServiceView};
 
 use crate::index::Zone;
 use crate::names::{dashed, reverse};
@@ -33,8 +31,6 @@ pub(crate) enum Source {
     Namespace(Box<[u8]>),
     /// A Service's view, EndpointSlices included.
     Service(NamespacedName),
-    /// A Pod (`pods verified` only).
-    Pod(NamespacedName),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,40 +97,35 @@ pub(crate) fn contribute(
                 }
             }
         }
-        Source::Pod(name) => {
-            let key = ObjectKey {
-                kind: Kind::Pod,
-                name: name.clone(),
-            };
-            if ctx.config.pods == PodMode::Verified
-                && let Some(Object::Pod(pod)) = state.get(&key)
-            {
-                let ns = pod
-                    .metadata
-                    .namespace
-                    .as_deref()
-                    .map(str::to_ascii_lowercase);
-                let ips: Vec<IpAddr> = pod
-                    .status
-                    .iter()
-                    .flat_map(|s| {
-                        s.pod_ips
-                            .iter()
-                            .flatten()
-                            .map(|p| p.ip.as_str())
-                            .chain(s.pod_ip.as_deref())
-                    })
-                    .filter_map(|s| s.parse().ok())
-                    .collect();
-                if let Some(ns) = ns.filter(|ns| exposed.contains(ns.as_bytes())) {
-                    for zone in ctx.zones {
-                        b.pod(&ns, &ips, zone);
-                    }
-                }
-            }
-        }
     }
     b.names
+}
+
+/// A Pod's addresses as `pods verified` answers them: (its namespace
+/// lowercase, each IP of `status.podIPs` and `status.podIP`, once).
+pub(crate) fn pod_addresses(o: &Object) -> Vec<(Box<[u8]>, IpAddr)> {
+    let Object::Pod(pod) = o else {
+        return Vec::new();
+    };
+    let Some(ns) = pod.metadata.namespace.as_deref() else {
+        return Vec::new();
+    };
+    let ns: Box<[u8]> = ns.to_ascii_lowercase().into_bytes().into();
+    let mut ips: Vec<IpAddr> = pod
+        .status
+        .iter()
+        .flat_map(|s| {
+            s.pod_ips
+                .iter()
+                .flatten()
+                .map(|p| p.ip.as_str())
+                .chain(s.pod_ip.as_deref())
+        })
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    ips.sort();
+    ips.dedup();
+    ips.into_iter().map(|ip| (ns.clone(), ip)).collect()
 }
 
 /// The namespace (lowercase) an object makes exist: a Namespace's own
@@ -355,15 +346,6 @@ impl Parts {
                 if let Some(rev) = encode_name(&reverse(*ip)) {
                     self.add(&rev, TYPE_PTR, ttl, name.clone());
                 }
-            }
-        }
-    }
-
-    fn pod(&mut self, ns: &str, ips: &[IpAddr], zone: &Zone) {
-        for ip in ips {
-            if let Some(n) = encode_name(&format!("{}.{ns}.pod.{}", dashed(*ip), zone.dotted)) {
-                let (t, r) = address_rr(*ip);
-                self.add(&n, t, self.ttl, r);
             }
         }
     }

@@ -328,6 +328,24 @@ fn pod_names_follow_the_pod_mode() {
         rcode(&dns.udp("default.pod.cluster.local.", T::A)),
         ResponseCode::NoError
     );
+    // Verified means this namespace's Pod has the address: not another's.
+    assert_eq!(
+        rcode(&dns.udp("10-244-1-9.kube-system.pod.cluster.local.", T::A)),
+        ResponseCode::NXDomain
+    );
+    // The name a Pod's address has, case aside; no other spelling of it.
+    assert_eq!(
+        data(
+            dns.udp("10-244-1-9.DEFAULT.pod.cluster.local.", T::A)
+                .answers(),
+            T::A
+        ),
+        ["10.244.1.9"]
+    );
+    assert_eq!(
+        rcode(&dns.udp("10-244-1-09.default.pod.cluster.local.", T::A)),
+        ResponseCode::NXDomain
+    );
 }
 
 #[test]

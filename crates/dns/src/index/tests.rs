@@ -64,6 +64,10 @@ fn assert_same(incremental: &Index, fresh: &Index) {
     b.sort();
     assert_eq!(a, b, "exposed namespaces");
     assert_eq!(incremental.namespaces, fresh.namespaces);
+    assert_eq!(
+        incremental.pod_ips, fresh.pod_ips,
+        "pod addresses (pods verified)"
+    );
 }
 
 #[derive(Clone, Debug)]
