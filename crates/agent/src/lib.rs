@@ -407,6 +407,21 @@ pub async fn run(mut config: Config) -> Result<(), AgentError> {
         },
     ));
     tokio::spawn(metrics::serve(metrics_listener, metrics.clone()));
+    // Once every component has applied its first state, what the bulk
+    // load freed goes back to the kernel (ferry_sys::release_free_memory).
+    {
+        let progress = progress.clone();
+        tokio::spawn(async move {
+            while !progress.ready() {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            let started = std::time::Instant::now();
+            let released = tokio::task::spawn_blocking(ferry_sys::release_free_memory)
+                .await
+                .unwrap_or(false);
+            tracing::debug!(released, took = ?started.elapsed(), "returned the first load's free memory");
+        });
+    }
     tracing::info!(node = %config.node, healthz = %config.healthz_bind, metrics = %config.metrics_bind, "agent started");
     let mut follower = feed.follow();
     let watcher = tokio::spawn(async move {

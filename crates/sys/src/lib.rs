@@ -53,3 +53,20 @@ pub fn interface_ipv4_addresses() -> Vec<(String, std::net::Ipv4Addr, u8)> {
         })
         .collect()
 }
+
+/// Gives the C allocator's free memory back to the kernel (glibc's
+/// `malloc_trim(0)`: the free top of every arena and whole free pages
+/// inside them). A bulk load (the first state of a large cluster) frees
+/// much of what it allocated, and glibc keeps that as RSS otherwise:
+/// measured on an agent at 20,000 Services x 8 + 100,000 Pods, 930 ->
+/// 842 MiB. Returns whether memory was released. Takes a few
+/// milliseconds per 100 MiB of heap; the agent calls it once, after its
+/// first state is applied everywhere.
+pub fn release_free_memory() -> bool {
+    unsafe extern "C" {
+        fn malloc_trim(pad: usize) -> std::ffi::c_int;
+    }
+    // SAFETY: malloc_trim takes no pointers and only walks glibc's own
+    // arenas under their locks; ferry links glibc on every target it builds.
+    unsafe { malloc_trim(0) == 1 }
+}
