@@ -75,10 +75,6 @@ impl Labels {
             .map(|i| &self.0[i].1)
     }
 
-    pub fn contains_key(&self, key: &str) -> bool {
-        self.get(key).is_some()
-    }
-
     pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
         self.0.iter().map(|(k, v)| (k, v))
     }
@@ -111,18 +107,6 @@ impl FromIterator<(String, String)> for Labels {
     /// A later pair wins over an earlier one with the same key, as in a map.
     fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Labels {
         Labels::from(iter.into_iter().collect::<BTreeMap<_, _>>())
-    }
-}
-
-impl<'a> IntoIterator for &'a Labels {
-    type Item = (&'a String, &'a String);
-    type IntoIter = std::iter::Map<
-        std::slice::Iter<'a, (String, String)>,
-        fn(&'a (String, String)) -> (&'a String, &'a String),
-    >;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.0.iter().map(|(k, v)| (k, v))
     }
 }
 
