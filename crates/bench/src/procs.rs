@@ -3,7 +3,6 @@
 //! and memory read from `/proc`, and free loopback ports for them. They stay
 //! `std::process::Command` children; short probes go through `ferry_sys::Tool`.
 
-use std::net::UdpSocket;
 use std::process::{Child, Command, Stdio};
 
 use anyhow::Context;
@@ -66,13 +65,7 @@ impl Drop for Proc {
 }
 
 pub(crate) fn free_port() -> u16 {
-    loop {
-        let u = UdpSocket::bind("127.0.0.1:0").expect("a loopback port");
-        let port = u.local_addr().map_or(0, |a| a.port());
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
+    ferry_sys::free_loopback_port()
 }
 
 /// Every process of the tree rooted at `pid` (nsd forks its workers).

@@ -66,13 +66,7 @@ async fn udp_echo(name: &'static str) -> (SocketAddr, tokio::task::JoinHandle<()
 
 /// A loopback port free for now (TCP and UDP).
 fn free_port() -> u16 {
-    loop {
-        let t = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = t.local_addr().unwrap().port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
+    ferry_sys::free_loopback_port()
 }
 
 fn configmap(name: &str, data: serde_json::Value) -> Object {

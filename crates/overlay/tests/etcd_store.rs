@@ -35,11 +35,7 @@ impl Drop for Etcd {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    ferry_sys::free_loopback_port()
 }
 
 /// A running etcd, or None when the programs are missing (and not CI).

@@ -15,7 +15,7 @@ pub mod testing;
 mod tools;
 
 pub use files::read_unless_being_written;
-pub use listen::{grow_receive_buffer, reuseport_listeners};
+pub use listen::{free_loopback_port, grow_receive_buffer, reuseport_listeners};
 pub use lock::{LockError, NodeLock};
 pub use process::{Tool, ToolError, ToolOutput};
 pub use tools::{MissingProgram, PROGRAMS, Program, find_in_path, package_of, require};

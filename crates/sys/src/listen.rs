@@ -64,6 +64,40 @@ fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) })
 }
 
+/// A loopback port free for both TCP and UDP right now, for a server that
+/// a test or a bench starts and that binds it itself a moment later.
+///
+/// The port is chosen below the kernel's ephemeral range (32768 and up by
+/// default), which outgoing connections take their source ports from: a
+/// port the kernel handed out with `bind(0)` and let go can be taken by
+/// any connection before the server binds it. Here only other callers of
+/// this function compete, each starting at a different point of the range.
+pub fn free_loopback_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let start = std::process::id()
+        .wrapping_mul(7_919)
+        .wrapping_add(nanos / 1_000);
+    for _ in 0..SPAN {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + start.wrapping_add(step.wrapping_mul(97)) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        {
+            return port;
+        }
+    }
+    // Everything below the ephemeral range taken: let the kernel choose.
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_or(0, |a| a.port())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

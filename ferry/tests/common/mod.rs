@@ -260,11 +260,5 @@ impl Drop for Running {
 
 /// A loopback port free for both UDP and TCP.
 pub fn free_port() -> u16 {
-    loop {
-        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = u.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
+    ferry_sys::free_loopback_port()
 }

@@ -168,13 +168,7 @@ pub fn have(tool: &str) -> bool {
 
 /// A free loopback port for both UDP and TCP (a small race with other processes is accepted).
 pub fn free_port() -> u16 {
-    loop {
-        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = u.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
+    ferry_sys::free_loopback_port()
 }
 
 /// unbound on 127.0.0.1:ephemeral serving `local-data` lines, killed on drop.

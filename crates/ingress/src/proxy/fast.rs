@@ -577,6 +577,12 @@ where
     if complete && chunked {
         out.extend_from_slice(b"0\r\n\r\n");
     }
+    // The endpoint's answer is all read: its connection goes back to the
+    // pool before the client gets the last bytes, so the client's next
+    // request (on this or another connection) finds it there.
+    if complete && head.keep_alive && !until_close && conn.drained() {
+        shared.pool.give_back(addr, conn);
+    }
     if !out.is_empty() {
         send(io, &out, config.read_timeout).await?;
     }
@@ -588,9 +594,6 @@ where
         sent,
         Some(addr),
     );
-    if complete && head.keep_alive && !until_close && conn.drained() {
-        shared.pool.give_back(addr, conn);
-    }
     Ok(complete && !closing)
 }
 

@@ -25,6 +25,10 @@ impl Controller {
             .count();
         let live: Vec<&PodInfo> = self.pods.values().filter(|p| !p.terminating()).collect();
         let started = live.iter().filter(|p| p.started).count();
+        // Settled: ready as the manifests say, or known not to be. A probe
+        // that turned ready after this round's manifests were written does
+        // not count: its endpoint is not in any slice yet, and the lab must
+        // not say Ready until the next round has written it.
         let settled = live
             .iter()
             .filter(|p| {
@@ -35,7 +39,10 @@ impl Controller {
                             rt.shared
                                 .results
                                 .lock()
-                                .map(|r| r.get(&p.name).is_some_and(|(_, known)| *known))
+                                .map(|r| {
+                                    r.get(&p.name)
+                                        .is_some_and(|(ready, known)| *known && !*ready)
+                                })
                                 .unwrap_or(false)
                         }))
             })
