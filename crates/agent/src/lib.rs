@@ -416,10 +416,21 @@ pub async fn run(mut config: Config) -> Result<(), AgentError> {
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             }
             let started = std::time::Instant::now();
-            let released = tokio::task::spawn_blocking(ferry_sys::release_free_memory)
-                .await
-                .unwrap_or(false);
-            tracing::debug!(released, took = ?started.elapsed(), "returned the first load's free memory");
+            let (before, after) = tokio::task::spawn_blocking(|| {
+                let before = ferry_sys::heap_usage();
+                ferry_sys::release_free_memory();
+                (before, ferry_sys::heap_usage())
+            })
+            .await
+            .unwrap_or_default();
+            const MIB: usize = 1 << 20;
+            tracing::info!(
+                heap_in_use_mib = after.in_use / MIB,
+                heap_free_mib = after.free / MIB,
+                free_before_mib = before.free / MIB,
+                took = ?started.elapsed(),
+                "first state applied everywhere; the first load's free memory returned to the system"
+            );
         });
     }
     tracing::info!(node = %config.node, healthz = %config.healthz_bind, metrics = %config.metrics_bind, "agent started");

@@ -19,6 +19,8 @@ pub(crate) struct Metrics {
     services: Gauge,
     errors: Gauge,
     updates: Counter,
+    heap_in_use: Gauge,
+    heap_free: Gauge,
     proxy_mode: crate::ProxyMode,
 }
 
@@ -30,6 +32,18 @@ impl Metrics {
         let services = Gauge::default();
         let errors = Gauge::default();
         let updates = Counter::default();
+        let heap_in_use = Gauge::default();
+        let heap_free = Gauge::default();
+        registry.register(
+            "ferry_heap_in_use_bytes",
+            "Bytes the allocator has handed out and not had back (glibc's mallinfo2)",
+            heap_in_use.clone(),
+        );
+        registry.register(
+            "ferry_heap_free_bytes",
+            "Bytes free inside the allocator's heaps, kept from the system",
+            heap_free.clone(),
+        );
         registry.register(
             "ferry_source_state_version",
             "Version of the cluster state last loaded",
@@ -62,6 +76,8 @@ impl Metrics {
             services,
             errors,
             updates,
+            heap_in_use,
+            heap_free,
             proxy_mode,
         }
     }
@@ -84,6 +100,9 @@ impl Metrics {
     }
 
     fn render(&self) -> String {
+        let heap = ferry_sys::heap_usage();
+        self.heap_in_use.set(heap.in_use as i64);
+        self.heap_free.set(heap.free as i64);
         let mut out = String::new();
         if let Ok(registry) = self.registry.lock() {
             // Writing into a String cannot fail.

@@ -51,6 +51,9 @@ struct Figures {
     ready_s: f64,
     rss: f64,
     peak: f64,
+    /// The allocator's bytes in use and free in its heaps (glibc only:
+    /// the agent reads them with `mallinfo2`, which jemalloc does not fill).
+    heap: Option<(f64, f64)>,
 }
 
 /// The scratch namespace; removed on drop.
@@ -75,6 +78,33 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = Tool::new("ip").args(["netns", "del", NS]).output();
     }
+}
+
+/// The agent's `ferry_heap_in_use_bytes` and `ferry_heap_free_bytes`, MiB.
+fn heap_mib() -> Option<(f64, f64)> {
+    let text = in_netns(NS, || {
+        let mut s = TcpStream::connect_timeout(
+            &"127.0.0.1:10249".parse().expect("a literal address"),
+            Duration::from_secs(1),
+        )
+        .ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        Some(text)
+    })
+    .ok()
+    .flatten()?;
+    let gauge = |name: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .map(|b| b / f64::from(1u32 << 20))
+    };
+    Some((
+        gauge("ferry_heap_in_use_bytes ")?,
+        gauge("ferry_heap_free_bytes ")?,
+    ))
 }
 
 fn ready() -> bool {
@@ -127,8 +157,14 @@ fn measure(binary: &Path, env: &[(&str, &str)], manifests: &Path) -> anyhow::Res
     let pid = u64::from(agent.child.id());
     let rss = rss_mib(pid).context("the agent exited")?;
     let peak = peak_mib(pid).context("the agent exited")?;
+    let heap = heap_mib();
     drop(agent);
-    Ok(Figures { ready_s, rss, peak })
+    Ok(Figures {
+        ready_s,
+        rss,
+        peak,
+        heap,
+    })
 }
 
 /// Runs the benchmark and prints its table.
@@ -166,16 +202,22 @@ pub fn run(a: MemoryOptions) -> anyhow::Result<()> {
         a.services, a.endpoints, a.pods
     );
     println!(
-        "  {:<44} {:<28} {:>8} {:>10} {:>10}",
-        "binary", "allocator", "ready", "RSS", "peak RSS"
+        "  {:<44} {:<28} {:>8} {:>10} {:>10} {:>12} {:>12}",
+        "binary", "allocator", "ready", "RSS", "peak RSS", "heap in use", "heap free"
     );
     for (name, bin) in &binaries {
         for (alloc, env) in &allocators {
             eprintln!("{name}, {alloc} ...");
             let f = measure(bin, env, dir.path())?;
+            let (used, free) = match f.heap {
+                Some((u, f)) if !env.iter().any(|(k, _)| *k == "LD_PRELOAD") => {
+                    (format!("{u:.0}MiB"), format!("{f:.0}MiB"))
+                }
+                _ => ("-".to_string(), "-".to_string()),
+            };
             println!(
-                "  {:<44} {:<28} {:>7.1}s {:>7.0}MiB {:>7.0}MiB",
-                name, alloc, f.ready_s, f.rss, f.peak
+                "  {:<44} {:<28} {:>7.1}s {:>7.0}MiB {:>7.0}MiB {:>12} {:>12}",
+                name, alloc, f.ready_s, f.rss, f.peak, used, free
             );
         }
     }

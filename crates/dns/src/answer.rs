@@ -14,8 +14,8 @@ use crate::PodMode;
 use crate::index::{Index, Node, Zone, push_soa};
 use crate::names::{dashed, undashed};
 use crate::wire::{
-    self, QNAME, Query, Rcode, TYPE_A, TYPE_AAAA, TYPE_AXFR, TYPE_CNAME, TYPE_IXFR, TYPE_SOA,
-    begin, push_rr, set_counts,
+    self, QNAME, Query, Rcode, TYPE_A, TYPE_AAAA, TYPE_AXFR, TYPE_CNAME, TYPE_IXFR, TYPE_PTR,
+    TYPE_SOA, begin, push_rr, set_counts,
 };
 
 pub(crate) enum Outcome {
@@ -74,6 +74,18 @@ pub(crate) fn answer(
     if let Some(node) = index.get(q.name.wire()) {
         return positive(q, index, node, zone, out);
     }
+    if let Some(primary) = zones.first()
+        && let Some(targets) = index.reverse_targets(&q.name, &primary.dotted)
+    {
+        begin(out, q, Rcode::NoError, true);
+        if q.qtype != TYPE_PTR {
+            return negative(q, index, zone, out);
+        }
+        for t in &targets {
+            push_rr(out, &QNAME, TYPE_PTR, index.ttl(), t);
+        }
+        return finish(q, out, targets.len(), 0, 0);
+    }
     let Some((zi, depth)) = zone else {
         // Reverse names not in the index, and every other name: upstream
         // (CoreDNS's `fallthrough in-addr.arpa ip6.arpa`).
@@ -91,6 +103,27 @@ pub(crate) fn answer(
             return finish(q, out, 1, 0, 0);
         }
         return negative(q, index, Some((zi, depth)), out);
+    }
+    let ips = index.endpoint_addresses(&q.name, depth);
+    if !ips.is_empty() {
+        begin(out, q, Rcode::NoError, true);
+        let mut an = 0;
+        for ip in ips {
+            match ip {
+                IpAddr::V4(v4) if q.qtype == TYPE_A => {
+                    push_rr(out, &QNAME, TYPE_A, index.ttl(), &v4.octets());
+                }
+                IpAddr::V6(v6) if q.qtype == TYPE_AAAA => {
+                    push_rr(out, &QNAME, TYPE_AAAA, index.ttl(), &v6.octets());
+                }
+                _ => continue,
+            }
+            an += 1;
+        }
+        if an == 0 {
+            return negative(q, index, zone, out);
+        }
+        return finish(q, out, an, 0, 0);
     }
     begin(out, q, Rcode::NxDomain, true);
     negative(q, index, zone, out)

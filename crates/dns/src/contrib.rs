@@ -12,8 +12,8 @@ use std::net::IpAddr;
 use ferry_model::{ClusterState, Kind, NamespacedName, Object, ServiceType, ServiceView};
 
 use crate::index::Zone;
-use crate::names::{dashed, reverse};
-use crate::wire::{TYPE_A, TYPE_AAAA, TYPE_NS, TYPE_PTR, TYPE_SRV, TYPE_TXT, encode_name};
+use crate::names::dashed;
+use crate::wire::{TYPE_A, TYPE_AAAA, TYPE_NS, TYPE_SRV, TYPE_TXT, encode_name};
 use crate::{Config, PodMode};
 
 /// The schema version of the Kubernetes DNS specification ferry follows.
@@ -58,7 +58,7 @@ pub(crate) struct Ctx<'a> {
 }
 
 /// Names whose namespace exists and is served, lowercase.
-pub(crate) type Exposed = imbl::HashSet<Box<[u8]>>;
+pub(crate) type Exposed = imbl::OrdSet<Box<[u8]>>;
 
 /// The parts `source` gives in `state`, by name (wire form, lowercase).
 pub(crate) fn contribute(
@@ -92,8 +92,8 @@ pub(crate) fn contribute(
             if let Some(svc) = state.service(name)
                 && exposed.contains(svc.name.namespace.as_bytes())
             {
-                for (zi, zone) in ctx.zones.iter().enumerate() {
-                    b.service(svc, zone, zi == 0);
+                for zone in ctx.zones {
+                    b.service(svc, zone);
                 }
             }
         }
@@ -225,7 +225,7 @@ impl Parts {
         self.touch(&format!("pod.{}", zone.dotted));
     }
 
-    fn service(&mut self, svc: &ServiceView, zone: &Zone, primary: bool) {
+    fn service(&mut self, svc: &ServiceView, zone: &Zone) {
         let ttl = self.ttl;
         let fqdn = format!(
             "{}.{}.svc.{}",
@@ -261,15 +261,15 @@ impl Parts {
             })
             .filter_map(|(ip, n)| Some((ip, n?)))
             .collect();
-        // Endpoint names (and their reverse names) exist for every service kind.
-        for (ip, ep_name) in &ready {
-            let (t, r) = address_rr(*ip);
-            self.add(ep_name, t, ttl, r);
-            if primary && let Some(rev) = encode_name(&reverse(*ip)) {
-                self.add(&rev, TYPE_PTR, ttl, ep_name.clone());
-            }
-        }
+        // Endpoint names exist for every service kind; those of Services
+        // with a ClusterIP, and every reverse name, are answered on the fly
+        // (`addresses.rs`). A headless Service's are held here, since its
+        // SRV answers carry them as additionals.
         if svc.headless {
+            for (ip, ep_name) in &ready {
+                let (t, r) = address_rr(*ip);
+                self.add(ep_name, t, ttl, r);
+            }
             // Spec 2.4: no ready endpoints means NXDOMAIN for the service name.
             if ready.is_empty() {
                 return;
@@ -340,13 +340,6 @@ impl Parts {
                 ttl,
                 srv_rdata(srv_weight(ips), p.port, &name),
             );
-        }
-        if primary {
-            for ip in &svc.cluster_ips {
-                if let Some(rev) = encode_name(&reverse(*ip)) {
-                    self.add(&rev, TYPE_PTR, ttl, name.clone());
-                }
-            }
         }
     }
 }

@@ -5,7 +5,9 @@
 //! in it is NXDOMAIN, which is how CoreDNS's kubernetes plugin decides.
 //! Pod names (`a-b-c-d.<ns>.pod.<zone>`) are the exception: they are
 //! answered on the fly from the name itself (`pods insecure`) or from the
-//! index's Pod addresses (`pods verified`), as CoreDNS does.
+//! index's Pod addresses (`pods verified`), as CoreDNS does. So are the
+//! endpoint names of Services with a ClusterIP and reverse names, from the
+//! state and the index's address owners (`addresses.rs`).
 //!
 //! The index follows change sets: each name keeps the parts its sources
 //! gave it (`contrib`), so a change re-derives only the sources the change
@@ -23,6 +25,7 @@ use std::sync::Arc;
 
 use ferry_model::{ChangeSet, ClusterState, Kind, Object};
 
+use crate::addresses::{self, Owners};
 use crate::contrib::{
     Ctx, Exposed, Part, Source, allowed, contribute, namespace_of, pod_addresses,
 };
@@ -101,18 +104,22 @@ struct Slot {
 
 #[derive(Clone)]
 pub(crate) struct Index {
-    names: imbl::HashMap<Name, Arc<Slot>>,
+    names: imbl::OrdMap<Name, Arc<Slot>>,
     /// For each name, the other names whose nodes hold its records.
-    readers: imbl::HashMap<Name, Arc<[Name]>>,
+    readers: imbl::OrdMap<Name, Arc<[Name]>>,
     /// Existing namespaces (lowercase), with how many objects make them exist.
-    namespaces: imbl::HashMap<Box<[u8]>, u32>,
+    namespaces: imbl::OrdMap<Box<[u8]>, u32>,
     /// Existing namespaces whose names are served.
     exposed: Exposed,
     /// `pods verified`: each Pod address (namespace lowercase, IP) with how
     /// many Pods have it. Pod names are answered from it on the fly
     /// (`answer.rs`), as CoreDNS answers them from its Pod cache, instead
     /// of holding a name each (100,000 Pods cost about 40 MiB as names).
-    pod_ips: imbl::HashMap<(Box<[u8]>, IpAddr), u32>,
+    pod_ips: imbl::OrdMap<(Box<[u8]>, IpAddr), u32>,
+    /// Which Services have each address: endpoint names of Services with
+    /// a ClusterIP and reverse names are answered from it and the state
+    /// on the fly (`addresses.rs`), not held as names.
+    owners: Owners,
     /// The state this version was built from.
     state: ClusterState,
     /// SOA RDATA per zone (config order); the owner is written per answer.
@@ -164,6 +171,22 @@ impl Index {
         }
     }
 
+    /// The addresses of an endpoint name of a Service with a ClusterIP
+    /// (`depth` labels before its zone); empty when it is not one.
+    pub fn endpoint_addresses(&self, name: &wire::Name, depth: usize) -> Vec<IpAddr> {
+        addresses::endpoint_addresses(&self.state, &self.exposed, name, depth)
+    }
+
+    /// The PTR targets of a reverse name, in the zone `zone` (dotted);
+    /// None when it is not the reverse name of an address some served
+    /// Service has.
+    pub fn reverse_targets(&self, name: &wire::Name, zone: &str) -> Option<Vec<Vec<u8>>> {
+        let ip = addresses::reverse_address(name)?;
+        let targets =
+            addresses::reverse_targets(&self.state, &self.exposed, &self.owners, ip, zone);
+        (!targets.is_empty()).then_some(targets)
+    }
+
     /// The state version this index was built from.
     pub fn version(&self) -> u64 {
         self.state.version()
@@ -177,11 +200,12 @@ impl Index {
     /// Builds the index of `state` for `config`'s zones.
     pub fn build(state: &ClusterState, config: &Config, zones: &[Zone], serial: u32) -> Index {
         let mut index = Index {
-            names: imbl::HashMap::new(),
-            readers: imbl::HashMap::new(),
-            namespaces: imbl::HashMap::new(),
+            names: imbl::OrdMap::new(),
+            readers: imbl::OrdMap::new(),
+            namespaces: imbl::OrdMap::new(),
             exposed: Exposed::new(),
-            pod_ips: imbl::HashMap::new(),
+            pod_ips: imbl::OrdMap::new(),
+            owners: Owners::new(),
             state: state.clone(),
             soa: soa(zones, serial, config.ttl),
             soa_ttl: config.ttl.min(300),
@@ -203,6 +227,9 @@ impl Index {
             }
         }
         sources.extend(state.services().map(|s| Source::Service(s.name.clone())));
+        for svc in state.services() {
+            addresses::own(&mut index.owners, svc, true);
+        }
         if config.pods == PodMode::Verified {
             for pod in state.objects_of(Kind::Pod) {
                 index.count_pod(Some(pod), true);
@@ -266,6 +293,17 @@ impl Index {
             // they do not (a Service named in another case than its
             // namespace's lowercase name is never served either way).
             sources.insert(Source::Namespace(ns));
+        }
+        for name in &changes.services {
+            let (old, new) = (self.state.service(name), state.service(name));
+            if old != new {
+                if let Some(svc) = old {
+                    addresses::own(&mut next.owners, svc, false);
+                }
+                if let Some(svc) = new {
+                    addresses::own(&mut next.owners, svc, true);
+                }
+            }
         }
         sources.extend(changes.services.iter().cloned().map(Source::Service));
         let ctx = Ctx { config, zones };
@@ -402,7 +440,7 @@ type Staged = HashMap<Name, Vec<(Source, Part)>>;
 /// The staged parts of `name`, starting from its parts in `names`.
 fn stage<'s>(
     staged: &'s mut Staged,
-    names: &imbl::HashMap<Name, Arc<Slot>>,
+    names: &imbl::OrdMap<Name, Arc<Slot>>,
     name: &[u8],
 ) -> &'s mut Vec<(Source, Part)> {
     if !staged.contains_key(name) {

@@ -23,6 +23,7 @@
 //! bytes, pure), `answer` (query → answer, pure), `cache`, `upstream` (forwarding sockets),
 //! `server` (the serving loops), `metrics`, `http` (health and metrics).
 
+mod addresses;
 mod answer;
 mod cache;
 mod contrib;

@@ -181,6 +181,54 @@ fn reverse_lookups_name_the_service_and_the_endpoint() {
         data(dns.udp(v6, T::PTR).answers(), T::PTR),
         ["dual.default.svc.cluster.local."]
     );
+    // An endpoint of a Service with a ClusterIP is named by its dashed IP.
+    let m = dns.udp("5.1.244.10.in-addr.arpa.", T::PTR);
+    assert_eq!(
+        data(m.answers(), T::PTR),
+        ["10-244-1-5.web.default.svc.cluster.local."]
+    );
+    assert!(m.authoritative());
+    // Another type at a reverse name that exists: no records, no error.
+    let m = dns.udp("5.1.244.10.in-addr.arpa.", T::A);
+    assert_eq!(rcode(&m), ResponseCode::NoError);
+    assert!(m.answers().is_empty());
+    // A not-ready endpoint has no reverse name: the query goes upstream
+    // (none here), as every reverse name ferry does not know.
+    let m = dns.udp("6.1.244.10.in-addr.arpa.", T::PTR);
+    assert!(m.answers().is_empty(), "{m:?}");
+    // Only the canonical spelling is a reverse name (no leading zeros).
+    let m = dns.udp("05.1.244.10.in-addr.arpa.", T::PTR);
+    assert!(m.answers().is_empty(), "{m:?}");
+}
+
+#[test]
+fn endpoints_of_a_service_with_a_cluster_ip_have_names_too() {
+    let dns = Dns::cluster(Config::default());
+    let m = dns.udp(&n("10-244-1-5.web.default"), T::A);
+    assert_eq!(data(m.answers(), T::A), ["10.244.1.5"]);
+    assert!(m.authoritative());
+    // The name exists: NODATA for another type, with the zone's SOA.
+    let m = dns.udp(&n("10-244-1-5.web.default"), T::AAAA);
+    assert_eq!(rcode(&m), ResponseCode::NoError);
+    assert!(m.answers().is_empty());
+    assert_eq!(m.name_servers().len(), 1);
+    // Not ready, unknown, or below an endpoint name: no such name.
+    for name in [
+        "10-244-1-6.web.default",
+        "10-244-1-7.web.default",
+        "x.10-244-1-5.web.default",
+        "10-244-1-5.dual.default",
+        "10-244-1-5.web.quiet",
+    ] {
+        assert_eq!(
+            rcode(&dns.udp(&n(name), T::A)),
+            ResponseCode::NXDomain,
+            "{name}"
+        );
+    }
+    // Case does not matter.
+    let m = dns.udp("10-244-1-5.WEB.Default.svc.cluster.local.", T::A);
+    assert_eq!(data(m.answers(), T::A), ["10.244.1.5"]);
 }
 
 #[test]

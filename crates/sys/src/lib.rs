@@ -70,3 +70,40 @@ pub fn release_free_memory() -> bool {
     // arenas under their locks; ferry links glibc on every target it builds.
     unsafe { malloc_trim(0) == 1 }
 }
+
+/// What glibc's allocator holds, from `mallinfo2`: bytes handed out and
+/// not freed (`in_use`, mmapped chunks included), and bytes free inside
+/// its heaps that count as the process's RSS where touched (`free`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeapUsage {
+    pub in_use: usize,
+    pub free: usize,
+}
+
+/// The allocator's figures now (all arenas; takes their locks briefly).
+pub fn heap_usage() -> HeapUsage {
+    #[repr(C)]
+    #[derive(Default)]
+    struct Mallinfo2 {
+        arena: usize,
+        ordblks: usize,
+        smblks: usize,
+        hblks: usize,
+        hblkhd: usize,
+        usmblks: usize,
+        fsmblks: usize,
+        uordblks: usize,
+        fordblks: usize,
+        keepcost: usize,
+    }
+    unsafe extern "C" {
+        fn mallinfo2() -> Mallinfo2;
+    }
+    // SAFETY: mallinfo2 (glibc 2.33 and later) returns a struct by value
+    // whose layout is ten size_t fields, as declared above.
+    let m = unsafe { mallinfo2() };
+    HeapUsage {
+        in_use: m.uordblks + m.hblkhd,
+        free: m.fordblks,
+    }
+}
