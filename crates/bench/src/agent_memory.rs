@@ -80,22 +80,26 @@ impl Drop for Scratch {
     }
 }
 
-/// The agent's `ferry_heap_in_use_bytes` and `ferry_heap_free_bytes`, MiB.
-fn heap_mib() -> Option<(f64, f64)> {
-    let text = in_netns(NS, || {
-        let mut s = TcpStream::connect_timeout(
-            &"127.0.0.1:10249".parse().expect("a literal address"),
-            Duration::from_secs(1),
-        )
-        .ok()?;
+/// The agent's whole answer to `GET path` on its loopback `port`, inside
+/// the scratch namespace.
+fn get(port: u16, path: &str) -> Option<String> {
+    in_netns(NS, || {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+            .ok()?;
         let mut text = String::new();
         s.read_to_string(&mut text).ok()?;
         Some(text)
     })
     .ok()
-    .flatten()?;
+    .flatten()
+}
+
+/// The agent's `ferry_heap_in_use_bytes` and `ferry_heap_free_bytes`, MiB.
+fn heap_mib() -> Option<(f64, f64)> {
+    let text = get(10249, "/metrics")?;
     let gauge = |name: &str| -> Option<f64> {
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
@@ -108,21 +112,8 @@ fn heap_mib() -> Option<(f64, f64)> {
 }
 
 fn ready() -> bool {
-    in_netns(NS, || {
-        let mut s = TcpStream::connect_timeout(
-            &"127.0.0.1:10256".parse().expect("a literal address"),
-            Duration::from_secs(1),
-        )
-        .ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        s.write_all(b"GET /readyz HTTP/1.0\r\n\r\n").ok()?;
-        let mut head = [0u8; 12];
-        s.read_exact(&mut head).ok()?;
-        Some(head.ends_with(b"200"))
-    })
-    .ok()
-    .flatten()
-    .unwrap_or(false)
+    get(10256, "/readyz")
+        .is_some_and(|a| a.starts_with("HTTP/1.1 200") || a.starts_with("HTTP/1.0 200"))
 }
 
 fn measure(binary: &Path, env: &[(&str, &str)], manifests: &Path) -> anyhow::Result<Figures> {
