@@ -441,6 +441,17 @@ pub async fn run(mut config: Config) -> Result<(), AgentError> {
             log_new_errors(&mut logged_errors, &snapshot);
             metrics.observe(&snapshot);
             progress.record(&snapshot);
+            // Health reads the state and the errors; the change set (every
+            // key of the state, on the first one: 12 MiB at issue 13's
+            // target case) is not kept until the next change.
+            let snapshot = if snapshot.changes.is_empty() {
+                snapshot
+            } else {
+                Arc::new(Snapshot {
+                    changes: ferry_model::ChangeSet::default(),
+                    ..(*snapshot).clone()
+                })
+            };
             if tx
                 .send(Published {
                     snapshot,

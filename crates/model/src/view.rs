@@ -152,21 +152,43 @@ pub struct Endpoint {
     pub ready: bool,
     pub serving: bool,
     pub terminating: bool,
+    /// Boxed strings, not `String`s, and the hints apart: a view holds one
+    /// of these per endpoint (160,000 at 20,000 Services x 8), 168 -> 96 B.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub node_name: Option<String>,
+    pub node_name: Option<Box<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub zone: Option<String>,
+    pub zone: Option<Box<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub hostname: Option<String>,
+    pub hostname: Option<Box<str>>,
+    /// Topology hints, when the slice gives any.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub hints: Option<Box<Hints>>,
+    /// The Pod behind the endpoint (`targetRef`), when it is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<Box<str>>,
+}
+
+/// An endpoint's topology hints.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Hints {
     /// `hints.forZones`: zones that should use this endpoint under topology-aware routing.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub zone_hints: Vec<String>,
     /// `hints.forNodes` (PreferSameNode).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub node_hints: Vec<String>,
-    /// The Pod behind the endpoint (`targetRef`), when it is one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pod: Option<String>,
+}
+
+impl Endpoint {
+    /// `hints.forZones` (empty without hints).
+    pub fn zone_hints(&self) -> &[String] {
+        self.hints.as_ref().map_or(&[], |h| &h.zone_hints)
+    }
+
+    /// `hints.forNodes` (empty without hints).
+    pub fn node_hints(&self) -> &[String] {
+        self.hints.as_ref().map_or(&[], |h| &h.node_hints)
+    }
 }
 
 /// Everything the data plane needs about one ServicePort.
@@ -488,22 +510,27 @@ fn port_endpoints(slices: &[&EndpointSlice], port_name: &str, protocol: Protocol
                     ready: c.ready,
                     serving: c.serving,
                     terminating: c.terminating,
-                    node_name: ep.node_name.clone(),
-                    zone: ep.zone.clone(),
-                    hostname: ep.hostname.clone(),
-                    zone_hints: ep
-                        .hints
-                        .as_ref()
-                        .and_then(|h| h.for_zones.as_ref())
-                        .map(|z| z.iter().map(|z| z.name.clone()).collect())
-                        .unwrap_or_default(),
-                    node_hints: ep
-                        .hints
-                        .as_ref()
-                        .and_then(|h| h.for_nodes.as_ref())
-                        .map(|n| n.iter().map(|n| n.name.clone()).collect())
-                        .unwrap_or_default(),
-                    pod: pod_name(ep),
+                    node_name: ep.node_name.as_deref().map(Box::from),
+                    zone: ep.zone.as_deref().map(Box::from),
+                    hostname: ep.hostname.as_deref().map(Box::from),
+                    hints: ep.hints.as_ref().and_then(|h| {
+                        let hints = Hints {
+                            zone_hints: h
+                                .for_zones
+                                .iter()
+                                .flatten()
+                                .map(|z| z.name.clone())
+                                .collect(),
+                            node_hints: h
+                                .for_nodes
+                                .iter()
+                                .flatten()
+                                .map(|n| n.name.clone())
+                                .collect(),
+                        };
+                        (hints != Hints::default()).then(|| Box::new(hints))
+                    }),
+                    pod: pod_name(ep).map(Box::from),
                 };
                 match by_addr.get(&(ip, port)) {
                     Some(existing) if existing.ready || !endpoint.ready => {}

@@ -278,7 +278,7 @@ ports:
         (ep.port, ep.node_name.as_deref(), ep.zone.as_deref()),
         (8080, Some("n1"), Some("z1"))
     );
-    assert_eq!(ep.zone_hints, vec!["z1".to_string()]);
+    assert_eq!(ep.zone_hints(), ["z1".to_string()]);
     assert_eq!(ep.pod.as_deref(), Some("web-0"));
     let dns = st
         .service_port(&spn("default", "web", "dns", Protocol::Udp))

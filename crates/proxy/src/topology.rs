@@ -20,14 +20,20 @@ fn mode(endpoints: &[&Endpoint], node: &str, zone: Option<&str>) -> Mode {
     if ready.is_empty() {
         return Mode::All;
     }
-    let all_node_hints = ready.iter().all(|e| !e.node_hints.is_empty());
-    if all_node_hints && ready.iter().any(|e| e.node_hints.iter().any(|n| n == node)) {
+    let all_node_hints = ready.iter().all(|e| !e.node_hints().is_empty());
+    if all_node_hints
+        && ready
+            .iter()
+            .any(|e| e.node_hints().iter().any(|n| n == node))
+    {
         return Mode::SameNode;
     }
-    let all_zone_hints = ready.iter().all(|e| !e.zone_hints.is_empty());
+    let all_zone_hints = ready.iter().all(|e| !e.zone_hints().is_empty());
     if let Some(zone) = zone
         && all_zone_hints
-        && ready.iter().any(|e| e.zone_hints.iter().any(|z| z == zone))
+        && ready
+            .iter()
+            .any(|e| e.zone_hints().iter().any(|z| z == zone))
     {
         return Mode::SameZone;
     }
@@ -37,8 +43,8 @@ fn mode(endpoints: &[&Endpoint], node: &str, zone: Option<&str>) -> Mode {
 fn fits(e: &Endpoint, mode: Mode, node: &str, zone: Option<&str>) -> bool {
     match mode {
         Mode::All => true,
-        Mode::SameNode => e.node_hints.iter().any(|n| n == node),
-        Mode::SameZone => zone.is_some_and(|z| e.zone_hints.iter().any(|h| h == z)),
+        Mode::SameNode => e.node_hints().iter().any(|n| n == node),
+        Mode::SameZone => zone.is_some_and(|z| e.zone_hints().iter().any(|h| h == z)),
     }
 }
 

@@ -18,16 +18,18 @@ pub mod netlink;
 pub mod ruleset;
 pub mod sets;
 
-use ferry_sys::{Tool, ToolError};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use ferry_sys::{Tool, ToolError};
 
 use crate::{Backend, BackendError};
 
 use ferry_model::ServicePortName;
 use ipnet::IpNet;
 
-use crate::plan::{Family, ProxyPlan};
+use crate::plan::{Family, ProxyPlan, ServicePlan};
 use elements::{Applied, SlotIds, contribution, render, render_into};
 use ruleset::TABLE;
 use sets::{Element, Key, Set};
@@ -59,8 +61,13 @@ pub use crate::SyncStats;
 
 pub struct NftBackend {
     ids: SlotIds,
-    /// Each ServicePort's elements, sorted.
-    contributions: BTreeMap<ServicePortName, Box<[Element]>>,
+    /// The plan each ServicePort's elements in `applied` were made from
+    /// (the proxy's own `Arc`, so this costs a pointer): when it changes,
+    /// the old elements are made again from it rather than kept (keeping
+    /// them cost 27 MiB at 20,000 Services x 8 endpoints). `contribution`
+    /// gives the same elements again, since the ServicePort's slot ids
+    /// are still those it was given then.
+    applied_plans: BTreeMap<ServicePortName, Arc<ServicePlan>>,
     applied: Applied,
     picks: BTreeSet<u32>,
     /// Session-affinity timeouts the loaded table has rules for.
@@ -109,7 +116,7 @@ impl NftBackend {
         NftBackend {
             family,
             ids: SlotIds::default(),
-            contributions: BTreeMap::new(),
+            applied_plans: BTreeMap::new(),
             applied: Applied::default(),
             picks: BTreeSet::new(),
             timeouts: BTreeSet::new(),
@@ -145,13 +152,12 @@ impl NftBackend {
         self.loaded = false;
         self.loaded_as = None;
         self.ids = SlotIds::default();
-        self.contributions.clear();
+        self.applied_plans.clear();
         self.applied = Applied::default();
         for (name, p) in &plan.services {
             let c = contribution(p, &mut self.ids);
             self.applied.replace(&[], &c);
-            self.contributions
-                .insert(name.clone(), c.into_boxed_slice());
+            self.applied_plans.insert(name.clone(), p.clone());
         }
         self.cluster_cidrs = cidr_elements(self.family, cluster_cidrs);
         self.applied.replace(&[], &self.cluster_cidrs);
@@ -249,19 +255,21 @@ impl NftBackend {
         }
         let start = Instant::now();
         for name in changed {
-            let old = self.contributions.remove(name).unwrap_or_default();
+            let old = match self.applied_plans.remove(name) {
+                Some(p) => contribution(&p, &mut self.ids),
+                None => Vec::new(),
+            };
             let new = match plan.services.get(name) {
-                Some(p) => contribution(p, &mut self.ids),
+                Some(p) => {
+                    self.applied_plans.insert(name.clone(), p.clone());
+                    contribution(p, &mut self.ids)
+                }
                 None => {
                     self.ids_release(name);
                     Vec::new()
                 }
             };
             self.applied.replace(&old, &new);
-            if !new.is_empty() {
-                self.contributions
-                    .insert(name.clone(), new.into_boxed_slice());
-            }
         }
         let cidrs = cidr_elements(self.family, cluster_cidrs);
         if cidrs != self.cluster_cidrs {
