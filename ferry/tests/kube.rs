@@ -144,7 +144,10 @@ fn the_agent_on_the_kube_source_reports_an_outage_as_stale() {
     let kubeconfig = server.kubeconfig(dir.path());
     let healthz = free_port();
     let _running = agent_without_kernel_components(&kubeconfig, healthz, "node-from-env");
-    eventually("the agent's health", || health(healthz).is_some());
+    // Health answers from the start ("not listed yet"); wait for the list.
+    eventually("the agent's health after the first list", || {
+        health(healthz).is_some_and(|b| b["stateVersion"] != 0)
+    });
     let body = health(healthz).unwrap();
     assert_eq!(body["nodeName"], "node-from-env", "{body}");
     assert_eq!(body["objects"], 2, "{body}");

@@ -246,12 +246,13 @@ pub struct EndpointAddress {
     pub ready: bool,
     pub serving: bool,
     pub terminating: bool,
+    /// Boxed strings, as in [`Endpoint`]: one of these per address.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub hostname: Option<String>,
+    pub hostname: Option<Box<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub node_name: Option<String>,
+    pub node_name: Option<Box<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub pod: Option<String>,
+    pub pod: Option<Box<str>>,
 }
 
 /// Service-level facts: what DNS answers for the service name.
@@ -576,9 +577,9 @@ fn addresses(slices: &[&EndpointSlice]) -> Vec<EndpointAddress> {
                     ready: c.ready,
                     serving: c.serving,
                     terminating: c.terminating,
-                    hostname: ep.hostname.clone(),
-                    node_name: ep.node_name.clone(),
-                    pod: pod_name(ep),
+                    hostname: ep.hostname.as_deref().map(Box::from),
+                    node_name: ep.node_name.as_deref().map(Box::from),
+                    pod: pod_name(ep).map(Box::from),
                 };
                 match by_ip.get(&ip) {
                     Some(existing) if existing.ready || !address.ready => {}
