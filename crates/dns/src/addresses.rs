@@ -65,31 +65,25 @@ fn served<'s>(
     .then_some(&**svc)
 }
 
-/// The addresses of `name` when it is an endpoint name of a Service with a
-/// ClusterIP (`depth` labels before the zone: label, service, namespace,
-/// `svc`): each ready endpoint (every endpoint with
-/// `publishNotReadyAddresses`) whose hostname, or dashed IP when it has
-/// none, is the first label. Empty when the name is not one.
+/// The addresses of the endpoint name made of `[label, service,
+/// namespace]` (then `svc` and a zone) of a Service with a ClusterIP: each
+/// ready endpoint (every endpoint with `publishNotReadyAddresses`) whose
+/// hostname, or dashed IP when it has none, is the label. Empty when the
+/// name is not one.
 pub(crate) fn endpoint_addresses(
     state: &ClusterState,
     exposed: &Exposed,
-    name: &Name,
-    depth: usize,
+    [label, service, namespace]: [&[u8]; 3],
 ) -> Vec<IpAddr> {
-    if depth != 4 || name.label(3) != b"svc" {
-        return Vec::new();
-    }
-    let (Ok(service), Ok(namespace)) = (
-        std::str::from_utf8(name.label(1)),
-        std::str::from_utf8(name.label(2)),
-    ) else {
+    let (Ok(service), Ok(namespace)) =
+        (std::str::from_utf8(service), std::str::from_utf8(namespace))
+    else {
         return Vec::new();
     };
     let key = NamespacedName::new(namespace, service);
     let Some(svc) = served(state, exposed, &key).filter(|s| !s.headless) else {
         return Vec::new();
     };
-    let label = name.label(0);
     svc.addresses
         .iter()
         .filter(|a| a.ready || svc.publish_not_ready_addresses)

@@ -11,7 +11,7 @@ use hickory_proto::op::{Message, MessageType, ResponseCode};
 use hickory_proto::rr::Record;
 
 use crate::PodMode;
-use crate::index::{Index, Node, Zone, push_soa};
+use crate::index::{Index, Node, Unresolved, Zone, push_soa};
 use crate::names::{dashed, undashed};
 use crate::wire::{
     self, QNAME, Query, Rcode, TYPE_A, TYPE_AAAA, TYPE_AXFR, TYPE_CNAME, TYPE_IXFR, TYPE_PTR,
@@ -72,7 +72,7 @@ pub(crate) fn answer(
         return finish(q, out, 0, 0, 0);
     }
     if let Some(node) = index.get(q.name.wire()) {
-        return positive(q, index, node, zone, out);
+        return positive(q, index, zones, node, zone, out);
     }
     if let Some(primary) = zones.first()
         && let Some(targets) = index.reverse_targets(&q.name, &primary.dotted)
@@ -151,9 +151,39 @@ fn pod_address(q: &Query<'_>, index: &Index, depth: usize) -> Option<IpAddr> {
     }
 }
 
+/// A CNAME chain inside the zones that ends at an endpoint name answered
+/// per query: the chain, then the endpoint's addresses of the asked type
+/// (owner written out). `None` when it has none of that type.
+fn chain_to_endpoint(
+    q: &Query<'_>,
+    index: &Index,
+    zones: &[Zone],
+    end: &Unresolved,
+    out: &mut Vec<u8>,
+) -> Option<usize> {
+    let records: Vec<(u16, Vec<u8>)> = index
+        .endpoint_addresses_of(&end.target, zones)
+        .into_iter()
+        .filter_map(|ip| match ip {
+            IpAddr::V4(v4) if q.qtype == TYPE_A => Some((TYPE_A, v4.octets().to_vec())),
+            IpAddr::V6(v6) if q.qtype == TYPE_AAAA => Some((TYPE_AAAA, v6.octets().to_vec())),
+            _ => None,
+        })
+        .collect();
+    if records.is_empty() {
+        return None;
+    }
+    out.extend_from_slice(&end.chain);
+    for (rtype, rdata) in &records {
+        push_rr(out, &end.target, *rtype, index.ttl(), rdata);
+    }
+    Some(end.links as usize + records.len())
+}
+
 fn positive(
     q: &Query<'_>,
     index: &Index,
+    zones: &[Zone],
     node: &Node,
     zone: Option<(usize, usize)>,
     out: &mut Vec<u8>,
@@ -172,6 +202,12 @@ fn positive(
                 target: target.clone(),
                 cname_rr: c.rr.clone(),
             };
+        }
+        if q.qtype != TYPE_CNAME
+            && let Some(end) = &c.unresolved
+            && let Some(an) = chain_to_endpoint(q, index, zones, end, out)
+        {
+            return finish(q, out, an, 0, 0);
         }
         out.extend_from_slice(&c.rr);
         return finish(q, out, 1, 0, 0);

@@ -7,7 +7,7 @@
 //! Pure: no I/O.
 
 use crate::contrib::{Part, Rec, Source};
-use crate::index::{Cname, Node, RrSet, Zone};
+use crate::index::{Cname, Node, RrSet, Unresolved, Zone};
 use crate::wire::{self, QNAME, TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_NS, TYPE_SRV};
 
 /// How many CNAMEs inside the cluster zones are followed.
@@ -56,15 +56,18 @@ pub(crate) fn node<'a>(
         let mut rr = Vec::new();
         wire::push_rr(&mut rr, &QNAME, TYPE_CNAME, ttl, target);
         if in_zone(target) {
-            sets = enc.chased(&rr, target);
+            let (chased, unresolved) = enc.chased(&rr, target);
+            sets = chased;
             cname = Some(Box::new(Cname {
                 rr: rr.into_boxed_slice(),
                 outside: None,
+                unresolved,
             }));
         } else {
             cname = Some(Box::new(Cname {
                 rr: rr.into_boxed_slice(),
                 outside: Some(target.into()),
+                unresolved: None,
             }));
         }
     } else {
@@ -118,14 +121,21 @@ impl<'a, L: Fn(&[u8]) -> Option<&'a Parts>> Encoder<'_, L> {
     }
 
     /// The RRsets of a CNAME whose target is inside the zones: the CNAME
-    /// followed by the target's records (owner written out in full).
-    fn chased(&mut self, cname_rr: &[u8], target: &[u8]) -> Vec<RrSet> {
+    /// followed by the target's records (owner written out in full); or,
+    /// when the chain reaches a name the index does not hold (an endpoint
+    /// name answered per query), the chain up to it.
+    fn chased(&mut self, cname_rr: &[u8], target: &[u8]) -> (Vec<RrSet>, Option<Box<Unresolved>>) {
         let mut chain = cname_rr.to_vec();
         let mut links = 1u16;
         let mut target = target.to_vec();
         for _ in 0..MAX_CHAIN {
             let Some(t) = self.get(&target) else {
-                break;
+                let end = Unresolved {
+                    chain: chain.into_boxed_slice(),
+                    links,
+                    target: target.into_boxed_slice(),
+                };
+                return (Vec::new(), Some(Box::new(end)));
             };
             match t.cname {
                 Some(next) => {
@@ -154,11 +164,11 @@ impl<'a, L: Fn(&[u8]) -> Option<&'a Parts>> Encoder<'_, L> {
                         sets[pos].answer = answer.into_boxed_slice();
                         sets[pos].an += 1;
                     }
-                    return sets;
+                    return (sets, None);
                 }
             }
         }
-        Vec::new()
+        (Vec::new(), None)
     }
 
     /// A and AAAA records of `targets`, owner written out, each target once.

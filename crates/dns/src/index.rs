@@ -71,6 +71,19 @@ pub(crate) struct Cname {
     pub rr: Box<[u8]>,
     /// The target, when it lies outside the cluster zones and must be resolved upstream.
     pub outside: Option<Box<[u8]>>,
+    /// Where a chain inside the zones reached a name the index does not
+    /// hold: an endpoint name, answered per query (`addresses.rs`).
+    pub unresolved: Option<Box<Unresolved>>,
+}
+
+/// The CNAME records of a chain up to a name the index does not hold, and that name.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Unresolved {
+    /// The chain's CNAME records (the first owned by the question name).
+    pub chain: Box<[u8]>,
+    pub links: u16,
+    /// The name the chain ends at, wire form.
+    pub target: Box<[u8]>,
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -174,7 +187,35 @@ impl Index {
     /// The addresses of an endpoint name of a Service with a ClusterIP
     /// (`depth` labels before its zone); empty when it is not one.
     pub fn endpoint_addresses(&self, name: &wire::Name, depth: usize) -> Vec<IpAddr> {
-        addresses::endpoint_addresses(&self.state, &self.exposed, name, depth)
+        if depth != 4 || name.label(3) != b"svc" {
+            return Vec::new();
+        }
+        addresses::endpoint_addresses(
+            &self.state,
+            &self.exposed,
+            [name.label(0), name.label(1), name.label(2)],
+        )
+    }
+
+    /// The addresses of `name` (wire form) when it is an endpoint name of a
+    /// Service with a ClusterIP in one of `zones`.
+    pub fn endpoint_addresses_of(&self, name: &[u8], zones: &[Zone]) -> Vec<IpAddr> {
+        let labels = wire::labels(name);
+        let Some(zone) = zones
+            .iter()
+            .filter(|z| name.ends_with(&z.wire) && labels.len() >= z.labels)
+            .max_by_key(|z| z.labels)
+        else {
+            return Vec::new();
+        };
+        match labels[..labels.len() - zone.labels] {
+            [label, service, namespace, b"svc"] => addresses::endpoint_addresses(
+                &self.state,
+                &self.exposed,
+                [label, service, namespace],
+            ),
+            _ => Vec::new(),
+        }
     }
 
     /// The PTR targets of a reverse name, in the zone `zone` (dotted);

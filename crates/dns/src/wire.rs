@@ -525,6 +525,23 @@ pub(crate) fn encode_name(dotted: &str) -> Option<Vec<u8>> {
     (out.len() <= MAX_NAME).then_some(out)
 }
 
+/// The labels of an uncompressed wire name, left to right (root excluded).
+pub(crate) fn labels(wire: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while let Some(&len) = wire.get(pos) {
+        if len == 0 || len & 0xC0 != 0 {
+            break;
+        }
+        let Some(label) = wire.get(pos + 1..pos + 1 + len as usize) else {
+            break;
+        };
+        out.push(label);
+        pos += 1 + len as usize;
+    }
+    out
+}
+
 /// A wire name as dotted text, for logs and errors.
 pub(crate) fn dotted(wire: &[u8]) -> String {
     let mut s = String::new();

@@ -229,6 +229,20 @@ fn endpoints_of_a_service_with_a_cluster_ip_have_names_too() {
     // Case does not matter.
     let m = dns.udp("10-244-1-5.WEB.Default.svc.cluster.local.", T::A);
     assert_eq!(data(m.answers(), T::A), ["10.244.1.5"]);
+    // An ExternalName pointing at one is followed to its address.
+    let m = dns.udp(&n("to-endpoint.default"), T::A);
+    assert_eq!(
+        data(m.answers(), T::CNAME),
+        ["10-244-1-5.web.default.svc.cluster.local."]
+    );
+    assert_eq!(data(m.answers(), T::A), ["10.244.1.5"]);
+    assert_eq!(
+        m.answers()[1].name().to_string(),
+        "10-244-1-5.web.default.svc.cluster.local."
+    );
+    // No AAAA there: the CNAME alone.
+    let m = dns.udp(&n("to-endpoint.default"), T::AAAA);
+    assert_eq!(m.answers().len(), 1);
 }
 
 #[test]
