@@ -85,6 +85,9 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// glibc arenas for `ferry agent` (MALLOC_ARENA_MAX overrides).
+const AGENT_MALLOC_ARENAS: usize = 2;
+
 fn main() -> ExitCode {
     if cmd::cni::invoked_as_plugin() {
         // No logging set-up: stdout belongs to the runtime, and the
@@ -110,6 +113,11 @@ fn main() -> ExitCode {
                 nix::sys::signal::SigHandler::SigDfl,
             );
         }
+    }
+    if matches!(cli.command, Command::Agent(_)) {
+        // Before any thread starts (see ferry_sys::limit_malloc_arenas and
+        // ARCHITECTURE.md's memory section for the figures).
+        ferry_sys::limit_malloc_arenas(AGENT_MALLOC_ARENAS);
     }
     init_logging(cli.log_format);
     let result = match cli.command {

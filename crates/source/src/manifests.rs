@@ -10,10 +10,9 @@
 //!
 //! Touches the file system (reads only); no threads (see `watch.rs`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use ferry_model::{
     ClusterState, FieldError, Kind, ManifestError, NodePortClaims, Object, ObjectDesc, ObjectKey,
@@ -44,11 +43,17 @@ pub enum SourceError {
 
 pub use crate::snapshot::Snapshot;
 
+/// A file's index in [`ManifestSource::files`].
+type FileId = u32;
+
 struct FileEntry {
-    /// The file's path, shared by every `owners` entry naming it.
-    path: Arc<Path>,
+    path: PathBuf,
     hash: u64,
-    objects: BTreeMap<ObjectKey, Object>,
+    /// The file's objects, sorted by key and compared in place ([`parts`]):
+    /// no key is kept per object (at issue 13's target case a map by key
+    /// here, the keys' own strings and a map of owners by key cost 60 MiB
+    /// by heaptrack, for 140,000 objects).
+    objects: Vec<Object>,
     errors: Vec<ManifestError>,
     skipped: Vec<ObjectDesc>,
 }
@@ -56,28 +61,70 @@ struct FileEntry {
 impl FileEntry {
     fn new(path: &Path) -> Self {
         FileEntry {
-            path: path.into(),
+            path: path.to_path_buf(),
             hash: 0,
-            objects: BTreeMap::new(),
+            objects: Vec::new(),
             errors: Vec::new(),
             skipped: Vec::new(),
         }
     }
+
+    fn find(&self, key: Parts<'_>) -> Option<&Object> {
+        let i = self.objects.binary_search_by(|o| parts(o).cmp(&key)).ok()?;
+        Some(&self.objects[i])
+    }
 }
 
-/// The files defining one key, sorted by path: almost always one, so
-/// shared paths with room for one inline, not a set of owned ones
-/// (measured at issue 13's target case: a `BTreeSet<PathBuf>` per object
-/// cost 32 MiB more than a `Vec`; a `HashMap` of `Vec`s 24.8 MiB, this
-/// B-tree with the path inline 18.3 MiB, by heaptrack).
-type Owners = smallvec::SmallVec<[Arc<Path>; 1]>;
+/// An object's key, borrowed from it: ordered as [`ObjectKey`].
+type Parts<'a> = (Kind, &'a str, &'a str);
+
+fn parts(o: &Object) -> Parts<'_> {
+    let meta = o.metadata();
+    (
+        o.kind(),
+        meta.namespace().unwrap_or_default(),
+        meta.name().unwrap_or_default(),
+    )
+}
+
+fn key_parts(key: &ObjectKey) -> Parts<'_> {
+    (key.kind, &key.name.namespace, &key.name.name)
+}
+
+fn to_key((kind, namespace, name): Parts<'_>) -> ObjectKey {
+    ObjectKey::new(kind, namespace, name)
+}
+
+fn hash_parts(key: Parts<'_>) -> u64 {
+    let mut h = DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish()
+}
+
+/// Sorts objects by key, keeping the last definition of a key (as a file
+/// read top to bottom would).
+fn sort_last_wins(objects: &mut Vec<Object>) {
+    objects.reverse();
+    objects.sort_by(|a, b| parts(a).cmp(&parts(b)));
+    objects.dedup_by(|later, kept| parts(later) == parts(kept));
+}
+
+/// The files that may define the keys with one hash, in path order, each
+/// with how many of its keys have that hash. Almost always one file with
+/// one key: a key's definers are the candidates that hold it ([`ManifestSource::definers`]),
+/// so two keys sharing a hash cost a lookup, never a wrong answer.
+type Candidates = smallvec::SmallVec<[(FileId, u32); 1]>;
 
 pub struct ManifestSource {
     roots: Vec<PathBuf>,
     recursive: bool,
-    files: BTreeMap<PathBuf, FileEntry>,
-    /// Files defining each key, in path order: the first one wins.
-    owners: BTreeMap<ObjectKey, Owners>,
+    /// Files by [`FileId`] (a removed file leaves a hole, reused).
+    files: Vec<Option<FileEntry>>,
+    free: Vec<FileId>,
+    ids: BTreeMap<PathBuf, FileId>,
+    /// Files defining keys, by the key's hash: the first definer in path
+    /// order wins.
+    owners: HashMap<u64, Candidates>,
     /// Keys defined by more than one file.
     duplicates: BTreeSet<ObjectKey>,
     /// The node ports the Services in `state` ask for.
@@ -132,8 +179,10 @@ impl ManifestSource {
         let mut source = ManifestSource {
             roots: paths.to_vec(),
             recursive,
-            files: BTreeMap::new(),
-            owners: BTreeMap::new(),
+            files: Vec::new(),
+            free: Vec::new(),
+            ids: BTreeMap::new(),
+            owners: HashMap::new(),
             duplicates: BTreeSet::new(),
             node_ports: NodePortClaims::new(),
             options,
@@ -194,31 +243,38 @@ impl ManifestSource {
     pub fn rescan(&mut self) -> Result<Snapshot, SourceError> {
         let now = self.list_files()?;
         let mut changed: Vec<PathBuf> = now.iter().cloned().collect();
-        changed.extend(self.files.keys().filter(|p| !now.contains(*p)).cloned());
+        changed.extend(self.ids.keys().filter(|p| !now.contains(*p)).cloned());
         Ok(self.refresh(&changed))
     }
 
     /// Reloads the given files (removing those that no longer exist) and
     /// returns the new snapshot. Unchanged content costs one read and a hash.
     pub fn refresh(&mut self, paths: &[PathBuf]) -> Snapshot {
-        let mut affected: BTreeSet<ObjectKey> = BTreeSet::new();
+        // Every object whose key some file gained or lost: its winner is
+        // looked up again once all files are read.
+        let mut affected: Vec<Object> = Vec::new();
         for path in paths {
             if path.is_file() {
                 self.reload(path, &mut affected);
-            } else if let Some(old) = self.files.remove(path) {
-                for key in old.objects.into_keys() {
-                    self.disown(&key, path);
-                    affected.insert(key);
+            } else if let Some(id) = self.ids.remove(path) {
+                let old = self.files[id as usize].take().map(|f| f.objects);
+                self.free.push(id);
+                for object in old.unwrap_or_default() {
+                    self.disown(parts(&object), id);
+                    affected.push(object);
                 }
             }
         }
+        affected.sort_by(|a, b| parts(a).cmp(&parts(b)));
+        affected.dedup_by(|a, b| parts(a) == parts(b));
         let updates: Vec<Update> = affected
-            .into_iter()
-            .map(|key| match self.winner(&key) {
-                Some(object) => Update::Apply(object.clone()),
-                None => Update::Delete(key),
+            .iter()
+            .map(|object| match self.winner(parts(object)) {
+                Some(winner) => Update::Apply(winner.clone()),
+                None => Update::Delete(object.key()),
             })
             .collect();
+        drop(affected);
         let (state, changes) = self.state.apply(updates);
         self.state = state;
         self.node_ports.follow(&self.state, &changes);
@@ -229,7 +285,30 @@ impl ManifestSource {
         }
     }
 
-    fn reload(&mut self, path: &Path, affected: &mut BTreeSet<ObjectKey>) {
+    fn file(&self, id: FileId) -> Option<&FileEntry> {
+        self.files.get(id as usize)?.as_ref()
+    }
+
+    fn file_id(&mut self, path: &Path) -> FileId {
+        if let Some(id) = self.ids.get(path) {
+            return *id;
+        }
+        let entry = Some(FileEntry::new(path));
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.files[id as usize] = entry;
+                id
+            }
+            None => {
+                self.files.push(entry);
+                (self.files.len() - 1) as FileId
+            }
+        };
+        self.ids.insert(path.to_path_buf(), id);
+        id
+    }
+
+    fn reload(&mut self, path: &Path, affected: &mut Vec<Object>) {
         let label = path.display().to_string();
         // A file a writer still has open is left as it was: its close
         // brings it back here, complete.
@@ -242,62 +321,96 @@ impl ManifestSource {
             Err(e) => return self.file_failed(path, &label, format!("cannot read: {e}")),
         };
         let hash = hash_of(text.as_bytes());
-        if self.files.get(path).is_some_and(|f| f.hash == hash) {
+        let known = self.ids.get(path).and_then(|id| self.file(*id));
+        if known.is_some_and(|f| f.hash == hash) {
             return;
         }
         let decoded = decode_with(&label, &text, &self.options);
-        let entry = self
-            .files
-            .entry(path.to_path_buf())
-            .or_insert_with(|| FileEntry::new(path));
+        drop(text);
+        let id = self.file_id(path);
+        let Some(entry) = self.files[id as usize].as_mut() else {
+            return;
+        };
         entry.hash = hash;
         entry.errors = decoded.errors;
         entry.skipped = decoded.skipped;
-        let mut objects: BTreeMap<ObjectKey, Object> = decoded
-            .objects
-            .into_iter()
-            .map(|d| (d.object.key(), d.object))
-            .collect();
+        let mut objects: Vec<Object> = decoded.objects.into_iter().map(|d| d.object).collect();
+        sort_last_wins(&mut objects);
+        let mut kept: Vec<Object> = Vec::new();
+        let is_new = |objects: &[Object], key: Parts<'_>| {
+            objects.binary_search_by(|o| parts(o).cmp(&key)).is_err()
+        };
         if decoded.syntax_error {
             // A document that does not parse could be any of the file's
             // objects: keep every last good one until the file parses again,
             // and take the documents that did parse.
-            for (key, old) in &entry.objects {
-                objects.entry(key.clone()).or_insert_with(|| old.clone());
-            }
+            kept.extend(
+                (entry.objects.iter())
+                    .filter(|old| is_new(&objects, parts(old)))
+                    .cloned(),
+            );
         }
         for desc in decoded.rejected {
-            let key = entry.objects.keys().find(|k| {
-                k.kind.as_str() == desc.kind
-                    && *k.name.namespace == *desc.namespace
-                    && *k.name.name == *desc.name
+            let old = entry.objects.iter().find(|o| {
+                let (kind, namespace, name) = parts(o);
+                kind.as_str() == desc.kind && namespace == desc.namespace && name == desc.name
             });
-            if let Some(key) = key
-                && !objects.contains_key(key)
+            if let Some(old) = old
+                && is_new(&objects, parts(old))
+                && is_new(&kept, parts(old))
             {
-                objects.insert(key.clone(), entry.objects[key].clone());
+                kept.push(old.clone());
             }
+        }
+        if !kept.is_empty() {
+            objects.extend(kept);
+            objects.sort_by(|a, b| parts(a).cmp(&parts(b)));
         }
         let old = std::mem::replace(&mut entry.objects, objects);
-        let new_keys: Vec<ObjectKey> = entry.objects.keys().cloned().collect();
-        let shared = entry.path.clone();
-        for key in old.into_keys() {
-            if !self.files[path].objects.contains_key(&key) {
-                self.disown(&key, path);
+        // Owners change for the keys only one side holds.
+        let mut gained = Vec::new();
+        let mut lost = Vec::new();
+        {
+            let new = &entry.objects;
+            let (mut i, mut j) = (0, 0);
+            while i < old.len() || j < new.len() {
+                let order = match (old.get(i), new.get(j)) {
+                    (Some(a), Some(b)) => parts(a).cmp(&parts(b)),
+                    (Some(_), None) => std::cmp::Ordering::Less,
+                    _ => std::cmp::Ordering::Greater,
+                };
+                match order {
+                    std::cmp::Ordering::Less => {
+                        lost.push(old[i].clone());
+                        i += 1;
+                    }
+                    std::cmp::Ordering::Greater => {
+                        gained.push(new[j].clone());
+                        j += 1;
+                    }
+                    std::cmp::Ordering::Equal => {
+                        affected.push(new[j].clone());
+                        i += 1;
+                        j += 1;
+                    }
+                }
             }
-            affected.insert(key);
         }
-        for key in new_keys {
-            self.own(&key, &shared);
-            affected.insert(key);
+        for object in &lost {
+            self.disown(parts(object), id);
         }
+        for object in &gained {
+            self.own(parts(object), id);
+        }
+        affected.extend(lost);
+        affected.extend(gained);
     }
 
     fn file_failed(&mut self, path: &Path, label: &str, message: String) {
-        let entry = self
-            .files
-            .entry(path.to_path_buf())
-            .or_insert_with(|| FileEntry::new(path));
+        let id = self.file_id(path);
+        let Some(entry) = self.files[id as usize].as_mut() else {
+            return;
+        };
         entry.hash = 0;
         entry.errors = vec![ManifestError {
             file: label.to_string(),
@@ -309,37 +422,73 @@ impl ManifestSource {
         }];
     }
 
-    fn own(&mut self, key: &ObjectKey, path: &Arc<Path>) {
-        let owners = self.owners.entry(key.clone()).or_default();
-        if let Err(i) = owners.binary_search(path) {
-            owners.insert(i, path.clone());
+    /// The files defining `key`, in path order, with their object.
+    fn definers<'a, 'k>(
+        &'a self,
+        key: Parts<'k>,
+    ) -> impl Iterator<Item = (&'a FileEntry, &'a Object)> {
+        (self.owners.get(&hash_parts(key)).into_iter())
+            .flatten()
+            .filter_map(move |(id, _)| {
+                let file = self.file(*id)?;
+                Some((file, file.find(key)?))
+            })
+    }
+
+    fn own(&mut self, key: Parts<'_>, id: FileId) {
+        let files = &self.files;
+        let path_of = |id: FileId| {
+            files
+                .get(id as usize)
+                .and_then(|f| f.as_ref())
+                .map(|f| &f.path)
+        };
+        let candidates = self.owners.entry(hash_parts(key)).or_default();
+        match candidates.iter_mut().find(|(f, _)| *f == id) {
+            Some((_, n)) => *n += 1,
+            None => {
+                let at = candidates
+                    .iter()
+                    .position(|(f, _)| path_of(*f) > path_of(id))
+                    .unwrap_or(candidates.len());
+                candidates.insert(at, (id, 1));
+            }
         }
-        if owners.len() > 1 {
-            self.duplicates.insert(key.clone());
+        if self.definers(key).nth(1).is_some() {
+            self.duplicates.insert(to_key(key));
         }
     }
 
-    fn disown(&mut self, key: &ObjectKey, path: &Path) {
-        if let Some(owners) = self.owners.get_mut(key) {
-            owners.retain(|p| **p != *path);
-            if owners.len() <= 1 {
-                self.duplicates.remove(key);
+    fn disown(&mut self, key: Parts<'_>, id: FileId) {
+        let hash = hash_parts(key);
+        if let Some(candidates) = self.owners.get_mut(&hash) {
+            if let Some(i) = candidates.iter().position(|(f, _)| *f == id) {
+                candidates[i].1 -= 1;
+                if candidates[i].1 == 0 {
+                    candidates.remove(i);
+                }
             }
-            if owners.is_empty() {
-                self.owners.remove(key);
+            if candidates.is_empty() {
+                self.owners.remove(&hash);
             }
+        }
+        if !self.duplicates.is_empty() && self.definers(key).nth(1).is_none() {
+            self.duplicates.remove(&to_key(key));
         }
     }
 
-    fn winner(&self, key: &ObjectKey) -> Option<&Object> {
-        let first = self.owners.get(key)?.first()?;
-        self.files.get(&**first)?.objects.get(key)
+    fn winner(&self, key: Parts<'_>) -> Option<&Object> {
+        self.definers(key).next().map(|(_, object)| object)
+    }
+
+    /// Files in path order.
+    fn files_in_order(&self) -> impl Iterator<Item = &FileEntry> {
+        self.ids.values().filter_map(|id| self.file(*id))
     }
 
     /// Objects of kinds the data plane does not read (Deployments, ...).
     pub fn skipped(&self) -> Vec<ObjectDesc> {
-        self.files
-            .values()
+        self.files_in_order()
             .flat_map(|f| f.skipped.iter().cloned())
             .collect()
     }
@@ -348,15 +497,11 @@ impl ManifestSource {
     /// one file, and node ports claimed by a second Service.
     pub fn errors(&self) -> Vec<ManifestError> {
         let mut out: Vec<ManifestError> = self
-            .files
-            .values()
+            .files_in_order()
             .flat_map(|f| f.errors.iter().cloned())
             .collect();
         for key in &self.duplicates {
-            let Some(owners) = self.owners.get(key) else {
-                continue;
-            };
-            let mut files = owners.iter();
+            let mut files = self.definers(key_parts(key)).map(|(f, _)| &f.path);
             let Some(first) = files.next() else { continue };
             for other in files {
                 out.push(ManifestError {
@@ -381,10 +526,9 @@ impl ManifestSource {
                 name: conflict.service,
             };
             let file = self
-                .owners
-                .get(&key)
-                .and_then(|owners| owners.first())
-                .map(|f| f.display().to_string())
+                .definers(key_parts(&key))
+                .next()
+                .map(|(f, _)| f.path.display().to_string())
                 .unwrap_or_default();
             out.push(ManifestError {
                 file,

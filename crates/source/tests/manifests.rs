@@ -213,6 +213,51 @@ fn an_object_in_two_files_uses_the_first_and_reports_the_second() {
 }
 
 #[test]
+fn an_object_in_three_files_goes_to_the_first_by_path_as_files_come_and_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = write(dir.path(), "b.yaml", &svc("x", 90));
+    let (mut src, snap) = ManifestSource::open(&[dir.path().to_path_buf()], false).unwrap();
+    assert_eq!(port_of(&src, "x"), Some(90));
+    assert!(snap.errors.is_empty());
+    // A file sorting later, then one sorting earlier, each read after b.
+    let c = write(dir.path(), "c.yaml", &svc("x", 100));
+    let snap = src.refresh(std::slice::from_ref(&c));
+    assert_eq!(port_of(&src, "x"), Some(90), "b still sorts first");
+    assert_eq!(snap.errors.len(), 1);
+    assert!(
+        snap.errors[0]
+            .to_string()
+            .starts_with(&format!("{}", c.display()))
+    );
+    let a = write(dir.path(), "a.yaml", &svc("x", 80));
+    let snap = src.refresh(std::slice::from_ref(&a));
+    assert_eq!(port_of(&src, "x"), Some(80), "a sorts first");
+    let files: Vec<String> = snap.errors.iter().map(|e| e.file.clone()).collect();
+    assert_eq!(
+        files,
+        [b.display().to_string(), c.display().to_string()],
+        "{:?}",
+        snap.errors
+    );
+    // b gives x up for another object; then a goes, and its slot is reused by d.
+    std::fs::write(&b, svc("y", 70)).unwrap();
+    let snap = src.refresh(std::slice::from_ref(&b));
+    assert_eq!(port_of(&src, "x"), Some(80));
+    assert_eq!(port_of(&src, "y"), Some(70));
+    assert_eq!(snap.errors.len(), 1, "{:?}", snap.errors);
+    std::fs::remove_file(&a).unwrap();
+    let d = write(dir.path(), "d.yaml", &svc("z", 60));
+    let snap = src.refresh(&[a, d]);
+    assert_eq!(port_of(&src, "x"), Some(100), "only c defines x now");
+    assert_eq!(port_of(&src, "z"), Some(60));
+    assert!(snap.errors.is_empty(), "{:?}", snap.errors);
+    std::fs::remove_file(&c).unwrap();
+    src.refresh(&[c]);
+    assert_eq!(port_of(&src, "x"), None, "nobody defines x");
+    assert_eq!(port_of(&src, "y"), Some(70));
+}
+
+#[test]
 fn the_watcher_sees_a_new_file_and_a_deleted_one() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "a.yaml", &svc("a", 80));

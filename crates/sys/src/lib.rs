@@ -71,6 +71,28 @@ pub fn release_free_memory() -> bool {
     unsafe { malloc_trim(0) == 1 }
 }
 
+/// Caps glibc's allocator at `arenas` arenas (`mallopt(M_ARENA_MAX)`, as
+/// the `MALLOC_ARENA_MAX` variable does), unless that variable is set:
+/// the operator's choice stands. glibc's default is eight per core; each
+/// thread that allocates takes an arena of its own up to that cap and
+/// keeps the memory it frees there, so a bulk load spread over the source,
+/// proxy and DNS threads leaves free memory in each. Call before starting
+/// threads: a thread keeps the arena it was given. Returns whether the cap
+/// was set.
+pub fn limit_malloc_arenas(arenas: usize) -> bool {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        return false;
+    }
+    const M_ARENA_MAX: std::ffi::c_int = -8;
+    unsafe extern "C" {
+        fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
+    }
+    let value = std::ffi::c_int::try_from(arenas.max(1)).unwrap_or(std::ffi::c_int::MAX);
+    // SAFETY: mallopt takes two integers and sets one of glibc's own
+    // parameters under its lock.
+    unsafe { mallopt(M_ARENA_MAX, value) == 1 }
+}
+
 /// What glibc's allocator holds, from `mallinfo2`: bytes handed out and
 /// not freed (`in_use`, mmapped chunks included), and bytes free inside
 /// its heaps that count as the process's RSS where touched (`free`).

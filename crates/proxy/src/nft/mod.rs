@@ -153,15 +153,14 @@ impl NftBackend {
         self.loaded_as = None;
         self.ids = SlotIds::default();
         self.applied_plans.clear();
-        self.applied = Applied::default();
+        let mut all = Vec::new();
         for (name, p) in &plan.services {
-            let c = contribution(p, &mut self.ids);
-            self.applied.replace(&[], &c);
+            all.extend(contribution(p, &mut self.ids));
             self.applied_plans.insert(name.clone(), p.clone());
         }
         self.cluster_cidrs = cidr_elements(self.family, cluster_cidrs);
-        self.applied.replace(&[], &self.cluster_cidrs);
-        self.applied.take_delta();
+        all.extend_from_slice(&self.cluster_cidrs);
+        self.applied = Applied::from_elements(all);
         // Pick chains for common endpoint counts exist from the start, so a
         // change rarely needs a new chain (which only a full load adds: nft
         // cannot add such a rule to a live table).
