@@ -97,7 +97,7 @@ pub fn slice(i: usize, endpoints: usize, not_ready: Option<usize>) -> Object {
     Object::EndpointSlice(Arc::new(EndpointSlice {
         metadata: ferry_model::meta::ObjectMeta {
             name: Some(format!("{name}-abcde")),
-            namespace: Some(namespace(i)),
+            namespace: Some(ferry_model::intern::shared(&namespace(i))),
             labels: Some(BTreeMap::from([(SERVICE_NAME_LABEL.to_string(), name)]).into()),
             ..Default::default()
         },
@@ -117,7 +117,7 @@ pub fn slice(i: usize, endpoints: usize, not_ready: Option<usize>) -> Object {
                         serving: Some(true),
                         terminating: Some(false),
                     }),
-                    node_name: Some(format!("node-{}", j % 4)),
+                    node_name: Some(ferry_model::intern::shared(&format!("node-{}", j % 4))),
                     ..Default::default()
                 })
                 .collect(),

@@ -40,7 +40,7 @@ pub(crate) fn slices_of(object: &Object) -> Option<(NamespacedName, Contributed)
                 mirrored: None,
             };
             Some((
-                NamespacedName::new(namespace, service.as_str()),
+                NamespacedName::new(namespace, service),
                 vec![(id, slice.clone())],
             ))
         }
@@ -108,7 +108,7 @@ pub(crate) fn mirror(ep: &Endpoints) -> Vec<EndpointSlice> {
                             terminating: None,
                         }),
                         hostname: a.hostname.clone(),
-                        node_name: a.node_name.clone(),
+                        node_name: a.node_name.as_deref().map(crate::intern::shared),
                         target_ref: a.target_ref.clone().map(Into::into),
                         ..Default::default()
                     })
@@ -124,7 +124,7 @@ pub(crate) fn mirror(ep: &Endpoints) -> Vec<EndpointSlice> {
             out.push(EndpointSlice {
                 metadata: ObjectMeta {
                     name: Some(name.clone()),
-                    namespace: ep.metadata.namespace.clone(),
+                    namespace: ep.metadata.namespace.as_deref().map(crate::intern::shared),
                     labels: Some(labels.into()),
                     ..Default::default()
                 },

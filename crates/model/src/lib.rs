@@ -9,6 +9,7 @@
 mod change;
 mod endpoints;
 mod error;
+pub mod intern;
 mod manifest;
 pub mod meta;
 mod node_ports;

@@ -14,6 +14,7 @@
 //! Pure.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as k8s;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -27,8 +28,13 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub struct ObjectMeta {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
+    /// Shared ([`crate::intern`]), as object keys' namespaces.
+    #[serde(
+        default,
+        deserialize_with = "crate::intern::deserialize_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub namespace: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub uid: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -52,7 +58,7 @@ impl From<k8s::ObjectMeta> for ObjectMeta {
     fn from(m: k8s::ObjectMeta) -> ObjectMeta {
         ObjectMeta {
             name: m.name,
-            namespace: m.namespace,
+            namespace: m.namespace.as_deref().map(crate::intern::shared),
             uid: m.uid,
             resource_version: m.resource_version,
             labels: m.labels.map(Labels::from),
@@ -64,23 +70,25 @@ impl From<k8s::ObjectMeta> for ObjectMeta {
 }
 
 /// Labels, sorted by key, unique keys: a map's reads over one allocation.
+/// Keys and values are shared ([`crate::intern`]): the same few keys and
+/// the values of one workload repeat on every Pod and slice.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Labels(Box<[(String, String)]>);
+pub struct Labels(Box<[(Arc<str>, Arc<str>)]>);
 
 impl Labels {
-    pub fn get(&self, key: &str) -> Option<&String> {
+    pub fn get(&self, key: &str) -> Option<&str> {
         self.0
-            .binary_search_by(|(k, _)| k.as_str().cmp(key))
+            .binary_search_by(|(k, _)| (**k).cmp(key))
             .ok()
-            .map(|i| &self.0[i].1)
+            .map(|i| &*self.0[i].1)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
-        self.0.iter().map(|(k, v)| (k, v))
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (&**k, &**v))
     }
 
-    pub fn keys(&self) -> impl Iterator<Item = &String> {
-        self.0.iter().map(|(k, _)| k)
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(k, _)| &**k)
     }
 
     pub fn len(&self) -> usize {
@@ -93,13 +101,16 @@ impl Labels {
 
     /// As a map, for code that wants one.
     pub fn to_map(&self) -> BTreeMap<String, String> {
-        self.0.iter().cloned().collect()
+        self.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 }
 
 impl From<BTreeMap<String, String>> for Labels {
     fn from(map: BTreeMap<String, String>) -> Labels {
-        Labels(map.into_iter().collect())
+        use crate::intern::shared;
+        Labels(map.iter().map(|(k, v)| (shared(k), shared(v))).collect())
     }
 }
 
@@ -135,7 +146,7 @@ impl LabelSet for BTreeMap<String, String> {
 
 impl LabelSet for Labels {
     fn label(&self, key: &str) -> Option<&str> {
-        self.get(key).map(String::as_str)
+        self.get(key)
     }
 }
 
@@ -146,7 +157,7 @@ pub trait Meta {
     fn resource_version(&self) -> Option<&str>;
     fn deletion_grace_period_seconds(&self) -> Option<i64>;
     /// Label pairs, in key order.
-    fn label_pairs(&self) -> Box<dyn Iterator<Item = (&String, &String)> + '_>;
+    fn label_pairs(&self) -> Box<dyn Iterator<Item = (&str, &str)> + '_>;
     fn annotation_keys(&self) -> Box<dyn Iterator<Item = &String> + '_>;
     fn set_namespace(&mut self, namespace: Option<String>);
     fn set_resource_version(&mut self, version: Option<String>);
@@ -167,9 +178,6 @@ macro_rules! common_meta {
         fn deletion_grace_period_seconds(&self) -> Option<i64> {
             self.deletion_grace_period_seconds
         }
-        fn set_namespace(&mut self, namespace: Option<String>) {
-            self.namespace = namespace;
-        }
         fn set_resource_version(&mut self, version: Option<String>) {
             self.resource_version = version;
         }
@@ -178,8 +186,11 @@ macro_rules! common_meta {
 
 impl Meta for k8s::ObjectMeta {
     common_meta!();
-    fn label_pairs(&self) -> Box<dyn Iterator<Item = (&String, &String)> + '_> {
-        Box::new(self.labels.iter().flatten())
+    fn set_namespace(&mut self, namespace: Option<String>) {
+        self.namespace = namespace;
+    }
+    fn label_pairs(&self) -> Box<dyn Iterator<Item = (&str, &str)> + '_> {
+        Box::new((self.labels.iter().flatten()).map(|(k, v)| (k.as_str(), v.as_str())))
     }
     fn annotation_keys(&self) -> Box<dyn Iterator<Item = &String> + '_> {
         Box::new(self.annotations.iter().flat_map(|a| a.keys()))
@@ -188,7 +199,10 @@ impl Meta for k8s::ObjectMeta {
 
 impl Meta for ObjectMeta {
     common_meta!();
-    fn label_pairs(&self) -> Box<dyn Iterator<Item = (&String, &String)> + '_> {
+    fn set_namespace(&mut self, namespace: Option<String>) {
+        self.namespace = namespace.as_deref().map(crate::intern::shared);
+    }
+    fn label_pairs(&self) -> Box<dyn Iterator<Item = (&str, &str)> + '_> {
         Box::new(self.labels.iter().flat_map(Labels::iter))
     }
     /// Slim metadata keeps no annotations.
@@ -204,8 +218,8 @@ mod tests {
     #[test]
     fn labels_read_as_a_map_and_round_trip_as_one() {
         let labels: Labels = serde_json::from_str(r#"{"tier":"a","app":"web"}"#).unwrap();
-        assert_eq!(labels.get("app").map(String::as_str), Some("web"));
-        assert_eq!(labels.get("tier").map(String::as_str), Some("a"));
+        assert_eq!(labels.get("app"), Some("web"));
+        assert_eq!(labels.get("tier"), Some("a"));
         assert_eq!(labels.get("nope"), None);
         assert_eq!(labels.keys().collect::<Vec<_>>(), ["app", "tier"]);
         let json = serde_json::to_string(&labels).unwrap();

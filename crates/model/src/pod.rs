@@ -18,6 +18,8 @@
 //! Pure.
 
 use crate::meta::ObjectMeta;
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 /// A Pod, slim: metadata, and the parts of spec and status listed in the
@@ -34,8 +36,13 @@ pub struct Pod {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PodSpec {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub node_name: Option<String>,
+    /// Shared ([`crate::intern`]).
+    #[serde(
+        default,
+        deserialize_with = "crate::intern::deserialize_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub node_name: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -48,8 +55,13 @@ pub struct PodSpec {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PodStatus {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    /// Shared ([`crate::intern`]).
+    #[serde(
+        default,
+        deserialize_with = "crate::intern::deserialize_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub phase: Option<Arc<str>>,
     #[serde(rename = "podIP", skip_serializing_if = "Option::is_none")]
     pub pod_ip: Option<String>,
     #[serde(rename = "podIPs", skip_serializing_if = "Option::is_none")]

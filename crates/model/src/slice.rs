@@ -14,6 +14,8 @@
 //!
 //! Pure.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 pub use k8s_openapi::api::discovery::v1::{
@@ -47,32 +49,50 @@ pub struct Endpoint {
     pub hints: Option<Box<EndpointHints>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub node_name: Option<String>,
+    /// Shared ([`crate::intern`]), as Pods' and views' node names.
+    #[serde(
+        default,
+        deserialize_with = "crate::intern::deserialize_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub node_name: Option<Arc<str>>,
     /// Boxed: absent on endpoints written by hand.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target_ref: Option<Box<TargetRef>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub zone: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "crate::intern::deserialize_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub zone: Option<Arc<str>>,
 }
 
 /// What an endpoint points at: the parts of an `ObjectReference` read.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TargetRef {
+    #[serde(
+        default,
+        deserialize_with = "crate::intern::deserialize_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub kind: Option<Arc<str>>,
+    #[serde(
+        default,
+        deserialize_with = "crate::intern::deserialize_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub namespace: Option<Arc<str>>,
+    /// Shared with the views' `pod`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    pub name: Option<Arc<str>>,
 }
 
 impl From<k8s_openapi::api::core::v1::ObjectReference> for Box<TargetRef> {
     fn from(r: k8s_openapi::api::core::v1::ObjectReference) -> Box<TargetRef> {
         Box::new(TargetRef {
-            kind: r.kind,
-            namespace: r.namespace,
-            name: r.name,
+            kind: r.kind.as_deref().map(crate::intern::shared),
+            namespace: r.namespace.as_deref().map(crate::intern::shared),
+            name: r.name.map(Arc::from),
         })
     }
 }

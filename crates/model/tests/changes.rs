@@ -182,7 +182,7 @@ fn to_update(op: &Op) -> Update {
                         serving: Some(*cond <= 1),
                         terminating: Some(*cond == 1),
                     }),
-                    node_name: Some(format!("n{}", ip % 2)),
+                    node_name: Some(format!("n{}", ip % 2).into()),
                     ..Default::default()
                 })
                 .collect();

@@ -432,3 +432,62 @@ endpoints: [{addresses: [10.9.0.1], hostname: a}]
     assert_eq!(view.addresses[0].hostname.as_deref(), Some("a"));
     assert!(view.endpoint_ports.is_empty());
 }
+
+#[test]
+fn repeated_strings_are_one_shared_copy_across_objects_and_views() {
+    // Node names, namespaces, label keys and values repeat on every Pod and
+    // endpoint of a large cluster: the decoded objects and the views made
+    // from them point at one copy each (issue 13's memory target).
+    let st = state(SEED);
+    let port = st
+        .service_port(&spn("demo", "nginx-web-service", "", Protocol::Tcp))
+        .expect("service port");
+    let on_node_2: Vec<&std::sync::Arc<str>> = port
+        .endpoints
+        .iter()
+        .filter_map(|e| e.node_name.as_ref())
+        .filter(|n| &***n == "node-2")
+        .collect();
+    assert_eq!(on_node_2.len(), 2);
+    assert!(std::sync::Arc::ptr_eq(on_node_2[0], on_node_2[1]));
+    let view = st
+        .service(&NamespacedName::new("demo", "nginx-web-service"))
+        .expect("service view");
+    let address = view
+        .addresses
+        .iter()
+        .find(|a| a.ip == ip("10.204.1.3"))
+        .expect("address");
+    assert!(std::sync::Arc::ptr_eq(
+        address.node_name.as_ref().unwrap(),
+        on_node_2[0]
+    ));
+    let pods = decode(
+        "pods.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: demo, labels: {app: web}}\nspec: {nodeName: node-2, containers: [{name: c, image: i}]}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: b, namespace: demo, labels: {app: web}}\nspec: {nodeName: node-2, containers: [{name: c, image: i}]}\n",
+    );
+    let pods: Vec<_> = pods
+        .objects
+        .iter()
+        .filter_map(|d| match &d.object {
+            ferry_model::Object::Pod(p) => Some(p.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(pods.len(), 2);
+    let node = |p: &ferry_model::Pod| p.spec.as_ref().unwrap().node_name.clone().unwrap();
+    assert!(std::sync::Arc::ptr_eq(&node(&pods[0]), &node(&pods[1])));
+    assert!(std::sync::Arc::ptr_eq(&node(&pods[0]), on_node_2[0]));
+    let ns = |p: &ferry_model::Pod| p.metadata.namespace.clone().unwrap();
+    assert!(std::sync::Arc::ptr_eq(&ns(&pods[0]), &ns(&pods[1])));
+    let label = |p: &ferry_model::Pod| {
+        p.metadata
+            .labels
+            .as_ref()
+            .unwrap()
+            .get("app")
+            .unwrap()
+            .as_ptr()
+    };
+    assert_eq!(label(&pods[0]), label(&pods[1]));
+}

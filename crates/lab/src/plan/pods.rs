@@ -68,9 +68,9 @@ pub fn hints_from_slices(inputs: &Inputs) -> Vec<Hint> {
             };
             if let Some(pod) = r.name.clone() {
                 out.push(Hint {
-                    namespace: namespace.clone(),
-                    pod,
-                    node,
+                    namespace: namespace.to_string(),
+                    pod: pod.to_string(),
+                    node: node.to_string(),
                     ip,
                 });
             }
@@ -127,7 +127,7 @@ fn wants(inputs: &Inputs) -> Vec<Want> {
                     .unwrap_or_default();
                 out.push(Want {
                     owner: Owner::Pod,
-                    namespace: p.metadata.namespace.clone().unwrap_or_default(),
+                    namespace: p.metadata.namespace.as_deref().unwrap_or_default().into(),
                     name: p.metadata.name.clone(),
                     hash: template_hash(&labels, spec),
                     labels,

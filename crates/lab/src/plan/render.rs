@@ -237,7 +237,7 @@ fn pod(w: &World, p: &PodInfo) -> Pod {
     Pod {
         metadata: metadata.into(),
         spec: Some(PodSpec {
-            node_name: Some(p.node.clone()),
+            node_name: Some(p.node.as_str().into()),
             hostname: p.spec.hostname.clone(),
             subdomain: p.spec.subdomain.clone(),
             host_network: p.spec.host_network,
@@ -356,12 +356,12 @@ fn slices(w: &World, svc: &Service) -> Vec<EndpointSlice> {
                 terminating: Some(terminating),
             }),
             hostname,
-            node_name: Some(p.node.clone()),
-            zone,
+            node_name: Some(p.node.as_str().into()),
+            zone: zone.map(Into::into),
             target_ref: Some(Box::new(TargetRef {
                 kind: Some("Pod".into()),
-                namespace: Some(ns.clone()),
-                name: Some(p.name.name.to_string()),
+                namespace: Some(ns.as_str().into()),
+                name: Some(p.name.name.clone()),
             })),
             ..Default::default()
         });

@@ -60,13 +60,16 @@ impl Errors {
     }
 
     pub(crate) fn labels(&mut self, path: &str, labels: Option<&BTreeMap<String, String>>) {
-        self.label_pairs(path, labels.into_iter().flatten());
+        self.label_pairs(
+            path,
+            (labels.into_iter().flatten()).map(|(k, v)| (k.as_str(), v.as_str())),
+        );
     }
 
     pub(crate) fn label_pairs<'a>(
         &mut self,
         path: &str,
-        labels: impl Iterator<Item = (&'a String, &'a String)>,
+        labels: impl Iterator<Item = (&'a str, &'a str)>,
     ) {
         for (key, value) in labels {
             self.check(format!("{path}[{key}]"), names::qualified_name(key));
