@@ -19,7 +19,7 @@
 //!
 //! Pure: no I/O, no clocks (the SOA serial is passed in).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -98,6 +98,9 @@ impl Node {
         self.sets.iter().find(|s| s.rtype == rtype)
     }
 }
+
+/// Batches of names at least this large go in in `ferry_model::packing`'s order.
+const PACKED_BATCH: usize = 64;
 
 /// A name in wire form, lowercase; cheap to clone, as persistent maps do.
 type Name = Arc<[u8]>;
@@ -268,13 +271,27 @@ impl Index {
             }
         }
         sources.extend(state.services().map(|s| Source::Service(s.name.clone())));
-        for svc in state.services() {
-            addresses::own(&mut index.owners, svc, true);
-        }
+        // Both sets are filled in `packing`'s order: their nodes end up full.
+        let mut owned: Vec<_> = state
+            .services()
+            .flat_map(|svc| addresses::addresses_of(svc).map(|ip| (ip, svc.name.clone())))
+            .collect();
+        owned.sort_unstable();
+        owned.dedup();
+        index
+            .owners
+            .extend(ferry_model::packing::insertion_order(owned));
         if config.pods == PodMode::Verified {
+            let mut counts: BTreeMap<(Box<[u8]>, IpAddr), u32> = BTreeMap::new();
             for pod in state.objects_of(Kind::Pod) {
-                index.count_pod(Some(pod), true);
+                for key in pod_addresses(pod) {
+                    *counts.entry(key).or_default() += 1;
+                }
             }
+            let counts: Vec<_> = counts.into_iter().collect();
+            index
+                .pod_ips
+                .extend(ferry_model::packing::insertion_order(counts));
         }
         let ctx = Ctx { config, zones };
         index.change(&sources, None, &ctx);
@@ -435,14 +452,20 @@ impl Index {
             })
             .collect();
         let encoded = dirty.len();
-        for (name, slot) in dirty.into_iter().zip(slots) {
-            let before = self.names.get(&name).map(|s| s.reads.clone());
+        let mut slots: Vec<(Name, Option<Slot>)> = dirty.into_iter().zip(slots).collect();
+        for (name, slot) in &slots {
+            let before = self.names.get(name).map(|s| s.reads.clone());
             let after = slot.as_ref().map(|s| s.reads.clone());
             self.reread(
-                &name,
+                name,
                 before.as_deref().unwrap_or(&[]),
                 after.as_deref().unwrap_or(&[]),
             );
+        }
+        if slots.len() >= PACKED_BATCH {
+            slots = ferry_model::packing::insertion_order(slots);
+        }
+        for (name, slot) in slots {
             match slot {
                 Some(s) => {
                     self.names.insert(name, Arc::new(s));

@@ -14,6 +14,7 @@ mod manifest;
 pub mod meta;
 mod node_ports;
 mod object;
+pub mod packing;
 pub mod pod;
 mod selector;
 pub mod slice;

@@ -78,6 +78,9 @@ impl ServiceEntry {
     }
 }
 
+/// Batches at least this large are inserted in [`crate::packing`]'s order.
+const PACKED_BATCH: usize = 64;
+
 #[derive(Clone, Debug, Default)]
 pub struct ClusterState {
     version: u64,
@@ -179,11 +182,19 @@ impl ClusterState {
         let mut next = self.clone();
         let mut touched = BTreeSet::new();
         let mut dirty = BTreeSet::new();
-        for update in updates {
-            let (key, new) = match update {
+        let mut updates: Vec<(ObjectKey, Option<Object>)> = updates
+            .into_iter()
+            .map(|update| match update {
                 Update::Apply(o) => (o.key(), Some(o)),
                 Update::Delete(k) => (k, None),
-            };
+            })
+            .collect();
+        // A bulk load comes sorted (the manifests source's first state):
+        // inserted in that order, the object map's nodes stay half full.
+        if updates.len() >= PACKED_BATCH && updates.windows(2).all(|w| w[0].0 < w[1].0) {
+            updates = crate::packing::insertion_order(updates);
+        }
+        for (key, new) in updates {
             let old = next.objects.get(&key).cloned();
             match (&old, &new) {
                 (None, None) => continue,
