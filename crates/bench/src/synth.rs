@@ -96,7 +96,7 @@ pub fn slice(i: usize, endpoints: usize, not_ready: Option<usize>) -> Object {
     let name = service_name(i);
     Object::EndpointSlice(Arc::new(EndpointSlice {
         metadata: ferry_model::meta::ObjectMeta {
-            name: Some(format!("{name}-abcde")),
+            name: Some(format!("{name}-abcde").into()),
             namespace: Some(ferry_model::intern::shared(&namespace(i))),
             labels: Some(BTreeMap::from([(SERVICE_NAME_LABEL.to_string(), name)]).into()),
             ..Default::default()

@@ -118,7 +118,7 @@ pub(crate) fn pod_addresses(o: &Object) -> Vec<(Box<[u8]>, IpAddr)> {
             s.pod_ips
                 .iter()
                 .flatten()
-                .map(|p| p.ip.as_str())
+                .map(|p| &*p.ip)
                 .chain(s.pod_ip.as_deref())
         })
         .filter_map(|s| s.parse().ok())

@@ -123,7 +123,7 @@ pub(crate) fn mirror(ep: &Endpoints) -> Vec<EndpointSlice> {
             labels.insert(SERVICE_NAME_LABEL.to_string(), name.clone());
             out.push(EndpointSlice {
                 metadata: ObjectMeta {
-                    name: Some(name.clone()),
+                    name: Some(name.as_str().into()),
                     namespace: ep.metadata.namespace.as_deref().map(crate::intern::shared),
                     labels: Some(labels.into()),
                     ..Default::default()

@@ -41,6 +41,27 @@ pub fn shared(s: &str) -> Arc<str> {
     new
 }
 
+/// Deserializes a string into its shared copy, without an owned `String`
+/// on the way.
+pub(crate) fn deserialize<'de, D>(d: D) -> Result<Arc<str>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    d.deserialize_str(SharedStr)
+}
+
+struct SharedStr;
+
+impl serde::de::Visitor<'_> for SharedStr {
+    type Value = Arc<str>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Arc<str>, E> {
+        Ok(shared(v))
+    }
+}
+
 /// Deserializes an optional string into its shared copy, without an owned
 /// `String` on the way.
 pub(crate) fn deserialize_opt<'de, D>(d: D) -> Result<Option<Arc<str>>, D::Error>
@@ -49,17 +70,6 @@ where
 {
     use serde::de::{Deserializer, Error, Visitor};
     use std::fmt;
-
-    struct Str;
-    impl Visitor<'_> for Str {
-        type Value = Arc<str>;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a string")
-        }
-        fn visit_str<E: Error>(self, v: &str) -> Result<Arc<str>, E> {
-            Ok(shared(v))
-        }
-    }
 
     struct Opt;
     impl<'de> Visitor<'de> for Opt {
@@ -74,7 +84,7 @@ where
             Ok(None)
         }
         fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-            d.deserialize_str(Str).map(Some)
+            d.deserialize_str(SharedStr).map(Some)
         }
     }
 

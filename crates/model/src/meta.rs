@@ -26,8 +26,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectMeta {
+    /// Boxed strings here and below (16 B, not 24): one of these per Pod.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    pub name: Option<Box<str>>,
     /// Shared ([`crate::intern`]), as object keys' namespaces.
     #[serde(
         default,
@@ -36,9 +37,9 @@ pub struct ObjectMeta {
     )]
     pub namespace: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub uid: Option<String>,
+    pub uid: Option<Box<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub resource_version: Option<String>,
+    pub resource_version: Option<Box<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub labels: Option<Labels>,
     /// Set when deletion starts (the lab marks terminating Pods so, and
@@ -50,21 +51,21 @@ pub struct ObjectMeta {
     pub deletion_grace_period_seconds: Option<i64>,
     /// The lab's pod planner tells a Deployment's Pods from bare ones.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub owner_references: Option<Vec<k8s::OwnerReference>>,
+    pub owner_references: Option<Box<[k8s::OwnerReference]>>,
 }
 
 impl From<k8s::ObjectMeta> for ObjectMeta {
     /// Keeps the fields [`ObjectMeta`] has; the rest is dropped.
     fn from(m: k8s::ObjectMeta) -> ObjectMeta {
         ObjectMeta {
-            name: m.name,
+            name: m.name.map(Into::into),
             namespace: m.namespace.as_deref().map(crate::intern::shared),
-            uid: m.uid,
-            resource_version: m.resource_version,
+            uid: m.uid.map(Into::into),
+            resource_version: m.resource_version.map(Into::into),
             labels: m.labels.map(Labels::from),
             deletion_timestamp: m.deletion_timestamp,
             deletion_grace_period_seconds: m.deletion_grace_period_seconds,
-            owner_references: m.owner_references,
+            owner_references: m.owner_references.map(Into::into),
         }
     }
 }
@@ -179,7 +180,7 @@ macro_rules! common_meta {
             self.deletion_grace_period_seconds
         }
         fn set_resource_version(&mut self, version: Option<String>) {
-            self.resource_version = version;
+            self.resource_version = version.map(Into::into);
         }
     };
 }

@@ -44,9 +44,9 @@ pub struct PodSpec {
     )]
     pub node_name: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub hostname: Option<String>,
+    pub hostname: Option<Box<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub subdomain: Option<String>,
+    pub subdomain: Option<Box<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host_network: Option<bool>,
 }
@@ -63,39 +63,41 @@ pub struct PodStatus {
     )]
     pub phase: Option<Arc<str>>,
     #[serde(rename = "podIP", skip_serializing_if = "Option::is_none")]
-    pub pod_ip: Option<String>,
+    pub pod_ip: Option<Box<str>>,
     #[serde(rename = "podIPs", skip_serializing_if = "Option::is_none")]
-    pub pod_ips: Option<Vec<PodIP>>,
+    pub pod_ips: Option<Box<[PodIP]>>,
     /// Only the `Ready` condition is kept (see [`PodStatus::ready`]).
     #[serde(
         default,
         deserialize_with = "ready_only",
         skip_serializing_if = "Option::is_none"
     )]
-    pub conditions: Option<Vec<PodCondition>>,
+    pub conditions: Option<Box<[PodCondition]>>,
 }
 
 /// One of the Pod's addresses.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PodIP {
-    pub ip: String,
+    pub ip: Box<str>,
 }
 
 /// A condition of the Pod: its type (`Ready`) and status (`True`, `False`, `Unknown`).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PodCondition {
-    #[serde(rename = "type")]
-    pub type_: String,
-    pub status: String,
+    /// Shared ([`crate::intern`]), as the status.
+    #[serde(rename = "type", deserialize_with = "crate::intern::deserialize")]
+    pub type_: Arc<str>,
+    #[serde(deserialize_with = "crate::intern::deserialize")]
+    pub status: Arc<str>,
 }
 
 /// Keeps the `Ready` condition of a decoded list; the kubelet writes four
 /// or five others (with messages and times) no component reads.
 fn ready_only<'de, D: serde::Deserializer<'de>>(
     d: D,
-) -> Result<Option<Vec<PodCondition>>, D::Error> {
+) -> Result<Option<Box<[PodCondition]>>, D::Error> {
     let all: Option<Vec<PodCondition>> = Option::deserialize(d)?;
-    Ok(all.map(|v| v.into_iter().filter(|c| c.type_ == "Ready").collect()))
+    Ok(all.map(|v| v.into_iter().filter(|c| &*c.type_ == "Ready").collect()))
 }
 
 impl PodStatus {
@@ -104,7 +106,7 @@ impl PodStatus {
         self.conditions
             .iter()
             .flatten()
-            .any(|c| c.type_ == "Ready" && c.status == "True")
+            .any(|c| &*c.type_ == "Ready" && &*c.status == "True")
     }
 }
 

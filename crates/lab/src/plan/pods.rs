@@ -107,7 +107,7 @@ fn encode(mut v: u64, len: usize) -> String {
     s
 }
 
-fn owned_by(owners: Option<&Vec<OwnerReference>>, kind: &str) -> bool {
+fn owned_by(owners: Option<&[OwnerReference]>, kind: &str) -> bool {
     owners.into_iter().flatten().any(|r| r.kind == kind)
 }
 
@@ -115,7 +115,7 @@ fn wants(inputs: &Inputs) -> Vec<Want> {
     let mut out = Vec::new();
     for o in inputs.values() {
         match o {
-            Object::Pod(p) if !owned_by(p.metadata.owner_references.as_ref(), "ReplicaSet") => {
+            Object::Pod(p) if !owned_by(p.metadata.owner_references.as_deref(), "ReplicaSet") => {
                 let Some(spec) = inputs.pod_spec(&o.key()) else {
                     continue;
                 };
@@ -128,7 +128,7 @@ fn wants(inputs: &Inputs) -> Vec<Want> {
                 out.push(Want {
                     owner: Owner::Pod,
                     namespace: p.metadata.namespace.as_deref().unwrap_or_default().into(),
-                    name: p.metadata.name.clone(),
+                    name: p.metadata.name.as_deref().map(String::from),
                     hash: template_hash(&labels, spec),
                     labels,
                     spec: spec.clone(),
@@ -141,7 +141,7 @@ fn wants(inputs: &Inputs) -> Vec<Want> {
                 });
             }
             Object::ReplicaSet(rs)
-                if !owned_by(rs.metadata.owner_references.as_ref(), "Deployment") =>
+                if !owned_by(rs.metadata.owner_references.as_deref(), "Deployment") =>
             {
                 let Some(t) = &rs.spec.template else { continue };
                 let owner = Owner::ReplicaSet(rs.metadata.name.clone().unwrap_or_default());

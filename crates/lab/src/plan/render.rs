@@ -238,20 +238,20 @@ fn pod(w: &World, p: &PodInfo) -> Pod {
         metadata: metadata.into(),
         spec: Some(PodSpec {
             node_name: Some(p.node.as_str().into()),
-            hostname: p.spec.hostname.clone(),
-            subdomain: p.spec.subdomain.clone(),
+            hostname: p.spec.hostname.as_deref().map(Into::into),
+            subdomain: p.spec.subdomain.as_deref().map(Into::into),
             host_network: p.spec.host_network,
         }),
         status: Some(PodStatus {
             phase: Some(if p.started { "Running" } else { "Pending" }.into()),
-            pod_ip: Some(p.ip.to_string()),
-            pod_ips: Some(vec![PodIP {
-                ip: p.ip.to_string(),
-            }]),
-            conditions: Some(vec![PodCondition {
+            pod_ip: Some(p.ip.to_string().into()),
+            pod_ips: Some(Box::new([PodIP {
+                ip: p.ip.to_string().into(),
+            }])),
+            conditions: Some(Box::new([PodCondition {
                 type_: "Ready".into(),
                 status: ready.into(),
-            }]),
+            }])),
         }),
     }
 }
