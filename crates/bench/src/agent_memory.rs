@@ -6,8 +6,10 @@
 //! `ferry-bench-memory`, measured once `/readyz` says both components
 //! applied the state: its resident memory then (VmRSS) and its peak
 //! (VmHWM). `--before BINARY` measures another build (today's main) in
-//! the same run; `--allocators` repeats each with glibc limited to two
-//! arenas and with jemalloc preloaded, to show the allocator's share.
+//! the same run; `--allocators` repeats each with glibc's default arenas
+//! (eight per core: the agent caps them at two unless MALLOC_ARENA_MAX is
+//! set), with one arena, and with jemalloc preloaded, to show the
+//! allocator's share.
 //!
 //! Touches: a temporary directory, the namespace `ferry-bench-memory`
 //! (created and removed through `ip`), the agent processes (killed at the
@@ -43,7 +45,7 @@ pub struct MemoryOptions {
     pub pods: usize,
     /// Another ferry binary measured beside this one (e.g. main's).
     pub before: Option<PathBuf>,
-    /// Also glibc with MALLOC_ARENA_MAX=2 and jemalloc (LD_PRELOAD).
+    /// Also glibc with its default arenas and with one, and jemalloc (LD_PRELOAD).
     pub allocators: bool,
 }
 
@@ -116,7 +118,7 @@ fn ready() -> bool {
         .is_some_and(|a| a.starts_with("HTTP/1.1 200") || a.starts_with("HTTP/1.0 200"))
 }
 
-fn measure(binary: &Path, env: &[(&str, &str)], manifests: &Path) -> anyhow::Result<Figures> {
+fn measure(binary: &Path, env: &[(&str, String)], manifests: &Path) -> anyhow::Result<Figures> {
     let _scratch = Scratch::create()?;
     let start = Instant::now();
     let mut cmd = Command::new("ip");
@@ -134,7 +136,7 @@ fn measure(binary: &Path, env: &[(&str, &str)], manifests: &Path) -> anyhow::Res
             "--health-timeout",
             "600s",
         ])
-        .envs(env.iter().copied());
+        .envs(env.iter().map(|(k, v)| (k, v)));
     // `ip netns exec` execs the agent: the child's pid is the agent's.
     let agent = Proc::spawn("ferry agent", &mut cmd, 10256)?;
     while !ready() {
@@ -181,11 +183,23 @@ pub fn run(a: MemoryOptions) -> anyhow::Result<()> {
     if let Some(b) = &a.before {
         binaries.push((format!("{}", b.display()), b.clone()));
     }
-    let mut allocators: Vec<(&str, Vec<(&str, &str)>)> = vec![("glibc", vec![])];
+    let mut allocators: Vec<(String, Vec<(&str, String)>)> = vec![("glibc".into(), vec![])];
     if a.allocators {
-        allocators.push(("glibc, MALLOC_ARENA_MAX=2", vec![("MALLOC_ARENA_MAX", "2")]));
+        // glibc's own default: eight arenas per core.
+        let default = 8 * std::thread::available_parallelism().map_or(1, |n| n.get());
+        allocators.push((
+            format!("glibc, MALLOC_ARENA_MAX={default}"),
+            vec![("MALLOC_ARENA_MAX", default.to_string())],
+        ));
+        allocators.push((
+            "glibc, MALLOC_ARENA_MAX=1".into(),
+            vec![("MALLOC_ARENA_MAX", "1".into())],
+        ));
         if Path::new(JEMALLOC).exists() {
-            allocators.push(("jemalloc 5 (LD_PRELOAD)", vec![("LD_PRELOAD", JEMALLOC)]));
+            allocators.push((
+                "jemalloc 5 (LD_PRELOAD)".into(),
+                vec![("LD_PRELOAD", JEMALLOC.into())],
+            ));
         }
     }
     println!(
