@@ -6,8 +6,9 @@
 //!
 //! The table is process-wide (decoding runs on several threads and every
 //! source and view shares it). Strings nobody holds any more are swept
-//! out when the table has doubled since the last sweep, so it stays
-//! within twice the strings in use.
+//! out when a new string makes the table twice what was in use at the
+//! last sweep (at least 4,096): strings dropped since then stay until
+//! enough new ones arrive.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};

@@ -155,6 +155,11 @@ impl LabelSet for Labels {
 pub trait Meta {
     fn name(&self) -> Option<&str>;
     fn namespace(&self) -> Option<&str>;
+    /// The namespace's shared copy ([`crate::intern`]): the slim metadata
+    /// holds it already, so no lookup in the table.
+    fn shared_namespace(&self) -> Arc<str> {
+        crate::intern::shared(self.namespace().unwrap_or_default())
+    }
     fn resource_version(&self) -> Option<&str>;
     fn deletion_grace_period_seconds(&self) -> Option<i64>;
     /// Label pairs, in key order.
@@ -200,6 +205,12 @@ impl Meta for k8s::ObjectMeta {
 
 impl Meta for ObjectMeta {
     common_meta!();
+    fn shared_namespace(&self) -> Arc<str> {
+        match &self.namespace {
+            Some(ns) => ns.clone(),
+            None => crate::intern::shared(""),
+        }
+    }
     fn set_namespace(&mut self, namespace: Option<String>) {
         self.namespace = namespace.as_deref().map(crate::intern::shared);
     }

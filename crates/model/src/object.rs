@@ -201,7 +201,7 @@ impl Object {
         let meta = self.metadata();
         ObjectKey::new(
             self.kind(),
-            crate::intern::shared(meta.namespace().unwrap_or_default()),
+            meta.shared_namespace(),
             meta.name().unwrap_or_default(),
         )
     }

@@ -250,8 +250,8 @@ impl ManifestSource {
     /// Reloads the given files (removing those that no longer exist) and
     /// returns the new snapshot. Unchanged content costs one read and a hash.
     pub fn refresh(&mut self, paths: &[PathBuf]) -> Snapshot {
-        // Every object whose key some file gained or lost: its winner is
-        // looked up again once all files are read.
+        // Every object whose key some file gained, lost or defined again:
+        // its winner is looked up again once all files are read.
         let mut affected: Vec<Object> = Vec::new();
         for path in paths {
             if path.is_file() {
@@ -357,7 +357,7 @@ impl ManifestSource {
             });
             if let Some(old) = old
                 && is_new(&objects, parts(old))
-                && is_new(&kept, parts(old))
+                && !kept.iter().any(|k| parts(k) == parts(old))
             {
                 kept.push(old.clone());
             }

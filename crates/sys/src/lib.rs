@@ -72,15 +72,17 @@ pub fn release_free_memory() -> bool {
 }
 
 /// Caps glibc's allocator at `arenas` arenas (`mallopt(M_ARENA_MAX)`, as
-/// the `MALLOC_ARENA_MAX` variable does), unless that variable is set:
-/// the operator's choice stands. glibc's default is eight per core; each
+/// the `MALLOC_ARENA_MAX` variable does), unless that variable or
+/// `GLIBC_TUNABLES=glibc.malloc.arena_max=N` is set: the operator's choice
+/// stands. glibc's default is eight per core; each
 /// thread that allocates takes an arena of its own up to that cap and
 /// keeps the memory it frees there, so a bulk load spread over the source,
 /// proxy and DNS threads leaves free memory in each. Call before starting
 /// threads: a thread keeps the arena it was given. Returns whether the cap
 /// was set.
 pub fn limit_malloc_arenas(arenas: usize) -> bool {
-    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+    let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() || tunables.contains("arena_max") {
         return false;
     }
     const M_ARENA_MAX: std::ffi::c_int = -8;

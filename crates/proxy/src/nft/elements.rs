@@ -333,7 +333,8 @@ impl Applied {
     }
 
     /// What the kernel holds after a full load of these elements, each
-    /// counted once per owner that contributed it. Built sorted, so the
+    /// counted once per copy: each owner's contribution must come without
+    /// duplicates, as [`contribution`] makes it. Built sorted, so the
     /// maps' nodes are full: at 20,000 Services x 8 endpoints, 31 MiB
     /// instead of the 48 MiB that one owner's `replace` after another left
     /// (by heaptrack), with no pending entry per element on the way.
