@@ -70,9 +70,13 @@ impl FileEntry {
     }
 
     fn find(&self, key: Parts<'_>) -> Option<&Object> {
-        let i = self.objects.binary_search_by(|o| parts(o).cmp(&key)).ok()?;
-        Some(&self.objects[i])
+        Some(&self.objects[position(&self.objects, key).ok()?])
     }
+}
+
+/// Where `key` is (or would go) in objects sorted by key.
+fn position(objects: &[Object], key: Parts<'_>) -> Result<usize, usize> {
+    objects.binary_search_by(|o| parts(o).cmp(&key))
 }
 
 /// An object's key, borrowed from it: ordered as [`ObjectKey`].
@@ -337,9 +341,7 @@ impl ManifestSource {
         let mut objects: Vec<Object> = decoded.objects.into_iter().map(|d| d.object).collect();
         sort_last_wins(&mut objects);
         let mut kept: Vec<Object> = Vec::new();
-        let is_new = |objects: &[Object], key: Parts<'_>| {
-            objects.binary_search_by(|o| parts(o).cmp(&key)).is_err()
-        };
+        let is_new = |objects: &[Object], key: Parts<'_>| position(objects, key).is_err();
         if decoded.syntax_error {
             // A document that does not parse could be any of the file's
             // objects: keep every last good one until the file parses again,
