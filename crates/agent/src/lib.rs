@@ -447,10 +447,7 @@ pub async fn run(mut config: Config) -> Result<(), AgentError> {
             let snapshot = if snapshot.changes.is_empty() {
                 snapshot
             } else {
-                Arc::new(Snapshot {
-                    changes: ferry_model::ChangeSet::default(),
-                    ..(*snapshot).clone()
-                })
+                Arc::new(snapshot.without_changes())
             };
             if tx
                 .send(Published {

@@ -61,7 +61,7 @@ pub struct Publisher {
 impl Publisher {
     /// Publishes a new snapshot to every follower.
     pub fn publish(&self, snapshot: Snapshot) {
-        self.snapshots.send_replace(Arc::new(snapshot));
+        self.snapshots.send_replace(Arc::new(kept(snapshot)));
     }
 
     /// Says whether the source is in step (followers are not woken).
@@ -122,7 +122,7 @@ impl Feed {
     ) -> Result<Feed, SourceError> {
         let (mut watcher, first) =
             ManifestWatcher::open_with(paths, options.recursive, DEBOUNCE, options.validation)?;
-        let (tx, rx) = watch::channel(Arc::new(first));
+        let (tx, rx) = watch::channel(Arc::new(kept(first)));
         std::thread::Builder::new()
             .name("source".into())
             .spawn(move || {
@@ -242,6 +242,19 @@ impl Feed {
     }
 }
 
+/// What the channel keeps of a published snapshot. A change set from
+/// the empty state (a source's first state) names every object, and no
+/// follower uses it: a follower's first state is always a diff from
+/// nothing (see [`Follower::take`]). It is dropped rather than held until
+/// the next change (13 MiB at 20,000 Services and 100,000 Pods).
+fn kept(snapshot: Snapshot) -> Snapshot {
+    if snapshot.changes.from_version == 0 && !snapshot.changes.is_empty() {
+        snapshot.without_changes()
+    } else {
+        snapshot
+    }
+}
+
 /// One consumer's view of a [`Feed`].
 pub struct Follower {
     rx: watch::Receiver<Arc<Snapshot>>,
@@ -271,23 +284,15 @@ impl Follower {
         let latest = self.rx.borrow_and_update().clone();
         let out = match &self.seen {
             Some(seen) if seen.version() == latest.changes.from_version => latest,
-            Some(seen) if seen.version() == latest.state.version() => Arc::new(Snapshot {
-                changes: ChangeSet {
-                    from_version: seen.version(),
-                    to_version: seen.version(),
-                    ..ChangeSet::default()
-                },
-                ..(*latest).clone()
-            }),
+            Some(seen) if seen.version() == latest.state.version() => {
+                Arc::new(latest.without_changes())
+            }
             // Missed versions (or the first state): the diff says exactly
             // what differs from what this consumer has.
             seen => {
                 let empty = ClusterState::new();
                 let from = seen.as_ref().unwrap_or(&empty);
-                Arc::new(Snapshot {
-                    changes: from.diff(&latest.state),
-                    ..(*latest).clone()
-                })
+                Arc::new(latest.with_changes(from.diff(&latest.state)))
             }
         };
         self.seen = Some(out.state.clone());

@@ -62,3 +62,24 @@ fn a_follower_that_lagged_gets_the_diff_from_what_it_saw() {
     drop(tx);
     assert!(block_on(slow.next()).is_none());
 }
+
+#[test]
+fn a_first_state_is_published_without_its_change_set_and_followers_still_get_every_object() {
+    let (publisher, feed) = Feed::publisher_pending();
+    let mut early = feed.follow();
+    let s1 = next(&ClusterState::new(), service("a", "10.96.0.1"));
+    let s2 = next(&s1.state, service("b", "10.96.0.2"));
+    publisher.publish(s1.clone());
+    // Every key of the state, from nothing: the channel does not keep it.
+    assert!(feed.latest().changes.is_empty());
+    assert_eq!(feed.latest().state.version(), s1.state.version());
+    let got = block_on(early.next()).unwrap();
+    assert_eq!(got.changes, ClusterState::new().diff(&s1.state));
+    assert_eq!(got.changes.objects.len(), 1);
+    // A later change set is the source's own, and is kept for followers.
+    publisher.publish(s2.clone());
+    assert_eq!(feed.latest().changes, s2.changes);
+    assert_eq!(block_on(early.next()).unwrap().changes, s2.changes);
+    let mut late = feed.follow();
+    assert_eq!(block_on(late.next()).unwrap().changes.objects.len(), 2);
+}

@@ -156,7 +156,7 @@ async fn run(
     min_sync_period: Duration,
     check_period: Duration,
 ) {
-    let mut pending: Option<Snapshot> = None;
+    let mut pending: Option<Arc<Snapshot>> = None;
     let mut latest: Option<Arc<Snapshot>> = None;
     let mut last_sync: Option<Instant> = None;
     let mut last_check = Instant::now();
@@ -172,14 +172,12 @@ async fn run(
                 let Some(snapshot) = next else { return };
                 health.queued();
                 pending = Some(match pending.take() {
-                    Some(mut earlier) => {
-                        earlier.changes.merge(snapshot.changes.clone());
-                        Snapshot {
-                            changes: earlier.changes,
-                            ..(*snapshot).clone()
-                        }
+                    Some(earlier) => {
+                        let mut changes = earlier.changes.clone();
+                        changes.merge(snapshot.changes.clone());
+                        Arc::new(snapshot.with_changes(changes))
                     }
-                    None => (*snapshot).clone(),
+                    None => snapshot,
                 });
             }
             () = tokio::time::sleep(wait) => {}
@@ -199,7 +197,9 @@ async fn run(
             if !snapshot.changes.is_empty() {
                 tracing::debug!("{}", snapshot.changes.summary());
             }
-            latest = Some(Arc::new(snapshot));
+            // The checks below sync whole when they sync at all: the
+            // change set (every object, after the first state) is not kept.
+            latest = Some(Arc::new(snapshot.without_changes()));
         }
         if pending.is_none()
             && last_check.elapsed() >= check_period
