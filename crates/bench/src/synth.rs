@@ -111,7 +111,9 @@ pub fn slice(i: usize, endpoints: usize, not_ready: Option<usize>) -> Object {
         endpoints: Some(
             (0..endpoints)
                 .map(|j| Endpoint {
-                    addresses: vec![pod_ip(i, j, endpoints).to_string()],
+                    addresses: ferry_model::slice::Addresses::One(ferry_model::slice::Address::Ip(
+                        std::net::IpAddr::V4(pod_ip(i, j, endpoints)),
+                    )),
                     conditions: Some(EndpointConditions {
                         ready: Some(not_ready != Some(j)),
                         serving: Some(true),

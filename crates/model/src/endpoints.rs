@@ -8,7 +8,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{EndpointAddress, Endpoints};
 
 use crate::meta::ObjectMeta;
-use crate::slice::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
+use crate::slice::{Addresses, Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 
 use crate::object::{Name, NamespacedName, Object};
 
@@ -101,13 +101,13 @@ pub(crate) fn mirror(ep: &Endpoints) -> Vec<EndpointSlice> {
                             .is_ok_and(|ip| ip.is_ipv4() == want_v4)
                     })
                     .map(|a| Endpoint {
-                        addresses: vec![a.ip.clone()],
+                        addresses: Addresses::One(a.ip.as_str().into()),
                         conditions: Some(EndpointConditions {
                             ready: Some(ready),
                             serving: Some(ready),
                             terminating: None,
                         }),
-                        hostname: a.hostname.clone(),
+                        hostname: a.hostname.as_deref().map(Into::into),
                         node_name: a.node_name.as_deref().map(crate::intern::shared),
                         target_ref: a.target_ref.clone().map(Into::into),
                         ..Default::default()

@@ -502,7 +502,7 @@ fn port_endpoints(slices: &[&EndpointSlice], port_name: &str, protocol: Protocol
             };
             for ep in slice.endpoints.iter().flatten() {
                 // kube-proxy uses the first address; the API says the rest are fungible.
-                let Some(ip) = ep.addresses.first().and_then(|a| parse_ip(a)) else {
+                let Some(ip) = ep.addresses.first().and_then(crate::slice::Address::ip) else {
                     continue;
                 };
                 let c = conditions(ep);
@@ -572,7 +572,7 @@ fn addresses(slices: &[&EndpointSlice]) -> Vec<EndpointAddress> {
     for slice in ip_slices(slices) {
         for ep in slice.endpoints.iter().flatten() {
             let c = conditions(ep);
-            for ip in ep.addresses.iter().filter_map(|a| parse_ip(a)) {
+            for ip in ep.addresses.iter().filter_map(crate::slice::Address::ip) {
                 let address = EndpointAddress {
                     ip,
                     ready: c.ready,

@@ -176,7 +176,7 @@ fn to_update(op: &Op) -> Update {
             let endpoints = eps
                 .iter()
                 .map(|(ip, cond)| Endpoint {
-                    addresses: vec![format!("10.244.0.{ip}")],
+                    addresses: [format!("10.244.0.{ip}")].into_iter().collect(),
                     conditions: Some(EndpointConditions {
                         ready: Some(*cond == 0),
                         serving: Some(*cond <= 1),

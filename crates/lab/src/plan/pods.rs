@@ -62,7 +62,9 @@ pub fn hints_from_slices(inputs: &Inputs) -> Vec<Hint> {
                     .as_ref()
                     .filter(|r| r.kind.as_deref() == Some("Pod")),
                 ep.node_name.clone(),
-                ep.addresses.first().and_then(|a| a.parse::<IpAddr>().ok()),
+                ep.addresses
+                    .first()
+                    .and_then(ferry_model::slice::Address::ip),
             ) else {
                 continue;
             };

@@ -5,7 +5,6 @@
 //! everything else the user gave, unchanged.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use ferry_model::k8s_openapi::api::core::v1::{
@@ -349,13 +348,13 @@ fn slices(w: &World, svc: &Service) -> Vec<EndpointSlice> {
             .find(|n| n.name == p.node)
             .and_then(|n| n.labels.get("topology.kubernetes.io/zone").cloned());
         groups.entry(resolved).or_default().push(Endpoint {
-            addresses: vec![p.ip.to_string()],
+            addresses: ferry_model::slice::Addresses::One(ferry_model::slice::Address::Ip(p.ip)),
             conditions: Some(EndpointConditions {
                 ready: Some(publish_not_ready || (serving && !terminating)),
                 serving: Some(serving),
                 terminating: Some(terminating),
             }),
-            hostname,
+            hostname: hostname.map(Into::into),
             node_name: Some(p.node.as_str().into()),
             zone: zone.map(Into::into),
             target_ref: Some(Box::new(TargetRef {
@@ -376,7 +375,11 @@ fn slices(w: &World, svc: &Service) -> Vec<EndpointSlice> {
         .into_iter()
         .enumerate()
         .map(|(i, (ports, mut endpoints))| {
-            endpoints.sort_by_key(|e| e.addresses.first().and_then(|a| a.parse::<IpAddr>().ok()));
+            endpoints.sort_by_key(|e| {
+                e.addresses
+                    .first()
+                    .and_then(ferry_model::slice::Address::ip)
+            });
             let mut labels = BTreeMap::new();
             labels.insert(SERVICE_NAME_LABEL.to_string(), name.clone());
             labels.insert(MANAGED_BY.to_string(), MANAGER.to_string());

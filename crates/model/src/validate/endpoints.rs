@@ -25,6 +25,7 @@ pub(super) fn endpoint_slice(errs: &mut Errors, slice: &EndpointSlice) {
         }
         for (j, a) in ep.addresses.iter().enumerate() {
             let apath = format!("{path}.addresses[{j}]");
+            let a = &*a.text();
             match ty {
                 "IPv4" | "IPv6" => {
                     if let Some(ip) = errs.check_result(&apath, names::ip(a))
