@@ -87,7 +87,7 @@ pub(crate) fn endpoint_addresses(
     svc.addresses
         .iter()
         .filter(|a| a.ready || svc.publish_not_ready_addresses)
-        .filter(|a| label_of(a.hostname.as_deref(), a.ip).as_bytes() == label)
+        .filter(|a| label_of(a.hostname(), a.ip).as_bytes() == label)
         .map(|a| a.ip)
         .collect()
 }
@@ -148,8 +148,7 @@ pub(crate) fn reverse_targets(
         if let Ok(i) = svc.addresses.binary_search_by(|a| a.ip.cmp(&ip)) {
             let a = &svc.addresses[i];
             if (a.ready || svc.publish_not_ready_addresses)
-                && let Some(w) =
-                    encode_name(&format!("{}.{fqdn}", label_of(a.hostname.as_deref(), a.ip)))
+                && let Some(w) = encode_name(&format!("{}.{fqdn}", label_of(a.hostname(), a.ip)))
             {
                 out.push(w);
             }

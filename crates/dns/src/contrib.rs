@@ -114,14 +114,8 @@ pub(crate) fn pod_addresses(o: &Object) -> Vec<(Box<[u8]>, IpAddr)> {
     let mut ips: Vec<IpAddr> = pod
         .status
         .iter()
-        .flat_map(|s| {
-            s.pod_ips
-                .iter()
-                .flatten()
-                .map(|p| &*p.ip)
-                .chain(s.pod_ip.as_deref())
-        })
-        .filter_map(|s| s.parse().ok())
+        .flat_map(|s| s.pod_ips.iter().flat_map(|p| p.iter()).chain(&s.pod_ip))
+        .filter_map(|a| a.ip())
         .collect();
     ips.sort();
     ips.dedup();
@@ -253,8 +247,7 @@ impl Parts {
             .filter(|a| a.ready || svc.publish_not_ready_addresses)
             .map(|a| {
                 let label = a
-                    .hostname
-                    .as_deref()
+                    .hostname()
                     .map(str::to_ascii_lowercase)
                     .unwrap_or_else(|| dashed(a.ip));
                 (a.ip, encode_name(&format!("{label}.{fqdn}")))

@@ -18,6 +18,7 @@
 //! Pure.
 
 use crate::meta::ObjectMeta;
+use crate::slice::{Address, Addresses};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -62,51 +63,107 @@ pub struct PodStatus {
         skip_serializing_if = "Option::is_none"
     )]
     pub phase: Option<Arc<str>>,
+    /// The address inline, as a slice endpoint's ([`Address`]): no
+    /// allocation for an IP.
     #[serde(rename = "podIP", skip_serializing_if = "Option::is_none")]
-    pub pod_ip: Option<Box<str>>,
+    pub pod_ip: Option<Address>,
     #[serde(rename = "podIPs", skip_serializing_if = "Option::is_none")]
-    pub pod_ips: Option<Box<[PodIP]>>,
+    pub pod_ips: Option<PodIPs>,
     /// Only the `Ready` condition is kept (see [`PodStatus::ready`]).
-    #[serde(
-        default,
-        deserialize_with = "ready_only",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub conditions: Option<Box<[PodCondition]>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<PodConditions>,
 }
 
-/// One of the Pod's addresses.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct PodIP {
-    pub ip: Box<str>,
+/// `status.podIPs`: a list of `{ip: ...}` on the wire, the addresses
+/// inline here (one IP costs no allocation).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodIPs(pub Addresses);
+
+impl PodIPs {
+    pub fn iter(&self) -> std::slice::Iter<'_, Address> {
+        self.0.iter()
+    }
 }
 
-/// A condition of the Pod: its type (`Ready`) and status (`True`, `False`, `Unknown`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PodCondition {
-    /// Shared ([`crate::intern`]), as the status.
+#[derive(Serialize, Deserialize)]
+struct PodIPWire<T> {
+    ip: T,
+}
+
+impl Serialize for PodIPs {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter().map(|a| PodIPWire { ip: a.text() }))
+    }
+}
+
+impl<'de> Deserialize<'de> for PodIPs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<PodIPs, D::Error> {
+        let all: Vec<PodIPWire<String>> = Vec::deserialize(d)?;
+        Ok(PodIPs(all.iter().map(|p| p.ip.as_str()).collect()))
+    }
+}
+
+/// `status.conditions`, of which only `Ready` is kept: the kubelet
+/// writes four or five others (with messages and times) no component
+/// reads. Written back as a list holding that one condition, or none.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodConditions {
+    /// The Ready condition's status (`True`, `False`, `Unknown`), shared
+    /// ([`crate::intern`]).
+    pub ready: Option<Arc<str>>,
+}
+
+impl PodConditions {
+    /// A list with a Ready condition of this status.
+    pub fn ready(status: &str) -> PodConditions {
+        PodConditions {
+            ready: Some(crate::intern::shared(status)),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ConditionWire<'a> {
+    #[serde(rename = "type")]
+    type_: &'a str,
+    status: &'a str,
+}
+
+/// A condition as decoded: the kubelet's few types and statuses are
+/// shared strings, so reading them allocates nothing.
+#[derive(Deserialize)]
+struct ConditionIn {
     #[serde(rename = "type", deserialize_with = "crate::intern::deserialize")]
-    pub type_: Arc<str>,
+    type_: Arc<str>,
     #[serde(deserialize_with = "crate::intern::deserialize")]
-    pub status: Arc<str>,
+    status: Arc<str>,
 }
 
-/// Keeps the `Ready` condition of a decoded list; the kubelet writes four
-/// or five others (with messages and times) no component reads.
-fn ready_only<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Box<[PodCondition]>>, D::Error> {
-    let all: Option<Vec<PodCondition>> = Option::deserialize(d)?;
-    Ok(all.map(|v| v.into_iter().filter(|c| &*c.type_ == "Ready").collect()))
+impl Serialize for PodConditions {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.ready.iter().map(|status| ConditionWire {
+            type_: "Ready",
+            status,
+        }))
+    }
+}
+
+impl<'de> Deserialize<'de> for PodConditions {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<PodConditions, D::Error> {
+        let all: Vec<ConditionIn> = Vec::deserialize(d)?;
+        Ok(PodConditions {
+            ready: all
+                .into_iter()
+                .find(|c| &*c.type_ == "Ready")
+                .map(|c| c.status),
+        })
+    }
 }
 
 impl PodStatus {
     /// The Ready condition's status is `True`.
     pub fn ready(&self) -> bool {
-        self.conditions
-            .iter()
-            .flatten()
-            .any(|c| &*c.type_ == "Ready" && &*c.status == "True")
+        self.conditions.as_ref().and_then(|c| c.ready.as_deref()) == Some("True")
     }
 }
 
@@ -163,7 +220,15 @@ mod tests {
         assert_eq!(spec.subdomain.as_deref(), Some("web"));
         let status = pod.status.as_ref().unwrap();
         assert!(status.ready());
-        assert_eq!(status.conditions.as_ref().unwrap().len(), 1);
+        assert_eq!(
+            status.conditions,
+            Some(PodConditions::ready("True")),
+            "the other conditions are not kept"
+        );
+        assert_eq!(
+            status.pod_ip,
+            Some(Address::Ip("10.244.1.5".parse().unwrap()))
+        );
         let json = serde_json::to_value(&pod).unwrap();
         assert_eq!(json["kind"], "Pod");
         assert_eq!(json["apiVersion"], "v1");

@@ -298,8 +298,7 @@ impl ClusterState {
         };
         let (new_view, mut new_ports) = match &svc {
             Some(svc) => {
-                let slices: Vec<&EndpointSlice> =
-                    entry.slices.values().map(AsRef::as_ref).collect();
+                let slices: Vec<&Arc<EndpointSlice>> = entry.slices.values().collect();
                 let (v, p) = view::build(svc, &slices);
                 (Some(v), p)
             }

@@ -118,7 +118,7 @@ fn planned(endpoints: Vec<&Endpoint>, node: &str) -> Vec<PlannedEndpoint> {
         .map(|e| PlannedEndpoint {
             ip: e.ip,
             port: e.port,
-            local: e.node_name.as_deref() == Some(node),
+            local: e.node_name() == Some(node),
         })
         .collect();
     out.sort();

@@ -20,20 +20,14 @@ fn mode(endpoints: &[&Endpoint], node: &str, zone: Option<&str>) -> Mode {
     if ready.is_empty() {
         return Mode::All;
     }
-    let all_node_hints = ready.iter().all(|e| !e.node_hints().is_empty());
-    if all_node_hints
-        && ready
-            .iter()
-            .any(|e| e.node_hints().iter().any(|n| n == node))
-    {
+    let all_node_hints = ready.iter().all(|e| e.node_hints().next().is_some());
+    if all_node_hints && ready.iter().any(|e| e.node_hints().any(|n| n == node)) {
         return Mode::SameNode;
     }
-    let all_zone_hints = ready.iter().all(|e| !e.zone_hints().is_empty());
+    let all_zone_hints = ready.iter().all(|e| e.zone_hints().next().is_some());
     if let Some(zone) = zone
         && all_zone_hints
-        && ready
-            .iter()
-            .any(|e| e.zone_hints().iter().any(|z| z == zone))
+        && ready.iter().any(|e| e.zone_hints().any(|z| z == zone))
     {
         return Mode::SameZone;
     }
@@ -43,8 +37,8 @@ fn mode(endpoints: &[&Endpoint], node: &str, zone: Option<&str>) -> Mode {
 fn fits(e: &Endpoint, mode: Mode, node: &str, zone: Option<&str>) -> bool {
     match mode {
         Mode::All => true,
-        Mode::SameNode => e.node_hints().iter().any(|n| n == node),
-        Mode::SameZone => zone.is_some_and(|z| e.zone_hints().iter().any(|h| h == z)),
+        Mode::SameNode => e.node_hints().any(|n| n == node),
+        Mode::SameZone => zone.is_some_and(|z| e.zone_hints().any(|h| h == z)),
     }
 }
 
@@ -77,5 +71,5 @@ pub(crate) fn cluster<'a>(
 
 /// Endpoints on this node only.
 pub(crate) fn local<'a>(endpoints: &[&'a Endpoint], node: &str) -> Vec<&'a Endpoint> {
-    usable(endpoints, |e| e.node_name.as_deref() == Some(node))
+    usable(endpoints, |e| e.node_name() == Some(node))
 }

@@ -138,8 +138,8 @@ fn wants(inputs: &Inputs) -> Vec<Want> {
                     explicit_ip: p
                         .status
                         .as_ref()
-                        .and_then(|s| s.pod_ip.as_deref())
-                        .and_then(|s| s.parse().ok()),
+                        .and_then(|s| s.pod_ip.as_ref())
+                        .and_then(|a| a.ip()),
                 });
             }
             Object::ReplicaSet(rs)

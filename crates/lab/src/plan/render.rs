@@ -17,7 +17,8 @@ use ferry_model::k8s_openapi::api::networking::v1::{
 use ferry_model::k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use ferry_model::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use ferry_model::k8s_openapi::jiff::Timestamp;
-use ferry_model::pod::{Pod, PodCondition, PodIP, PodSpec, PodStatus};
+use ferry_model::pod::{Pod, PodConditions, PodIPs, PodSpec, PodStatus};
+use ferry_model::slice::{Address, Addresses};
 use ferry_model::slice::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice, TargetRef};
 use ferry_model::{Kind, NamespacedName, Object, SERVICE_NAME_LABEL, service_selects};
 
@@ -243,14 +244,9 @@ fn pod(w: &World, p: &PodInfo) -> Pod {
         }),
         status: Some(PodStatus {
             phase: Some(if p.started { "Running" } else { "Pending" }.into()),
-            pod_ip: Some(p.ip.to_string().into()),
-            pod_ips: Some(Box::new([PodIP {
-                ip: p.ip.to_string().into(),
-            }])),
-            conditions: Some(Box::new([PodCondition {
-                type_: "Ready".into(),
-                status: ready.into(),
-            }])),
+            pod_ip: Some(Address::Ip(p.ip)),
+            pod_ips: Some(PodIPs(Addresses::One(Address::Ip(p.ip)))),
+            conditions: Some(PodConditions::ready(ready)),
         }),
     }
 }
@@ -348,7 +344,7 @@ fn slices(w: &World, svc: &Service) -> Vec<EndpointSlice> {
             .find(|n| n.name == p.node)
             .and_then(|n| n.labels.get("topology.kubernetes.io/zone").cloned());
         groups.entry(resolved).or_default().push(Endpoint {
-            addresses: ferry_model::slice::Addresses::One(ferry_model::slice::Address::Ip(p.ip)),
+            addresses: Addresses::One(Address::Ip(p.ip)),
             conditions: Some(EndpointConditions {
                 ready: Some(publish_not_ready || (serving && !terminating)),
                 serving: Some(serving),
@@ -375,11 +371,7 @@ fn slices(w: &World, svc: &Service) -> Vec<EndpointSlice> {
         .into_iter()
         .enumerate()
         .map(|(i, (ports, mut endpoints))| {
-            endpoints.sort_by_key(|e| {
-                e.addresses
-                    .first()
-                    .and_then(ferry_model::slice::Address::ip)
-            });
+            endpoints.sort_by_key(|e| e.addresses.first().and_then(Address::ip));
             let mut labels = BTreeMap::new();
             labels.insert(SERVICE_NAME_LABEL.to_string(), name.clone());
             labels.insert(MANAGED_BY.to_string(), MANAGER.to_string());

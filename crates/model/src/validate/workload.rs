@@ -16,11 +16,16 @@ pub(super) fn pod(errs: &mut Errors, pod: &crate::Pod) {
         errs.push("spec", "Required value");
     }
     if let Some(status) = &pod.status {
-        if let Some(ip) = status.pod_ip.as_deref().filter(|s| !s.is_empty()) {
-            errs.check_result("status.podIP", names::ip(ip));
+        if let Some(ip) = status
+            .pod_ip
+            .as_ref()
+            .map(|a| a.text())
+            .filter(|s| !s.is_empty())
+        {
+            errs.check_result("status.podIP", names::ip(&ip));
         }
-        for (i, ip) in status.pod_ips.iter().flatten().enumerate() {
-            errs.check_result(format!("status.podIPs[{i}].ip"), names::ip(&ip.ip));
+        for (i, ip) in status.pod_ips.iter().flat_map(|p| p.iter()).enumerate() {
+            errs.check_result(format!("status.podIPs[{i}].ip"), names::ip(&ip.text()));
         }
     }
 }

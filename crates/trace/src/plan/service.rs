@@ -94,7 +94,7 @@ pub(super) fn hop(inputs: &Inputs, peer: &Peer, dest: IpAddr, port: u16) -> Opti
                 .endpoints
                 .iter()
                 .filter(|e| e.ready)
-                .find_map(|e| e.node_name.as_deref().map(String::from));
+                .find_map(|e| e.node_name().map(String::from));
             let first = inputs.topology.nodes.first().map(|n| n.name.clone());
             hop.decided.push(format!(
                 "the lab's load balancer routes {dest} over ECMP to {}; traced through one of them",
@@ -224,7 +224,7 @@ pub(super) fn hop(inputs: &Inputs, peer: &Peer, dest: IpAddr, port: u16) -> Opti
                 view.endpoints
                     .iter()
                     .find(|v| v.ip == e.ip)
-                    .and_then(|v| v.node_name.as_deref().map(String::from))
+                    .and_then(|v| v.node_name().map(String::from))
             }),
             pod: pod.map(|p| format!("{}/{}", p.namespace, p.name)),
             local: e.local,
