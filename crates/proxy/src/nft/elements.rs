@@ -26,7 +26,7 @@ pub enum Path {
 }
 
 /// Stable small numbers for (ServicePort, path), reused after release.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct SlotIds {
     /// Keyed by ServicePort, path and generation: Services with session
     /// affinity get a new slot whenever their endpoints change, so that
@@ -290,6 +290,17 @@ impl Wanted {
 /// What the kernel holds for a key: nothing, or an element with this data.
 type Held = Option<Option<Data>>;
 
+/// Sets whose every key holds a slot mark, so only the one ServicePort
+/// path the slot is for ever wants it: `endpoints` (slot . index). There
+/// is nothing to count or to arbitrate, and [`Applied`] does not keep
+/// them: the owner's plan makes them again when they change
+/// (`contribution` is deterministic for a slot already given). At 20,000
+/// Services x 8 endpoints that is 160,000 of the table's 400,000
+/// elements, about 11 MiB.
+pub fn slot_owned(set: Set) -> bool {
+    matches!(set, Set::Endpoints)
+}
+
 /// Who wants which element, and what the kernel holds. Several ServicePorts
 /// may want the same key (hairpin pairs, pick verdicts, and, with odd input,
 /// one address claimed by two Services with different values): each value
@@ -301,10 +312,18 @@ type Held = Option<Option<Data>>;
 /// The kernel holds the winner of every key, except for keys replaced
 /// since the last [`Applied::take_delta`]: for those, `pending` keeps what
 /// the kernel held before.
+///
+/// Elements of [`slot_owned`] sets are counted, not kept: for those
+/// replaced since the last delta, `owned_pending` keeps what the kernel
+/// held before and what it should hold now.
 #[derive(Debug, Default)]
 pub struct Applied {
     wanted: BTreeMap<Set, BTreeMap<Key, Wanted>>,
     pending: BTreeMap<(Set, Key), Held>,
+    /// How many slot-owned elements the kernel holds once the pending
+    /// changes are applied.
+    owned: usize,
+    owned_pending: BTreeMap<(Set, Key), (Held, Held)>,
 }
 
 /// Element changes for one transaction: deletes first, then adds.
@@ -338,15 +357,23 @@ impl Applied {
     /// maps' nodes are full: at 20,000 Services x 8 endpoints, 31 MiB
     /// instead of the 48 MiB that one owner's `replace` after another left
     /// (by heaptrack), with no pending entry per element on the way.
-    pub fn from_elements(mut elements: Vec<Element>) -> Self {
+    ///
+    /// Also returns the [`slot_owned`] elements, sorted: they are to be
+    /// loaded with [`Applied::kept`]'s, and are not kept here.
+    pub fn from_elements(mut elements: Vec<Element>) -> (Self, Vec<Element>) {
         elements.sort_unstable();
         let mut wanted: BTreeMap<Set, BTreeMap<Key, Wanted>> = BTreeMap::new();
+        let mut owned = 0;
         let mut rest = elements.as_slice();
         while let Some(first) = rest.first() {
             let set = first.set;
             let n = rest.partition_point(|e| e.set == set);
             let (of_set, after) = rest.split_at(n);
             rest = after;
+            if slot_owned(set) {
+                owned += of_set.len();
+                continue;
+            }
             let keys = of_set.chunk_by(|a, b| a.key == b.key).map(|same_key| {
                 let mut values = same_key.chunk_by(|a, b| a.data == b.data);
                 let mut w = match values.next() {
@@ -362,10 +389,15 @@ impl Applied {
             });
             wanted.insert(set, keys.collect());
         }
-        Applied {
+        elements.retain(|e| slot_owned(e.set));
+        elements.shrink_to_fit();
+        let applied = Applied {
             wanted,
             pending: BTreeMap::new(),
-        }
+            owned,
+            owned_pending: BTreeMap::new(),
+        };
+        (applied, elements)
     }
 
     /// Replaces one owner's elements by others (both sorted, as
@@ -373,6 +405,17 @@ impl Applied {
     /// the kernel must change.
     pub fn replace(&mut self, old: &[Element], new: &[Element]) {
         for e in old.iter().filter(|e| new.binary_search(e).is_err()) {
+            if slot_owned(e.set) {
+                // Its one owner had it: the kernel holds it (or did
+                // before an earlier replace in this batch).
+                let p = self
+                    .owned_pending
+                    .entry((e.set, e.key))
+                    .or_insert((Some(e.data), Some(e.data)));
+                p.1 = None;
+                self.owned = self.owned.saturating_sub(1);
+                continue;
+            }
             self.touch(e.set, e.key);
             if let Some(keys) = self.wanted.get_mut(&e.set)
                 && let Some(w) = keys.get_mut(&e.key)
@@ -382,6 +425,17 @@ impl Applied {
             }
         }
         for e in new.iter().filter(|e| old.binary_search(e).is_err()) {
+            if slot_owned(e.set) {
+                // Nobody else has the key: unless this owner's old value
+                // went above, the kernel holds nothing for it.
+                let p = self
+                    .owned_pending
+                    .entry((e.set, e.key))
+                    .or_insert((None, None));
+                p.1 = Some(e.data);
+                self.owned += 1;
+                continue;
+            }
             self.touch(e.set, e.key);
             let keys = self.wanted.entry(e.set).or_default();
             match keys.get_mut(&e.key) {
@@ -408,6 +462,17 @@ impl Applied {
                 delta.add.push(Element::new(set, key, data));
             }
         }
+        for ((set, key), (held, now)) in std::mem::take(&mut self.owned_pending) {
+            if held == now {
+                continue;
+            }
+            if let Some(old) = held {
+                delta.delete.push(Element::new(set, key, old));
+            }
+            if let Some(data) = now {
+                delta.add.push(Element::new(set, key, data));
+            }
+        }
         delta
     }
 
@@ -417,7 +482,11 @@ impl Applied {
         let pending = self.pending.iter().map(|((set, key), held)| {
             i64::from(held.is_some()) - i64::from(self.winner(*set, key).is_some())
         });
-        (wanted as i64 + pending.sum::<i64>()) as usize
+        let owned = self
+            .owned_pending
+            .values()
+            .map(|(held, now)| i64::from(held.is_some()) - i64::from(now.is_some()));
+        (wanted as i64 + pending.sum::<i64>() + self.owned as i64 + owned.sum::<i64>()) as usize
     }
 
     pub fn is_empty(&self) -> bool {
@@ -425,8 +494,8 @@ impl Applied {
     }
 
     /// Every element the kernel holds once the last delta is applied, set
-    /// by set.
-    pub fn all(&self) -> impl Iterator<Item = Element> + '_ {
+    /// by set, but for the [`slot_owned`] ones, which are not kept.
+    pub fn kept(&self) -> impl Iterator<Item = Element> + '_ {
         self.wanted.iter().flat_map(|(set, keys)| {
             keys.iter()
                 .map(|(key, w)| Element::new(*set, *key, w.winner()))
@@ -574,9 +643,10 @@ mod tests {
             one_by_one.replace(&[], c);
         }
         one_by_one.take_delta();
-        let mut loaded = Applied::from_elements(owners.concat());
-        let all: Vec<Element> = one_by_one.all().collect();
-        assert_eq!(loaded.all().collect::<Vec<_>>(), all);
+        let (mut loaded, owned) = Applied::from_elements(owners.concat());
+        assert!(owned.is_empty());
+        let all: Vec<Element> = one_by_one.kept().collect();
+        assert_eq!(loaded.kept().collect::<Vec<_>>(), all);
         assert_eq!(loaded.len(), 3);
         assert!(loaded.take_delta().is_empty());
         // Owners count alike: the smaller external value goes, the other stays.
@@ -586,13 +656,59 @@ mod tests {
         }
         assert_eq!(loaded.take_delta(), one_by_one.take_delta());
         assert_eq!(
-            loaded.all().collect::<Vec<_>>(),
-            one_by_one.all().collect::<Vec<_>>()
+            loaded.kept().collect::<Vec<_>>(),
+            one_by_one.kept().collect::<Vec<_>>()
         );
         assert_eq!(
-            loaded.all().collect::<Vec<_>>(),
+            loaded.kept().collect::<Vec<_>>(),
             [external(0x2001), hairpin("10.0.0.2")]
         );
+    }
+
+    fn endpoint(slot: u32, i: u32, ip: &str) -> Element {
+        Element::new(
+            Set::Endpoints,
+            Key::Endpoint(slot, i),
+            Some(Data::Endpoint(ip.parse().unwrap(), 8080)),
+        )
+    }
+
+    #[test]
+    fn slot_owned_elements_are_counted_and_changed_but_not_kept() {
+        let a0 = [endpoint(0x1001, 0, "10.0.0.1"), hairpin("10.0.0.1")];
+        let (mut a, owned) = Applied::from_elements(a0.to_vec());
+        assert_eq!(owned, [a0[0]], "to be loaded by the caller");
+        assert_eq!(a.kept().collect::<Vec<_>>(), [a0[1]]);
+        assert_eq!(a.len(), 2);
+        // The endpoint moves: its old value goes, the new one comes.
+        let a1 = [endpoint(0x1001, 0, "10.0.0.2"), hairpin("10.0.0.2")];
+        a.replace(&a0, &a1);
+        assert_eq!(a.len(), 2, "the kernel's count before the delta");
+        let d = a.take_delta();
+        let mut deleted = d.delete.clone();
+        deleted.sort();
+        assert_eq!(
+            deleted,
+            [a0[0], a0[1]]
+                .iter()
+                .copied()
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect::<Vec<_>>()
+        );
+        assert!(d.add.contains(&a1[0]) && d.add.contains(&a1[1]));
+        // Two changes in one batch: the kernel only sees the net one.
+        let a2 = [
+            endpoint(0x1001, 0, "10.0.0.3"),
+            endpoint(0x1001, 1, "10.0.0.4"),
+        ];
+        a.replace(&a1, &a2);
+        a.replace(&a2, &a1);
+        let d = a.take_delta();
+        assert!(d.is_empty(), "{d:?}");
+        a.replace(&a1, &[]);
+        assert_eq!(a.take_delta().delete.len(), 2);
+        assert!(a.is_empty());
     }
 
     #[test]

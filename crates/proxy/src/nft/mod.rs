@@ -30,7 +30,7 @@ use ferry_model::ServicePortName;
 use ipnet::IpNet;
 
 use crate::plan::{Family, ProxyPlan, ServicePlan};
-use elements::{Applied, SlotIds, contribution, render, render_into};
+use elements::{Applied, SlotIds, contribution, render, render_into, slot_owned};
 use ruleset::TABLE;
 use sets::{Element, Key, Set};
 
@@ -160,7 +160,8 @@ impl NftBackend {
         }
         self.cluster_cidrs = cidr_elements(self.family, cluster_cidrs);
         all.extend_from_slice(&self.cluster_cidrs);
-        self.applied = Applied::from_elements(all);
+        let (applied, owned) = Applied::from_elements(all);
+        self.applied = applied;
         // Pick chains for common endpoint counts exist from the start, so a
         // change rarely needs a new chain (which only a full load adds: nft
         // cannot add such a rule to a live table).
@@ -183,10 +184,11 @@ impl NftBackend {
             .is_some_and(|nl| matches!(nl.table_handle(TABLE), Ok(None)));
         let f = self.family.nft();
         if fresh {
-            let by_nft = self.applied.all().filter(|e| e.set.is_interval());
+            let by_nft = self.applied.kept().filter(|e| e.set.is_interval());
             render_into(&mut text, "add", by_nft, f, TABLE);
         } else {
-            render_into(&mut text, "add", self.applied.all(), f, TABLE);
+            let all = self.applied.kept().chain(owned.iter().copied());
+            render_into(&mut text, "add", all, f, TABLE);
         }
         let canary = Element::new(Set::Canary, Key::Mark(canary_value()), None);
         text.push_str(&format!(
@@ -202,8 +204,11 @@ impl NftBackend {
             let lookup =
                 |e: &Element| matches!(e.set, Set::ClusterIps | Set::ExternalIps | Set::NodePorts);
             let applied = &self.applied;
-            let first = applied.all().filter(|e| !e.set.is_interval() && !lookup(e));
-            let last = applied.all().filter(lookup);
+            let first = applied
+                .kept()
+                .filter(|e| !e.set.is_interval() && !lookup(e))
+                .chain(owned.iter().copied());
+            let last = applied.kept().filter(lookup);
             let mut batch = Vec::with_capacity(BULK_BATCH);
             let nl = match self.netlink.as_mut() {
                 Some(nl) => nl,
@@ -377,7 +382,16 @@ impl NftBackend {
     /// Every element this backend has programmed (the canary included),
     /// as [`NftBackend::read_back`] should find them.
     pub fn programmed(&self) -> BTreeSet<Element> {
-        let mut out: BTreeSet<Element> = self.applied.all().collect();
+        let mut out: BTreeSet<Element> = self.applied.kept().collect();
+        // The slot-owned ones, made again from the plans they came from.
+        let mut ids = self.ids.clone();
+        for p in self.applied_plans.values() {
+            out.extend(
+                contribution(p, &mut ids)
+                    .into_iter()
+                    .filter(|e| slot_owned(e.set)),
+            );
+        }
         out.extend(self.loaded_as.as_ref().map(|(_, canary, _)| *canary));
         out
     }
