@@ -7,8 +7,8 @@ use std::fmt::Write;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use ferry_model::k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use ferry_model::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use ferry_model::service::{Service, ServicePort, ServiceSpec};
 use ferry_model::slice::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use ferry_model::{Object, SERVICE_NAME_LABEL};
 
@@ -77,7 +77,8 @@ pub fn service(i: usize, port: i32) -> Object {
             name: Some(service_name(i)),
             namespace: Some(namespace(i)),
             ..Default::default()
-        },
+        }
+        .into(),
         spec: Some(ServiceSpec {
             cluster_ip: Some(cluster_ip(i).to_string()),
             ports: Some(vec![ServicePort {

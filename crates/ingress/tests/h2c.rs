@@ -14,7 +14,7 @@ use common::*;
 use ferry_ingress::ProxyConfig;
 use ferry_model::EndpointSlice;
 use ferry_model::Object;
-use ferry_model::k8s_openapi::api::core::v1::Service;
+use ferry_model::Service;
 use ferry_model::k8s_openapi::api::networking::v1::Ingress;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;

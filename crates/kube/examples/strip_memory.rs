@@ -2,8 +2,9 @@
 //! server sends them (managedFields of the controller manager and the
 //! kubelet on Pods; `kubectl apply`'s managedFields and
 //! last-applied-configuration annotation on Services), keeps them as
-//! ferry objects as decoded or stripped, and prints the live heap bytes
-//! (a counting allocator) and the growth of the process RSS.
+//! whole k8s-openapi objects as decoded (`keep`) or as the API source
+//! keeps them, ferry's slim objects (`strip`), and prints the live heap
+//! bytes (a counting allocator) and the growth of the process RSS.
 //!
 //! `cargo run --release -p ferry-kube --example strip_memory [N] [strip|keep]`
 //! (one measurement per process, so that each RSS growth is its own).
@@ -12,9 +13,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 
-use ferry_kube::strip::{ApiPod, Watched};
-use ferry_model::Object;
-use ferry_model::k8s_openapi::api::core::v1::Service;
+use ferry_kube::strip::{ApiPod, ApiService, Watched};
+use ferry_model::k8s_openapi::api::core::v1::{Pod, Service};
 
 mod shapes;
 use shapes::{pod, service};
@@ -46,28 +46,28 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-fn decode<K: Watched>(text: &str, strip: bool) -> Object {
-    let mut object: K = serde_json::from_str(text).expect("decodes");
-    let meta = kube::Resource::meta_mut(&mut object);
-    let saved = (meta.managed_fields.take(), meta.annotations.take());
-    let mut o = object.into_object();
-    // What would be stored without stripping. Pods are decoded into the
-    // model's slim metadata, which has no place for either.
-    if !strip && let Object::Service(s) = &mut o {
-        let meta = &mut std::sync::Arc::make_mut(s).metadata;
-        (meta.managed_fields, meta.annotations) = saved;
+/// What is kept of one object: ferry's slim one, or the whole decoded one.
+fn decode<K: Watched, W: serde::de::DeserializeOwned + 'static>(
+    text: &str,
+    strip: bool,
+) -> Box<dyn std::any::Any> {
+    if strip {
+        let object: K = serde_json::from_str(text).expect("decodes");
+        Box::new(object.into_object())
+    } else {
+        let whole: W = serde_json::from_str(text).expect("decodes");
+        Box::new(whole)
     }
-    o
 }
 
 fn measure(n: usize, strip: bool) -> (isize, u64) {
     let pods: Vec<String> = (0..n).map(pod).collect();
     let services: Vec<String> = (0..n).map(service).collect();
     let (live0, rss0) = (LIVE.load(Ordering::Relaxed), rss_kib());
-    let mut kept: Vec<Object> = Vec::with_capacity(2 * n);
+    let mut kept: Vec<Box<dyn std::any::Any>> = Vec::with_capacity(2 * n);
     for (p, s) in pods.iter().zip(&services) {
-        kept.push(decode::<ApiPod>(p, strip));
-        kept.push(decode::<Service>(s, strip));
+        kept.push(decode::<ApiPod, Pod>(p, strip));
+        kept.push(decode::<ApiService, Service>(s, strip));
     }
     let out = (
         LIVE.load(Ordering::Relaxed) - live0,
@@ -88,9 +88,9 @@ fn main() {
     };
     let (heap, rss) = measure(n, strip);
     let what = if strip {
-        "stripped"
+        "as ferry keeps them (slim)"
     } else {
-        "as sent (managedFields, every annotation)"
+        "as sent, whole (managedFields, every annotation)"
     };
     println!(
         "{n} Pods + {n} Services {what}: {} KiB heap, +{rss} KiB RSS",

@@ -66,10 +66,10 @@ macro_rules! watched {
     };
 }
 
-use ferry_model::k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret, Service};
+use ferry_model::k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret};
 use ferry_model::k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
-/// The kinds the model keeps slim (Pods, EndpointSlices), as the API
+/// The kinds the model keeps slim (Pods, Services, EndpointSlices), as the API
 /// source asks for them and decodes them: straight into the model's slim
 /// fields (the rest of the object, such as a Pod's containers, is skipped
 /// by the decoder, never held). kube's watcher needs Kubernetes' own
@@ -128,6 +128,10 @@ slim! {
         spec: Option<ferry_model::pod::PodSpec>,
         status: Option<ferry_model::pod::PodStatus>
     };
+    ApiService => Service, "", "v1", "services", {
+        spec: Option<ferry_model::service::ServiceSpec>,
+        status: Option<ferry_model::service::ServiceStatus>
+    };
     ApiEndpointSlice => EndpointSlice, "discovery.k8s.io", "v1", "endpointslices", {
         address_type: String,
         endpoints: Option<Vec<ferry_model::slice::Endpoint>>,
@@ -138,7 +142,6 @@ slim! {
 watched! {
     Namespace => Namespace;
     Node => Node;
-    Service => Service;
     Ingress => Ingress;
     IngressClass => IngressClass;
     Secret => Secret;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_model::Kind;
-use ferry_model::k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret, Service};
+use ferry_model::k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret};
 use ferry_model::k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use futures_util::StreamExt;
 use kube::api::{ListParams, WatchEvent, WatchParams};
@@ -25,7 +25,7 @@ use kube::{Api, Client, ResourceExt};
 use tokio::sync::{Notify, mpsc};
 
 use crate::fold::Change;
-use crate::strip::{ApiEndpointSlice, ApiPod, Watched};
+use crate::strip::{ApiEndpointSlice, ApiPod, ApiService, Watched};
 
 /// The ConfigMaps the source reads, by label: ferry's own (the lab's
 /// `ferry-lab-sync` marker) and ingress-nginx's `tcp-services` /
@@ -83,7 +83,7 @@ pub(crate) fn spawn_all(client: &Client, tx: &mpsc::UnboundedSender<Report>) {
     let all = Selectors::default();
     spawn::<Namespace>(client, Kind::Namespace, all.clone(), tx, &back);
     spawn::<Node>(client, Kind::Node, all.clone(), tx, &back);
-    spawn::<Service>(client, Kind::Service, all.clone(), tx, &back);
+    spawn::<ApiService>(client, Kind::Service, all.clone(), tx, &back);
     spawn::<ApiEndpointSlice>(client, Kind::EndpointSlice, all.clone(), tx, &back);
     spawn::<ApiPod>(client, Kind::Pod, all.clone(), tx, &back);
     spawn::<Ingress>(client, Kind::Ingress, all.clone(), tx, &back);

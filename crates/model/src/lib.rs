@@ -17,6 +17,7 @@ mod object;
 pub mod packing;
 pub mod pod;
 mod selector;
+pub mod service;
 pub mod slice;
 mod state;
 mod validate;
@@ -31,6 +32,7 @@ pub use node_ports::{NodePortClaims, NodePortConflict};
 pub use object::{Kind, Name, NamespacedName, Object, ObjectKey};
 pub use pod::Pod;
 pub use selector::{matches as selector_matches, service_selects};
+pub use service::Service;
 pub use slice::EndpointSlice;
 pub use state::{ClusterState, Update};
 pub use validate::{

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use k8s_openapi::api::core::v1::Service;
+use crate::service::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::error::FieldError;

@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use crate::meta::Meta;
 use crate::pod::Pod;
+use crate::service::Service;
 use crate::slice::EndpointSlice;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Namespace, Node, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Namespace, Node, Secret};
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
 /// Declares the kinds ferry loads, once: the `Kind` and `Object` enums and
@@ -44,7 +45,8 @@ macro_rules! kinds {
         }
 
         /// One loaded object. Cheap to clone: the Kubernetes object is shared.
-        /// Pods are ferry's slim [`Pod`]; every other kind is its k8s-openapi type.
+        /// Pods, Services and EndpointSlices are ferry's slim types ([`Pod`],
+        /// [`Service`], [`EndpointSlice`]); every other kind is its k8s-openapi type.
         #[derive(Clone, Debug, PartialEq)]
         pub enum Object {
             $($kind(Arc<$ty>),)*
@@ -57,7 +59,7 @@ macro_rules! kinds {
                 }
             }
 
-            /// The metadata every kind has (Pods keep a slim one).
+            /// The metadata every kind has (the slim kinds keep a slim one).
             pub fn metadata(&self) -> &dyn Meta {
                 match self {
                     $(Object::$kind(o) => &o.metadata,)*
@@ -110,6 +112,56 @@ kinds! {
     IngressClass => IngressClass, "networking.k8s.io/v1", namespaced: false;
     Secret => Secret, "v1", namespaced: true;
     ConfigMap => ConfigMap, "v1", namespaced: true;
+}
+
+/// Serializes one of the slim kinds as its manifest: apiVersion and kind
+/// first, then the fields in order (an absent optional one left out), as
+/// k8s-openapi's types are.
+macro_rules! manifest_serialize {
+    ($ty:ty, $api:literal, $kind:literal, { $($field:ident => $name:literal),* $(,)? }) => {
+        impl serde::Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeMap;
+                let mut m = s.serialize_map(None)?;
+                m.serialize_entry("apiVersion", $api)?;
+                m.serialize_entry("kind", $kind)?;
+                $(if !crate::object::Absent::absent(&self.$field) {
+                    m.serialize_entry($name, &self.$field)?;
+                })*
+                m.end()
+            }
+        }
+    };
+}
+pub(crate) use manifest_serialize;
+
+/// Whether a manifest field is left out when written.
+pub(crate) trait Absent {
+    fn absent(&self) -> bool;
+}
+
+impl<T> Absent for Option<T> {
+    fn absent(&self) -> bool {
+        self.is_none()
+    }
+}
+
+impl Absent for String {
+    fn absent(&self) -> bool {
+        false
+    }
+}
+
+impl Absent for crate::meta::ObjectMeta {
+    fn absent(&self) -> bool {
+        false
+    }
+}
+
+impl Absent for crate::service::ServiceMeta {
+    fn absent(&self) -> bool {
+        false
+    }
 }
 
 fn typed<T: serde::de::DeserializeOwned>(

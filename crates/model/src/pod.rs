@@ -167,31 +167,11 @@ impl PodStatus {
     }
 }
 
-/// Serialized as a Pod manifest, with its apiVersion and kind, as the
-/// k8s-openapi types are.
-impl Serialize for Pod {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        #[derive(Serialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Wire<'a> {
-            api_version: &'static str,
-            kind: &'static str,
-            metadata: &'a ObjectMeta,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            spec: &'a Option<PodSpec>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            status: &'a Option<PodStatus>,
-        }
-        Wire {
-            api_version: "v1",
-            kind: "Pod",
-            metadata: &self.metadata,
-            spec: &self.spec,
-            status: &self.status,
-        }
-        .serialize(s)
-    }
-}
+crate::object::manifest_serialize!(Pod, "v1", "Pod", {
+    metadata => "metadata",
+    spec => "spec",
+    status => "status",
+});
 
 #[cfg(test)]
 mod tests {

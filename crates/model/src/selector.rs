@@ -4,11 +4,9 @@
 //!
 //! Pure.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use crate::meta::LabelSet;
+use crate::meta::{LabelSet, Labels};
 
 /// `LabelSelector` semantics: every matchLabels pair and every expression
 /// must hold. An empty selector matches everything, as in Kubernetes.
@@ -35,20 +33,17 @@ pub fn matches(selector: &LabelSelector, labels: &impl LabelSet) -> bool {
 /// A Service's `spec.selector`: every pair must be present. An empty or
 /// missing selector selects nothing (the Service's endpoints are managed by
 /// hand), as the EndpointSlice controller treats it.
-pub fn service_selects(
-    selector: Option<&BTreeMap<String, String>>,
-    labels: &impl LabelSet,
-) -> bool {
+pub fn service_selects(selector: Option<&Labels>, labels: &impl LabelSet) -> bool {
     match selector {
-        Some(sel) if !sel.is_empty() => {
-            sel.iter().all(|(k, v)| labels.label(k) == Some(v.as_str()))
-        }
+        Some(sel) if !sel.is_empty() => sel.iter().all(|(k, v)| labels.label(k) == Some(v)),
         _ => false,
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
     use super::*;
@@ -80,7 +75,7 @@ mod tests {
     fn a_service_without_selector_selects_no_pods() {
         assert!(!service_selects(None, &labels(&[("app", "web")])));
         assert!(service_selects(
-            Some(&labels(&[("app", "web")])),
+            Some(&Labels::from(labels(&[("app", "web")]))),
             &labels(&[("app", "web"), ("x", "y")])
         ));
     }

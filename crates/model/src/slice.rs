@@ -281,33 +281,12 @@ impl From<k8s_openapi::api::core::v1::ObjectReference> for Box<TargetRef> {
     }
 }
 
-/// Serialized as an EndpointSlice manifest, with its apiVersion and kind,
-/// as the k8s-openapi types are.
-impl Serialize for EndpointSlice {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        #[derive(Serialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Wire<'a> {
-            api_version: &'static str,
-            kind: &'static str,
-            metadata: &'a ObjectMeta,
-            address_type: &'a str,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            endpoints: &'a Option<Vec<Endpoint>>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            ports: &'a Option<Vec<EndpointPort>>,
-        }
-        Wire {
-            api_version: "discovery.k8s.io/v1",
-            kind: "EndpointSlice",
-            metadata: &self.metadata,
-            address_type: &self.address_type,
-            endpoints: &self.endpoints,
-            ports: &self.ports,
-        }
-        .serialize(s)
-    }
-}
+crate::object::manifest_serialize!(EndpointSlice, "discovery.k8s.io/v1", "EndpointSlice", {
+    metadata => "metadata",
+    address_type => "addressType",
+    endpoints => "endpoints",
+    ports => "ports",
+});
 
 #[cfg(test)]
 mod tests {

@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ferry_model::k8s_openapi::api::core::v1::{
-    EndpointAddress, EndpointPort as CorePort, EndpointSubset, Endpoints, Node, NodeSpec, Service,
-    ServicePort, ServiceSpec,
+    EndpointAddress, EndpointPort as CorePort, EndpointSubset, Endpoints, Node, NodeSpec,
 };
 use ferry_model::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use ferry_model::service::{Service, ServicePort, ServiceSpec};
 use ferry_model::slice::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use ferry_model::{ChangeSet, ClusterState, Kind, Object, ObjectKey, Update};
 use proptest::prelude::*;
@@ -145,7 +145,7 @@ fn to_update(op: &Op) -> Update {
                 n => format!("10.96.0.{n}"),
             };
             Update::Apply(Object::Service(Arc::new(Service {
-                metadata: meta(NAMESPACES[*ns], &format!("s{svc}"), None),
+                metadata: meta(NAMESPACES[*ns], &format!("s{svc}"), None).into(),
                 spec: Some(ServiceSpec {
                     type_: Some(ty.into()),
                     cluster_ip: Some(cluster_ip),

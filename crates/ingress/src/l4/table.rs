@@ -230,7 +230,8 @@ mod tests {
 
     fn state(data: serde_json::Value) -> ClusterState {
         use ferry_model::EndpointSlice;
-        use ferry_model::k8s_openapi::api::core::v1::{ConfigMap, Service};
+        use ferry_model::Service;
+        use ferry_model::k8s_openapi::api::core::v1::ConfigMap;
         let cm: ConfigMap = serde_json::from_value(json!({
                    "metadata": {"name": "tcp-services", "namespace": "ingress"}, "data": data}))
         .unwrap();

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bytes::Bytes;
 use ferry_ingress::{Gateway, ProxyConfig, RouteTable, RoutesConfig, Scheme};
 use ferry_model::EndpointSlice;
-use ferry_model::k8s_openapi::api::core::v1::Service;
+use ferry_model::Service;
 use ferry_model::k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use ferry_model::{ClusterState, Object};
 use http_body_util::{BodyExt, Full};

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use ferry_model::k8s_openapi::api::core::v1::Service;
+use ferry_model::Service;
 use ferry_model::{NamespacedName, Object};
 use serde::{Deserialize, Serialize};
 

@@ -7,9 +7,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use ferry_model::Service;
 use ferry_model::k8s_openapi::api::core::v1::{
     LoadBalancerIngress, LoadBalancerStatus, Namespace, Node, NodeAddress, NodeCondition, NodeSpec,
-    NodeStatus, Service, ServiceStatus,
+    NodeStatus, ServiceStatus,
 };
 use ferry_model::k8s_openapi::api::networking::v1::{
     Ingress, IngressLoadBalancerIngress, IngressLoadBalancerStatus, IngressStatus,
@@ -51,8 +52,9 @@ fn selector_of(inputs: &Inputs, ns: &str, name: &str) -> Option<BTreeMap<String,
         Some(Object::Service(s)) => s
             .spec
             .as_ref()
-            .and_then(|s| s.selector.clone())
-            .filter(|s| !s.is_empty()),
+            .and_then(|s| s.selector.as_ref())
+            .filter(|s| !s.is_empty())
+            .map(ferry_model::Labels::to_map),
         _ => None,
     }
 }
@@ -311,8 +313,13 @@ fn slices(w: &World, svc: &Service) -> Vec<EndpointSlice> {
     if spec.type_.as_deref() == Some("ExternalName") {
         return Vec::new();
     }
-    let ns = svc.metadata.namespace.clone().unwrap_or_default();
-    let name = svc.metadata.name.clone().unwrap_or_default();
+    let ns = svc
+        .metadata
+        .namespace
+        .as_deref()
+        .unwrap_or_default()
+        .to_string();
+    let name = svc.metadata.name.as_deref().unwrap_or_default().to_string();
     let ports = spec.ports.clone().unwrap_or_default();
     let publish_not_ready = spec.publish_not_ready_addresses.unwrap_or(false);
     let mut groups: BTreeMap<Vec<(String, i32, String)>, Vec<Endpoint>> = BTreeMap::new();
@@ -364,7 +371,7 @@ fn slices(w: &World, svc: &Service) -> Vec<EndpointSlice> {
     if groups.is_empty() && spec.selector.as_ref().is_some_and(|s| !s.is_empty()) {
         groups.insert(Vec::new(), Vec::new());
     }
-    if spec.selector.as_ref().is_none_or(BTreeMap::is_empty) {
+    if spec.selector.as_ref().is_none_or(|s| s.is_empty()) {
         return Vec::new();
     }
     groups

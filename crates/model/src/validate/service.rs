@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::Service;
+use crate::service::Service;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{Errors, ValidationOptions, names};
@@ -212,7 +212,10 @@ pub(super) fn service(errs: &mut Errors, svc: &Service, options: &ValidationOpti
             names::one_of(td, &["PreferClose", "PreferSameZone", "PreferSameNode"]),
         );
     }
-    errs.labels("spec.selector", spec.selector.as_ref());
+    errs.label_pairs(
+        "spec.selector",
+        spec.selector.iter().flat_map(crate::Labels::iter),
+    );
 
     for (i, ing) in svc
         .status
@@ -238,7 +241,7 @@ pub(super) fn service(errs: &mut Errors, svc: &Service, options: &ValidationOpti
 
 fn ports(
     errs: &mut Errors,
-    spec: &k8s_openapi::api::core::v1::ServiceSpec,
+    spec: &crate::service::ServiceSpec,
     ty: &str,
     headless: bool,
     options: &ValidationOptions,
