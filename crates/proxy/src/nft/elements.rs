@@ -301,6 +301,22 @@ pub fn slot_owned(set: Set) -> bool {
     matches!(set, Set::Endpoints)
 }
 
+/// A hairpin pair of one endpoint with itself (the only pairs ferry
+/// makes): counted by address alone, 24 B a pair instead of 72.
+fn self_pair(set: Set, key: &Key) -> Option<IpAddr> {
+    match (set, key) {
+        (Set::Hairpin, Key::Pair(a, b)) if a == b => Some(*a),
+        _ => None,
+    }
+}
+
+fn elements_of<'a>(
+    (set, keys): (&'a Set, &'a BTreeMap<Key, Wanted>),
+) -> impl Iterator<Item = Element> + 'a {
+    keys.iter()
+        .map(|(key, w)| Element::new(*set, *key, w.winner()))
+}
+
 /// Who wants which element, and what the kernel holds. Several ServicePorts
 /// may want the same key (hairpin pairs, pick verdicts, and, with odd input,
 /// one address claimed by two Services with different values): each value
@@ -324,6 +340,9 @@ pub struct Applied {
     /// changes are applied.
     owned: usize,
     owned_pending: BTreeMap<(Set, Key), (Held, Held)>,
+    /// The `hairpin` pairs of an address with itself, with how many
+    /// owners want each (every other key is in `wanted`).
+    hairpins: BTreeMap<IpAddr, u32>,
 }
 
 /// Element changes for one transaction: deletes first, then adds.
@@ -337,10 +356,26 @@ impl Delta {
     pub fn is_empty(&self) -> bool {
         self.delete.is_empty() && self.add.is_empty()
     }
+
+    /// What takes the kernel from holding `held` for a key to holding `now`.
+    fn change(&mut self, set: Set, key: Key, held: Held, now: Held) {
+        if held == now {
+            return;
+        }
+        if let Some(old) = held {
+            self.delete.push(Element::new(set, key, old));
+        }
+        if let Some(data) = now {
+            self.add.push(Element::new(set, key, data));
+        }
+    }
 }
 
 impl Applied {
     fn winner(&self, set: Set, key: &Key) -> Held {
+        if let Some(ip) = self_pair(set, key) {
+            return self.hairpins.contains_key(&ip).then_some(None);
+        }
         self.wanted.get(&set)?.get(key).map(Wanted::winner)
     }
 
@@ -363,6 +398,7 @@ impl Applied {
     pub fn from_elements(mut elements: Vec<Element>) -> (Self, Vec<Element>) {
         elements.sort_unstable();
         let mut wanted: BTreeMap<Set, BTreeMap<Key, Wanted>> = BTreeMap::new();
+        let mut hairpins: Vec<(IpAddr, u32)> = Vec::new();
         let mut owned = 0;
         let mut rest = elements.as_slice();
         while let Some(first) = rest.first() {
@@ -374,7 +410,12 @@ impl Applied {
                 owned += of_set.len();
                 continue;
             }
-            let keys = of_set.chunk_by(|a, b| a.key == b.key).map(|same_key| {
+            let mut keys: Vec<(Key, Wanted)> = Vec::new();
+            for same_key in of_set.chunk_by(|a, b| a.key == b.key) {
+                if let Some(ip) = self_pair(set, &same_key[0].key) {
+                    hairpins.push((ip, same_key.len() as u32));
+                    continue;
+                }
                 let mut values = same_key.chunk_by(|a, b| a.data == b.data);
                 let mut w = match values.next() {
                     Some(v) => Wanted::One(v[0].data, v.len() as u32),
@@ -385,9 +426,11 @@ impl Applied {
                         w.add(v[0].data);
                     }
                 }
-                (same_key[0].key, w)
-            });
-            wanted.insert(set, keys.collect());
+                keys.push((same_key[0].key, w));
+            }
+            if !keys.is_empty() {
+                wanted.insert(set, keys.into_iter().collect());
+            }
         }
         elements.retain(|e| slot_owned(e.set));
         elements.shrink_to_fit();
@@ -396,6 +439,7 @@ impl Applied {
             pending: BTreeMap::new(),
             owned,
             owned_pending: BTreeMap::new(),
+            hairpins: hairpins.into_iter().collect(),
         };
         (applied, elements)
     }
@@ -417,6 +461,15 @@ impl Applied {
                 continue;
             }
             self.touch(e.set, e.key);
+            if let Some(ip) = self_pair(e.set, &e.key) {
+                if let Some(n) = self.hairpins.get_mut(&ip) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.hairpins.remove(&ip);
+                    }
+                }
+                continue;
+            }
             if let Some(keys) = self.wanted.get_mut(&e.set)
                 && let Some(w) = keys.get_mut(&e.key)
                 && w.remove(e.data)
@@ -437,6 +490,10 @@ impl Applied {
                 continue;
             }
             self.touch(e.set, e.key);
+            if let Some(ip) = self_pair(e.set, &e.key) {
+                *self.hairpins.entry(ip).or_default() += 1;
+                continue;
+            }
             let keys = self.wanted.entry(e.set).or_default();
             match keys.get_mut(&e.key) {
                 Some(w) => w.add(e.data),
@@ -452,33 +509,18 @@ impl Applied {
         let mut delta = Delta::default();
         for ((set, key), held) in std::mem::take(&mut self.pending) {
             let winner = self.winner(set, &key);
-            if winner == held {
-                continue;
-            }
-            if let Some(old) = held {
-                delta.delete.push(Element::new(set, key, old));
-            }
-            if let Some(data) = winner {
-                delta.add.push(Element::new(set, key, data));
-            }
+            delta.change(set, key, held, winner);
         }
         for ((set, key), (held, now)) in std::mem::take(&mut self.owned_pending) {
-            if held == now {
-                continue;
-            }
-            if let Some(old) = held {
-                delta.delete.push(Element::new(set, key, old));
-            }
-            if let Some(data) = now {
-                delta.add.push(Element::new(set, key, data));
-            }
+            delta.change(set, key, held, now);
         }
         delta
     }
 
     /// How many elements the kernel holds.
     pub fn len(&self) -> usize {
-        let wanted: usize = self.wanted.values().map(BTreeMap::len).sum();
+        let wanted: usize =
+            self.wanted.values().map(BTreeMap::len).sum::<usize>() + self.hairpins.len();
         let pending = self.pending.iter().map(|((set, key), held)| {
             i64::from(held.is_some()) - i64::from(self.winner(*set, key).is_some())
         });
@@ -496,10 +538,14 @@ impl Applied {
     /// Every element the kernel holds once the last delta is applied, set
     /// by set, but for the [`slot_owned`] ones, which are not kept.
     pub fn kept(&self) -> impl Iterator<Item = Element> + '_ {
-        self.wanted.iter().flat_map(|(set, keys)| {
-            keys.iter()
-                .map(|(key, w)| Element::new(*set, *key, w.winner()))
-        })
+        use std::ops::Bound::{Excluded, Unbounded};
+        let hairpins = self
+            .hairpins
+            .keys()
+            .map(|ip| Element::new(Set::Hairpin, Key::Pair(*ip, *ip), None));
+        (self.wanted.range(..=Set::Hairpin).flat_map(elements_of))
+            .chain(hairpins)
+            .chain((self.wanted.range((Excluded(Set::Hairpin), Unbounded))).flat_map(elements_of))
     }
 
     /// Session-affinity timeouts in use (each needs its set and rule).
