@@ -26,9 +26,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectMeta {
-    /// Boxed strings here and below (16 B, not 24): one of these per Pod.
+    /// Shared with the object's key ([`Meta::shared_name`]): one string
+    /// per object, not two. Boxed strings below (16 B, not 24): one of
+    /// these per Pod.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<Box<str>>,
+    pub name: Option<Arc<str>>,
     /// Shared ([`crate::intern`]), as object keys' namespaces.
     #[serde(
         default,
@@ -164,6 +166,10 @@ pub trait Meta {
     fn shared_namespace(&self) -> Arc<str> {
         crate::intern::shared(self.namespace().unwrap_or_default())
     }
+    /// The name as an object key holds it: the slim metadata's own copy.
+    fn shared_name(&self) -> Arc<str> {
+        Arc::from(self.name().unwrap_or_default())
+    }
     fn resource_version(&self) -> Option<&str>;
     fn deletion_grace_period_seconds(&self) -> Option<i64>;
     /// Label pairs, in key order.
@@ -209,6 +215,12 @@ impl Meta for k8s::ObjectMeta {
 
 impl Meta for ObjectMeta {
     common_meta!();
+    fn shared_name(&self) -> Arc<str> {
+        match &self.name {
+            Some(name) => name.clone(),
+            None => Arc::from(""),
+        }
+    }
     fn shared_namespace(&self) -> Arc<str> {
         match &self.namespace {
             Some(ns) => ns.clone(),

@@ -251,11 +251,7 @@ impl Object {
     /// `default` when decoded, so the namespace here is always filled in.
     pub fn key(&self) -> ObjectKey {
         let meta = self.metadata();
-        ObjectKey::new(
-            self.kind(),
-            meta.shared_namespace(),
-            meta.name().unwrap_or_default(),
-        )
+        ObjectKey::new(self.kind(), meta.shared_namespace(), meta.shared_name())
     }
 
     /// Deep equality with the pointer short-cut first.

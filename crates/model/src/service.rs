@@ -76,6 +76,9 @@ impl Meta for ServiceMeta {
     fn shared_namespace(&self) -> Arc<str> {
         self.meta.shared_namespace()
     }
+    fn shared_name(&self) -> Arc<str> {
+        self.meta.shared_name()
+    }
     fn resource_version(&self) -> Option<&str> {
         self.meta.resource_version()
     }

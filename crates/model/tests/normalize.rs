@@ -490,4 +490,8 @@ fn repeated_strings_are_one_shared_copy_across_objects_and_views() {
             .as_ptr()
     };
     assert_eq!(label(&pods[0]), label(&pods[1]));
+    // An object's key holds the object's own name, not a copy.
+    let object = ferry_model::Object::Pod(pods[0].clone());
+    let name = pods[0].metadata.name.clone().unwrap();
+    assert!(std::sync::Arc::ptr_eq(&object.key().name.name, &name));
 }
