@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ferry_model::{ClusterState, Kind, NamespacedName, Object, ServiceType, ServiceView};
 
@@ -102,15 +103,20 @@ pub(crate) fn contribute(
 }
 
 /// A Pod's addresses as `pods verified` answers them: (its namespace
-/// lowercase, each IP of `status.podIPs` and `status.podIP`, once).
-pub(crate) fn pod_addresses(o: &Object) -> Vec<(Box<[u8]>, IpAddr)> {
+/// lowercase, each IP of `status.podIPs` and `status.podIP`, once). The
+/// namespace is the Pod's own shared copy when it is lowercase, as a
+/// valid one always is: one string for all the Pods of a namespace.
+pub(crate) fn pod_addresses(o: &Object) -> Vec<(Arc<str>, IpAddr)> {
     let Object::Pod(pod) = o else {
         return Vec::new();
     };
     let Some(ns) = pod.metadata.namespace.as_deref() else {
         return Vec::new();
     };
-    let ns: Box<[u8]> = ns.to_ascii_lowercase().into_bytes().into();
+    let ns: Arc<str> = match &pod.metadata.namespace {
+        Some(shared) if !shared.bytes().any(|b| b.is_ascii_uppercase()) => shared.clone(),
+        _ => Arc::from(ns.to_ascii_lowercase()),
+    };
     let mut ips: Vec<IpAddr> = pod
         .status
         .iter()

@@ -131,7 +131,7 @@ pub(crate) struct Index {
     /// many Pods have it. Pod names are answered from it on the fly
     /// (`answer.rs`), as CoreDNS answers them from its Pod cache, instead
     /// of holding a name each (100,000 Pods cost about 40 MiB as names).
-    pod_ips: imbl::OrdMap<(Box<[u8]>, IpAddr), u32>,
+    pod_ips: imbl::OrdMap<(Arc<str>, IpAddr), u32>,
     /// Which Services have each address: endpoint names of Services with
     /// a ClusterIP and reverse names are answered from it and the state
     /// on the fly (`addresses.rs`), not held as names.
@@ -172,7 +172,7 @@ impl Index {
 
     /// `pods verified`: a Pod in namespace `ns` (lowercase) has address `ip`.
     pub fn pod_exists(&self, ns: &[u8], ip: IpAddr) -> bool {
-        self.pod_ips.contains_key(&(Box::from(ns), ip))
+        std::str::from_utf8(ns).is_ok_and(|ns| self.pod_ips.contains_key(&(Arc::from(ns), ip)))
     }
 
     fn count_pod(&mut self, pod: Option<&Object>, up: bool) {
@@ -274,7 +274,10 @@ impl Index {
         // Both sets are filled in `packing`'s order: their nodes end up full.
         let mut owned: Vec<_> = state
             .services()
-            .flat_map(|svc| addresses::addresses_of(svc).map(|ip| (ip, svc.name.clone())))
+            .flat_map(|svc| {
+                let name = Arc::new(svc.name.clone());
+                addresses::addresses_of(svc).map(move |ip| (ip, name.clone()))
+            })
             .collect();
         owned.sort_unstable();
         owned.dedup();
@@ -282,7 +285,7 @@ impl Index {
             .owners
             .extend(ferry_model::packing::insertion_order(owned));
         if config.pods == PodMode::Verified {
-            let mut counts: BTreeMap<(Box<[u8]>, IpAddr), u32> = BTreeMap::new();
+            let mut counts: BTreeMap<(Arc<str>, IpAddr), u32> = BTreeMap::new();
             for pod in state.objects_of(Kind::Pod) {
                 for key in pod_addresses(pod) {
                     *counts.entry(key).or_default() += 1;

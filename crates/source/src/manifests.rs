@@ -117,7 +117,40 @@ fn sort_last_wins(objects: &mut Vec<Object>) {
 /// with how many of its keys have that hash. Almost always one file with
 /// one key: a key's definers are the candidates that hold it ([`ManifestSource::definers`]),
 /// so two keys sharing a hash cost a lookup, never a wrong answer.
-type Candidates = smallvec::SmallVec<[(FileId, u32); 1]>;
+type Candidates = Vec<(FileId, u32)>;
+
+/// Candidates by hash: the first in path order in one map (16 B an entry,
+/// one per object), any others in a second one (rare: a key defined
+/// twice, or two keys with one hash).
+#[derive(Default)]
+struct Owners {
+    first: HashMap<u64, (FileId, u32)>,
+    more: HashMap<u64, Candidates>,
+}
+
+impl Owners {
+    fn get(&self, hash: u64) -> impl Iterator<Item = &(FileId, u32)> {
+        let more = self.more.get(&hash).into_iter().flatten();
+        self.first.get(&hash).into_iter().chain(more)
+    }
+
+    fn take(&mut self, hash: u64) -> Candidates {
+        let mut all: Candidates = self.first.remove(&hash).into_iter().collect();
+        all.extend(self.more.remove(&hash).into_iter().flatten());
+        all
+    }
+
+    fn put(&mut self, hash: u64, mut all: Candidates) {
+        if all.is_empty() {
+            return;
+        }
+        let first = all.remove(0);
+        self.first.insert(hash, first);
+        if !all.is_empty() {
+            self.more.insert(hash, all);
+        }
+    }
+}
 
 pub struct ManifestSource {
     roots: Vec<PathBuf>,
@@ -128,7 +161,7 @@ pub struct ManifestSource {
     ids: BTreeMap<PathBuf, FileId>,
     /// Files defining keys, by the key's hash: the first definer in path
     /// order wins.
-    owners: HashMap<u64, Candidates>,
+    owners: Owners,
     /// Keys defined by more than one file.
     duplicates: BTreeSet<ObjectKey>,
     /// The node ports the Services in `state` ask for.
@@ -186,7 +219,7 @@ impl ManifestSource {
             files: Vec::new(),
             free: Vec::new(),
             ids: BTreeMap::new(),
-            owners: HashMap::new(),
+            owners: Owners::default(),
             duplicates: BTreeSet::new(),
             node_ports: NodePortClaims::new(),
             options,
@@ -429,12 +462,10 @@ impl ManifestSource {
         &'a self,
         key: Parts<'k>,
     ) -> impl Iterator<Item = (&'a FileEntry, &'a Object)> {
-        (self.owners.get(&hash_parts(key)).into_iter())
-            .flatten()
-            .filter_map(move |(id, _)| {
-                let file = self.file(*id)?;
-                Some((file, file.find(key)?))
-            })
+        self.owners.get(hash_parts(key)).filter_map(move |(id, _)| {
+            let file = self.file(*id)?;
+            Some((file, file.find(key)?))
+        })
     }
 
     fn own(&mut self, key: Parts<'_>, id: FileId) {
@@ -445,7 +476,29 @@ impl ManifestSource {
                 .and_then(|f| f.as_ref())
                 .map(|f| &f.path)
         };
-        let candidates = self.owners.entry(hash_parts(key)).or_default();
+        let hash = hash_parts(key);
+        if let Some((f, n)) = self.owners.first.get_mut(&hash)
+            && *f == id
+            && !self.owners.more.contains_key(&hash)
+        {
+            // The common case: another key of the same file with this hash.
+            *n += 1;
+        } else {
+            let mut candidates = self.owners.take(hash);
+            Self::add_candidate(&mut candidates, id, path_of);
+            self.owners.put(hash, candidates);
+        }
+        if self.definers(key).nth(1).is_some() {
+            self.duplicates.insert(to_key(key));
+        }
+    }
+
+    /// Counts one more key of file `id` among `candidates` (kept in path order).
+    fn add_candidate<'p>(
+        candidates: &mut Candidates,
+        id: FileId,
+        path_of: impl Fn(FileId) -> Option<&'p PathBuf>,
+    ) {
         match candidates.iter_mut().find(|(f, _)| *f == id) {
             Some((_, n)) => *n += 1,
             None => {
@@ -456,24 +509,18 @@ impl ManifestSource {
                 candidates.insert(at, (id, 1));
             }
         }
-        if self.definers(key).nth(1).is_some() {
-            self.duplicates.insert(to_key(key));
-        }
     }
 
     fn disown(&mut self, key: Parts<'_>, id: FileId) {
         let hash = hash_parts(key);
-        if let Some(candidates) = self.owners.get_mut(&hash) {
-            if let Some(i) = candidates.iter().position(|(f, _)| *f == id) {
-                candidates[i].1 -= 1;
-                if candidates[i].1 == 0 {
-                    candidates.remove(i);
-                }
-            }
-            if candidates.is_empty() {
-                self.owners.remove(&hash);
+        let mut candidates = self.owners.take(hash);
+        if let Some(i) = candidates.iter().position(|(f, _)| *f == id) {
+            candidates[i].1 -= 1;
+            if candidates[i].1 == 0 {
+                candidates.remove(i);
             }
         }
+        self.owners.put(hash, candidates);
         if !self.duplicates.is_empty() && self.definers(key).nth(1).is_none() {
             self.duplicates.remove(&to_key(key));
         }
