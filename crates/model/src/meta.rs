@@ -23,37 +23,119 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// Kubernetes' own (and k8s-openapi's), so `pod.metadata.name` reads as it
 /// would on the full type. Everything else (managedFields, annotations,
 /// finalizers, timestamps) is skipped by the decoder and never stored.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(from = "MetaIn")]
 pub struct ObjectMeta {
     /// Shared with the object's key ([`Meta::shared_name`]): one string
     /// per object, not two. Boxed strings below (16 B, not 24): one of
     /// these per Pod.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<Arc<str>>,
     /// Shared ([`crate::intern`]), as object keys' namespaces.
-    #[serde(
-        default,
-        deserialize_with = "crate::intern::deserialize_opt",
-        skip_serializing_if = "Option::is_none"
-    )]
     pub namespace: Option<Arc<str>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub uid: Option<Box<str>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub resource_version: Option<Box<str>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub labels: Option<Labels>,
-    /// Set when deletion starts (the lab marks terminating Pods so, and
-    /// kubectl shows them so); the grace period is validated as the API
-    /// server does.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub deletion_timestamp: Option<k8s::Time>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub deletion_grace_period_seconds: Option<i64>,
+    /// `deletionTimestamp` and `deletionGracePeriodSeconds`, set when
+    /// deletion starts (the lab marks terminating Pods so, and kubectl
+    /// shows them so); the grace period is validated as the API server
+    /// does. Boxed: rare, and 40 B inline on every Pod.
+    pub deletion: Option<Box<Deletion>>,
     /// The lab's pod planner tells a Deployment's Pods from bare ones.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub owner_references: Option<Box<[k8s::OwnerReference]>>,
+}
+
+/// When an object's deletion started, and its grace period.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Deletion {
+    pub timestamp: Option<k8s::Time>,
+    pub grace_period_seconds: Option<i64>,
+}
+
+impl Deletion {
+    /// The two wire fields, boxed when either is set.
+    fn of(
+        timestamp: Option<k8s::Time>,
+        grace_period_seconds: Option<i64>,
+    ) -> Option<Box<Deletion>> {
+        (timestamp.is_some() || grace_period_seconds.is_some()).then(|| {
+            Box::new(Deletion {
+                timestamp,
+                grace_period_seconds,
+            })
+        })
+    }
+}
+
+impl ObjectMeta {
+    pub fn deletion_timestamp(&self) -> Option<&k8s::Time> {
+        self.deletion.as_ref()?.timestamp.as_ref()
+    }
+}
+
+/// The metadata as written: the wire's field names, deletion in two fields.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MetaIn {
+    name: Option<Arc<str>>,
+    #[serde(default, deserialize_with = "crate::intern::deserialize_opt")]
+    namespace: Option<Arc<str>>,
+    uid: Option<Box<str>>,
+    resource_version: Option<Box<str>>,
+    labels: Option<Labels>,
+    deletion_timestamp: Option<k8s::Time>,
+    deletion_grace_period_seconds: Option<i64>,
+    owner_references: Option<Box<[k8s::OwnerReference]>>,
+}
+
+impl From<MetaIn> for ObjectMeta {
+    fn from(m: MetaIn) -> ObjectMeta {
+        let deletion = Deletion::of(m.deletion_timestamp, m.deletion_grace_period_seconds);
+        ObjectMeta {
+            name: m.name,
+            namespace: m.namespace,
+            uid: m.uid,
+            resource_version: m.resource_version,
+            labels: m.labels,
+            deletion,
+            owner_references: m.owner_references,
+        }
+    }
+}
+
+impl Serialize for ObjectMeta {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Out<'a> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            name: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            namespace: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            uid: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            resource_version: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            labels: Option<&'a Labels>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            deletion_timestamp: Option<&'a k8s::Time>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            deletion_grace_period_seconds: Option<i64>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            owner_references: Option<&'a [k8s::OwnerReference]>,
+        }
+        Out {
+            name: self.name.as_deref(),
+            namespace: self.namespace.as_deref(),
+            uid: self.uid.as_deref(),
+            resource_version: self.resource_version.as_deref(),
+            labels: self.labels.as_ref(),
+            deletion_timestamp: self.deletion_timestamp(),
+            deletion_grace_period_seconds: self.deletion_grace_period_seconds(),
+            owner_references: self.owner_references.as_deref(),
+        }
+        .serialize(s)
+    }
 }
 
 impl From<k8s::ObjectMeta> for ObjectMeta {
@@ -65,8 +147,7 @@ impl From<k8s::ObjectMeta> for ObjectMeta {
             uid: m.uid.map(Into::into),
             resource_version: m.resource_version.map(Into::into),
             labels: m.labels.map(Labels::from),
-            deletion_timestamp: m.deletion_timestamp,
-            deletion_grace_period_seconds: m.deletion_grace_period_seconds,
+            deletion: Deletion::of(m.deletion_timestamp, m.deletion_grace_period_seconds),
             owner_references: m.owner_references.map(Into::into),
         }
     }
@@ -191,9 +272,6 @@ macro_rules! common_meta {
         fn resource_version(&self) -> Option<&str> {
             self.resource_version.as_deref()
         }
-        fn deletion_grace_period_seconds(&self) -> Option<i64> {
-            self.deletion_grace_period_seconds
-        }
         fn set_resource_version(&mut self, version: Option<String>) {
             self.resource_version = version.map(Into::into);
         }
@@ -202,6 +280,9 @@ macro_rules! common_meta {
 
 impl Meta for k8s::ObjectMeta {
     common_meta!();
+    fn deletion_grace_period_seconds(&self) -> Option<i64> {
+        self.deletion_grace_period_seconds
+    }
     fn set_namespace(&mut self, namespace: Option<String>) {
         self.namespace = namespace;
     }
@@ -215,6 +296,9 @@ impl Meta for k8s::ObjectMeta {
 
 impl Meta for ObjectMeta {
     common_meta!();
+    fn deletion_grace_period_seconds(&self) -> Option<i64> {
+        self.deletion.as_ref()?.grace_period_seconds
+    }
     fn shared_name(&self) -> Arc<str> {
         match &self.name {
             Some(name) => name.clone(),
@@ -275,5 +359,18 @@ mod tests {
         assert_eq!(json.get("managedFields"), None);
         assert_eq!(json.get("annotations"), None);
         assert_eq!(json["labels"]["app"], "web");
+    }
+
+    #[test]
+    fn a_deletion_reads_and_writes_as_its_two_fields() {
+        let json = r#"{"name":"web-0","deletionTimestamp":"2026-12-03T09:00:00Z","deletionGracePeriodSeconds":30}"#;
+        let meta: ObjectMeta = serde_json::from_str(json).unwrap();
+        assert_eq!(meta.deletion_grace_period_seconds(), Some(30));
+        assert!(meta.deletion_timestamp().is_some());
+        let back = serde_json::to_value(&meta).unwrap();
+        assert_eq!(back["deletionTimestamp"], "2026-12-03T09:00:00Z");
+        assert_eq!(back["deletionGracePeriodSeconds"], 30);
+        let alive: ObjectMeta = serde_json::from_str(r#"{"name":"web-1"}"#).unwrap();
+        assert_eq!(alive.deletion, None, "nothing boxed for the living");
     }
 }

@@ -33,7 +33,9 @@ pub struct Pod {
     pub status: Option<PodStatus>,
 }
 
-/// The scheduling and naming part of a Pod's spec.
+/// The scheduling part of a Pod's spec. `hostname` and `subdomain` are
+/// not kept: endpoint names come from the EndpointSlices' hostnames, as
+/// CoreDNS's do, and no component reads them from the Pod.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PodSpec {
@@ -44,10 +46,6 @@ pub struct PodSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub node_name: Option<Arc<str>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hostname: Option<Box<str>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub subdomain: Option<Box<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host_network: Option<bool>,
 }
@@ -197,7 +195,11 @@ mod tests {
         let pod: Pod = serde_json::from_str(KUBELET_POD).unwrap();
         let spec = pod.spec.as_ref().unwrap();
         assert_eq!(spec.node_name.as_deref(), Some("node-1"));
-        assert_eq!(spec.subdomain.as_deref(), Some("web"));
+        assert_eq!(
+            serde_json::to_value(spec).unwrap().get("subdomain"),
+            None,
+            "no component reads it"
+        );
         let status = pod.status.as_ref().unwrap();
         assert!(status.ready());
         assert_eq!(

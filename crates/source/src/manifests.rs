@@ -401,6 +401,9 @@ impl ManifestSource {
             objects.extend(kept);
             objects.sort_by(|a, b| parts(a).cmp(&parts(b)));
         }
+        // The vector was the decoded objects' (40 B each, 16 kept): give
+        // back the rest (3 MiB at 140,000 objects).
+        objects.shrink_to_fit();
         let old = std::mem::replace(&mut entry.objects, objects);
         // Owners change for the keys only one side holds.
         let mut gained = Vec::new();

@@ -240,8 +240,6 @@ fn pod(w: &World, p: &PodInfo) -> Pod {
         metadata: metadata.into(),
         spec: Some(PodSpec {
             node_name: Some(p.node.as_str().into()),
-            hostname: p.spec.hostname.as_deref().map(Into::into),
-            subdomain: p.spec.subdomain.as_deref().map(Into::into),
             host_network: p.spec.host_network,
         }),
         status: Some(PodStatus {
