@@ -345,7 +345,8 @@ pub async fn run(mut config: Config) -> Result<(), AgentError> {
                         min_sync_period: config.min_sync_period,
                         health_timeout: config.health_timeout,
                     },
-                    feed.follow(),
+                    // Its first sync is a full one, from the state.
+                    feed.follow_whole(),
                     r,
                 )
             })
@@ -434,7 +435,7 @@ pub async fn run(mut config: Config) -> Result<(), AgentError> {
         });
     }
     tracing::info!(node = %config.node, healthz = %config.healthz_bind, metrics = %config.metrics_bind, "agent started");
-    let mut follower = feed.follow();
+    let mut follower = feed.follow_whole();
     let watcher = tokio::spawn(async move {
         let mut logged_errors = std::collections::BTreeSet::new();
         while let Some(snapshot) = follower.next().await {
@@ -571,7 +572,8 @@ fn start_dns(
         }
     }
     let (applied_tx, applied) = watch::channel(None::<u64>);
-    let mut follower = feed.follow();
+    // The first state is indexed whole (below).
+    let mut follower = feed.follow_whole();
     let (started_tx, started) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("dns".into())

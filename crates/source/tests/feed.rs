@@ -83,3 +83,17 @@ fn a_first_state_is_published_without_its_change_set_and_followers_still_get_eve
     let mut late = feed.follow();
     assert_eq!(block_on(late.next()).unwrap().changes.objects.len(), 2);
 }
+
+#[test]
+fn a_follower_that_reads_its_first_state_whole_gets_no_change_set_then_the_sources() {
+    let s0 = next(&ClusterState::new(), service("a", "10.96.0.1"));
+    let (tx, feed) = Feed::manual(s0.clone());
+    let mut whole = feed.follow_whole();
+    let first = block_on(whole.next()).unwrap();
+    assert_eq!(first.state.version(), s0.state.version());
+    assert!(first.changes.is_empty(), "the state is read whole");
+    assert_eq!(first.changes.to_version, s0.state.version());
+    let s1 = next(&s0.state, service("b", "10.96.0.2"));
+    tx.send(Arc::new(s1.clone())).unwrap();
+    assert_eq!(block_on(whole.next()).unwrap().changes, s1.changes);
+}
