@@ -137,7 +137,10 @@ pub(crate) fn reverse_targets(
     ip: IpAddr,
     zone: &str,
 ) -> Vec<Vec<u8>> {
-    let from = (ip, Arc::new(NamespacedName::new("", "")));
+    // The smallest name, made once: a reverse query allocates nothing here.
+    static FIRST: std::sync::LazyLock<Arc<NamespacedName>> =
+        std::sync::LazyLock::new(|| Arc::new(NamespacedName::new("", "")));
+    let from = (ip, FIRST.clone());
     let mut out = Vec::new();
     for (_, name) in owners.range(from..).take_while(|(owned, _)| *owned == ip) {
         let Some(svc) = served(state, exposed, name) else {
