@@ -287,6 +287,8 @@ pub async fn run(mut config: Config) -> Result<(), AgentError> {
                 service_node_port_range: config.service_node_port_range,
             },
             recursive: false,
+            // The proxy follows the same source: its changes do not wait.
+            yield_to_others: false,
         },
     )?;
     let metrics = Arc::new(metrics::Metrics::new(config.proxy_mode));

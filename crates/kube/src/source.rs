@@ -78,6 +78,7 @@ fn start_kube(
     std::thread::Builder::new()
         .name("source".into())
         .spawn(move || {
+            options.on_source_thread();
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

@@ -166,8 +166,14 @@ fn decode_yaml_stream(file: &str, text: &str, options: &ValidationOptions, out: 
             docs.push((docs.len() + 1, line, chunk));
         }
     }
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if text.len() < PARALLEL_THRESHOLD || workers < 2 || docs.len() < 2 * workers {
+    // Asked only for a large file: the answer reads the cgroup files
+    // (about a tenth of a small file's whole reload).
+    let workers = if text.len() < PARALLEL_THRESHOLD {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    };
+    if workers < 2 || docs.len() < 2 * workers {
         for (document, line, chunk) in docs {
             decode_yaml_document(file, document, line, chunk, options, out);
         }

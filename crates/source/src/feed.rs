@@ -95,6 +95,22 @@ pub struct FeedOptions {
     pub validation: ValidationOptions,
     /// Manifests: read directories recursively.
     pub recursive: bool,
+    /// The source's thread yields its core to every other thread
+    /// ([`ferry_sys::yield_to_others`]): for a process whose other threads
+    /// answer queries (`ferry dns`).
+    pub yield_to_others: bool,
+}
+
+impl FeedOptions {
+    /// What a source's own thread does first: yield its core to every
+    /// other thread when asked to.
+    pub fn on_source_thread(&self) {
+        if self.yield_to_others
+            && let Err(e) = ferry_sys::yield_to_others()
+        {
+            tracing::debug!(error = %e, "the source thread keeps its priority");
+        }
+    }
 }
 
 /// Debounce of the manifests watcher: a burst of file events (a writer
@@ -126,6 +142,7 @@ impl Feed {
         std::thread::Builder::new()
             .name("source".into())
             .spawn(move || {
+                options.on_source_thread();
                 while !tx.is_closed() {
                     let asked = std::time::Instant::now();
                     match watcher.next(Duration::from_secs(1)) {

@@ -1,8 +1,8 @@
 //! Kernel and process plumbing, in one place: which external programs
 //! ferry starts (and which Debian package installs each), running one with
 //! stdin, a deadline and its stderr kept, and the per-namespace lock that
-//! keeps a node to one agent, entering a network namespace, and the
-//! netfilter netlink socket. Nothing here knows what the programs or the
+//! keeps a node to one agent, entering a network namespace, the netfilter
+//! netlink socket, and a thread's scheduling class. Nothing here knows what the programs or the
 //! messages mean.
 
 mod files;
@@ -11,6 +11,7 @@ mod lock;
 pub mod netlink;
 pub mod netns;
 mod process;
+mod sched;
 pub mod testing;
 mod tools;
 
@@ -18,6 +19,7 @@ pub use files::read_unless_being_written;
 pub use listen::{free_loopback_port, grow_receive_buffer, reuseport_listeners};
 pub use lock::{LockError, NodeLock};
 pub use process::{Tool, ToolError, ToolOutput};
+pub use sched::yield_to_others;
 pub use tools::{MissingProgram, PROGRAMS, Program, find_in_path, package_of, require};
 
 /// The addresses of this network namespace's interfaces (for "is this

@@ -84,7 +84,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let feed = ferry_kube::start(&args.source, FeedOptions::default())
+    // Answers first: the source and the index updates yield the core to
+    // the thread that answers (`ferry_sys::yield_to_others`).
+    let options = FeedOptions {
+        yield_to_others: true,
+        ..FeedOptions::default()
+    };
+    let feed = ferry_kube::start(&args.source, options)
         .with_context(|| format!("reading {}", args.source))?;
     let mut follower = feed.follow();
     // The follower's first state: a change made meanwhile comes next.
@@ -128,7 +134,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 }
                 let s = updater.clone();
                 let (state, changes) = (snap.state.clone(), snap.changes.clone());
-                let _ = tokio::task::spawn_blocking(move || s.apply(&state, &changes)).await;
+                let _ = tokio::task::spawn_blocking(move || {
+                    // Blocking threads serve only index updates here.
+                    let _ = ferry_sys::yield_to_others();
+                    s.apply(&state, &changes)
+                })
+                .await;
                 unsaid += 1;
                 if said.elapsed() >= LOG_EVERY {
                     println!(

@@ -57,7 +57,8 @@ fn write(manifests: &Path, k: usize, generation: u64) -> anyhow::Result<()> {
     std::fs::rename(&tmp, &file).with_context(|| format!("renaming to {}", file.display()))
 }
 
-/// The churned Services at generation 0, before the server starts.
+/// The churned Services at generation 0 in `manifests` (before the server
+/// starts, or in a directory no server reads).
 pub(super) fn write_initial(manifests: &Path) -> anyhow::Result<()> {
     (0..NAMES).try_for_each(|k| write(manifests, k, 0))
 }

@@ -194,8 +194,10 @@ pub fn run(args: DnsOptions) -> anyhow::Result<()> {
 }
 
 /// ferry's open-loop latency without and with `args.churn` changes a
-/// second, and nsd's static zone, interleaved `args.runs` times; the median
-/// of each series.
+/// second, and nsd's static zone without and with the same writer running
+/// (into a directory no server reads, so it loads the machine as it does in
+/// ferry's series and changes nothing nsd serves), interleaved `args.runs`
+/// times; the median of each series.
 fn under_churn(
     fe: &Proc,
     ns: &Proc,
@@ -204,13 +206,17 @@ fn under_churn(
     args: &DnsOptions,
 ) -> anyhow::Result<Vec<ChurnRow>> {
     let q = dir.join("q.txt");
+    let unread = dir.join("unread");
+    std::fs::create_dir_all(&unread).context("creating the unread churn directory")?;
+    churn::write_initial(&unread)?;
     let runs = args.runs.max(1);
-    let (mut quiet, mut busy, mut still) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut quiet, mut busy, mut still, mut beside) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut right = usize::MAX;
-    let mut rate = f64::INFINITY;
+    let (mut rate, mut rate_beside) = (f64::INFINITY, f64::INFINITY);
     for run in 0..runs {
         eprintln!(
-            "  churn run {}/{runs}: ferry static, ferry with {} changes/s, nsd static",
+            "  churn run {}/{runs}: ferry static, ferry with {} changes/s, nsd static, nsd static beside the writer",
             run + 1,
             args.churn
         );
@@ -228,6 +234,9 @@ fn under_churn(
             churn::NAMES
         );
         still.push(latency(ns, &q)?);
+        let writer = churn::start(unread.clone(), args.churn, Duration::from_secs(15));
+        beside.push(latency(ns, &q)?);
+        rate_beside = rate_beside.min(writer.stop()?.rate);
     }
     let row = |server: &str, what: String, rate: f64, series: &[Latency], right| {
         let mut p50: Vec<f64> = series.iter().map(|l| l.p50).collect();
@@ -252,6 +261,13 @@ fn under_churn(
             Some(right),
         ),
         row(&ns.name, format!("{what}, static"), 0.0, &still, None),
+        row(
+            &ns.name,
+            format!("{what}, static, writer beside"),
+            rate_beside,
+            &beside,
+            None,
+        ),
     ])
 }
 
@@ -259,17 +275,21 @@ fn print_churn(rows: &[ChurnRow], churn: u32) {
     println!();
     println!(
         "Under churn: open loop at 20k qps for 5 s; during ferry's second series a writer rewrites one headless\n\
-         Service's EndpointSlice file {churn} times a second; nsd serves its static zone; median of the runs, lost summed."
+         Service's EndpointSlice file {churn} times a second. nsd serves its static zone twice: alone, and beside\n\
+         the same writer rewriting files no server reads (the writer's own load on the machine, without changes).\n\
+         ferry static is compared with nsd static, ferry under churn with nsd beside the writer.\n\
+         Median of the runs, lost summed."
     );
     println!();
     println!(
         "| server | load | changes/s (achieved, slowest run) | p50 ms | p99 ms | p99 vs nsd | lost | churned names right at the end |"
     );
     println!("|---|---|---:|---:|---:|---:|---:|---:|");
-    let nsd = rows
-        .iter()
-        .find(|r| r.server.starts_with("nsd"))
-        .map_or(f64::NAN, |r| r.p99);
+    let nsd = |writer: bool| {
+        rows.iter()
+            .find(|r| r.server.starts_with("nsd") && (r.rate > 0.0) == writer)
+            .map_or(f64::NAN, |r| r.p99)
+    };
     for r in rows {
         println!(
             "| {} | {} | {:.0} | {:.3} | {:.3} | {:.2} | {} | {} |",
@@ -278,7 +298,7 @@ fn print_churn(rows: &[ChurnRow], churn: u32) {
             r.rate,
             r.p50,
             r.p99,
-            r.p99 / nsd,
+            r.p99 / nsd(r.rate > 0.0),
             r.lost,
             r.right
                 .map_or("-".to_string(), |k| format!("{k}/{}", churn::NAMES))
