@@ -237,6 +237,14 @@ fn under_churn(
         let writer = churn::start(unread.clone(), args.churn, Duration::from_secs(15));
         beside.push(latency(ns, &q)?);
         rate_beside = rate_beside.min(writer.stop()?.rate);
+        let last = |series: &[Latency]| series.last().map_or(f64::NAN, |l| l.p99);
+        eprintln!(
+            "    p99 ms: ferry static {:.3}, ferry under churn {:.3}, nsd static {:.3}, nsd beside the writer {:.3}",
+            last(&quiet),
+            last(&busy),
+            last(&still),
+            last(&beside)
+        );
     }
     let row = |server: &str, what: String, rate: f64, series: &[Latency], right| {
         let mut p50: Vec<f64> = series.iter().map(|l| l.p50).collect();
