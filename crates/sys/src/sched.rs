@@ -2,13 +2,9 @@
 
 /// Moves the calling thread to `SCHED_IDLE`: it runs only when no other
 /// thread wants its core, and any thread that wakes up takes the core from
-/// it at once. `ferry dns` runs its source and index updates so, and its
-/// answers first: following a change costs about half a millisecond of
-/// CPU, and on a normal thread the kernel lets that half millisecond run
-/// before a query that arrives meanwhile. The cost: on a core saturated by
-/// other threads an update waits, and the next one carries both (the feed
-/// keeps the latest state). Errors (a kernel without the class) are
-/// returned and leave the thread as it was.
+/// it at once (for background work beside threads whose latency counts;
+/// on a core saturated by others it waits). Errors (a kernel without the
+/// class) are returned and leave the thread as it was.
 pub fn yield_to_others() -> std::io::Result<()> {
     let param = nix::libc::sched_param { sched_priority: 0 };
     // SAFETY: pid 0 is the calling thread; `param` lives for the call and

@@ -79,13 +79,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .filter_map(|l| l.local_addr().ok())
         .map(|a| a.to_string())
         .collect();
-    // One thread serves: the figures in the README are per core.
+    // One thread serves: the figures in the README are per core. Its
+    // blocking threads make only index updates, and answers come first:
+    // they yield the core to the thread that answers.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .on_thread_start(|| {
+            let _ = ferry_sys::yield_to_others();
+        })
         .build()
         .context("starting the async runtime")?;
-    // Answers first: the source and the index updates yield the core to
-    // the thread that answers (`ferry_sys::yield_to_others`).
+    // The source's thread yields the core too.
     let options = FeedOptions {
         yield_to_others: true,
         ..FeedOptions::default()
@@ -134,12 +138,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 }
                 let s = updater.clone();
                 let (state, changes) = (snap.state.clone(), snap.changes.clone());
-                let _ = tokio::task::spawn_blocking(move || {
-                    // Blocking threads serve only index updates here.
-                    let _ = ferry_sys::yield_to_others();
-                    s.apply(&state, &changes)
-                })
-                .await;
+                let _ = tokio::task::spawn_blocking(move || s.apply(&state, &changes)).await;
                 unsaid += 1;
                 if said.elapsed() >= LOG_EVERY {
                     println!(

@@ -47,6 +47,8 @@ struct ChurnRow {
     server: String,
     what: String,
     rate: f64,
+    /// The series ran beside the churn writer.
+    writer: bool,
     p50: f64,
     p99: f64,
     lost: u64,
@@ -246,13 +248,14 @@ fn under_churn(
             last(&beside)
         );
     }
-    let row = |server: &str, what: String, rate: f64, series: &[Latency], right| {
+    let row = |server: &str, what: String, writer: bool, rate: f64, series: &[Latency], right| {
         let mut p50: Vec<f64> = series.iter().map(|l| l.p50).collect();
         let mut p99: Vec<f64> = series.iter().map(|l| l.p99).collect();
         ChurnRow {
             server: server.to_string(),
             what,
             rate,
+            writer,
             p50: median(&mut p50),
             p99: median(&mut p99),
             lost: series.iter().map(|l| l.lost).sum(),
@@ -260,18 +263,34 @@ fn under_churn(
         }
     };
     Ok(vec![
-        row(&fe.name, format!("{what}, static"), 0.0, &quiet, None),
+        row(
+            &fe.name,
+            format!("{what}, static"),
+            false,
+            0.0,
+            &quiet,
+            None,
+        ),
         row(
             &fe.name,
             format!("{what}, {} changes/s", args.churn),
+            true,
             rate,
             &busy,
             Some(right),
         ),
-        row(&ns.name, format!("{what}, static"), 0.0, &still, None),
+        row(
+            &ns.name,
+            format!("{what}, static"),
+            false,
+            0.0,
+            &still,
+            None,
+        ),
         row(
             &ns.name,
             format!("{what}, static, writer beside"),
+            true,
             rate_beside,
             &beside,
             None,
@@ -295,7 +314,7 @@ fn print_churn(rows: &[ChurnRow], churn: u32) {
     println!("|---|---|---:|---:|---:|---:|---:|---:|");
     let nsd = |writer: bool| {
         rows.iter()
-            .find(|r| r.server.starts_with("nsd") && (r.rate > 0.0) == writer)
+            .find(|r| r.server.starts_with("nsd") && r.writer == writer)
             .map_or(f64::NAN, |r| r.p99)
     };
     for r in rows {
@@ -306,7 +325,7 @@ fn print_churn(rows: &[ChurnRow], churn: u32) {
             r.rate,
             r.p50,
             r.p99,
-            r.p99 / nsd(r.rate > 0.0),
+            r.p99 / nsd(r.writer),
             r.lost,
             r.right
                 .map_or("-".to_string(), |k| format!("{k}/{}", churn::NAMES))
