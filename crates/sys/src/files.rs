@@ -54,6 +54,25 @@ fn ignore_lease_breaks() {
     });
 }
 
+/// `/dev/shm` when it is a tmpfs (files there live in memory: no journal
+/// and no writeback behind a write), as `/proc/self/mounts` says; else
+/// `None`.
+pub fn memory_backed_dir() -> Option<&'static Path> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    tmpfs_at(&mounts, "/dev/shm").then_some(Path::new("/dev/shm"))
+}
+
+/// Whether `mounts` (as `/proc/self/mounts` lists them) has a tmpfs on
+/// `point`; the last mount on a point is the one seen.
+fn tmpfs_at(mounts: &str, point: &str) -> bool {
+    mounts
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .rev()
+        .find(|f| f.get(1) == Some(&point))
+        .is_some_and(|f| f.get(2) == Some(&"tmpfs"))
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Write;
@@ -81,5 +100,17 @@ mod tests {
             read_unless_being_written(&path).unwrap().as_deref(),
             Some(&b"half"[..])
         );
+    }
+
+    #[test]
+    fn only_a_tmpfs_on_the_point_counts_the_last_mount_winning() {
+        let mounts = "proc /proc proc rw 0 0\n\
+                      shm /dev/shm tmpfs rw,nosuid 0 0\n\
+                      /dev/vda /tmp ext4 rw 0 0\n";
+        assert!(tmpfs_at(mounts, "/dev/shm"));
+        assert!(!tmpfs_at(mounts, "/tmp"), "ext4");
+        assert!(!tmpfs_at(mounts, "/run"), "not mounted");
+        let over = format!("{mounts}/dev/vdb /dev/shm ext4 rw 0 0\n");
+        assert!(!tmpfs_at(&over, "/dev/shm"), "mounted over");
     }
 }

@@ -15,11 +15,11 @@ mod sched;
 pub mod testing;
 mod tools;
 
-pub use files::read_unless_being_written;
+pub use files::{memory_backed_dir, read_unless_being_written};
 pub use listen::{free_loopback_port, grow_receive_buffer, reuseport_listeners};
 pub use lock::{LockError, NodeLock};
 pub use process::{Tool, ToolError, ToolOutput};
-pub use sched::yield_to_others;
+pub use sched::{run_on_core, yield_to_others};
 pub use tools::{MissingProgram, PROGRAMS, Program, find_in_path, package_of, require};
 
 /// The addresses of this network namespace's interfaces (for "is this

@@ -17,6 +17,14 @@ pub fn yield_to_others() -> std::io::Result<()> {
     }
 }
 
+/// Keeps the calling thread on `core` from now on (for a bench's load
+/// generators, kept off the cores whose latency they measure).
+pub fn run_on_core(core: usize) -> nix::Result<()> {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(core)?;
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+}
+
 #[cfg(test)]
 mod tests {
     use super::yield_to_others;
@@ -36,5 +44,17 @@ mod tests {
             unsafe { nix::libc::sched_getscheduler(0) },
             nix::libc::SCHED_IDLE
         );
+    }
+
+    #[test]
+    fn the_thread_stays_on_its_core() {
+        std::thread::spawn(|| {
+            super::run_on_core(0).expect("core 0 exists");
+            let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).unwrap();
+            assert!(set.is_set(0).unwrap());
+            assert!((1..nix::sched::CpuSet::count()).all(|c| !set.is_set(c).unwrap()));
+        })
+        .join()
+        .unwrap();
     }
 }

@@ -37,7 +37,7 @@ pub(super) fn dnsperf(p: &Proc, queries: &Path, seconds: u32) -> anyhow::Result<
     let out = Command::new("taskset")
         .args([
             "-c",
-            "1",
+            &super::CLIENT_CORE.to_string(),
             "dnsperf",
             "-s",
             "127.0.0.1",
@@ -82,7 +82,7 @@ pub(super) fn latency(p: &Proc, queries: &Path) -> anyhow::Result<Latency> {
     let out = Command::new("taskset")
         .args([
             "-c",
-            "1",
+            &super::CLIENT_CORE.to_string(),
             "dnsperf",
             "-s",
             "127.0.0.1",
