@@ -99,9 +99,6 @@ impl Node {
     }
 }
 
-/// Batches of names at least this large go in in `ferry_model::packing`'s order.
-const PACKED_BATCH: usize = 64;
-
 /// A name in wire form, lowercase; cheap to clone, as persistent maps do.
 type Name = Arc<[u8]>;
 
@@ -465,7 +462,7 @@ impl Index {
                 after.as_deref().unwrap_or(&[]),
             );
         }
-        if slots.len() >= PACKED_BATCH {
+        if slots.len() >= ferry_model::packing::PACKED_BATCH {
             slots = ferry_model::packing::insertion_order(slots);
         }
         for (name, slot) in slots {

@@ -10,6 +10,10 @@
 //! entries of 56 B, 16 MiB in ascending order, 11 MiB in a scattered
 //! order, 8 MiB this way.
 
+/// Batches at least this large are inserted in [`insertion_order`]; a
+/// smaller one lands in leaves that are there already.
+pub const PACKED_BATCH: usize = 64;
+
 /// `sorted` reordered for insertion: the even positions, then the odd ones.
 /// Only for distinct keys: two updates of one key would change order.
 pub fn insertion_order<T>(sorted: Vec<T>) -> Vec<T> {

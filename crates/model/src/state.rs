@@ -78,9 +78,6 @@ impl ServiceEntry {
     }
 }
 
-/// Batches at least this large are inserted in [`crate::packing`]'s order.
-const PACKED_BATCH: usize = 64;
-
 #[derive(Clone, Debug, Default)]
 pub struct ClusterState {
     version: u64,
@@ -191,7 +188,9 @@ impl ClusterState {
             .collect();
         // A bulk load comes sorted (the manifests source's first state):
         // inserted in that order, the object map's nodes stay half full.
-        if updates.len() >= PACKED_BATCH && updates.windows(2).all(|w| w[0].0 < w[1].0) {
+        if updates.len() >= crate::packing::PACKED_BATCH
+            && updates.windows(2).all(|w| w[0].0 < w[1].0)
+        {
             updates = crate::packing::insertion_order(updates);
         }
         for (key, new) in updates {
