@@ -2,7 +2,8 @@
 //! (`F_SETLEASE`, `F_RDLCK`) is granted only while no process has the
 //! file open for writing, and while it is held no writer can open it: the
 //! read cannot see a half-written file, however the writer's events and
-//! ours interleave. The lease lasts as long as one read.
+//! ours interleave. The lease lasts as long as one read. Also: where a
+//! directory whose files live in memory is (`memory_backed_dir`).
 
 use std::io::Read;
 use std::os::fd::AsRawFd;
@@ -55,11 +56,14 @@ fn ignore_lease_breaks() {
 }
 
 /// `/dev/shm` when it is a tmpfs (files there live in memory: no journal
-/// and no writeback behind a write), as `/proc/self/mounts` says; else
-/// `None`.
-pub fn memory_backed_dir() -> Option<&'static Path> {
+/// and no writeback behind a write), as `/proc/self/mounts` says, with at
+/// least `room` bytes free (a container's is often 64 MiB); else `None`.
+pub fn memory_backed_dir(room: u64) -> Option<&'static Path> {
+    let path = Path::new("/dev/shm");
     let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
-    tmpfs_at(&mounts, "/dev/shm").then_some(Path::new("/dev/shm"))
+    let st = nix::sys::statvfs::statvfs(path).ok()?;
+    let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+    (tmpfs_at(&mounts, "/dev/shm") && free >= room).then_some(path)
 }
 
 /// Whether `mounts` (as `/proc/self/mounts` lists them) has a tmpfs on

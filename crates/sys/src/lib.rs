@@ -2,8 +2,9 @@
 //! ferry starts (and which Debian package installs each), running one with
 //! stdin, a deadline and its stderr kept, and the per-namespace lock that
 //! keeps a node to one agent, entering a network namespace, the netfilter
-//! netlink socket, and a thread's scheduling class. Nothing here knows
-//! what the programs or the messages mean.
+//! netlink socket, a thread's scheduling class and core, and where a
+//! memory-backed directory is. Nothing here knows what the programs or the
+//! messages mean.
 
 mod files;
 mod listen;

@@ -3,49 +3,30 @@
 //! own, and a writer thread that rewrites one of those files every
 //! 1/RATE s (written beside it and renamed in, as an editor or a config
 //! sync would), moving the Service between one, two and three ready
-//! endpoints. Every change therefore changes an answer, and at the end the
-//! server must give each name the addresses of its last file. The writer
-//! runs on the client's core, and the scratch directory is memory-backed
-//! where the machine has one (see `scratch`): in a cluster the changes come
-//! from a control plane on other machines, so the writer's own cost (an
-//! ext4 replace-by-rename here costs about 0.2 ms and starts writeback) must
-//! not land on the server's core. Bounded in time and count; touches only
-//! the scratch directory.
+//! endpoints. Every change therefore changes an answer; `probe` times how
+//! long some of them take to reach the answers while the load runs, and at
+//! the end the server must give each name the addresses of its last file.
+//! The writer runs on the client's core, and the scratch directory is
+//! memory-backed where the machine has one (`files::scratch`): in a
+//! cluster the changes come from a control plane on other machines, so the
+//! writer's own cost (an ext4 replace-by-rename here costs about 0.2 ms
+//! and starts writeback) must not land on the server's core. Bounded in
+//! time and count; touches only the scratch directory.
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ferry_sys::Tool;
 
+use super::probe;
 use crate::procs::Proc;
-
-/// A scratch directory on `/dev/shm` when it is a tmpfs (the writer's
-/// rename then costs about 16 µs, not 0.2 ms on ext4), else the system's
-/// temporary directory. Says which on stderr.
-pub(super) fn scratch() -> anyhow::Result<tempfile::TempDir> {
-    let shm = ferry_sys::memory_backed_dir();
-    let dir = match shm {
-        Some(shm) => tempfile::tempdir_in(shm),
-        None => tempfile::tempdir(),
-    }
-    .context("creating a scratch directory")?;
-    eprintln!(
-        "  scratch directory {} ({})",
-        dir.path().display(),
-        if shm.is_some() {
-            "tmpfs"
-        } else {
-            "no tmpfs at /dev/shm: the churn writer's renames cost more"
-        }
-    );
-    Ok(dir)
-}
 
 /// How many headless Services the churn cycles through.
 pub(super) const NAMES: usize = 100;
@@ -97,24 +78,47 @@ pub(super) struct Written {
     generations: Vec<u64>,
     /// The writer's achieved rate, changes per second.
     pub(super) rate: f64,
+    /// How soon the probed changes were answered (none when no server
+    /// reads the files).
+    pub(super) seen: probe::Seen,
 }
 
-/// A running churn writer.
+/// A running churn writer, and its prober.
 pub(super) struct Churn {
     stop: Arc<AtomicBool>,
-    handle: JoinHandle<anyhow::Result<Written>>,
+    handle: JoinHandle<anyhow::Result<(u64, Vec<u64>, f64)>>,
+    prober: Option<JoinHandle<anyhow::Result<probe::Seen>>>,
 }
 
 /// Starts rewriting one Service's file every 1/`rate` s, for at most
-/// `limit`, from a thread kept on `core`.
-pub(super) fn start(manifests: PathBuf, rate: u32, limit: Duration, core: usize) -> Churn {
+/// `limit`, from a thread kept on `core`; with `server`, a port a server
+/// reading these files answers on, a second thread on `core` times how
+/// soon one change in [`probe::EVERY`] is answered there.
+pub(super) fn start(
+    manifests: PathBuf,
+    rate: u32,
+    limit: Duration,
+    core: usize,
+    server: Option<u16>,
+) -> anyhow::Result<Churn> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
+    let (to_prober, changes) = mpsc::channel::<probe::Change>();
+    let prober = server.map(|port| {
+        std::thread::spawn(move || {
+            ferry_sys::run_on_core(core)
+                .with_context(|| format!("keeping the churn prober on core {core}"))?;
+            probe::run(port, changes)
+        })
+    });
+    let to_prober = prober.is_some().then_some(to_prober);
+    let (pinned_tx, pinned) = mpsc::channel();
     let handle = std::thread::spawn(move || {
         // The writer stands in for a control plane on other machines: it
         // shares the client's core, never the server's.
-        ferry_sys::run_on_core(core)
-            .with_context(|| format!("keeping the churn writer on core {core}"))?;
+        let on_core = ferry_sys::run_on_core(core);
+        let _ = pinned_tx.send(on_core);
+        on_core.with_context(|| format!("keeping the churn writer on core {core}"))?;
         let period = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
         let mut generations = vec![0u64; NAMES];
         let t0 = Instant::now();
@@ -124,27 +128,63 @@ pub(super) fn start(manifests: PathBuf, rate: u32, limit: Duration, core: usize)
             generations[k] += 1;
             write(&manifests, k, generations[k])?;
             changes += 1;
+            if changes.is_multiple_of(probe::EVERY)
+                && let Some(tx) = &to_prober
+            {
+                let _ = tx.send(probe::Change {
+                    name: name(k),
+                    records: addresses(k, generations[k]).len() as u16,
+                    written: Instant::now(),
+                });
+            }
             // Paced against the start, so a slow write is caught up.
             let due = period * u32::try_from(changes).unwrap_or(u32::MAX);
             if let Some(wait) = due.checked_sub(t0.elapsed()) {
                 std::thread::sleep(wait);
             }
         }
-        Ok(Written {
+        // Dropping the sender ends the prober once it has looked for the
+        // last change.
+        Ok((
             changes,
             generations,
-            rate: changes as f64 / t0.elapsed().as_secs_f64(),
-        })
+            changes as f64 / t0.elapsed().as_secs_f64(),
+        ))
     });
-    Churn { stop, handle }
+    let churn = Churn {
+        stop,
+        handle,
+        prober,
+    };
+    if let Ok(Ok(())) = pinned.recv() {
+        return Ok(churn);
+    }
+    // The writer's thread says why.
+    Err(match churn.stop() {
+        Err(e) => e,
+        Ok(_) => anyhow::anyhow!("the churn writer stopped before it began"),
+    })
 }
 
 impl Churn {
     pub(super) fn stop(self) -> anyhow::Result<Written> {
         self.stop.store(true, Ordering::Relaxed);
-        self.handle
+        let (changes, generations, rate) = self
+            .handle
             .join()
-            .map_err(|_| anyhow::anyhow!("the churn writer panicked"))?
+            .map_err(|_| anyhow::anyhow!("the churn writer panicked"))??;
+        let seen = match self.prober {
+            Some(p) => p
+                .join()
+                .map_err(|_| anyhow::anyhow!("the churn prober panicked"))??,
+            None => probe::Seen::default(),
+        };
+        Ok(Written {
+            changes,
+            generations,
+            rate,
+            seen,
+        })
     }
 }
 

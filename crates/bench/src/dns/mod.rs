@@ -1,14 +1,17 @@
 //! `ferry bench dns`: dnsperf against `ferry dns`, nsd and knot serving the
 //! same generated zone, and against ferry's and unbound's forward caches,
 //! in one run. Each server is pinned to core 0 (all threads, re-pinned after
-//! start), dnsperf to core 1; loopback only; every run bounded by `-l`;
-//! every process killed on drop. Prints one table with ratios to nsd.
-//! `files.rs` writes the inputs, `servers.rs` starts the servers,
-//! `dnsperf.rs` drives the load; this file measures and prints.
+//! start), dnsperf (and the churn writer and prober) to core 1; loopback
+//! only; every run bounded by `-l`; every process killed on drop. Prints
+//! one table with ratios to nsd. `files.rs` writes the inputs,
+//! `servers.rs` starts the servers, `dnsperf.rs` drives the load,
+//! `churn.rs` and `probe.rs` change the cluster and time the changes; this
+//! file measures and prints.
 
 mod churn;
 mod dnsperf;
 mod files;
+mod probe;
 mod servers;
 
 use std::path::Path;
@@ -22,7 +25,8 @@ use dnsperf::{Latency, dnsperf, latency, warm};
 use files::{PODS_FROM, write_files};
 use servers::{ferry, knot, nsd, unbound};
 
-/// The core dnsperf (and the churn writer) run on; the servers run on core 0.
+/// The core dnsperf (and the churn writer and prober) run on; the servers
+/// run on `servers::SERVER_CORE`.
 const CLIENT_CORE: usize = 1;
 
 /// What `ferry bench dns` measures.
@@ -50,7 +54,8 @@ struct ChurnRow {
     server: String,
     what: String,
     rate: f64,
-    /// The series ran beside the churn writer.
+    /// The churn writer ran during the series (ferry's churn, or nsd's
+    /// beside it).
     writer: bool,
     p50: f64,
     p99: f64,
@@ -60,6 +65,31 @@ struct ChurnRow {
     /// Runs in which this series' p99 was at or below nsd's static zone
     /// measured in the same run, and the runs.
     at_or_below_nsd: Option<(usize, usize)>,
+    /// From a change's rename to its first answer (ms: p50, p99, max), the
+    /// changes probed and those not answered within `probe::LIMIT`.
+    answered: Option<Answered>,
+}
+
+struct Answered {
+    p50: f64,
+    p99: f64,
+    max: f64,
+    probed: usize,
+    unseen: usize,
+}
+
+impl Answered {
+    fn of(mut lags: Vec<f64>, unseen: usize) -> Option<Answered> {
+        let probed = lags.len() + unseen;
+        let max = lags.iter().copied().fold(f64::NAN, f64::max);
+        (probed > 0).then(|| Answered {
+            p50: crate::stats::percentile(&mut lags, 0.5),
+            p99: crate::stats::percentile(&mut lags, 0.99),
+            max,
+            probed,
+            unseen,
+        })
+    }
 }
 
 struct Row {
@@ -118,14 +148,16 @@ fn measure(
 pub fn run(args: DnsOptions) -> anyhow::Result<()> {
     ferry_sys::require(["dnsperf", "nsd", "knotd", "unbound", "dig", "taskset"])?;
     println!(
-        "ferry bench dns  (dnsperf -c 4 -q 200 -l {} on core 1, median of {} runs; servers pinned to core 0;\n  latency: dnsperf -Q 20000 -l 5 -v, open loop; per core = qps / server CPU share)",
-        args.seconds, args.runs
+        "ferry bench dns  (dnsperf -c 4 -q 200 -l {} on core {CLIENT_CORE}, median of {} runs; servers pinned to core {};\n  latency: dnsperf -Q 20000 -l 5 -v, open loop; per core = qps / server CPU share)",
+        args.seconds,
+        args.runs,
+        servers::SERVER_CORE
     );
     let mut rows = Vec::new();
     let mut churned = Vec::new();
     let largest = args.sizes.iter().copied().max().unwrap_or(0);
     for &n in &args.sizes {
-        let dir = churn::scratch()?;
+        let dir = files::scratch()?;
         write_files(dir.path(), n)?;
         let churns = args.churn > 0 && n == largest;
         if churns {
@@ -222,6 +254,7 @@ fn under_churn(
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut right = usize::MAX;
     let (mut rate, mut rate_beside) = (f64::INFINITY, f64::INFINITY);
+    let (mut lags, mut unseen) = (Vec::new(), 0);
     for run in 0..runs {
         eprintln!(
             "  churn run {}/{runs}: ferry static, ferry with {} changes/s, nsd static, nsd static beside the writer",
@@ -235,24 +268,42 @@ fn under_churn(
             args.churn,
             Duration::from_secs(15),
             CLIENT_CORE,
-        );
+            Some(fe.port),
+        )?;
         busy.push(latency(fe, &q)?);
         let written = writer.stop()?;
         rate = rate.min(written.rate);
         right = right.min(churn::check(fe, &written, Duration::from_secs(1))?);
+        let these: Vec<f64> = written
+            .seen
+            .lags
+            .iter()
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .collect();
         eprintln!(
-            "    {} changes written ({:.0}/s); {right}/{} churned names right at the end",
+            "    {} changes written ({:.0}/s); {} probed: answered after {} ms, {} not within {} ms; {right}/{} churned names right at the end",
             written.changes,
             written.rate,
+            these.len() + written.seen.unseen,
+            these
+                .iter()
+                .map(|l| format!("{l:.0}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            written.seen.unseen,
+            probe::LIMIT.as_millis(),
             churn::NAMES
         );
+        lags.extend(these);
+        unseen += written.seen.unseen;
         still.push(latency(ns, &q)?);
         let writer = churn::start(
             unread.clone(),
             args.churn,
             Duration::from_secs(15),
             CLIENT_CORE,
-        );
+            None,
+        )?;
         beside.push(latency(ns, &q)?);
         rate_beside = rate_beside.min(writer.stop()?.rate);
         let last = |series: &[Latency]| series.last().map_or(f64::NAN, |l| l.p99);
@@ -288,9 +339,10 @@ fn under_churn(
                     .count();
                 (below, runs)
             }),
+            answered: None,
         }
     };
-    Ok(vec![
+    let mut rows = vec![
         row(
             &fe.name,
             format!("{what}, static"),
@@ -323,7 +375,9 @@ fn under_churn(
             &beside,
             None,
         ),
-    ])
+    ];
+    rows[1].answered = Answered::of(lags, unseen);
+    Ok(rows)
 }
 
 fn print_churn(rows: &[ChurnRow], churn: u32) {
@@ -333,20 +387,23 @@ fn print_churn(rows: &[ChurnRow], churn: u32) {
          rewrites one headless Service's EndpointSlice file {churn} times a second. nsd serves its static zone\n\
          alone, and then beside the same writer rewriting files no server reads (the writer's own load, shown\n\
          for reference). Every row is compared with nsd's static zone alone. Median of the runs, lost summed;\n\
-         the last column counts the runs whose series was at or below nsd's static series of the same run."
+         \"runs at or below\" counts the runs whose series was at or below nsd's static series of the same run;\n\
+         \"change to answer\" times one change in {every} from its file's rename to ferry's first answer with it\n\
+         (asked every 0.5 ms from the client's core while the load runs).",
+        every = probe::EVERY
     );
     println!();
     println!(
-        "| server | load | changes/s (achieved, slowest run) | p50 ms | p99 ms | p99 vs nsd static | lost | churned names right at the end | runs at or below nsd static |"
+        "| server | load | changes/s (achieved, slowest run) | p50 ms | p99 ms | p99 vs nsd static | lost | churned names right at the end | runs at or below nsd static | change to answer ms: p50 / p99 / max (probed, not within 0.9 s) |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let nsd = rows
         .iter()
         .find(|r| r.server.starts_with("nsd") && !r.writer)
         .map_or(f64::NAN, |r| r.p99);
     for r in rows {
         println!(
-            "| {} | {} | {:.0} | {:.3} | {:.3} | {:.2} | {} | {} | {} |",
+            "| {} | {} | {:.0} | {:.3} | {:.3} | {:.2} | {} | {} | {} | {} |",
             r.server,
             r.what,
             r.rate,
@@ -358,6 +415,10 @@ fn print_churn(rows: &[ChurnRow], churn: u32) {
                 .map_or("-".to_string(), |k| format!("{k}/{}", churn::NAMES)),
             r.at_or_below_nsd
                 .map_or("-".to_string(), |(k, n)| format!("{k} of {n}")),
+            r.answered.as_ref().map_or("-".to_string(), |a| format!(
+                "{:.1} / {:.1} / {:.1} ({}, {})",
+                a.p50, a.p99, a.max, a.probed, a.unseen
+            )),
         );
     }
 }
@@ -396,7 +457,15 @@ fn figures(rows: &[Row], churned: &[ChurnRow]) -> serde_json::Value {
                 "lost": r.lost,
                 "churned_names_right": r.right,
                 "runs_at_or_below_nsd_static": r.at_or_below_nsd.map(|(k, _)| k),
-                "writer_beside": r.writer,
+                "runs": r.at_or_below_nsd.map(|(_, n)| n),
+                "writer_running": r.writer,
+                "change_to_answer_ms": r.answered.as_ref().map(|a| serde_json::json!({
+                    "p50": a.p50,
+                    "p99": a.p99,
+                    "max": a.max,
+                    "probed": a.probed,
+                    "not_within_limit": a.unseen,
+                })),
             })
         })
         .collect();

@@ -14,6 +14,9 @@ use ferry_sys::Tool;
 
 use crate::procs::{Proc, free_port, tree};
 
+/// The core every server runs on (`taskset -c`); the client has the other.
+pub(super) const SERVER_CORE: &str = "0";
+
 fn start(name: &str, cmd: &mut Command, port: u16, probe: &str) -> anyhow::Result<Proc> {
     let p = Proc::spawn(name, cmd, port)?;
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -26,7 +29,7 @@ fn start(name: &str, cmd: &mut Command, port: u16, probe: &str) -> anyhow::Resul
     // knotd moves its UDP worker by itself; pin every thread again.
     for pid in tree(p.child.id()) {
         let _ = Tool::new("taskset")
-            .args(["-a", "-p", "-c", "0", &pid.to_string()])
+            .args(["-a", "-p", "-c", SERVER_CORE, &pid.to_string()])
             .output();
     }
     Ok(p)
@@ -66,7 +69,7 @@ pub(super) fn nsd(dir: &Path) -> anyhow::Result<Proc> {
     start(
         "nsd 4",
         Command::new("taskset")
-            .args(["-c", "0", "nsd", "-d", "-c"])
+            .args(["-c", SERVER_CORE, "nsd", "-d", "-c"])
             .arg(dir.join("nsd.conf")),
         port,
         "ns.dns.cluster.local",
@@ -85,7 +88,7 @@ pub(super) fn knot(dir: &Path) -> anyhow::Result<Proc> {
     start(
         "knot 3",
         Command::new("taskset")
-            .args(["-c", "0", "knotd", "-c"])
+            .args(["-c", SERVER_CORE, "knotd", "-c"])
             .arg(dir.join("knot.conf")),
         port,
         "ns.dns.cluster.local",
@@ -102,7 +105,7 @@ pub(super) fn unbound(dir: &Path, upstream: u16) -> anyhow::Result<Proc> {
     start(
         "unbound 1 (cache)",
         Command::new("taskset")
-            .args(["-c", "0", "unbound", "-d", "-c"])
+            .args(["-c", SERVER_CORE, "unbound", "-d", "-c"])
             .arg(dir.join("unbound.conf")),
         port,
         "h-1.example.test",
@@ -115,7 +118,7 @@ pub(super) fn ferry(dir: &Path, upstream: u16) -> anyhow::Result<Proc> {
     start(
         "ferry dns",
         Command::new("taskset")
-            .args(["-c", "0"])
+            .args(["-c", SERVER_CORE])
             .arg(exe)
             .arg("dns")
             .arg(format!(
